@@ -1,0 +1,1 @@
+"""Model manifests shipped with gradprompt (installed as the ``toolkit.manifests`` package data)."""

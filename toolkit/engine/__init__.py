@@ -1,0 +1,1 @@
+"""The torch optimization engine (GReaTer). Heavy imports happen inside functions."""

@@ -1,0 +1,578 @@
+"""GReaTer: gradient prompt optimization through the model's own reasoning.
+
+See docs/engine.md for the method, each setting, and how the ``improved`` schedule differs from the
+``reference`` one. The engine is a generator of step records: it never prints and checks a stop signal
+between phases. Tensor helpers are pure functions with their shapes documented.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Iterator, Sequence
+
+from ..errors import ConfigError, OutOfMemoryError, StoppedError
+from ..layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout, answer_text
+from ..tasks import AnswerSpec
+
+REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
+
+
+@dataclass(frozen=True)
+class GreaterConfig:
+    """Every constant of the method. Defaults are the reference values unless noted."""
+
+    schedule: str = "improved"  # "improved" (fixes the reference's bugs) or "reference"
+    mode: str = "direct"  # "direct": answer follows the prompt; "reasoning": the paper's method
+    steps: int = 100
+    n_train: int = 50
+    n_dev: int = 50
+    topk: int = 40  # per-example top-k of the next-token distribution at the slot
+    topq: int = 6  # rounds of intersections (the reference's flag name; not a gradient top-q)
+    intersect: int = 5  # examples per intersection
+    min_candidates: int = 6  # grow k by 2 until |V'| >= this
+    n_grad_candidates: int = 3  # tokens kept by the gradient filter (hard-coded 3 in the reference)
+    ce_temperature: float = 0.2
+    grad_fluency_weight: float = 0.2  # fluency term in the gradient loss
+    score_fluency_weight: float = 0.02  # fluency term in the candidate score
+    loss_weight: float | None = None  # answer-loss tie-break in the score: 0 (reference), 0.01 (improved)
+    token_filter: str = REFERENCE_TOKEN_FILTER
+    max_new_tokens: int = 1024  # reasoning chain cap
+    max_prompt_tokens: int = 50
+    top_keep: int = 10
+    select_on_dev: bool = True
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.schedule not in ("improved", "reference"):
+            raise ConfigError(f"Unknown schedule {self.schedule!r}: use improved or reference.")
+        if self.mode not in ("direct", "reasoning"):
+            raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
+        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1.")
+        try:
+            re.compile(self.token_filter)
+        except re.error as exc:
+            raise ConfigError(f"token_filter {self.token_filter!r} is not a valid regular expression: {exc}") from None
+
+    @property
+    def effective_loss_weight(self) -> float:
+        if self.loss_weight is not None:
+            return self.loss_weight
+        return 0.0 if self.schedule == "reference" else 0.01
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GreaterConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Score:
+    """Training score of one prompt. Lower ``value`` is better."""
+
+    value: float
+    accuracy: float
+    loss: float
+    fluency_nll: float
+    n: int
+
+
+@dataclass
+class Item:
+    input: str
+    answer: str
+
+
+@dataclass
+class RunResult:
+    prompt: str
+    prompt_ids: list[int]
+    train: Score | None
+    dev_accuracy: float | None
+    top: list[dict] = field(default_factory=list)
+    steps_done: int = 0
+
+
+class GreaterEngine:
+    def __init__(self, tm, spec: AnswerSpec, train: Sequence[Item], dev: Sequence[Item], config: GreaterConfig):
+        import torch
+
+        self.torch = torch
+        self.tm = tm
+        self.model = tm.model
+        self.spec = spec
+        self.config = config
+        self.train = list(train)[: config.n_train]
+        self.dev = list(dev)[: config.n_dev]
+        if not self.train:
+            raise ConfigError("The task has no training examples.")
+        self.layout = ChatLayout(tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "",
+                                 getattr(tm.tokenizer, "eos_token", "") or "")
+        self.device = next(self.model.parameters()).device
+        self.embed = self.model.get_input_embeddings()
+        self.base = getattr(self.model, self.model.base_model_prefix)
+        self.head = self.model.get_output_embeddings()
+        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        sep = REASONING_SEPARATOR if config.mode == "reasoning" else ""
+        self.extractor_ids = tm.encode(sep + spec.extractor)
+        self._after_ids: list[int] | None = None
+        self._prefix_cache: dict[str, list[int]] = {}
+        self._answer_cache: dict[str, list[int]] = {}
+        self._chains: dict[tuple, list[list[int]]] = {}
+        self._scores: dict[tuple, Score] = {}
+        self._filter_mask = None
+        self.batch_size = config.batch_size
+        self.events: list[str] = []
+        if spec.kind == "label":
+            self.label_ids = [tm.encode(answer_text(lab)) for lab in spec.labels]
+            firsts = [ids[0] for ids in self.label_ids]
+            self.label_first = firsts if len(set(firsts)) == len(firsts) else None
+        else:
+            self.label_ids, self.label_first = [], None
+        self.stop_ids = {i for i in (tm.tokenizer.eos_token_id,) if i is not None}
+        for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+            tid = tm.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid != tm.tokenizer.unk_token_id and tid >= 0:
+                self.stop_ids.add(tid)
+
+    # ------------------------------------------------------------------ layout pieces
+
+    def _split(self, text: str) -> list[int]:
+        if text not in self._prefix_cache:
+            before, after = self.layout.split(text)
+            self._prefix_cache[text] = self.tm.encode(before)
+            if self._after_ids is None:
+                self._after_ids = self.tm.encode(after)
+        return self._prefix_cache[text]
+
+    @property
+    def after_ids(self) -> list[int]:
+        if self._after_ids is None:
+            self._split(self.train[0].input)
+        return self._after_ids
+
+    def _answer_ids(self, answer: str) -> list[int]:
+        if answer not in self._answer_cache:
+            self._answer_cache[answer] = self.tm.encode(answer_text(answer))
+        return self._answer_cache[answer]
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tm.encode(text)
+
+    def decode(self, ids) -> str:
+        return self.tm.decode(ids)
+
+    # ------------------------------------------------------------------ tensor helpers
+
+    def _forward_selected(self, seqs: list[list[int]], positions: list[list[int]], onehot=None, slots=None, cand_ids=None):
+        """Run the model on right-padded ``seqs`` and return logits only at ``positions``.
+
+        seqs: B lists of token ids; positions: B lists of indices whose next-token logits are wanted.
+        onehot: [C] float (requires grad) placed at ``slots[b]`` of each sequence as onehot @ E[cand_ids].
+        Returns a list of B tensors [len(positions[b]), V] (float32).
+        """
+        torch = self.torch
+        B, L = len(seqs), max(len(s) for s in seqs)
+        pad = 0
+        ids = torch.full((B, L), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((B, L), dtype=torch.long, device=self.device)
+        for b, s in enumerate(seqs):
+            ids[b, : len(s)] = torch.tensor(s, device=self.device)
+            mask[b, : len(s)] = 1
+        embeds = self.embed(ids)
+        if onehot is not None:
+            slot_embed = (onehot.to(embeds.dtype) @ self.embed.weight[cand_ids]).unsqueeze(0)  # [1, D]
+            rows = torch.arange(B, device=self.device)
+            cols = torch.tensor(slots, device=self.device)
+            sel = torch.zeros((B, L, 1), dtype=embeds.dtype, device=self.device)
+            sel[rows, cols] = 1
+            embeds = embeds * (1 - sel) + sel * slot_embed.unsqueeze(0)
+        hidden = self.base(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # [B, L, D]
+        flat_b = [b for b, pos in enumerate(positions) for _ in pos]
+        flat_p = [p for pos in positions for p in pos]
+        picked = hidden[torch.tensor(flat_b, device=self.device), torch.tensor(flat_p, device=self.device)]
+        logits = self.head(picked).float()  # [sum(len(pos)), V]
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        out, start = [], 0
+        for pos in positions:
+            out.append(logits[start : start + len(pos)])
+            start += len(pos)
+        return out
+
+    def _chunks(self, n: int):
+        size = max(1, self.batch_size)
+        for start in range(0, n, size):
+            yield range(start, min(n, start + size))
+
+    def _with_oom_retry(self, fn):
+        """Run ``fn`` and halve the batch size on out-of-memory, saying so, until it fits."""
+        torch = self.torch
+        while True:
+            try:
+                return fn()
+            except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
+                    raise
+                if self.batch_size <= 1:
+                    raise OutOfMemoryError(
+                        "Out of memory even at batch size 1. Use a smaller model, 4bit/8bit precision, "
+                        "a lower --max-new-tokens, or fewer training examples."
+                    ) from exc
+                self.batch_size = max(1, self.batch_size // 2)
+                self.events.append(f"out of memory: batch size lowered to {self.batch_size}")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ sequences
+
+    def _sequence(self, item: Item, prompt: Sequence[int], chain: Sequence[int]):
+        """Return (ids, prompt_start, answer_start, answer_ids) for one example."""
+        before = self._split(item.input)
+        head = list(before) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+        ans = self._answer_ids(item.answer)
+        return head + ans, len(before), len(head), ans
+
+    def _prompt_positions(self, p_start: int, n_prompt: int) -> list[int]:
+        # logits at position i predict token i+1; prompt token 0 is predicted from p_start - 1
+        return list(range(p_start - 1, p_start + n_prompt - 1))
+
+    def _terms(self, logits, prompt_ids: Sequence[int], item: Item, ans: list[int]):
+        """(answer loss, prompt NLL, correct) from logits [n_prompt + n_answer_rows, V]."""
+        torch = self.torch
+        F = torch.nn.functional
+        n_prompt = len(prompt_ids)
+        T = self.config.ce_temperature
+        p_logits = logits[:n_prompt]
+        target = torch.tensor(list(prompt_ids), device=logits.device)
+        nll = F.cross_entropy(p_logits, target) if n_prompt else logits.new_zeros(())
+        a_logits = logits[n_prompt:]
+        if self.spec.kind == "label" and self.label_first is not None and self.config.schedule == "improved":
+            # Score the answer among the labels (first tokens are distinct).
+            lab = a_logits[0, self.label_first]  # [K]
+            gold = self.spec.labels.index(item.answer) if item.answer in self.spec.labels else -1
+            loss = F.cross_entropy((lab / T).unsqueeze(0), torch.tensor([gold], device=logits.device))
+            correct = bool(int(lab.argmax()) == gold)
+        else:
+            gold_ids = torch.tensor(ans, device=logits.device)
+            loss = F.cross_entropy(a_logits / T, gold_ids)
+            correct = bool((a_logits.argmax(-1) == gold_ids).all())
+        return loss, nll, correct
+
+    # ------------------------------------------------------------------ phases
+
+    def chains(self, prompt: Sequence[int], items: Sequence[Item] | None = None) -> list[list[int]]:
+        """Greedy reasoning chains for ``items`` (default: train) under ``prompt``; cached by prompt."""
+        items = self.train if items is None else items
+        if self.config.mode == "direct":
+            return [[] for _ in items]
+        key = (tuple(prompt), id(items) if items is not self.train else 0)
+        if key in self._chains:
+            return self._chains[key]
+        torch = self.torch
+        out: list[list[int]] = []
+        pad_id = self.tm.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
+
+        def run_chunk(idx):
+            seqs = [self._split(items[i].input) + list(prompt) + self.after_ids for i in idx]
+            L = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for b, s in enumerate(seqs):  # left padding for generation
+                ids[b, L - len(s):] = torch.tensor(s, device=self.device)
+                mask[b, L - len(s):] = 1
+            with torch.no_grad():
+                gen = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False, pad_token_id=pad_id, eos_token_id=sorted(self.stop_ids) or None,
+                )
+            res = []
+            for row in gen[:, L:].tolist():
+                chain = []
+                for t in row:
+                    if t in self.stop_ids:
+                        break
+                    chain.append(t)
+                res.append(chain)
+            return res
+
+        for idx in self._chunks(len(items)):
+            out.extend(self._with_oom_retry(lambda idx=idx: run_chunk(list(idx))))
+        self._chains[key] = out
+        return out
+
+    def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
+        """Score several prompts on ``items`` (default: train). Train scores are cached by prompt."""
+        torch = self.torch
+        items = self.train if items is None else items
+        cacheable = items is self.train
+        todo = [p for p in dict.fromkeys(tuple(p) for p in prompts) if not (cacheable and p in self._scores)]
+        results: dict[tuple, Score] = {}
+        if todo:
+            jobs = []  # (prompt index, item index, seq, positions, ans)
+            for pi, p in enumerate(todo):
+                chains = self.chains(p, items)
+                for ii, item in enumerate(items):
+                    seq, p_start, a_start, ans = self._sequence(item, p, chains[ii])
+                    n_ans_rows = 1 if self._label_fast() else len(ans)
+                    pos = self._prompt_positions(p_start, len(p)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+                    jobs.append((pi, ii, seq, pos, ans))
+            acc = {pi: {"loss": 0.0, "nll": 0.0, "correct": 0} for pi in range(len(todo))}
+
+            def run(idx):
+                with torch.no_grad():
+                    logits = self._forward_selected([jobs[i][2] for i in idx], [jobs[i][3] for i in idx])
+                return [self._terms(lg, todo[jobs[i][0]], items[jobs[i][1]], jobs[i][4]) for lg, i in zip(logits, idx)]
+
+            for idx in self._chunks(len(jobs)):
+                terms = self._with_oom_retry(lambda idx=idx: run(list(idx)))
+                for i, (loss, nll, correct) in zip(idx, terms):
+                    a = acc[jobs[i][0]]
+                    a["loss"] += float(loss)
+                    a["nll"] += float(nll)
+                    a["correct"] += int(correct)
+            n = len(items)
+            for pi, p in enumerate(todo):
+                a = acc[pi]
+                accuracy = a["correct"] / n
+                loss, nll = a["loss"] / n, a["nll"] / n
+                value = (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
+                results[p] = Score(value=value, accuracy=accuracy, loss=loss, fluency_nll=nll, n=n)
+                if cacheable:
+                    self._scores[p] = results[p]
+        return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
+
+    def _label_fast(self) -> bool:
+        return self.spec.kind == "label" and self.label_first is not None and self.config.schedule == "improved"
+
+    def token_filter_mask(self):
+        """[V] bool: tokens the filter allows as prompt tokens."""
+        if self._filter_mask is None:
+            torch = self.torch
+            pattern = re.compile(self.config.token_filter)
+            V = self.head.weight.shape[0]
+            special = set(self.tm.tokenizer.all_special_ids)
+            texts = self.tm.tokenizer.convert_ids_to_tokens(list(range(V)))
+            allowed = []
+            for i, tok in enumerate(texts):
+                if i in special or tok is None:
+                    allowed.append(False)
+                    continue
+                text = self.tm.tokenizer.convert_tokens_to_string([tok])
+                allowed.append(bool(pattern.match(text)) and "\ufffd" not in text)
+            self._filter_mask = torch.tensor(allowed, device=self.device)
+        return self._filter_mask
+
+    def propose(self, prompt: Sequence[int], pos: int, rng: random.Random) -> list[int]:
+        """Candidate tokens for slot ``pos`` from the model's own next-token distribution (phase B)."""
+        torch = self.torch
+        seqs = [self._split(item.input) + list(prompt[:pos]) for item in self.train]
+        rows: list = []
+
+        def run(idx):
+            with torch.no_grad():
+                return self._forward_selected([seqs[i] for i in idx], [[len(seqs[i]) - 1] for i in idx])
+
+        for idx in self._chunks(len(seqs)):
+            rows.extend(t[0] for t in self._with_oom_retry(lambda idx=idx: run(list(idx))))
+        logits = torch.stack(rows)  # [N, V]
+        mask = self.token_filter_mask().clone()
+        if pos > 0:
+            mask[prompt[pos - 1]] = False
+        logits = logits.masked_fill(~mask, float("-inf"))
+        order = logits.argsort(dim=-1, descending=True)  # [N, V]
+        n_allowed = int(mask.sum())
+        k = min(self.config.topk, n_allowed)
+        current = prompt[pos] if pos < len(prompt) else None
+        while True:
+            top_sets = [set(order[j, :k].tolist()) for j in range(len(self.train))]
+            cands: set[int] = set()
+            for _ in range(self.config.topq):
+                group = rng.sample(range(len(top_sets)), min(self.config.intersect, len(top_sets)))
+                inter = set.intersection(*(top_sets[g] for g in group))
+                cands |= inter
+            if len(cands) >= self.config.min_candidates or k >= n_allowed:
+                break
+            k = min(n_allowed, k + 2)
+        result = sorted(cands)
+        if current is not None and current not in cands:
+            result.append(current)
+        return result
+
+    def gradient(self, prompt: Sequence[int], pos: int, cands: list[int]):
+        """d loss / d one-hot over ``cands`` at slot ``pos`` (phase C). Returns [C] float, L2-normalized."""
+        torch = self.torch
+        C = len(cands)
+        current = prompt[pos]
+        onehot = torch.zeros(C, device=self.device, dtype=torch.float32)
+        onehot[cands.index(current)] = 1.0
+        onehot.requires_grad_(True)
+        cand_t = torch.tensor(cands, device=self.device)
+        chains = self.chains(prompt)
+        jobs = []
+        for ii, item in enumerate(self.train):
+            seq, p_start, a_start, ans = self._sequence(item, prompt, chains[ii])
+            n_ans_rows = 1 if self._label_fast() else len(ans)
+            positions = self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+            jobs.append((ii, seq, positions, ans, p_start + pos))
+
+        def run(idx):
+            logits = self._forward_selected([jobs[i][1] for i in idx], [jobs[i][2] for i in idx], onehot=onehot,
+                                            slots=[jobs[i][4] for i in idx], cand_ids=cand_t)
+            total = 0
+            for lg, i in zip(logits, idx):
+                loss, nll, _ = self._terms(lg, prompt, self.train[jobs[i][0]], jobs[i][3])
+                total = total + loss + self.config.grad_fluency_weight * nll
+            total.backward()
+
+        for idx in self._chunks(len(jobs)):
+            self._with_oom_retry(lambda idx=idx: run(list(idx)))
+        grad = onehot.grad.detach().clone()
+        norm = grad.norm()
+        return grad / norm if float(norm) > 0 else grad
+
+    # ------------------------------------------------------------------ the loop
+
+    def initial_state(self, prompt_text: str) -> dict:
+        ids = self.encode_prompt(prompt_text)
+        if not ids:
+            raise ConfigError("The initial prompt is empty.")
+        return {"prompt_ids": ids, "pos": 0, "step": 0, "visited": [], "top": [], "initial_len": len(ids)}
+
+    def run(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
+        """Optimize from ``state`` (see :meth:`initial_state`), yielding one record per step.
+
+        Each record carries ``state``: pass it back to continue exactly where the run stopped.
+        """
+        cfg = self.config
+        torch = self.torch
+        torch.manual_seed(cfg.seed)
+        state = {**state, "prompt_ids": list(state["prompt_ids"]), "visited": list(state["visited"]),
+                 "top": [list(t) for t in state["top"]]}
+        placeholder = self.tm.encode(" _")[-1]
+        while state["step"] < cfg.steps:
+            if stop is not None and stop.is_set():
+                return
+            step = state["step"]
+            rng = random.Random(f"{cfg.seed}-{step}")
+            prompt = state["prompt_ids"]
+            pos = state["pos"]
+            grown = False
+            if pos >= len(prompt):
+                prompt = prompt + [placeholder]
+                grown = True
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            current_score = self.score_prompts([prompt])[0] if not grown else None
+            timings["reasoning_and_current"] = time.perf_counter() - t0
+            if stop is not None and stop.is_set():
+                return
+            t0 = time.perf_counter()
+            cands = self.propose(prompt, pos, rng)
+            timings["proposal"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            grad = self.gradient(prompt, pos, cands)
+            timings["gradient"] = time.perf_counter() - t0
+            if stop is not None and stop.is_set():
+                return
+            current_tok = prompt[pos]
+            ranked = sorted(range(len(cands)), key=lambda i: (float(grad[i]), cands[i]))
+            chosen_idx = [i for i in ranked if cands[i] != current_tok][: cfg.n_grad_candidates]
+            trial_prompts = []
+            for i in chosen_idx:
+                p = list(prompt)
+                p[pos] = cands[i]
+                trial_prompts.append(p)
+            t0 = time.perf_counter()
+            scores = self.score_prompts(trial_prompts) if trial_prompts else []
+            timings["scoring"] = time.perf_counter() - t0
+
+            candidates = [
+                {"token": cands[i], "text": self.decode([cands[i]]), "grad": float(grad[i]),
+                 "score": s.value, "accuracy": s.accuracy, "loss": s.loss, "nll": s.fluency_nll}
+                for i, s in zip(chosen_idx, scores)
+            ]
+            # Choose.
+            options = list(zip(trial_prompts, scores, [c["token"] for c in candidates]))
+            new_prompt, new_score = prompt, current_score
+            if cfg.schedule == "reference":
+                if options:
+                    early = None
+                    if pos >= state["initial_len"] // 2:
+                        early = next((o for o in options if "." in self.decode([o[2]])), None)
+                    best = early or min(options, key=lambda o: o[1].value)
+                    new_prompt, new_score = best[0], best[1]
+            else:
+                pool = options + ([] if grown else [(prompt, current_score, current_tok)])
+                if pool:
+                    best = min(pool, key=lambda o: (o[1].value, o[0] != prompt))
+                    new_prompt, new_score = best[0], best[1]
+                if grown:
+                    # Growing must pay for itself: keep the shorter prompt unless a candidate beats it.
+                    shorter = self.score_prompts([prompt[:-1]])[0]
+                    if not options or shorter.value <= new_score.value:
+                        new_prompt, new_score = prompt[:-1], shorter
+            chosen_tok = new_prompt[pos] if pos < len(new_prompt) else None
+            accepted = new_prompt != prompt
+            # Position schedule.
+            next_pos = pos + 1
+            chosen_text = self.decode([chosen_tok]) if chosen_tok is not None else ""
+            if next_pos >= len(new_prompt):
+                if "." in chosen_text or len(new_prompt) >= cfg.max_prompt_tokens or (
+                    cfg.schedule == "improved" and chosen_tok is None
+                ):
+                    next_pos = 0
+                # else: next step appends a placeholder and optimizes it
+            key = f"{next_pos}:{','.join(map(str, new_prompt))}"
+            stuck = False
+            if cfg.schedule == "improved" and key in state["visited"]:
+                stuck = True
+                next_pos = 0
+                key = f"0:{','.join(map(str, new_prompt))}"
+            state["visited"] = (state["visited"] + [key])[-200:]
+            # Top-k bookkeeping (distinct prompts).
+            top = [t for t in state["top"] if t[1] != new_prompt] + [[new_score.value, list(new_prompt)]]
+            if current_score is not None and all(t[1] != prompt for t in top):
+                top.append([current_score.value, list(prompt)])
+            top.sort(key=lambda t: t[0])
+            state["top"] = top[: cfg.top_keep]
+            before_text = self.decode(state["prompt_ids"])
+            state.update(prompt_ids=list(new_prompt), pos=next_pos, step=step + 1)
+            record = {
+                "step": step, "position": pos, "prompt_before": before_text,
+                "prompt_after": self.decode(new_prompt), "prompt_ids": list(new_prompt),
+                "chosen_token": chosen_text, "accepted": accepted, "grown": grown and len(new_prompt) == len(prompt),
+                "stuck": stuck, "candidates": candidates, "proposed": len(cands),
+                "train_score": new_score.value, "train_accuracy": new_score.accuracy,
+                "timings": timings, "events": list(self.events), "state": dict(state),
+            }
+            self.events.clear()
+            yield record
+
+    def finish(self, state: dict) -> RunResult:
+        """Pick the final prompt: best dev accuracy among the top prompts (train score breaks ties)."""
+        top = state["top"] or [[self.score_prompts([state["prompt_ids"]])[0].value, state["prompt_ids"]]]
+        best_ids, best_dev, table = top[0][1], None, []
+        if self.config.select_on_dev and self.dev:
+            dev_scores = self.score_prompts([t[1] for t in top], items=self.dev)
+            for (train_value, ids), ds in zip(top, dev_scores):
+                table.append({"prompt": self.decode(ids), "train_score": train_value, "dev_accuracy": ds.accuracy})
+            best_i = min(range(len(top)), key=lambda i: (-dev_scores[i].accuracy, top[i][0]))
+            best_ids, best_dev = top[best_i][1], dev_scores[best_i].accuracy
+        else:
+            table = [{"prompt": self.decode(ids), "train_score": v, "dev_accuracy": None} for v, ids in top]
+        return RunResult(prompt=self.decode(best_ids), prompt_ids=list(best_ids),
+                         train=self.score_prompts([best_ids])[0], dev_accuracy=best_dev, top=table,
+                         steps_done=state["step"])

@@ -1,0 +1,154 @@
+"""Loading a model for torch: from the GGUF (dequantized, then cached as safetensors) or an HF folder.
+
+Precision: ``fp32``, ``bf16``, ``fp16``, ``8bit``, ``4bit`` (bitsandbytes nf4); device ``cpu`` or ``cuda``.
+``auto`` picks fp32 on the CPU and bf16 on CUDA. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelFileError
+from ..models import ModelInfo, offline_env, verified_gguf
+from ..paths import cache_dir
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "8bit", "4bit")
+
+
+@dataclass
+class TorchModel:
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+    sha256: str
+    precision: str
+    device: str
+
+    @property
+    def chat_template(self) -> str:
+        return self.tokenizer.chat_template or ""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with special tokens parsed and no BOS added (the template adds it)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"Unknown device {device!r}: use cpu, cuda or auto.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU. Use --device cpu.")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def converted_dir(info: ModelInfo, sha256: str) -> Path:
+    return cache_dir() / "torch" / f"{info.id}-{sha256[:16]}"
+
+
+def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
+    """Dequantize the GGUF once through transformers and cache it as safetensors + tokenizer files."""
+    out = converted_dir(info, sha256)
+    if (out / "gradprompt.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
+    )
+    # A GGUF-loaded model refuses save_pretrained (it is marked as quantized); its weights are plain
+    # dequantized float tensors, so save the config and the weights ourselves.
+    from safetensors.torch import save_model
+
+    tmp.mkdir(parents=True)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    config.save_pretrained(str(tmp))
+    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "gradprompt.json").write_text(json.dumps({"source": str(gguf_path), "sha256": sha256}))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def quiet_transformers() -> None:
+    """No progress bars or warnings from transformers/huggingface_hub on the user's terminal."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "auto") -> TorchModel:
+    offline_env()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    if info.hf_path:
+        folder = Path(info.hf_path)
+        sha256 = "hf:" + folder.name
+    else:
+        gguf_path, sha256 = verified_gguf(info)
+        folder = _convert_gguf(info, gguf_path, sha256)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if precision in ("8bit", "4bit"):
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError:
+            raise ConfigError("8bit/4bit need bitsandbytes: pip install bitsandbytes") from None
+        if precision == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+            )
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device}
+        kwargs["dtype"] = torch.float32
+    else:
+        kwargs["dtype"] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except OSError as exc:
+        raise ModelFileError(f"Could not load {info.id!r} for torch from {folder}: {exc}") from None
+    if precision not in ("8bit", "4bit"):
+        model = model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return TorchModel(model=model, tokenizer=tokenizer, info=info, sha256=sha256, precision=precision, device=device)

@@ -1,0 +1,155 @@
+"""Scoring prompts on a task split with llama.cpp, stored in the history and cached per example.
+
+Labels are chosen among the task's label set from the next-token logits after the extractor (the same rule
+the optimizer uses, and what a llama.cpp grammar restricted to the labels would pick greedily when the labels'
+first tokens differ). Numbers and free text are generated greedily and parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .layout import REASONING_SEPARATOR, ChatLayout, answer_text
+from .tasks import AnswerSpec, normalize_answer, parse_number
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "direct"  # direct | reasoning
+    max_new_tokens: int = 256  # reasoning chain cap
+    answer_tokens: int = 16  # cap for number / free-text answers
+
+    def key(self) -> str:
+        return json.dumps({"mode": self.mode, "max_new_tokens": self.max_new_tokens,
+                           "answer_tokens": self.answer_tokens}, sort_keys=True)
+
+
+@dataclass
+class EvalReport:
+    evaluation_id: int | None
+    prompt: str
+    n: int
+    correct: int
+    accuracy: float
+    ci: tuple[float, float]
+    confusion: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    cached: int = 0
+    model_calls: int = 0
+
+
+def predict(model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str,
+            settings: EvalSettings) -> tuple[str, str | None]:
+    """(model output text, predicted answer) for one example on a llama.cpp model."""
+    before, after = layout.split(input_text)
+    tokens = model.encode(before) + model.encode(prompt) + model.encode(after)
+    output = ""
+    if settings.mode == "reasoning":
+        chain = model.generate(tokens, settings.max_new_tokens)
+        tokens = tokens + chain
+        output = model.decode(chain)
+        tokens = tokens + model.encode(REASONING_SEPARATOR + spec.extractor)
+    else:
+        tokens = tokens + model.encode(spec.extractor)
+    if spec.kind == "label":
+        label_ids = [model.encode(answer_text(lab)) for lab in spec.labels]
+        firsts = [ids[0] for ids in label_ids]
+        if len(set(firsts)) == len(firsts):
+            logits = model.next_logits(tokens)
+            predicted = spec.labels[int(max(range(len(firsts)), key=lambda i: logits[firsts[i]]))]
+        else:  # labels share a first token: compare whole-label log-probabilities
+            predicted = spec.labels[max(range(len(label_ids)), key=lambda i: _sequence_logprob(model, tokens, label_ids[i]))]
+        return output + (" " if output else "") + predicted, predicted
+    answer_ids = model.generate(tokens, settings.answer_tokens, stop_texts=("\n",))
+    text = model.decode(answer_ids).strip()
+    output = (output + " " + text).strip()
+    if spec.kind == "number":
+        num = parse_number(text)
+        return output, (None if num is None else repr(num))
+    return output, text.split("\n")[0].strip().rstrip(".")
+
+
+def _sequence_logprob(model, tokens: list[int], label: list[int]) -> float:
+    import numpy as np
+
+    total = 0.0
+    for i, tok in enumerate(label):
+        logits = model.next_logits(tokens + label[:i]).astype("float64")
+        m = logits.max()
+        total += float(logits[tok] - m - np.log(np.exp(logits - m).sum()))
+    return total
+
+
+def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerSpec, example: dict) -> str:
+    raw = json.dumps([prompt, model_sha, settings.key(), spec.kind, list(spec.labels), spec.extractor,
+                      example["input"], example["answer"]])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: str = "test",
+                    settings: EvalSettings | None = None, limit: int | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    stop: threading.Event | None = None) -> EvalReport:
+    """Score one stored prompt on a task split with a loaded :class:`~toolkit.llamacpp.LlamaCppModel`.
+
+    Per-example results are cached by (prompt, model file, settings, example): a repeated or interrupted
+    evaluation only runs the examples it has not seen.
+    """
+    settings = settings or EvalSettings()
+    spec = store.task_spec(task_row)
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    examples = store.examples(task_row["id"], split, limit=limit)
+    ev_id = store.create_evaluation(
+        prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=model.info.id,
+        model_sha256=model.sha256, backend="llamacpp", quantization=model.info.quantization or "gguf",
+        mode=settings.mode, settings={**json.loads(settings.key()), "limit": limit}, n=len(examples),
+    )
+    t_start = time.perf_counter()
+    correct = cached = calls = 0
+    confusion: dict[str, dict[str, int]] = {}
+    for i, ex in enumerate(examples):
+        if stop is not None and stop.is_set():
+            store.finish_evaluation(ev_id, status="stopped")
+            break
+        key = cache_key(prompt_row["text"], model.sha256, settings, spec, ex)
+        hit = store.cached_result(key)
+        t0 = time.perf_counter()
+        if hit is not None:
+            output, predicted, ok = hit["output"], hit["predicted"], bool(hit["correct"])
+            cached += 1
+        else:
+            output, predicted = predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
+            ok = predicted is not None and normalize_answer(predicted, spec.kind) == normalize_answer(ex["answer"], spec.kind)
+            calls += 1
+        store.add_result(ev_id, ex["id"], key, output, predicted, ok, time.perf_counter() - t0)
+        correct += int(ok)
+        if spec.kind == "label":
+            row = confusion.setdefault(ex["answer"], {})
+            row[str(predicted)] = row.get(str(predicted), 0) + 1
+        if progress:
+            progress(i + 1, len(examples))
+    n = len(examples) if not (stop is not None and stop.is_set()) else max(1, i)
+    accuracy = correct / n if n else 0.0
+    lo, hi = wilson_interval(correct, n)
+    seconds = time.perf_counter() - t_start
+    if not (stop is not None and stop.is_set()):
+        store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
+                                timings={"seconds": seconds, "cached": cached, "model_calls": calls})
+    return EvalReport(ev_id, prompt_row["text"], n, correct, accuracy, (lo, hi), confusion, seconds, cached, calls)

@@ -1,0 +1,261 @@
+"""Model manifests and resolution: one model id resolves to a GGUF (llama.cpp) and to torch weights.
+
+Known models ship as TOML manifests in ``models/`` (installed as ``toolkit.manifests``). Users add their own
+(a local GGUF, a local Hugging Face folder, or a hub id while online); those manifests live in the user data
+directory. Nothing here imports torch or llama_cpp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.resources
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from .errors import ConfigError, ModelFileError, ModelNotFoundError
+from .paths import cache_dir, user_dir
+
+DEFAULT_MODEL_ID = "smollm2-135m"
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    name: str
+    family: str = ""
+    licence: str = ""
+    chat_template: str = "gguf"
+    builtin: bool = False
+    default: bool = False
+    homepage: str = ""
+    # GGUF for llama.cpp (and, dequantized, for torch)
+    gguf_package: str = ""
+    gguf_file: str = ""
+    gguf_path_str: str = ""
+    gguf_assemble: bool = False
+    gguf_sha256: str = ""
+    quantization: str = ""
+    install_hint: str = ""
+    # Hugging Face folder (preferred for torch when present) or hub id
+    hf_path: str = ""
+    hub_id: str = ""
+    manifest_path: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        if self.gguf_package:
+            return f"package {self.gguf_package}"
+        if self.gguf_path_str:
+            return self.gguf_path_str
+        if self.hf_path:
+            return self.hf_path
+        return f"hub:{self.hub_id}"
+
+    def gguf_path(self, *, required: bool = True) -> Path | None:
+        """The GGUF file on disk (assembling it from chunk packages first where the manifest says so)."""
+        if self.gguf_path_str:
+            path = Path(self.gguf_path_str).expanduser()
+        elif self.gguf_package:
+            try:
+                module = importlib.import_module(self.gguf_package)
+            except ImportError:
+                if not required:
+                    return None
+                raise ModelFileError(
+                    f"Model {self.id!r} needs the package {self.gguf_package!r}, which is not installed. "
+                    f"Install it with: {self.install_hint or 'pip install ' + self.gguf_package}",
+                    title="Model not installed",
+                ) from None
+            if self.gguf_assemble:
+                out = cache_dir() / "gguf" / self.gguf_file
+                path = Path(module.assemble(out))
+            else:
+                path = Path(str(importlib.resources.files(self.gguf_package).joinpath(self.gguf_file)))
+        else:
+            if not required:
+                return None
+            raise ModelFileError(f"Model {self.id!r} has no GGUF file; llama.cpp needs one. Add one with "
+                                 "`gradprompt models add ID --gguf FILE`.")
+        if not path.exists():
+            if not required:
+                return None
+            raise ModelFileError(f"Model {self.id!r}: the file {path} does not exist.")
+        return path
+
+    def to_dict(self) -> dict:
+        data = {
+            "id": self.id, "name": self.name, "family": self.family, "licence": self.licence,
+            "source": self.source, "builtin": self.builtin, "default": self.default,
+            "quantization": self.quantization, "sha256": self.gguf_sha256, "hf_path": self.hf_path,
+            "hub_id": self.hub_id,
+        }
+        path = self.gguf_path(required=False) if (self.gguf_package and not self.gguf_assemble) or self.gguf_path_str else None
+        data["gguf_path"] = str(path) if path else ""
+        data["size_bytes"] = path.stat().st_size if path else None
+        return data
+
+
+def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:
+    if "id" not in data:
+        raise ConfigError(f"{path}: the model manifest has no 'id'.")
+    gguf = data.get("gguf", {}) or {}
+    hf = data.get("hf", {}) or {}
+    known = {"id", "name", "family", "licence", "chat_template", "default", "homepage", "gguf", "hf"}
+    return ModelInfo(
+        id=data["id"], name=data.get("name", data["id"]), family=data.get("family", ""),
+        licence=data.get("licence", ""), chat_template=data.get("chat_template", "gguf"), builtin=builtin,
+        default=bool(data.get("default", False)), homepage=data.get("homepage", ""),
+        gguf_package=gguf.get("package", ""), gguf_file=gguf.get("file", ""), gguf_path_str=gguf.get("path", ""),
+        gguf_assemble=bool(gguf.get("assemble", False)), gguf_sha256=gguf.get("sha256", ""),
+        quantization=gguf.get("quantization", ""), install_hint=gguf.get("install", ""),
+        hf_path=hf.get("path", ""), hub_id=hf.get("hub_id", ""), manifest_path=str(path),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def _read_manifest(path: Path, builtin: bool) -> ModelInfo:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    return _from_manifest(data, path, builtin)
+
+
+def builtin_manifest_dir() -> Path:
+    return Path(str(importlib.resources.files("toolkit.manifests")))
+
+
+def user_manifest_dir() -> Path:
+    path = user_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_models() -> list[ModelInfo]:
+    models: dict[str, ModelInfo] = {}
+    for path in sorted(builtin_manifest_dir().glob("*.toml")):
+        info = _read_manifest(path, builtin=True)
+        models[info.id] = info
+    for path in sorted(user_manifest_dir().glob("*.toml")):
+        info = _read_manifest(path, builtin=False)
+        models.setdefault(info.id, info)
+    return sorted(models.values(), key=lambda m: (not m.default, not m.builtin, m.id))
+
+
+def get_model(model_id: str | None = None) -> ModelInfo:
+    model_id = model_id or DEFAULT_MODEL_ID
+    for info in list_models():
+        if info.id == model_id:
+            return info
+    known = ", ".join(m.id for m in list_models())
+    raise ModelNotFoundError(
+        f"No model {model_id!r}. Known models: {known}. Add one with `gradprompt models add ID --gguf FILE` "
+        "or `--hf FOLDER`."
+    )
+
+
+def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, hub_id: str | None = None,
+              name: str | None = None, licence: str = "", verify: bool = True) -> ModelInfo:
+    """Register a user model. The GGUF (if any) is hashed now and verified at every load."""
+    if not _ID_RE.match(model_id):
+        raise ConfigError(f"Model id {model_id!r} is not allowed: use lower-case letters, digits, '_', '-', '.'.")
+    if any(m.id == model_id for m in list_models()):
+        raise ConfigError(f"A model {model_id!r} already exists. Choose another id, or remove it first.")
+    if not (gguf or hf or hub_id):
+        raise ConfigError("Give --gguf FILE, --hf FOLDER or --hub-id ID.")
+    data: dict = {"id": model_id, "name": name or model_id, "licence": licence, "chat_template": "gguf" if gguf else "hf"}
+    if gguf:
+        path = Path(gguf).expanduser().resolve()
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such GGUF file.")
+        with path.open("rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelFileError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes).")
+        data["gguf"] = {"path": str(path), "sha256": file_sha256(path) if verify else ""}
+    if hf or hub_id:
+        hf_data = {}
+        if hf:
+            folder = Path(hf).expanduser().resolve()
+            if not (folder / "config.json").is_file():
+                raise ModelFileError(f"{folder}: not a Hugging Face model folder (no config.json).")
+            hf_data["path"] = str(folder)
+        if hub_id:
+            hf_data["hub_id"] = hub_id
+        data["hf"] = hf_data
+    out = user_manifest_dir() / f"{model_id}.toml"
+    tmp = out.with_suffix(".toml.partial")
+    tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    os.replace(tmp, out)
+    return get_model(model_id)
+
+
+def remove_model(model_id: str) -> None:
+    info = get_model(model_id)
+    if info.builtin:
+        raise ConfigError(f"{model_id!r} ships with gradprompt and cannot be removed.")
+    Path(info.manifest_path).unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing, cached by (path, size, mtime) so a 100 MB file is read once.
+
+
+def _hash_cache_path() -> Path:
+    return cache_dir() / "sha256.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = _hash_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    cache[key] = value
+    tmp = cache_file.with_suffix(".partial")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_file)
+    return value
+
+
+def verified_gguf(info: ModelInfo) -> tuple[Path, str]:
+    """The GGUF path and its sha256, checked against the manifest."""
+    path = info.gguf_path()
+    digest = file_sha256(path)
+    if info.gguf_sha256 and digest != info.gguf_sha256:
+        raise ModelFileError(
+            f"Model {info.id!r}: {path} has sha256 {digest[:16]}..., but the manifest expects "
+            f"{info.gguf_sha256[:16]}.... The file is corrupt or was replaced; reinstall it "
+            f"({info.install_hint or 're-add the model'})."
+        )
+    return path, digest
+
+
+def offline_env() -> None:
+    """Make sure nothing reaches for a hub: set before transformers or huggingface_hub is imported."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,135 @@
+"""One call to optimize a prompt for a stored task, with every step written to the history as it completes.
+
+``optimize()`` starts a run; ``resume()`` continues a stopped one exactly where it stopped (the engine's
+state is stored with each step). Progress is reported through a callback; a ``threading.Event`` stops it.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .engine.greater import GreaterConfig, Item
+from .errors import ConfigError
+from .models import get_model
+
+DEFAULT_INITIAL_PROMPT = "proper logical reasoning and think step by step. Finally give the actual correct answer."
+
+
+@dataclass
+class OptimizeResult:
+    run_id: int
+    status: str
+    prompt_id: int | None
+    prompt: str
+    initial_prompt_id: int
+    train_accuracy: float | None
+    dev_accuracy: float | None
+    steps: int
+    seconds: float
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("gradprompt", "torch", "transformers", "bitsandbytes", "llama-cpp-python", "sqlite-utils"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def _items(store, task_id: int, split: str) -> list[Item]:
+    return [Item(input=e["input"], answer=e["answer"]) for e in store.examples(task_id, split)]
+
+
+def _engine(project, task_row, model_id, config: GreaterConfig, precision: str, device: str, tm=None):
+    from .engine.greater import GreaterEngine
+    from .engine.torch_backend import load_torch_model
+
+    store = project.store
+    if tm is None:
+        tm = load_torch_model(get_model(model_id), precision=precision, device=device)
+    spec = store.task_spec(task_row)
+    train, dev = _items(store, task_row["id"], "train"), _items(store, task_row["id"], "dev")
+    if not train:
+        raise ConfigError(f"Task {task_row['name']!r} has no training examples.")
+    return GreaterEngine(tm, spec, train, dev, config), tm
+
+
+def optimize(project, task: str | int, *, model_id: str | None = None, config: GreaterConfig | None = None,
+             precision: str = "auto", device: str = "auto", initial_prompt: str = DEFAULT_INITIAL_PROMPT,
+             on_step: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
+             torch_model=None) -> OptimizeResult:
+    config = config or GreaterConfig()
+    store = project.store
+    task_row = store.task(project.id, task)
+    model_id = model_id or project.default_model
+    engine, tm = _engine(project, task_row, model_id, config, precision, device, torch_model)
+    existing = store.find_prompt(project.id, task_row["id"], initial_prompt)
+    initial_id = existing["id"] if existing else project.add_prompt(task_row, initial_prompt, origin="initial")
+    run_config = {"method": "greater", "greater": config.to_dict(), "precision": tm.precision, "device": tm.device,
+                  "initial_prompt": initial_prompt, "task": task_row["name"]}
+    run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method="greater", model_id=model_id,
+                              model_sha256=tm.sha256, config=run_config, seed=config.seed,
+                              versions=library_versions(), initial_prompt_id=initial_id)
+    state = engine.initial_state(initial_prompt)
+    return _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop)
+
+
+def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
+           stop: threading.Event | None = None, torch_model=None) -> OptimizeResult:
+    store = project.store
+    run = store.run(run_id)
+    if run["status"] == "done":
+        raise ConfigError(f"Run {run_id} already finished; start a new run instead.")
+    cfg = run["config"]
+    config = GreaterConfig.from_dict(cfg["greater"])
+    task_row = store.task(project.id, run["task_id"])
+    engine, _ = _engine(project, task_row, run["model_id"], config, cfg["precision"], cfg["device"], torch_model)
+    steps = store.steps(run_id)
+    state = steps[-1]["state"] if steps else engine.initial_state(cfg["initial_prompt"])
+    store.update_run(run_id, status="running", error="")
+    return _drive(project, task_row, run_id, engine, state, run["initial_prompt_id"], on_step, stop)
+
+
+def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) -> OptimizeResult:
+    store = project.store
+    t_start = time.perf_counter()
+    prev_prompt_id = initial_id
+    try:
+        for record in engine.run(state, stop=stop):
+            state = record["state"]
+            store.add_step(run_id, {k: record[k] for k in (
+                "step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
+                "train_score", "train_accuracy", "state", "timings")} | {"accepted": int(record["accepted"])})
+            if on_step:
+                on_step(record)
+        if stop is not None and stop.is_set() and state["step"] < engine.config.steps:
+            store.update_run(run_id, status="stopped", timings={"seconds": time.perf_counter() - t_start})
+            return OptimizeResult(run_id, "stopped", None, engine.decode(state["prompt_ids"]), initial_id, None,
+                                  None, state["step"], time.perf_counter() - t_start)
+        result = engine.finish(state)
+    except BaseException as exc:
+        store.update_run(run_id, status="failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                         error=f"{type(exc).__name__}: {exc}")
+        raise
+    existing = store.find_prompt(project.id, task_row["id"], result.prompt)
+    if existing:
+        prompt_id = existing["id"]
+    else:
+        prompt_id = project.add_prompt(task_row, result.prompt, origin="run", parent_id=prev_prompt_id,
+                                       run_id=run_id, step=result.steps_done)
+    seconds = time.perf_counter() - t_start
+    store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
+                     timings={"seconds": seconds, "top": result.top,
+                              "train_accuracy": result.train.accuracy if result.train else None,
+                              "dev_accuracy": result.dev_accuracy})
+    return OptimizeResult(run_id, "done", prompt_id, result.prompt, initial_id,
+                          result.train.accuracy if result.train else None, result.dev_accuracy,
+                          result.steps_done, seconds)

@@ -1,0 +1,146 @@
+"""A project: a folder the user can keep under version control, plus its history.
+
+    my-project/
+      gradprompt.toml          settings (name, default model)
+      prompts/<task>/NNNN.txt  the prompt library, one human-readable file per prompt version
+      exports/                 exported prompts
+      .gradprompt/history.db   the history (SQLite)
+
+Commands work on the project in the current folder (or a parent), else on a default project in the user
+data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from .errors import ProjectError
+from .models import DEFAULT_MODEL_ID
+from .paths import user_dir
+from .store import Store
+
+SETTINGS_FILE = "gradprompt.toml"
+ENV_PROJECT = "GRADPROMPT_PROJECT"
+
+
+@dataclass
+class Project:
+    path: Path
+    settings: dict
+    store: Store
+    id: int
+
+    @property
+    def name(self) -> str:
+        return self.settings.get("name", self.path.name)
+
+    @property
+    def default_model(self) -> str:
+        return self.settings.get("default_model", DEFAULT_MODEL_ID)
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / ".gradprompt" / "history.db"
+
+    @property
+    def exports_dir(self) -> Path:
+        path = self.path / "exports"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add_prompt(self, task_row: dict | None, text: str, **kwargs) -> int:
+        """Store a prompt version and write it to the prompt library folder."""
+        prompt_id = self.store.add_prompt(self.id, task_row["id"] if task_row else None, text, **kwargs)
+        self.write_prompt_file(prompt_id)
+        return prompt_id
+
+    def write_prompt_file(self, prompt_id: int) -> Path:
+        row = self.store.prompt(prompt_id)
+        task = "untitled"
+        if row["task_id"] is not None:
+            task = self.store.db["tasks"].get(row["task_id"])["name"]
+        folder = self.path / "prompts" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{prompt_id:04d}.txt"
+        header = [
+            f"# prompt {prompt_id} | task {task} | origin {row['origin']}"
+            + (f" | parent {row['parent_id']}" if row["parent_id"] else "")
+            + (f" | run {row['run_id']} step {row['step']}" if row["run_id"] else ""),
+            f"# created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['created']))}",
+        ]
+        _atomic_write(out, "\n".join(header) + "\n" + row["text"] + "\n")
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def init_project(path: str | Path, name: str | None = None, default_model: str | None = None) -> Project:
+    path = Path(path).expanduser().resolve()
+    settings_path = path / SETTINGS_FILE
+    if settings_path.exists():
+        raise ProjectError(f"{path} is already a gradprompt project ({SETTINGS_FILE} exists).")
+    path.mkdir(parents=True, exist_ok=True)
+    name = name or path.name
+    if not re.match(r"^[\w .-]{1,64}$", name):
+        raise ProjectError(f"Project name {name!r}: use up to 64 letters, digits, spaces, '_', '-' or '.'.")
+    settings = {"name": name, "default_model": default_model or DEFAULT_MODEL_ID, "created": time.strftime("%Y-%m-%d")}
+    _atomic_write(settings_path, tomli_w.dumps(settings))
+    (path / ".gradprompt").mkdir(exist_ok=True)
+    _atomic_write(path / ".gradprompt" / ".gitignore", "# the history database; back it up with `gradprompt history backup`\n*\n")
+    return open_project(path)
+
+
+def find_project_dir(start: str | Path | None = None) -> Path | None:
+    current = Path(start or Path.cwd()).resolve()
+    for folder in (current, *current.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            return folder
+    return None
+
+
+def default_project_dir() -> Path:
+    return user_dir() / "default-project"
+
+
+def open_project(path: str | Path | None = None) -> Project:
+    """Open the project at ``path``, or the one containing the current folder, or the default one."""
+    if path is None and os.environ.get(ENV_PROJECT):
+        path = os.environ[ENV_PROJECT]
+    if path is None:
+        path = find_project_dir()
+    if path is None:
+        path = default_project_dir()
+        if not (path / SETTINGS_FILE).exists():
+            return init_project(path, name="default")
+    path = Path(path).expanduser().resolve()
+    settings_path = path / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise ProjectError(
+            f"{path} is not a gradprompt project (no {SETTINGS_FILE}). Create one with `gradprompt init {path}`."
+        )
+    try:
+        settings = tomllib.loads(settings_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"{settings_path}: not valid TOML ({exc}).") from None
+    store = Store(path / ".gradprompt" / "history.db")
+    project_id = store.ensure_project(settings.get("name", path.name), str(path))
+    return Project(path=path, settings=settings, store=store, id=project_id)

@@ -1,0 +1,417 @@
+"""The history: one class owns the SQLite database (sqlite-utils, WAL mode, schema by migrations).
+
+Neither the CLI nor the TUI writes SQL: they call :class:`Store` methods.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import sqlite_utils
+
+from .errors import DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
+from .tasks import AnswerSpec, Example, TaskData
+
+
+def _now() -> float:
+    return time.time()
+
+
+# ---------------------------------------------------------------------------------------------
+# Migrations: plain functions applied in order, each in its own transaction. Never edit one that
+# has shipped; add a new one.
+
+
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["projects"].create({"id": int, "name": str, "path": str, "created": float}, pk="id")
+    db["tasks"].create(
+        {
+            "id": int, "project_id": int, "name": str, "source": str, "answer_kind": str,
+            "labels": str, "extractor": str, "options": str, "created": float,
+        },
+        pk="id", foreign_keys=[("project_id", "projects", "id")],
+    )
+    db["tasks"].create_index(["project_id", "name"], unique=True)
+    db["examples"].create(
+        {
+            "id": int, "task_id": int, "idx": int, "split": str, "input": str, "target": str,
+            "answer": str, "source_row": int,
+        },
+        pk="id", foreign_keys=[("task_id", "tasks", "id")],
+    )
+    db["examples"].create_index(["task_id", "split", "idx"])
+    db["runs"].create(
+        {
+            "id": int, "project_id": int, "task_id": int, "method": str, "model_id": str,
+            "model_sha256": str, "config": str, "seed": int, "versions": str, "status": str,
+            "started": float, "finished": float, "timings": str, "initial_prompt_id": int,
+            "best_prompt_id": int, "error": str,
+        },
+        pk="id", foreign_keys=[("task_id", "tasks", "id")],
+    )
+    db["prompts"].create(
+        {
+            "id": int, "project_id": int, "task_id": int, "text": str, "parent_id": int,
+            "origin": str, "run_id": int, "step": int, "tags": str, "note": str, "created": float,
+        },
+        pk="id", foreign_keys=[("task_id", "tasks", "id"), ("run_id", "runs", "id")],
+    )
+    db["steps"].create(
+        {
+            "id": int, "run_id": int, "step": int, "position": int, "prompt_before": str,
+            "prompt_after": str, "prompt_ids": str, "chosen_token": str, "accepted": int,
+            "candidates": str, "train_score": float, "train_accuracy": float, "state": str,
+            "timings": str, "created": float,
+        },
+        pk="id", foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["steps"].create_index(["run_id", "step"], unique=True)
+    db["evaluations"].create(
+        {
+            "id": int, "prompt_id": int, "task_id": int, "split": str, "model_id": str,
+            "model_sha256": str, "backend": str, "quantization": str, "mode": str, "settings": str,
+            "n": int, "correct": int, "accuracy": float, "ci_low": float, "ci_high": float,
+            "status": str, "started": float, "finished": float, "timings": str,
+        },
+        pk="id", foreign_keys=[("prompt_id", "prompts", "id"), ("task_id", "tasks", "id")],
+    )
+    db["results"].create(
+        {
+            "id": int, "evaluation_id": int, "example_id": int, "cache_key": str, "output": str,
+            "predicted": str, "correct": int, "seconds": float,
+        },
+        pk="id", foreign_keys=[("evaluation_id", "evaluations", "id"), ("example_id", "examples", "id")],
+    )
+    db["results"].create_index(["evaluation_id"])
+    db["results"].create_index(["cache_key"])
+
+
+def m002_prompt_search(db: sqlite_utils.Database) -> None:
+    db["prompts"].enable_fts(["text", "note", "tags"], create_triggers=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_prompt_search]
+
+
+def apply_migrations(db: sqlite_utils.Database, migrations: list[Callable] | None = None) -> list[str]:
+    """Apply the migrations not yet applied, in order, each in a transaction. Returns their names."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied": float}, pk="name")
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied = []
+    for fn in migrations:
+        if fn.__name__ in done:
+            continue
+        with db.conn:  # one transaction: the migration and its record, or neither
+            fn(db)
+            db["_migrations"].insert({"name": fn.__name__, "applied": _now()})
+        applied.append(fn.__name__)
+    return applied
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
+
+
+def _json_default(obj):
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _uj(value: str | None, default: Any = None) -> Any:
+    if value in (None, ""):
+        return default
+    return json.loads(value)
+
+
+class Store:
+    """The history database of one project."""
+
+    def __init__(self, path: str | Path | None = None, *, memory: bool = False):
+        if memory or path is None:
+            self.path = None
+            self.db = sqlite_utils.Database(memory=True)
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+        self.db.execute("PRAGMA foreign_keys = ON")
+        apply_migrations(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- projects ------------------------------------------------------------------------------
+
+    def ensure_project(self, name: str, path: str) -> int:
+        row = next(self.db["projects"].rows_where("path = ?", [path], limit=1), None)
+        if row:
+            return row["id"]
+        return self.db["projects"].insert({"name": name, "path": path, "created": _now()}).last_pk
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def add_task(self, project_id: int, task: TaskData, *, replace: bool = False) -> int:
+        """Store a validated task and its examples in one transaction. Duplicate names are refused."""
+        existing = self.find_task(project_id, task.name)
+        if existing and not replace:
+            raise DatasetError(
+                f"A task named {task.name!r} already exists in this project. Choose another name with "
+                "--name, or pass --replace to overwrite it.",
+                title="Duplicate task name",
+            )
+        with self.db.conn:
+            if existing:
+                self._delete_task_rows(existing["id"])
+            task_id = self.db["tasks"].insert(
+                {
+                    "project_id": project_id, "name": task.name, "source": task.source,
+                    "answer_kind": task.spec.kind, "labels": _j(list(task.spec.labels)),
+                    "extractor": task.spec.extractor, "options": _j(task.options), "created": _now(),
+                }
+            ).last_pk
+            self.db["examples"].insert_all(
+                (
+                    {
+                        "task_id": task_id, "idx": i, "split": ex.split, "input": ex.input,
+                        "target": ex.target, "answer": ex.answer, "source_row": ex.source_row,
+                    }
+                    for i, ex in enumerate(task.examples)
+                ),
+                batch_size=500,
+            )
+        return task_id
+
+    def _delete_task_rows(self, task_id: int) -> None:
+        ev_ids = [r["id"] for r in self.db["evaluations"].rows_where("task_id = ?", [task_id], select="id")]
+        for ev in ev_ids:
+            self.db["results"].delete_where("evaluation_id = ?", [ev])
+        self.db["evaluations"].delete_where("task_id = ?", [task_id])
+        run_ids = [r["id"] for r in self.db["runs"].rows_where("task_id = ?", [task_id], select="id")]
+        for run in run_ids:
+            self.db["steps"].delete_where("run_id = ?", [run])
+        self.db["prompts"].delete_where("task_id = ?", [task_id])
+        self.db["runs"].delete_where("task_id = ?", [task_id])
+        self.db["examples"].delete_where("task_id = ?", [task_id])
+        self.db["tasks"].delete_where("id = ?", [task_id])
+
+    def find_task(self, project_id: int, name: str) -> dict | None:
+        return next(self.db["tasks"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1), None)
+
+    def task(self, project_id: int, name_or_id: str | int) -> dict:
+        row = None
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            row = next(self.db["tasks"].rows_where("project_id = ? and id = ?", [project_id, int(name_or_id)]), None)
+        if row is None:
+            row = self.find_task(project_id, str(name_or_id))
+        if row is None:
+            names = [t["name"] for t in self.list_tasks(project_id)]
+            hint = f" Tasks here: {', '.join(names)}." if names else " Import one with `gradprompt tasks import FILE`."
+            raise TaskNotFoundError(f"No task {name_or_id!r} in this project.{hint}")
+        return row
+
+    def task_spec(self, task_row: dict) -> AnswerSpec:
+        return AnswerSpec(kind=task_row["answer_kind"], labels=tuple(_uj(task_row["labels"], [])),
+                          extractor=task_row["extractor"])
+
+    def list_tasks(self, project_id: int) -> list[dict]:
+        tasks = list(self.db["tasks"].rows_where("project_id = ?", [project_id], order_by="name"))
+        for t in tasks:
+            t["splits"] = {
+                r["split"]: r["n"]
+                for r in self.db.query(
+                    "select split, count(*) as n from examples where task_id = ? group by split", [t["id"]]
+                )
+            }
+        return tasks
+
+    def examples(self, task_id: int, split: str | None = None, limit: int | None = None) -> list[dict]:
+        where, args = "task_id = ?", [task_id]
+        if split:
+            where += " and split = ?"
+            args.append(split)
+        return list(self.db["examples"].rows_where(where, args, order_by="idx", limit=limit))
+
+    def delete_task(self, project_id: int, name: str) -> None:
+        row = self.task(project_id, name)
+        with self.db.conn:
+            self._delete_task_rows(row["id"])
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def add_prompt(self, project_id: int, task_id: int | None, text: str, *, origin: str,
+                   parent_id: int | None = None, run_id: int | None = None, step: int | None = None,
+                   tags: Iterable[str] = (), note: str = "") -> int:
+        return self.db["prompts"].insert(
+            {
+                "project_id": project_id, "task_id": task_id, "text": text, "parent_id": parent_id,
+                "origin": origin, "run_id": run_id, "step": step, "tags": _j(sorted(set(tags))),
+                "note": note, "created": _now(),
+            }
+        ).last_pk
+
+    def prompt(self, prompt_id: int) -> dict:
+        try:
+            return self.db["prompts"].get(int(prompt_id))
+        except (sqlite_utils.db.NotFoundError, ValueError):
+            raise PromptNotFoundError(
+                f"No prompt with id {prompt_id}. `gradprompt prompts list` shows the prompts."
+            ) from None
+
+    def list_prompts(self, project_id: int, task_id: int | None = None, search: str | None = None) -> list[dict]:
+        if search:
+            sql = (
+                "select prompts.* from prompts join prompts_fts on prompts.rowid = prompts_fts.rowid "
+                "where prompts_fts match ? and prompts.project_id = ? order by prompts.id"
+            )
+            return list(self.db.query(sql, [search, project_id]))
+        where, args = "project_id = ?", [project_id]
+        if task_id is not None:
+            where += " and task_id = ?"
+            args.append(task_id)
+        return list(self.db["prompts"].rows_where(where, args, order_by="id"))
+
+    def find_prompt(self, project_id: int, task_id: int, text: str) -> dict | None:
+        return next(
+            self.db["prompts"].rows_where("project_id = ? and task_id = ? and text = ?", [project_id, task_id, text],
+                                          order_by="id", limit=1),
+            None,
+        )
+
+    def lineage(self, prompt_id: int) -> list[dict]:
+        chain, seen = [], set()
+        current: int | None = prompt_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            row = self.prompt(current)
+            chain.append(row)
+            current = row["parent_id"]
+        return chain
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def create_run(self, *, project_id: int, task_id: int, method: str, model_id: str, model_sha256: str,
+                   config: dict, seed: int, versions: dict, initial_prompt_id: int | None) -> int:
+        return self.db["runs"].insert(
+            {
+                "project_id": project_id, "task_id": task_id, "method": method, "model_id": model_id,
+                "model_sha256": model_sha256, "config": _j(config), "seed": seed, "versions": _j(versions),
+                "status": "running", "started": _now(), "finished": None, "timings": _j({}),
+                "initial_prompt_id": initial_prompt_id, "best_prompt_id": None, "error": "",
+            }
+        ).last_pk
+
+    def update_run(self, run_id: int, **fields) -> None:
+        for key in ("config", "versions", "timings"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = _j(fields[key])
+        self.db["runs"].update(run_id, fields)
+
+    def run(self, run_id: int) -> dict:
+        try:
+            row = self.db["runs"].get(int(run_id))
+        except (sqlite_utils.db.NotFoundError, ValueError):
+            raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.") from None
+        for key in ("config", "versions", "timings"):
+            row[key] = _uj(row[key], {})
+        return row
+
+    def list_runs(self, project_id: int) -> list[dict]:
+        rows = list(self.db["runs"].rows_where("project_id = ?", [project_id], order_by="id"))
+        for row in rows:
+            row["n_steps"] = self.db["steps"].count_where("run_id = ?", [row["id"]])
+        return rows
+
+    def add_step(self, run_id: int, record: dict) -> int:
+        row = dict(record)
+        for key in ("candidates", "timings", "state", "prompt_ids"):
+            if key in row and not isinstance(row[key], str):
+                row[key] = _j(row[key])
+        row["run_id"] = run_id
+        row["created"] = _now()
+        return self.db["steps"].insert(row).last_pk
+
+    def steps(self, run_id: int) -> list[dict]:
+        rows = list(self.db["steps"].rows_where("run_id = ?", [run_id], order_by="step"))
+        for row in rows:
+            for key in ("candidates", "timings", "state", "prompt_ids"):
+                row[key] = _uj(row[key])
+        return rows
+
+    # -- evaluations -------------------------------------------------------------------------------
+
+    def create_evaluation(self, **fields) -> int:
+        fields.setdefault("started", _now())
+        fields.setdefault("status", "running")
+        for key in ("settings", "timings"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = _j(fields[key])
+        return self.db["evaluations"].insert(fields).last_pk
+
+    def finish_evaluation(self, evaluation_id: int, **fields) -> None:
+        fields.setdefault("finished", _now())
+        fields.setdefault("status", "done")
+        if "timings" in fields and not isinstance(fields["timings"], str):
+            fields["timings"] = _j(fields["timings"])
+        self.db["evaluations"].update(evaluation_id, fields)
+
+    def add_result(self, evaluation_id: int, example_id: int, cache_key: str, output: str, predicted: str | None,
+                   correct: bool, seconds: float) -> None:
+        self.db["results"].insert(
+            {
+                "evaluation_id": evaluation_id, "example_id": example_id, "cache_key": cache_key,
+                "output": output, "predicted": predicted, "correct": int(correct), "seconds": seconds,
+            }
+        )
+
+    def cached_result(self, cache_key: str) -> dict | None:
+        return next(self.db["results"].rows_where("cache_key = ?", [cache_key], limit=1), None)
+
+    def evaluations(self, prompt_id: int | None = None, task_id: int | None = None) -> list[dict]:
+        where, args = [], []
+        if prompt_id is not None:
+            where.append("prompt_id = ?")
+            args.append(prompt_id)
+        if task_id is not None:
+            where.append("task_id = ?")
+            args.append(task_id)
+        rows = list(self.db["evaluations"].rows_where(" and ".join(where) or None, args or None, order_by="id"))
+        for row in rows:
+            row["settings"] = _uj(row["settings"], {})
+            row["timings"] = _uj(row["timings"], {})
+        return rows
+
+    def results(self, evaluation_id: int) -> list[dict]:
+        return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
+
+    # -- maintenance -------------------------------------------------------------------------------
+
+    def backup(self, dest: str | Path) -> Path:
+        """A consistent copy of the database (SQLite's online backup), safe while a run writes."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(dest.suffix + ".partial")
+        target = sqlite3.connect(str(tmp))
+        try:
+            self.db.conn.backup(target)
+        finally:
+            target.close()
+        shutil.move(str(tmp), str(dest))
+        return dest

@@ -1,0 +1,443 @@
+"""Tasks: named example sets with an answer spec, read from CSV, TSV, JSONL or JSON.
+
+Reading is pure (no database): :func:`read_task_file` parses and validates a whole file and returns a
+:class:`TaskData`, or raises :class:`~toolkit.errors.DatasetError` naming the file, row and column.
+Nothing is written until the data is valid, and the store writes it in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import re
+import string
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from .errors import DatasetError
+
+AnswerKind = Literal["label", "number", "text"]
+SPLITS = ("train", "dev", "test")
+
+INPUT_COLUMNS = ("input", "goal", "question", "text", "sentence", "prompt", "query")
+TARGET_COLUMNS = ("final_target", "answer", "target", "label", "output", "completion")
+MAX_LABELS_DEFAULT = 20
+_NUMBER_RE = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
+_PAREN_LABEL_RE = re.compile(r"^\(([A-Za-z0-9]{1,3})\)$")
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """What a correct answer looks like, and the text that asks the model for it."""
+
+    kind: AnswerKind
+    labels: tuple[str, ...] = ()
+    extractor: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("label", "number", "text"):
+            raise DatasetError(f"Unknown answer type {self.kind!r}: use label, number or text.")
+        if self.kind == "label" and len(self.labels) < 2:
+            raise DatasetError("A label task needs at least two distinct labels in the data.")
+        if not self.extractor:
+            object.__setattr__(self, "extractor", default_extractor(self.kind, self.labels))
+
+    def is_correct(self, predicted: str | None, gold: str) -> bool:
+        if predicted is None:
+            return False
+        return normalize_answer(predicted, self.kind) == normalize_answer(gold, self.kind)
+
+
+def default_extractor(kind: AnswerKind, labels: Sequence[str] = ()) -> str:
+    """The text placed after the model's reasoning (or straight after the prompt) to ask for the answer."""
+    if kind == "label":
+        return f"Therefore, the final answer (one of: {', '.join(labels)}) is"
+    if kind == "number":
+        return "Therefore, the final answer (a number) is"
+    return "Therefore, the final answer is"
+
+
+def normalize_answer(text: str, kind: AnswerKind) -> str:
+    text = text.strip()
+    if kind == "number":
+        num = parse_number(text)
+        if num is None:
+            return text.lower()
+        return repr(float(num))
+    text = text.strip(" .\"'").lower()
+    return re.sub(r"\s+", " ", text)
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in ``text`` (commas as thousands separators), or None."""
+    match = re.search(r"[-+]?\d[\d,]*(\.\d+)?|[-+]?\.\d+", text)
+    if not match:
+        return None
+    try:
+        return float(match.group(0).replace(",", ""))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    answer: str
+    target: str = ""
+    split: str = "train"
+    source_row: int = 0
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A parsed, validated task, ready to be stored."""
+
+    name: str
+    examples: tuple[Example, ...]
+    spec: AnswerSpec
+    source: str = ""
+    options: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Example]:
+        return [ex for ex in self.examples if ex.split == name]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(self.split(s)) for s in SPLITS}
+
+    def label_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for ex in self.examples:
+            counts[ex.answer] = counts.get(ex.answer, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read a file into a task. Every field has a sensible default."""
+
+    input_column: str | None = None
+    target_column: str | None = None
+    input_template: str | None = None  # e.g. "{question}\nOptions: {choices}"
+    answer_regex: str | None = None  # e.g. r"####\s*(.+)$" pulls the answer out of a longer target
+    answer_kind: AnswerKind | None = None  # detected when None
+    extractor: str | None = None
+    split: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    seed: int = 0
+    max_labels: int = MAX_LABELS_DEFAULT
+    format: str | None = None  # csv, tsv, jsonl, json; from the file suffix when None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file.")
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder; give a CSV, TSV, JSONL or JSON file.")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DatasetError(f"{path}: the file is empty.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}: line {line}: bytes that are not UTF-8 (position {exc.start}). "
+            "Save the file as UTF-8 and import it again."
+        ) from None
+
+
+def _detect_format(path: Path, fmt: str | None) -> str:
+    if fmt:
+        fmt = fmt.lower()
+    else:
+        suffix = path.suffix.lower().lstrip(".")
+        fmt = {"ndjson": "jsonl", "txt": "tsv"}.get(suffix, suffix)
+    if fmt not in ("csv", "tsv", "jsonl", "json"):
+        raise DatasetError(
+            f"{path}: cannot tell the format from the name; use --format csv, tsv, jsonl or json."
+        )
+    return fmt
+
+
+def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Read a file into (column names, [(row number, row dict)]). Row numbers are 1-based records."""
+    path = Path(path)
+    fmt = _detect_format(path, fmt)
+    text = _read_text(path)
+    rows: list[tuple[int, dict]] = []
+    if fmt in ("csv", "tsv"):
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        if not columns or not any(columns):
+            raise DatasetError(f"{path}: no header row; the first line must name the columns.")
+        reader.fieldnames = columns
+        for i, row in enumerate(reader, start=1):
+            if None in row:  # more fields than header columns
+                raise DatasetError(
+                    f"{path}: row {i}: {len(columns) + len(row[None])} fields but the header has "
+                    f"{len(columns)} columns. Quote fields that contain the delimiter."
+                )
+            rows.append((i, {k: (v if v is not None else "") for k, v in row.items()}))
+    elif fmt == "jsonl":
+        columns = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}: line {i}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}: line {i}: expected a JSON object, found {type(obj).__name__}.")
+            for key in obj:
+                if key not in columns:
+                    columns.append(key)
+            rows.append((i, obj))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+        if isinstance(data, dict):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if "examples" in data and isinstance(data["examples"], list):
+                data = data["examples"]
+            elif len(lists) == 1:
+                data = lists[0]
+            else:
+                raise DatasetError(f"{path}: expected a list of objects (or an object with an 'examples' list).")
+        if not isinstance(data, list):
+            raise DatasetError(f"{path}: expected a list of objects.")
+        columns = []
+        for i, obj in enumerate(data, start=1):
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}: item {i}: expected a JSON object, found {type(obj).__name__}.")
+            for key in obj:
+                if key not in columns:
+                    columns.append(key)
+            rows.append((i, obj))
+    if not rows:
+        raise DatasetError(f"{path}: the file has a header but no examples.")
+    return columns, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a task
+
+
+def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Iterable[str], role: str, path: Path,
+                 exclude: str | None = None) -> str:
+    if wanted:
+        if wanted not in columns:
+            raise DatasetError(
+                f"{path}: no column {wanted!r} for the {role}. Columns are: {', '.join(columns)}."
+            )
+        return wanted
+    lower = {c.lower(): c for c in columns}
+    for cand in candidates:
+        if cand in lower and lower[cand] != exclude:
+            return lower[cand]
+    flag = "--input-column" if role == "input" else "--target-column"
+    raise DatasetError(
+        f"{path}: cannot tell which column holds the {role}. Columns are: {', '.join(columns)}. "
+        f"Name it with {flag}."
+    )
+
+
+def _template_fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def detect_answer_kind(answers: Sequence[str], max_labels: int = MAX_LABELS_DEFAULT) -> AnswerKind:
+    if all(_NUMBER_RE.match(a.strip()) and a.strip() not in ("", ".", "+", "-") for a in answers):
+        return "number"
+    distinct = set(answers)
+    if len(distinct) <= max_labels and len(distinct) <= max(2, len(answers) // 2):
+        return "label"
+    return "text"
+
+
+def _sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(labels), key=lambda s: (s.lower(), s)))
+
+
+def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
+    """Stable seeded split assignment: the same n, fractions and seed always give the same splits."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise DatasetError("Split fractions must be three non-negative numbers (train, dev, test).")
+    total = sum(fractions)
+    n_test = round(n * fractions[2] / total)
+    n_dev = round(n * fractions[1] / total)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    labels = [""] * n
+    for rank, idx in enumerate(order):
+        labels[idx] = "test" if rank < n_test else "dev" if rank < n_test + n_dev else "train"
+    return labels
+
+
+def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, dict]], opts: ImportOptions,
+               split_names: list[str] | None = None) -> TaskData:
+    """Validate rows and turn them into a TaskData. ``split_names`` fixes splits (from separate files)."""
+    validate_task_name(name)
+    if opts.input_template:
+        fields = _template_fields(opts.input_template)
+        missing = [f for f in fields if f not in columns]
+        if missing:
+            raise DatasetError(
+                f"{path}: the input template uses column(s) {', '.join(missing)} that the file lacks. "
+                f"Columns are: {', '.join(columns)}."
+            )
+        input_col = None
+    else:
+        input_col = _pick_column(columns, opts.input_column, INPUT_COLUMNS, "input", path)
+    target_col = _pick_column(columns, opts.target_column, TARGET_COLUMNS, "target", path, exclude=input_col)
+    answer_re = None
+    if opts.answer_regex:
+        try:
+            answer_re = re.compile(opts.answer_regex, re.DOTALL | re.MULTILINE)
+        except re.error as exc:
+            raise DatasetError(f"--answer-regex {opts.answer_regex!r} is not a valid regular expression: {exc}.") from None
+
+    inputs, targets, answers, row_numbers = [], [], [], []
+    for rownum, row in rows:
+        if opts.input_template:
+            values = {k: _cell(row.get(k)) for k in _template_fields(opts.input_template)}
+            text = opts.input_template.format(**values)
+            empty = [k for k, v in values.items() if not v.strip()]
+            if empty:
+                raise DatasetError(f"{path}: row {rownum}: column {empty[0]!r} is empty.")
+        else:
+            if input_col not in row:
+                raise DatasetError(f"{path}: row {rownum}: column {input_col!r} is missing.")
+            text = _cell(row.get(input_col))
+            if not text.strip():
+                raise DatasetError(f"{path}: row {rownum}: column {input_col!r} is empty.")
+        if target_col not in row:
+            raise DatasetError(f"{path}: row {rownum}: column {target_col!r} is missing.")
+        target = _cell(row.get(target_col))
+        if not target.strip():
+            raise DatasetError(f"{path}: row {rownum}: column {target_col!r} is empty.")
+        answer = target.strip()
+        if answer_re is not None:
+            match = answer_re.search(target)
+            if not match:
+                raise DatasetError(
+                    f"{path}: row {rownum}: column {target_col!r}: the answer regex {opts.answer_regex!r} "
+                    f"does not match {target[:60]!r}."
+                )
+            answer = (match.group(1) if match.groups() else match.group(0)).strip()
+        inputs.append(text)
+        targets.append(target)
+        answers.append(answer)
+        row_numbers.append(rownum)
+
+    # "(A)"-style labels (BIG-Bench Hard) become "A".
+    if all(_PAREN_LABEL_RE.match(a) for a in answers):
+        answers = [_PAREN_LABEL_RE.match(a).group(1) for a in answers]
+
+    kind = opts.answer_kind or detect_answer_kind(answers, opts.max_labels)
+    labels: tuple[str, ...] = ()
+    if kind == "label":
+        labels = _sort_labels(answers)
+        if len(labels) > opts.max_labels:
+            raise DatasetError(
+                f"{path}: column {target_col!r} has {len(labels)} distinct answers, too many for a label set "
+                f"(at most {opts.max_labels}). Import with --answer-type text, or raise --max-labels."
+            )
+        if len(labels) < 2:
+            raise DatasetError(
+                f"{path}: column {target_col!r} has only one distinct answer ({labels[0]!r}); "
+                "a label task needs at least two."
+            )
+    elif kind == "number":
+        for rownum, a in zip(row_numbers, answers):
+            if parse_number(a) is None:
+                raise DatasetError(f"{path}: row {rownum}: column {target_col!r}: {a!r} is not a number.")
+
+    spec = AnswerSpec(kind=kind, labels=labels, extractor=opts.extractor or "")
+    splits = split_names or assign_splits(len(inputs), opts.split, opts.seed)
+    examples = tuple(
+        Example(input=i, answer=a, target=t, split=s, source_row=r)
+        for i, a, t, s, r in zip(inputs, answers, targets, splits, row_numbers)
+    )
+    options = {
+        "input_column": input_col,
+        "target_column": target_col,
+        "input_template": opts.input_template,
+        "answer_regex": opts.answer_regex,
+        "split": list(opts.split),
+        "seed": opts.seed,
+    }
+    return TaskData(name=name, examples=examples, spec=spec, source=str(path), options=options)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_task_name(name: str) -> None:
+    if not _NAME_RE.match(name or ""):
+        raise DatasetError(
+            f"Task name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', starting with "
+            "a letter or digit."
+        )
+
+
+def task_name_from_path(path: Path) -> str:
+    stem = Path(path).stem
+    if stem in ("train", "test", "dev", "data"):
+        stem = Path(path).parent.name or stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-._") or "task"
+    return name[:64]
+
+
+def read_task_file(path: str | Path, name: str | None = None, options: ImportOptions | None = None,
+                   dev_file: str | Path | None = None, test_file: str | Path | None = None) -> TaskData:
+    """Parse and validate one file (or a train file plus separate dev/test files) into a task."""
+    opts = options or ImportOptions()
+    path = Path(path)
+    name = name or task_name_from_path(path)
+    columns, rows = read_rows(path, opts.format)
+    if not dev_file and not test_file:
+        return build_task(name, path, columns, rows, opts)
+    # Separate files fix the splits. Each file must have the same columns.
+    all_rows = [(r, row) for r, row in rows]
+    if dev_file:
+        split_names = ["train"] * len(rows)
+    else:  # the main file gives train and dev, in the train:dev proportion of --split
+        split_names = assign_splits(len(rows), (opts.split[0], opts.split[1], 0.0), opts.seed)
+    for extra, split in ((dev_file, "dev"), (test_file, "test")):
+        if not extra:
+            continue
+        extra = Path(extra)
+        extra_cols, extra_rows = read_rows(extra, opts.format)
+        missing = [c for c in columns if c not in extra_cols]
+        if missing:
+            raise DatasetError(f"{extra}: missing column(s) {', '.join(missing)} that {path.name} has.")
+        all_rows.extend(extra_rows)
+        split_names.extend([split] * len(extra_rows))
+    task = build_task(name, path, columns, all_rows, opts, split_names=split_names)
+    return replace(task, options={**task.options, "dev_file": str(dev_file or ""), "test_file": str(test_file or "")})
+
+
+DEMO_TASK_NAME = "demo-sentiment"
+
+
+def demo_task_files() -> tuple[Path, Path]:
+    """(train file, test file) of the demo task shipped in the package (source and licence: data/README.md)."""
+    data = Path(__file__).parent / "data"
+    return data / "demo_sentiment_train.csv", data / "demo_sentiment_test.csv"
