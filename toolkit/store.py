@@ -11,9 +11,10 @@ import sqlite3
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
 from .errors import DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
 from .tasks import AnswerSpec, Example, TaskData
@@ -24,10 +25,13 @@ def _now() -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Migrations: plain functions applied in order, each in its own transaction. Never edit one that
-# has shipped; add a new one.
+# Migrations (sqlite-utils' Migrations): plain functions applied in order, each in its own transaction
+# together with its record. Never edit one that has shipped; add a new one.
+
+migrations = Migrations("gradprompt")
 
 
+@migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     db["projects"].create({"id": int, "name": str, "path": str, "created": float}, pk="id")
     db["tasks"].create(
@@ -92,28 +96,17 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["results"].create_index(["cache_key"])
 
 
+@migrations()
 def m002_prompt_search(db: sqlite_utils.Database) -> None:
     db["prompts"].enable_fts(["text", "note", "tags"], create_triggers=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_prompt_search]
-
-
-def apply_migrations(db: sqlite_utils.Database, migrations: list[Callable] | None = None) -> list[str]:
-    """Apply the migrations not yet applied, in order, each in a transaction. Returns their names."""
-    migrations = MIGRATIONS if migrations is None else migrations
-    if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied": float}, pk="name")
-    done = {row["name"] for row in db["_migrations"].rows}
-    applied = []
-    for fn in migrations:
-        if fn.__name__ in done:
-            continue
-        with db.conn:  # one transaction: the migration and its record, or neither
-            fn(db)
-            db["_migrations"].insert({"name": fn.__name__, "applied": _now()})
-        applied.append(fn.__name__)
-    return applied
+def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
+    """Apply the pending migrations; returns their names."""
+    migration_set = migration_set or migrations
+    pending = [m.name for m in migration_set.pending(db)]
+    migration_set.apply(db)
+    return pending
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +170,7 @@ class Store:
                 "--name, or pass --replace to overwrite it.",
                 title="Duplicate task name",
             )
-        with self.db.conn:
+        with self.db.atomic():
             if existing:
                 self._delete_task_rows(existing["id"])
             task_id = self.db["tasks"].insert(
@@ -251,7 +244,7 @@ class Store:
 
     def delete_task(self, project_id: int, name: str) -> None:
         row = self.task(project_id, name)
-        with self.db.conn:
+        with self.db.atomic():
             self._delete_task_rows(row["id"])
 
     # -- prompts ---------------------------------------------------------------------------------

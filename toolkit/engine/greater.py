@@ -411,35 +411,47 @@ class GreaterEngine:
             result.append(current)
         return result
 
-    def gradient(self, prompt: Sequence[int], pos: int, cands: list[int]):
-        """d loss / d one-hot over ``cands`` at slot ``pos`` (phase C). Returns [C] float, L2-normalized."""
+    def onehot_loss(self, prompt: Sequence[int], pos: int, cands: list[int], onehot, idx: Sequence[int] | None = None):
+        """Summed loss over training examples ``idx`` (default all) with ``onehot`` [C] placed at slot ``pos``.
+
+        loss_j = CE(answer / T) + grad_fluency_weight * mean NLL of the prompt tokens. Differentiable in onehot.
+        """
         torch = self.torch
-        C = len(cands)
-        current = prompt[pos]
-        onehot = torch.zeros(C, device=self.device, dtype=torch.float32)
-        onehot[cands.index(current)] = 1.0
-        onehot.requires_grad_(True)
-        cand_t = torch.tensor(cands, device=self.device)
+        idx = range(len(self.train)) if idx is None else idx
         chains = self.chains(prompt)
-        jobs = []
-        for ii, item in enumerate(self.train):
-            seq, p_start, a_start, ans = self._sequence(item, prompt, chains[ii])
+        cand_t = torch.tensor(cands, device=self.device)
+        seqs, positions, answers, slots = [], [], [], []
+        for ii in idx:
+            seq, p_start, a_start, ans = self._sequence(self.train[ii], prompt, chains[ii])
             n_ans_rows = 1 if self._label_fast() else len(ans)
-            positions = self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
-            jobs.append((ii, seq, positions, ans, p_start + pos))
+            seqs.append(seq)
+            positions.append(self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows)))
+            answers.append(ans)
+            slots.append(p_start + pos)
+        logits = self._forward_selected(seqs, positions, onehot=onehot, slots=slots, cand_ids=cand_t)
+        total = 0
+        for lg, ii, ans in zip(logits, idx, answers):
+            loss, nll, _ = self._terms(lg, prompt, self.train[ii], ans)
+            total = total + loss + self.config.grad_fluency_weight * nll
+        return total
+
+    def gradient(self, prompt: Sequence[int], pos: int, cands: list[int], normalize: bool = True):
+        """d loss / d one-hot over ``cands`` at slot ``pos`` (phase C). Returns [C] float (L2-normalized)."""
+        torch = self.torch
+        dtype = torch.float64 if self.embed.weight.dtype == torch.float64 else torch.float32
+        onehot = torch.zeros(len(cands), device=self.device, dtype=dtype)
+        onehot[cands.index(prompt[pos])] = 1.0
+        onehot.requires_grad_(True)
+        self.chains(prompt)  # outside the graph
 
         def run(idx):
-            logits = self._forward_selected([jobs[i][1] for i in idx], [jobs[i][2] for i in idx], onehot=onehot,
-                                            slots=[jobs[i][4] for i in idx], cand_ids=cand_t)
-            total = 0
-            for lg, i in zip(logits, idx):
-                loss, nll, _ = self._terms(lg, prompt, self.train[jobs[i][0]], jobs[i][3])
-                total = total + loss + self.config.grad_fluency_weight * nll
-            total.backward()
+            self.onehot_loss(prompt, pos, cands, onehot, idx).backward()
 
-        for idx in self._chunks(len(jobs)):
+        for idx in self._chunks(len(self.train)):
             self._with_oom_retry(lambda idx=idx: run(list(idx)))
         grad = onehot.grad.detach().clone()
+        if not normalize:
+            return grad
         norm = grad.norm()
         return grad / norm if float(norm) > 0 else grad
 

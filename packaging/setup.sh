@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up gradprompt in a virtualenv at .venv in the project folder (created, or reused).
+#   bash packaging/setup.sh           runtime dependencies
+#   bash packaging/setup.sh --test    plus the test dependencies
+# torch is installed first: the CPU wheel (torch==2.13.0) when no NVIDIA GPU is present, so pip does not
+# pull several GB of CUDA packages. llama-cpp-python builds from source the first time (~4 min; pip caches it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+py="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "gradprompt setup: creating .venv"
+  "$py" -m venv .venv
+fi
+pip=".venv/bin/python -m pip"
+$pip install -q --upgrade pip >/dev/null
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "gradprompt setup: installing torch (CUDA)"
+    $pip install -q torch
+  else
+    echo "gradprompt setup: installing torch==2.13.0 (CPU)"
+    $pip install -q torch==2.13.0
+  fi
+fi
+if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
+  echo "gradprompt setup: installing dependencies (llama-cpp-python compiles the first time: ~4 minutes)"
+fi
+$pip install -q -e ".${extras}"
+echo "gradprompt setup: done ($(.venv/bin/gradprompt --version))"

@@ -1,0 +1,66 @@
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# One user data directory for the whole session: the converted torch weights are cached there once.
+_HOME = tempfile.mkdtemp(prefix="gradprompt-test-home-")
+os.environ["GRADPROMPT_HOME"] = _HOME
+os.environ.pop("GRADPROMPT_PROJECT", None)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def project(tmp_path):
+    from toolkit.project import init_project
+
+    proj = init_project(tmp_path / "proj", name="test")
+    yield proj
+    proj.close()
+
+
+@pytest.fixture
+def store():
+    from toolkit.store import Store
+
+    s = Store(memory=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def real_tm():
+    """The real default model for torch (fp32, CPU), loaded once."""
+    from toolkit.engine.torch_backend import load_torch_model
+    from toolkit.models import get_model
+
+    return load_torch_model(get_model(), precision="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def llama():
+    from toolkit.llamacpp import LlamaCppModel
+    from toolkit.models import get_model
+
+    return LlamaCppModel(get_model(), n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def tiny_tm(real_tm):
+    """A tiny random-weight causal LM (2 layers) sharing the default model's tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from toolkit.engine.torch_backend import TorchModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(real_tm.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return TorchModel(model=model, tokenizer=real_tm.tokenizer, info=real_tm.info, sha256="tiny", precision="fp32",
+                      device="cpu")

@@ -1,0 +1,42 @@
+import pytest
+
+from toolkit.errors import ConfigError, ModelFileError, ModelNotFoundError
+from toolkit.models import add_model, file_sha256, get_model, list_models, remove_model, verified_gguf
+
+
+def test_builtin_models_and_default():
+    ids = [m.id for m in list_models()]
+    assert ids[0] == "smollm2-135m" and "gemma3-270m" in ids
+    assert get_model().id == "smollm2-135m"
+    with pytest.raises(ModelNotFoundError, match="Known models"):
+        get_model("nope")
+
+
+def test_default_model_file_verifies():
+    path, digest = verified_gguf(get_model())
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert digest == get_model().gguf_sha256
+
+
+def test_add_hash_verify_remove(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 100)
+    info = add_model("mine", gguf=str(gguf))
+    assert info.gguf_sha256 == file_sha256(gguf) and not info.builtin
+    assert verified_gguf(info)[1] == info.gguf_sha256
+    gguf.write_bytes(b"GGUF" + b"\1" * 100)  # the file changes under us
+    with pytest.raises(ModelFileError, match="corrupt or was replaced"):
+        verified_gguf(get_model("mine"))
+    with pytest.raises(ConfigError, match="already exists"):
+        add_model("mine", gguf=str(gguf))
+    remove_model("mine")
+    assert "mine" not in [m.id for m in list_models()]
+
+
+def test_add_refuses_non_gguf_and_builtin_removal(tmp_path):
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(ModelFileError, match="not a GGUF"):
+        add_model("bad", gguf=str(bad))
+    with pytest.raises(ConfigError, match="cannot be removed"):
+        remove_model("smollm2-135m")

@@ -1,0 +1,59 @@
+import sqlite3
+
+import pytest
+
+from sqlite_utils.migrations import Migrations
+
+from toolkit.store import Store, apply_migrations, migrations
+
+
+def test_migrations_apply_once_in_wal_mode(tmp_path):
+    path = tmp_path / "h.db"
+    s = Store(path)
+    assert s.db.journal_mode == "wal"
+    assert [m.name for m in migrations.applied(s.db)] == ["m001_initial", "m002_prompt_search"]
+    s.close()
+    s2 = Store(path)
+    assert apply_migrations(s2.db) == []
+    s2.close()
+
+
+def test_failed_migration_rolls_back(store):
+    broken = Migrations("broken")
+
+    @broken()
+    def m900_broken(db):
+        db["half_done"].insert({"x": 1})
+        db.execute("create table half_done_too (x int)")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        apply_migrations(store.db, broken)
+    assert "half_done" not in store.db.table_names()
+    assert "half_done_too" not in store.db.table_names()
+    assert broken.applied(store.db) == []
+
+
+def test_prompts_lineage_search_runs_and_steps(store):
+    pid = store.ensure_project("p", "/tmp/p")
+    p1 = store.add_prompt(pid, None, "think step by step", origin="initial")
+    p2 = store.add_prompt(pid, None, "reason carefully step by step", origin="run", parent_id=p1)
+    assert [r["id"] for r in store.lineage(p2)] == [p2, p1]
+    assert [r["id"] for r in store.list_prompts(pid, search="carefully")] == [p2]
+    run = store.create_run(project_id=pid, task_id=None, method="greater", model_id="m", model_sha256="abc",
+                           config={"a": 1}, seed=3, versions={"torch": "x"}, initial_prompt_id=p1)
+    store.add_step(run, {"step": 0, "position": 0, "prompt_before": "a", "prompt_after": "b", "prompt_ids": [1, 2],
+                         "chosen_token": "b", "accepted": 1, "candidates": [{"token": 1}], "train_score": 0.5,
+                         "train_accuracy": 0.5, "state": {"pos": 1}, "timings": {"gradient": 1.0}})
+    steps = store.steps(run)
+    assert steps[0]["state"] == {"pos": 1} and steps[0]["candidates"] == [{"token": 1}]
+    assert store.run(run)["config"] == {"a": 1}
+
+
+def test_backup_is_a_readable_copy(tmp_path):
+    s = Store(tmp_path / "h.db")
+    pid = s.ensure_project("p", "/x")
+    s.add_prompt(pid, None, "hello", origin="manual")
+    out = s.backup(tmp_path / "copy.db")
+    con = sqlite3.connect(out)
+    assert con.execute("select text from prompts").fetchall() == [("hello",)]

@@ -1,0 +1,572 @@
+"""The ``gradprompt`` command line. Renders progress with rich; all work happens in toolkit functions."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import GradpromptError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class GradpromptGroup(click.Group):
+    """Turns domain errors into a readable message on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GradpromptError as exc:
+            err_console.print(f"[bold red]{exc.title}:[/] {exc}")
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]Interrupted.[/]")
+            sys.exit(130)
+
+
+def _project(ctx):
+    from .project import open_project
+
+    obj = ctx.ensure_object(dict)
+    if "project" not in obj:
+        obj["project"] = open_project(obj.get("project_path"))
+    return obj["project"]
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+@click.group(cls=GradpromptGroup, invoke_without_command=True)
+@click.option("--project", "project_path", type=click.Path(file_okay=False), envvar="GRADPROMPT_PROJECT",
+              help="Project folder (default: the project containing the current folder, else a default project).")
+@click.version_option(__version__, prog_name="gradprompt")
+@click.pass_context
+def cli(ctx, project_path):
+    """gradprompt: optimize prompts for small local models, offline.
+
+    Gradient prompt optimization (GReaTer) with torch, evaluation with llama.cpp, history in SQLite.
+
+    \b
+    Start here:
+      gradprompt demo                 the whole path on the embedded default model (a few minutes)
+      gradprompt tasks import FILE    add your own task (CSV, TSV, JSONL, JSON)
+      gradprompt optimize TASK        optimize a prompt for it
+      gradprompt eval PROMPT_ID       score a prompt with llama.cpp
+    """
+    ctx.ensure_object(dict)["project_path"] = project_path
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def main() -> None:
+    cli(prog_name="gradprompt")
+
+
+# ---------------------------------------------------------------------------------------------- init
+
+
+@cli.command()
+@click.argument("path", type=click.Path(file_okay=False), default=".")
+@click.option("--name", help="Project name (default: the folder name).")
+@click.option("--model", "default_model", help="Default model id for this project.")
+def init(path, name, default_model):
+    """Create a project in PATH (default: the current folder)."""
+    from .project import init_project
+
+    project = init_project(path, name=name, default_model=default_model)
+    console.print(f"Created project [bold]{project.name}[/] in {project.path}")
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@cli.group()
+def models():
+    """List, inspect, add and remove models."""
+
+
+@models.command("list")
+def models_list():
+    """Known and added models."""
+    from .models import list_models
+
+    table = Table("id", "name", "quant", "source", "licence", "")
+    for m in list_models():
+        table.add_row(m.id, m.name, m.quantization or "-", m.source, m.licence, "default" if m.default else "")
+    console.print(table)
+
+
+@models.command("info")
+@click.argument("model_id", required=False)
+@click.option("--hash", "do_hash", is_flag=True, help="Also hash the GGUF file and check it against the manifest.")
+def models_info(model_id, do_hash):
+    """Details of one model (default: the default model)."""
+    from .models import get_model, verified_gguf
+
+    info = get_model(model_id)
+    data = info.to_dict()
+    if do_hash:
+        path, digest = verified_gguf(info)
+        data["gguf_path"], data["sha256_checked"] = str(path), digest
+    for key, value in data.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+@models.command("add")
+@click.argument("model_id")
+@click.option("--gguf", type=click.Path(dir_okay=False), help="A local GGUF file.")
+@click.option("--hf", type=click.Path(file_okay=False), help="A local Hugging Face model folder.")
+@click.option("--hub-id", help="A Hugging Face hub id (only used when you are online).")
+@click.option("--name", help="Display name.")
+@click.option("--licence", default="", help="Licence of the weights, for your records.")
+def models_add(model_id, gguf, hf, hub_id, name, licence):
+    """Register your own model (stored in the user data directory, not in the project)."""
+    from .models import add_model
+
+    info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence)
+    console.print(f"Added model [bold]{info.id}[/] ({info.source})")
+
+
+@models.command("remove")
+@click.argument("model_id")
+def models_remove(model_id):
+    """Remove a model you added (the files themselves are left alone)."""
+    from .models import remove_model
+
+    remove_model(model_id)
+    console.print(f"Removed model {model_id}")
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+
+@cli.group()
+def tasks():
+    """Import and inspect tasks (examples with gold answers)."""
+
+
+def _print_task_summary(task) -> None:
+    sizes = task.split_sizes()
+    console.print(f"Task [bold]{task.name}[/]: {len(task.examples)} examples "
+                  f"(train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']})")
+    console.print(f"Answer: {task.spec.kind}" + (f", labels {', '.join(task.spec.labels)}" if task.spec.labels else ""))
+    if task.spec.kind == "label":
+        console.print("Label balance: " + ", ".join(f"{k} {v}" for k, v in task.label_counts().items()))
+    console.print(f"Extractor: {task.spec.extractor!r}")
+
+
+@tasks.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", help="Task name (default: from the file name).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "json"]), help="Default: from the suffix.")
+@click.option("--input-column", help="Column with the input (default: input, goal, question, text...).")
+@click.option("--target-column", help="Column with the answer (default: final_target, answer, target, label...).")
+@click.option("--input-template", help="Combine columns into the input, e.g. '{question}\\nOptions: {choices}'.")
+@click.option("--answer-regex", help="Pull the answer out of a longer target, e.g. '####\\s*(.+)$' (group 1).")
+@click.option("--answer-type", type=click.Choice(["label", "number", "text"]), help="Default: detected from the data.")
+@click.option("--extractor", help="Text that asks for the final answer (default: derived from the answer type).")
+@click.option("--max-labels", type=int, default=20, show_default=True, help="Most distinct answers a label set may have.")
+@click.option("--split", default="0.4,0.2,0.4", show_default=True, help="train,dev,test fractions (seeded, stable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--dev-file", type=click.Path(dir_okay=False), help="Take the dev split from this file.")
+@click.option("--test-file", type=click.Path(dir_okay=False), help="Take the test split from this file.")
+@click.option("--replace", is_flag=True, help="Overwrite a task of the same name (and its runs).")
+@click.option("--dry-run", is_flag=True, help="Check and summarize the file; store nothing.")
+@click.pass_context
+def tasks_import(ctx, file, name, fmt, input_column, target_column, input_template, answer_regex, answer_type,
+                 extractor, max_labels, split, seed, dev_file, test_file, replace, dry_run):
+    """Import FILE (CSV, TSV, JSONL or JSON) as a task. Nothing is stored unless the whole file is valid.
+
+    BIG-Bench-Hard files (goal, target, final_target) import with no flags.
+    """
+    from .errors import DatasetError
+    from .tasks import ImportOptions, read_task_file
+
+    try:
+        fractions = tuple(float(x) for x in split.split(","))
+        assert len(fractions) == 3
+    except (ValueError, AssertionError):
+        raise DatasetError(f"--split {split!r}: give three numbers, e.g. 0.4,0.2,0.4.") from None
+    opts = ImportOptions(input_column=input_column, target_column=target_column, input_template=input_template,
+                         answer_regex=answer_regex, answer_kind=answer_type, extractor=extractor,
+                         split=fractions, seed=seed, max_labels=max_labels, format=fmt)
+    task = read_task_file(file, name=name, options=opts, dev_file=dev_file, test_file=test_file)
+    _print_task_summary(task)
+    if dry_run:
+        console.print("[dim]Dry run: nothing stored.[/]")
+        return
+    project = _project(ctx)
+    project.store.add_task(project.id, task, replace=replace)
+    console.print(f"Stored in project {project.name} ({project.history_path})")
+
+
+@tasks.command("list")
+@click.pass_context
+def tasks_list(ctx):
+    """Tasks in this project."""
+    project = _project(ctx)
+    table = Table("id", "name", "answer", "train", "dev", "test", "source")
+    for t in project.store.list_tasks(project.id):
+        s = t["splits"]
+        table.add_row(str(t["id"]), t["name"], t["answer_kind"], str(s.get("train", 0)), str(s.get("dev", 0)),
+                      str(s.get("test", 0)), t["source"])
+    console.print(table)
+
+
+@tasks.command("show")
+@click.argument("task")
+@click.option("--rows", type=int, default=5, show_default=True, help="Examples to show.")
+@click.pass_context
+def tasks_show(ctx, task, rows):
+    """A task's answer spec and first examples."""
+    project = _project(ctx)
+    row = project.store.task(project.id, task)
+    spec = project.store.task_spec(row)
+    console.print(f"[bold]{row['name']}[/] ({spec.kind}{': ' + ', '.join(spec.labels) if spec.labels else ''})")
+    console.print(f"Extractor: {spec.extractor!r}")
+    table = Table("split", "input", "answer")
+    for ex in project.store.examples(row["id"], limit=rows):
+        table.add_row(ex["split"], ex["input"][:100], ex["answer"])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- optimize
+
+
+def _greater_options(f):
+    opts = [
+        click.option("--model", "model_id", help="Model id (default: the project's default model)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]), default="auto",
+                     show_default=True, help="Torch precision or bitsandbytes quantization (auto: fp32 on CPU, bf16 on CUDA)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True,
+                     help="reasoning: gradients through the model's own chain (the paper); direct: answer follows the prompt."),
+        click.option("--schedule", type=click.Choice(["improved", "reference"]), default="improved", show_default=True),
+        click.option("--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."),
+        click.option("--train-size", type=int, default=16, show_default=True, help="Training examples used."),
+        click.option("--dev-size", type=int, default=32, show_default=True, help="Dev examples used to pick the final prompt."),
+        click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Reasoning chain cap (reasoning mode)."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed):
+    from .engine.greater import GreaterConfig
+
+    return GreaterConfig(mode=mode, schedule=schedule, steps=steps, n_train=train_size, n_dev=dev_size,
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+
+
+class StepPrinter:
+    def __init__(self, total: int):
+        self.total = total
+        self.t0 = time.perf_counter()
+
+    def __call__(self, record: dict) -> None:
+        done = record["step"] + 1
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.total - done)
+        mark = "[green]changed[/]" if record["accepted"] else "[dim]kept[/]"
+        console.print(
+            f"step {done:>3}/{self.total}  pos {record['position']:>2}  train acc {_pct(record['train_accuracy'])}  "
+            f"score {record['train_score']:.3f}  {mark} {record['chosen_token']!r:<14} "
+            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]"
+        )
+        console.print(f"        [cyan]{record['prompt_after']}[/]", highlight=False)
+        for event in record.get("events", []):
+            console.print(f"        [yellow]{event}[/]")
+
+
+@cli.command("optimize")
+@click.argument("task")
+@_greater_options
+@click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
+@click.pass_context
+def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
+                 max_new_tokens, batch_size, seed, initial_prompt):
+    """Optimize a prompt for TASK with gradients (GReaTer). Every step is stored; Ctrl-C stops, `runs resume` continues."""
+    from .optimize import DEFAULT_INITIAL_PROMPT, optimize
+
+    project = _project(ctx)
+    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
+    stop = threading.Event()
+    with console.status("Loading the model for torch..."):
+        from .engine.torch_backend import load_torch_model
+        from .models import get_model
+
+        tm = load_torch_model(get_model(model_id or project.default_model), precision=precision, device=device)
+    try:
+        result = optimize(project, task, model_id=model_id, config=config, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
+                          on_step=StepPrinter(steps), stop=stop, torch_model=tm)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    _print_run_result(result)
+
+
+def _print_run_result(result) -> None:
+    console.print(f"\nRun {result.run_id}: {result.status} after {result.steps} steps in {result.seconds:.0f}s")
+    console.print(f"Prompt {result.prompt_id}: [bold cyan]{result.prompt}[/]", highlight=False)
+    console.print(f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} (torch scoring)")
+
+
+# ---------------------------------------------------------------------------------------------- eval
+
+
+def _print_eval(label: str, report) -> None:
+    lo, hi = report.ci
+    console.print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
+                  f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]")
+
+
+@cli.command("eval")
+@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.option("--task", help="Task (default: the prompt's own task).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
+@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.pass_context
+def eval_cmd(ctx, prompt_ids, task, split, model_id, mode, max_new_tokens, limit):
+    """Score prompts on a task split with llama.cpp (CPU). Results are cached per example."""
+    from .evaluate import EvalSettings, evaluate_prompt
+    from .llamacpp import LlamaCppModel
+    from .models import get_model
+
+    project = _project(ctx)
+    model = LlamaCppModel(get_model(model_id or project.default_model))
+    settings = EvalSettings(mode=mode, max_new_tokens=max_new_tokens)
+    for pid in prompt_ids:
+        prompt_row = project.store.prompt(pid)
+        task_row = project.store.task(project.id, task or prompt_row["task_id"])
+        report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row, split=split,
+                                 settings=settings, limit=limit)
+        _print_eval(f"prompt {pid}", report)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+@cli.group()
+def prompts():
+    """The prompt library: every version, its lineage and scores."""
+
+
+@prompts.command("list")
+@click.option("--task", help="Only this task's prompts.")
+@click.option("--search", help="Full-text search.")
+@click.pass_context
+def prompts_list(ctx, task, search):
+    """Prompt versions in this project."""
+    project = _project(ctx)
+    task_id = project.store.task(project.id, task)["id"] if task else None
+    table = Table("id", "task", "origin", "parent", "best test acc", "text")
+    names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    for p in project.store.list_prompts(project.id, task_id, search):
+        evs = [e for e in project.store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
+        best = max((e["accuracy"] for e in evs), default=None)
+        table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""), _pct(best),
+                      p["text"][:70])
+    console.print(table)
+
+
+@prompts.command("show")
+@click.argument("prompt_id", type=int)
+@click.pass_context
+def prompts_show(ctx, prompt_id):
+    """One prompt, its lineage and its evaluations."""
+    project = _project(ctx)
+    row = project.store.prompt(prompt_id)
+    console.print(f"[bold]Prompt {prompt_id}[/] ({row['origin']})")
+    console.print(row["text"], highlight=False)
+    chain = project.store.lineage(prompt_id)
+    if len(chain) > 1:
+        console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
+    table = Table("eval", "split", "model", "backend", "mode", "accuracy", "95% CI", "n")
+    for e in project.store.evaluations(prompt_id=prompt_id):
+        table.add_row(str(e["id"]), e["split"], e["model_id"], e["backend"], e["mode"], _pct(e["accuracy"]),
+                      f"{_pct(e['ci_low'])}-{_pct(e['ci_high'])}", str(e["n"]))
+    console.print(table)
+
+
+@prompts.command("diff")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.pass_context
+def prompts_diff(ctx, a, b):
+    """Word-level diff between two prompt versions."""
+    project = _project(ctx)
+    ta, tb = project.store.prompt(a)["text"], project.store.prompt(b)["text"]
+    wa, wb = ta.split(), tb.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb).get_opcodes():
+        if op == "equal":
+            out.append(" ".join(wa[i1:i2]))
+        if op in ("delete", "replace"):
+            out.append("[red strike]" + " ".join(wa[i1:i2]) + "[/]")
+        if op in ("insert", "replace"):
+            out.append("[green]" + " ".join(wb[j1:j2]) + "[/]")
+    console.print(f"--- {a}\n+++ {b}")
+    console.print(" ".join(out), highlight=False)
+
+
+@prompts.command("add")
+@click.argument("task")
+@click.argument("text")
+@click.option("--parent", type=int, help="The prompt this one was edited from.")
+@click.option("--note", default="")
+@click.pass_context
+def prompts_add(ctx, task, text, parent, note):
+    """Add a prompt by hand (a new version; nothing is overwritten)."""
+    project = _project(ctx)
+    task_row = project.store.task(project.id, task)
+    pid = project.add_prompt(task_row, text, origin="edit" if parent else "manual", parent_id=parent, note=note)
+    console.print(f"Added prompt {pid}")
+
+
+@cli.command("export")
+@click.argument("prompt_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: exports/ in the project.")
+@click.pass_context
+def export_cmd(ctx, prompt_id, fmt, output):
+    """Write a prompt to a file you can use elsewhere."""
+    from .export import export_prompt
+
+    project = _project(ctx)
+    path = export_prompt(project, prompt_id, fmt, output)
+    console.print(f"Wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+@cli.group()
+def runs():
+    """Optimization runs: list, show, resume."""
+
+
+@runs.command("list")
+@click.pass_context
+def runs_list(ctx):
+    project = _project(ctx)
+    names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    table = Table("id", "task", "method", "model", "status", "steps", "started", "best prompt")
+    for r in project.store.list_runs(project.id):
+        table.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["method"], r["model_id"], r["status"],
+                      str(r["n_steps"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
+                      str(r["best_prompt_id"] or ""))
+    console.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.pass_context
+def runs_show(ctx, run_id):
+    """A run's settings and every step."""
+    project = _project(ctx)
+    run = project.store.run(run_id)
+    console.print(f"[bold]Run {run_id}[/] {run['method']} on {run['model_id']} "
+                  f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: {run['status']}")
+    if run["error"]:
+        console.print(f"[red]{run['error']}[/]")
+    console.print_json(json.dumps(run["config"]))
+    table = Table("step", "pos", "token", "train acc", "score", "s", "prompt")
+    for s in project.store.steps(run_id):
+        table.add_row(str(s["step"] + 1), str(s["position"]), repr(s["chosen_token"]), _pct(s["train_accuracy"]),
+                      f"{s['train_score']:.3f}", f"{sum(s['timings'].values()):.1f}", s["prompt_after"][:60])
+    console.print(table)
+
+
+@runs.command("resume")
+@click.argument("run_id", type=int)
+@click.pass_context
+def runs_resume(ctx, run_id):
+    """Continue a stopped or failed run exactly where it stopped."""
+    from .optimize import resume
+
+    project = _project(ctx)
+    run = project.store.run(run_id)
+    stop = threading.Event()
+    try:
+        result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"]), stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    _print_run_result(result)
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+
+@cli.group()
+def history():
+    """Where the history database is, and backups."""
+
+
+@history.command("path")
+@click.pass_context
+def history_path(ctx):
+    """Print the path of this project's history database."""
+    click.echo(str(_project(ctx).history_path))
+
+
+@history.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False), required=False)
+@click.pass_context
+def history_backup(ctx, dest):
+    """Copy the history database consistently (safe during a run)."""
+    project = _project(ctx)
+    dest = dest or str(project.path / f"history-backup-{time.strftime('%Y%m%d-%H%M%S')}.db")
+    console.print(f"Backed up to {project.store.backup(dest)}")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--steps", type=int, default=16, show_default=True, help="Optimization steps.")
+@click.option("--train-size", type=int, default=16, show_default=True)
+@click.option("--dev-size", type=int, default=32, show_default=True)
+@click.option("--test-size", type=int, default=100, show_default=True, help="Test examples scored by llama.cpp.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def demo(ctx, steps, train_size, dev_size, test_size, seed):
+    """The whole path on the embedded default model, on the CPU, in a few minutes.
+
+    Imports the demo task (movie-review sentiment), optimizes a prompt with gradients (torch), scores the
+    starting and the optimized prompt on the held-out test split with llama.cpp, and exports the result.
+    """
+    from .demo import run_demo
+
+    run_demo(_project(ctx), console, steps=steps, train_size=train_size, dev_size=dev_size, test_size=test_size,
+             seed=seed)
+
+
+@cli.command()
+@click.pass_context
+def tui(ctx):
+    """Open the terminal UI (found through the ``gradprompt.ui`` entry point, so the core never imports it)."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="gradprompt.ui"))
+    if not found:
+        raise GradpromptError("The terminal UI is not part of this version yet; use the commands above.",
+                              title="No terminal UI")
+    found[0].load()(_project(ctx))

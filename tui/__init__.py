@@ -1,1 +1,0 @@
-"""gradprompt's Textual terminal UI, built on toolkit's public API."""
