@@ -56,7 +56,7 @@ def tiny_tm(real_tm):
     from toolkit.engine.torch_backend import TorchModel
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(real_tm.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(real_tm.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg).eval()

@@ -17,7 +17,7 @@ from . import __version__
 from .errors import GradpromptError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths in errors must not be broken
 
 
 class GradpromptGroup(click.Group):
@@ -273,8 +273,9 @@ def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_s
 
 
 class StepPrinter:
-    def __init__(self, total: int):
+    def __init__(self, total: int, out: Console | None = None):
         self.total = total
+        self.out = out or console
         self.t0 = time.perf_counter()
 
     def __call__(self, record: dict) -> None:
@@ -282,14 +283,14 @@ class StepPrinter:
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - done)
         mark = "[green]changed[/]" if record["accepted"] else "[dim]kept[/]"
-        console.print(
+        self.out.print(
             f"step {done:>3}/{self.total}  pos {record['position']:>2}  train acc {_pct(record['train_accuracy'])}  "
             f"score {record['train_score']:.3f}  {mark} {record['chosen_token']!r:<14} "
             f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]"
         )
-        console.print(f"        [cyan]{record['prompt_after']}[/]", highlight=False)
+        self.out.print(f"        [cyan]{record['prompt_after']}[/]", highlight=False)
         for event in record.get("events", []):
-            console.print(f"        [yellow]{event}[/]")
+            self.out.print(f"        [yellow]{event}[/]")
 
 
 @cli.command("optimize")
@@ -328,9 +329,9 @@ def _print_run_result(result) -> None:
 # ---------------------------------------------------------------------------------------------- eval
 
 
-def _print_eval(label: str, report) -> None:
+def _print_eval(label: str, report, out: Console | None = None) -> None:
     lo, hi = report.ci
-    console.print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
+    (out or console).print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
                   f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]")
 
 

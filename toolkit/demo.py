@@ -43,7 +43,7 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
     config = GreaterConfig(mode=mode, steps=steps, n_train=train_size, n_dev=dev_size, seed=seed, batch_size=16,
                            max_new_tokens=48)
     result = optimize(project, task_row["id"], model_id=info.id, config=config, initial_prompt=DEFAULT_INITIAL_PROMPT,
-                      on_step=StepPrinter(steps), torch_model=tm)
+                      on_step=StepPrinter(steps, console), torch_model=tm)
     del tm
     console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring both prompts on {test_size} held-out test examples "
                   "with llama.cpp (the GGUF you would deploy)...")
@@ -55,7 +55,7 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
             reports[label.strip()] = evaluate_prompt(project.store, model=model, task_row=task_row,
                                                      prompt_row=project.store.prompt(pid), split="test",
                                                      settings=settings, limit=test_size)
-        _print_eval(f"{label} prompt {pid}", reports[label.strip()])
+        _print_eval(f"{label} prompt {pid}", reports[label.strip()], console)
     init, opt = reports["initial"], reports["optimized"]
     delta = opt.accuracy - init.accuracy
     overlap = not (opt.ci[0] > init.ci[1] or init.ci[0] > opt.ci[1])

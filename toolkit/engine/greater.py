@@ -201,7 +201,9 @@ class GreaterEngine:
         flat_b = [b for b, pos in enumerate(positions) for _ in pos]
         flat_p = [p for pos in positions for p in pos]
         picked = hidden[torch.tensor(flat_b, device=self.device), torch.tensor(flat_p, device=self.device)]
-        logits = self.head(picked).float()  # [sum(len(pos)), V]
+        logits = self.head(picked)  # [sum(len(pos)), V]
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         out, start = [], 0

@@ -1,0 +1,68 @@
+import io
+import json
+
+from click.testing import CliRunner
+from rich.console import Console
+
+from toolkit.cli import cli
+
+
+def run(args, project_dir):
+    return CliRunner().invoke(cli, ["--project", str(project_dir), *args])
+
+
+def test_every_command_has_help():
+    groups = {"": ["init", "models", "tasks", "optimize", "eval", "prompts", "export", "runs", "history", "demo"],
+              "models": ["list", "info", "add", "remove"], "tasks": ["import", "list", "show"],
+              "prompts": ["list", "show", "diff", "add"], "runs": ["list", "show", "resume"],
+              "history": ["path", "backup"]}
+    for group, commands in groups.items():
+        for command in commands:
+            args = ([group] if group else []) + [command, "--help"]
+            res = CliRunner().invoke(cli, args)
+            assert res.exit_code == 0, (args, res.output)
+            assert "Usage:" in res.output
+
+
+def test_import_bad_file_is_a_clear_error(project, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("goal,target\nhello,yes\n,no\n")
+    res = run(["tasks", "import", str(bad)], project.path)
+    assert res.exit_code == 1
+    assert "row 2: column 'goal' is empty" in res.output
+    assert project.store.list_tasks(project.id) == []
+
+
+def test_prompts_diff_export_history(project, tmp_path):
+    good = tmp_path / "yn.csv"
+    good.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(good)], project.path).exit_code == 0
+    assert run(["prompts", "add", "yn", "think step by step"], project.path).exit_code == 0
+    assert run(["prompts", "add", "yn", "think slowly step by step", "--parent", "1"], project.path).exit_code == 0
+    res = run(["prompts", "diff", "1", "2"], project.path)
+    assert "slowly" in res.output
+    out = tmp_path / "p.json"
+    assert run(["export", "2", "--format", "json", "-o", str(out)], project.path).exit_code == 0
+    data = json.loads(out.read_text())
+    assert data["prompt"] == "think slowly step by step" and data["answer"]["labels"] == ["no", "yes"]
+    assert (project.path / "prompts" / "yn" / "0002.txt").read_text().endswith("think slowly step by step\n")
+    assert run(["history", "path"], project.path).output.strip().endswith("history.db")
+    assert run(["history", "backup", str(tmp_path / "b.db")], project.path).exit_code == 0
+    assert (tmp_path / "b.db").exists()
+
+
+def test_demo_short_end_to_end(project):
+    """The main job with a tiny budget: real torch optimization and real llama.cpp evaluation."""
+    from toolkit.demo import run_demo
+
+    console = Console(file=io.StringIO(), width=100)
+    result = run_demo(project, console, steps=2, train_size=4, dev_size=4, test_size=6)
+    text = console.file.getvalue()
+    assert "initial" in text and "optimized" in text and text.count("95% CI") == 2, text
+    run_row = project.store.run(result["run_id"])
+    assert run_row["status"] == "done" and run_row["model_sha256"] == project.store.run(result["run_id"])["model_sha256"]
+    steps = project.store.steps(result["run_id"])
+    assert [s["step"] for s in steps] == [0, 1] and all(s["candidates"] for s in steps)
+    evs = project.store.evaluations()
+    assert len(evs) == 2 and all(e["n"] == 6 and e["status"] == "done" for e in evs)
+    assert open(result["export"]).read().startswith(result["prompt"])

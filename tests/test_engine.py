@@ -1,0 +1,135 @@
+"""GReaTer engine on a tiny random-weight model (fast) sharing the real tokenizer."""
+
+import random
+import threading
+
+import pytest
+
+from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+from toolkit.tasks import AnswerSpec
+
+SPEC = AnswerSpec(kind="label", labels=("negative", "positive"))
+TRAIN = [Item(f"review number {i}: {'great' if i % 2 else 'awful'} film", "positive" if i % 2 else "negative")
+         for i in range(6)]
+PROMPT = "Decide the sentiment carefully."
+
+
+def engine(tm, **kw):
+    cfg = GreaterConfig(**{"steps": 4, "n_train": 6, "n_dev": 4, "topk": 8, "topq": 3, "intersect": 2,
+                           "batch_size": 4, **kw})
+    return GreaterEngine(tm, SPEC, TRAIN, TRAIN[:4], cfg)
+
+
+def test_onehot_gradient_matches_finite_differences(tiny_tm):
+    import torch
+
+    tm = tiny_tm
+    tm.model.double()
+    try:
+        eng = engine(tm)
+        prompt = eng.encode_prompt(PROMPT)
+        pos = 2
+        cands = sorted({prompt[pos], *eng.propose(prompt, pos, random.Random(0))})[:6]
+        grad = eng.gradient(prompt, pos, cands, normalize=False)
+        base = torch.zeros(len(cands), dtype=torch.float64)
+        base[cands.index(prompt[pos])] = 1.0
+        eps = 1e-3  # LlamaRMSNorm computes in float32, so smaller steps drown in rounding
+        fds = []
+        for i in range(len(cands)):
+            e = torch.zeros_like(base)
+            e[i] = eps
+            with torch.no_grad():
+                fd = (eng.onehot_loss(prompt, pos, cands, base + e) - eng.onehot_loss(prompt, pos, cands, base - e)) / (2 * eps)
+            fds.append(float(fd))
+        fds = torch.tensor(fds, dtype=torch.float64)
+        assert grad.abs().max() > 1e-3
+        assert torch.allclose(fds, grad, atol=1e-4, rtol=1e-2), (fds, grad)
+        assert float(torch.nn.functional.cosine_similarity(fds, grad, dim=0)) > 0.999
+    finally:
+        tm.model.float()
+
+
+def test_proposal_respects_filter_and_previous_token_ban(tiny_tm):
+    import re
+
+    eng = engine(tiny_tm)
+    prompt = eng.encode_prompt(PROMPT)
+    for pos in (1, 3):
+        cands = eng.propose(prompt, pos, random.Random(pos))
+        assert prompt[pos] in cands  # the current token always competes
+        others = [c for c in cands if c != prompt[pos]]
+        assert len(others) >= 1
+        assert prompt[pos - 1] not in others
+        pattern = re.compile(eng.config.token_filter)
+        assert all(pattern.match(eng.decode([c])) for c in others)
+
+
+def test_custom_token_filter_allows_digits(tiny_tm):
+    eng = engine(tiny_tm, token_filter=r"^ ?[0-9]+$")
+    prompt = eng.encode_prompt(PROMPT)
+    cands = [c for c in eng.propose(prompt, 2, random.Random(0)) if c != prompt[2]]
+    assert cands and all(eng.decode([c]).strip().isdigit() for c in cands)
+
+
+def test_improved_schedule_never_accepts_a_worse_score(tiny_tm):
+    eng = engine(tiny_tm, steps=6)
+    state = eng.initial_state(PROMPT)
+    previous = eng.score_prompts([state["prompt_ids"]])[0].value
+    records = list(eng.run(state))
+    assert len(records) == 6
+    for r in records:
+        assert r["train_score"] <= previous + 1e-9
+        previous = r["train_score"]
+    assert all(len(r["candidates"]) >= 1 for r in records)
+
+
+def test_same_seed_same_prompt_and_resume_matches_uninterrupted(tiny_tm):
+    full = list(engine(tiny_tm, steps=5).run(engine(tiny_tm).initial_state(PROMPT)))
+    again = list(engine(tiny_tm, steps=5).run(engine(tiny_tm).initial_state(PROMPT)))
+    assert [r["prompt_ids"] for r in full] == [r["prompt_ids"] for r in again]
+    # Stop after 2 steps, then continue from the stored state with a fresh engine (empty caches).
+    stop = threading.Event()
+    first = []
+    for rec in engine(tiny_tm, steps=5).run(engine(tiny_tm).initial_state(PROMPT), stop=stop):
+        first.append(rec)
+        if len(first) == 2:
+            stop.set()
+    assert len(first) == 2
+    rest = list(engine(tiny_tm, steps=5).run(first[-1]["state"]))
+    assert [r["step"] for r in rest] == [2, 3, 4]
+    assert rest[-1]["prompt_ids"] == full[-1]["prompt_ids"]
+    assert [r["candidates"] for r in first + rest] == [r["candidates"] for r in full]
+
+
+def test_reasoning_mode_generates_chains_and_steps(tiny_tm):
+    eng = engine(tiny_tm, mode="reasoning", steps=1, max_new_tokens=4, n_train=3)
+    prompt = eng.encode_prompt(PROMPT)
+    chains = eng.chains(prompt)
+    assert len(chains) == 3 and all(len(c) <= 4 for c in chains)
+    assert eng.chains(prompt) is chains  # cached by prompt
+    records = list(eng.run(eng.initial_state(PROMPT)))
+    assert len(records) == 1 and records[0]["timings"]["gradient"] > 0
+
+
+@pytest.mark.parametrize("precision", ["8bit", "4bit"])
+def test_bitsandbytes_models_produce_gradients(tiny_tm, tmp_path, precision):
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from toolkit.engine.torch_backend import TorchModel
+
+    tiny_tm.model.save_pretrained(tmp_path / "tiny")
+    qc = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+          if precision == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", quantization_config=qc, device_map={"": "cpu"},
+                                                 dtype=torch.float32).eval()
+    assert any("bnb" in type(m).__module__ or "Linear8bit" in type(m).__name__ or "Linear4bit" in type(m).__name__
+               for m in model.modules())
+    qtm = TorchModel(model=model, tokenizer=tiny_tm.tokenizer, info=tiny_tm.info, sha256="tiny", precision=precision,
+                     device="cpu")
+    eng = engine(qtm)
+    prompt = eng.encode_prompt(PROMPT)
+    cands = eng.propose(prompt, 1, random.Random(0))
+    grad = eng.gradient(prompt, 1, cands, normalize=False)
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0

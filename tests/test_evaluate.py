@@ -1,0 +1,35 @@
+from toolkit.demo import ensure_demo_task
+from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(83, 100)
+    assert round(lo, 3) == 0.745 and round(hi, 3) == 0.891
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_llamacpp_eval_is_stored_and_cached(project, llama):
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Decide if the review is positive or negative.", origin="manual")
+    prompt = project.store.prompt(pid)
+    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=6)
+    assert first.n == 6 and first.model_calls == 6 and first.cached == 0
+    assert first.accuracy == first.correct / 6 and first.ci[0] <= first.accuracy <= first.ci[1]
+    assert sum(sum(r.values()) for r in first.confusion.values()) == 6
+    calls = llama.stats["calls"]
+    second = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=6)
+    assert second.model_calls == 0 and second.cached == 6 and llama.stats["calls"] == calls
+    assert second.correct == first.correct
+    rows = project.store.results(first.evaluation_id)
+    assert len(rows) == 6 and all(r["predicted"] in ("negative", "positive") for r in rows)
+    ev = project.store.evaluations(prompt_id=pid)[0]
+    assert ev["model_sha256"] == llama.sha256 and ev["backend"] == "llamacpp" and ev["status"] == "done"
+
+
+def test_reasoning_mode_eval(project, llama):
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Think briefly.", origin="manual")
+    rep = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=2,
+                          settings=EvalSettings(mode="reasoning", max_new_tokens=8))
+    outputs = [r["output"] for r in project.store.results(rep.evaluation_id)]
+    assert len(outputs) == 2 and all(len(o.split()) > 1 for o in outputs)
