@@ -133,3 +133,23 @@ def test_bitsandbytes_models_produce_gradients(tiny_tm, tmp_path, precision):
     cands = eng.propose(prompt, 1, random.Random(0))
     grad = eng.gradient(prompt, 1, cands, normalize=False)
     assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("mode", ["direct", "reasoning"])
+def test_naive_and_fast_execution_choose_the_same_tokens(tiny_tm, mode):
+    kw = {"steps": 3, "mode": mode, "max_new_tokens": 4, "n_train": 4}
+    fast = list(engine(tiny_tm, **kw).run(engine(tiny_tm, **kw).initial_state(PROMPT)))
+    naive_engine = engine(tiny_tm, execution="naive", **kw)
+    naive = list(naive_engine.run(naive_engine.initial_state(PROMPT)))
+    assert [r["prompt_ids"] for r in fast] == [r["prompt_ids"] for r in naive]
+    assert [[c["token"] for c in r["candidates"]] for r in fast] == [[c["token"] for c in r["candidates"]] for r in naive]
+    for a, b in zip(fast, naive):
+        assert a["train_score"] == pytest.approx(b["train_score"], abs=1e-4)
+
+
+def test_reference_schedule_runs_and_keeps_published_rule(tiny_tm):
+    eng = engine(tiny_tm, schedule="reference", steps=3)
+    records = list(eng.run(eng.initial_state(PROMPT)))
+    # The reference never lets the current token compete: every step takes one of the gradient's candidates.
+    for r in records:
+        assert r["accepted"] and r["chosen_token"] in [c["text"] for c in r["candidates"]]

@@ -1,3 +1,6 @@
+import json
+import re
+
 from toolkit.demo import ensure_demo_task
 from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
 
@@ -33,3 +36,31 @@ def test_reasoning_mode_eval(project, llama):
                           settings=EvalSettings(mode="reasoning", max_new_tokens=8))
     outputs = [r["output"] for r in project.store.results(rep.evaluation_id)]
     assert len(outputs) == 2 and all(len(o.split()) > 1 for o in outputs)
+
+
+def _store_task(project, tmp_path, name, rows):
+    from toolkit.tasks import ImportOptions, read_task_file
+
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in rows))
+    task = read_task_file(path, name=name, options=ImportOptions(split=(0, 0, 1)))
+    project.store.add_task(project.id, task)
+    return project.store.find_task(project.id, name)
+
+
+def test_grammar_constrained_number_and_text_answers(project, llama, tmp_path):
+    num_task = _store_task(project, tmp_path, "sums", [(f"What is {a} plus {a}?", str(2 * a)) for a in range(1, 5)])
+    pid = project.add_prompt(num_task, "Answer with a number.", origin="manual")
+    rep = evaluate_prompt(project.store, model=llama, task_row=num_task, prompt_row=project.store.prompt(pid))
+    preds = [r["predicted"] for r in project.store.results(rep.evaluation_id)]
+    assert len(preds) == 4
+    assert all(p is not None and re.fullmatch(r"-?[0-9][0-9,]*(\.[0-9]+)?", p) for p in preds), preds
+
+    text_task = _store_task(project, tmp_path, "opp", [(w, o) for w, o in
+                                                       [("hot", "cold"), ("up", "down"), ("big", "small"), ("old", "young"),
+                                                        ("fast", "slow"), ("wet", "dry")]])
+    assert text_task["answer_kind"] == "text"
+    pid = project.add_prompt(text_task, "Give the opposite word.", origin="manual")
+    rep = evaluate_prompt(project.store, model=llama, task_row=text_task, prompt_row=project.store.prompt(pid))
+    preds = [r["predicted"] for r in project.store.results(rep.evaluation_id)]
+    assert all(p and "\n" not in p for p in preds), preds

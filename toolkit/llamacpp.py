@@ -39,6 +39,7 @@ class LlamaCppModel:
     llm: object = field(init=False, repr=False)
     sha256: str = field(init=False)
     stats: dict = field(init=False, default_factory=lambda: {"calls": 0, "evaluated_tokens": 0, "generated_tokens": 0})
+    _grammars: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self):
         try:
@@ -134,4 +135,24 @@ class LlamaCppModel:
                 break
             llm.eval([tok])
         self.stats["generated_tokens"] += len(out)
+        return out
+
+    def generate_constrained(self, tokens: Sequence[int], grammar: str, max_new_tokens: int) -> list[int]:
+        """Greedy continuation of ``tokens`` constrained by a GBNF ``grammar`` (llama.cpp's own sampler)."""
+        from llama_cpp import LlamaGrammar
+
+        if grammar not in self._grammars:
+            self._grammars[grammar] = LlamaGrammar.from_string(grammar, verbose=False)
+        out: list[int] = []
+        before = self.llm.n_tokens
+        for tok in self.llm.generate(list(tokens), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                     grammar=self._grammars[grammar]):
+            if tok in self.stop_ids or self.llm.token_eos() == tok:
+                break
+            out.append(tok)
+            if len(out) >= max_new_tokens:
+                break
+        self.stats["calls"] += 1
+        self.stats["generated_tokens"] += len(out)
+        self.stats["evaluated_tokens"] += max(0, self.llm.n_tokens - before)
         return out

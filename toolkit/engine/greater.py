@@ -47,8 +47,13 @@ class GreaterConfig:
     select_on_dev: bool = True
     batch_size: int = 16
     seed: int = 0
+    # "fast" (batched, cached, logits only where needed) or "naive" (batch size 1, no caches, full logits:
+    # the way the reference executes). Both make the same choices; the benchmark compares their speed.
+    execution: str = "fast"
 
     def __post_init__(self):
+        if self.execution not in ("fast", "naive"):
+            raise ConfigError(f"Unknown execution {self.execution!r}: use fast or naive.")
         if self.schedule not in ("improved", "reference"):
             raise ConfigError(f"Unknown schedule {self.schedule!r}: use improved or reference.")
         if self.mode not in ("direct", "reasoning"):
@@ -131,7 +136,9 @@ class GreaterEngine:
         self._chains: dict[tuple, list[list[int]]] = {}
         self._scores: dict[tuple, Score] = {}
         self._filter_mask = None
-        self.batch_size = config.batch_size
+        self.naive = config.execution == "naive"
+        self.batch_size = 1 if self.naive else config.batch_size
+        self.stats = {"grad_tokens": 0, "grad_sequences": 0, "forward_tokens": 0}
         self.events: list[str] = []
         if spec.kind == "label":
             self.label_ids = [tm.encode(answer_text(lab)) for lab in spec.labels]
@@ -197,14 +204,21 @@ class GreaterEngine:
             sel = torch.zeros((B, L, 1), dtype=embeds.dtype, device=self.device)
             sel[rows, cols] = 1
             embeds = embeds * (1 - sel) + sel * slot_embed.unsqueeze(0)
-        hidden = self.base(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # [B, L, D]
-        flat_b = [b for b, pos in enumerate(positions) for _ in pos]
-        flat_p = [p for pos in positions for p in pos]
-        picked = hidden[torch.tensor(flat_b, device=self.device), torch.tensor(flat_p, device=self.device)]
-        logits = self.head(picked)  # [sum(len(pos)), V]
+        n_real = sum(len(s) for s in seqs)
+        self.stats["forward_tokens"] += n_real
+        if onehot is not None:
+            self.stats["grad_tokens"] += n_real
+            self.stats["grad_sequences"] += B
+        flat_b = torch.tensor([b for b, pos in enumerate(positions) for _ in pos], device=self.device)
+        flat_p = torch.tensor([p for pos in positions for p in pos], device=self.device)
+        if self.naive:  # full [B, L, V] logits, then pick, as the reference does
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[flat_b, flat_p]
+        else:
+            hidden = self.base(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # [B, L, D]
+            logits = self.head(hidden[flat_b, flat_p])  # [sum(len(pos)), V]
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        if self.softcap:
+        if self.softcap and not self.naive:  # the full model forward already applies it
             logits = torch.tanh(logits / self.softcap) * self.softcap
         out, start = [], 0
         for pos in positions:
@@ -279,7 +293,7 @@ class GreaterEngine:
         if self.config.mode == "direct":
             return [[] for _ in items]
         key = (tuple(prompt), id(items) if items is not self.train else 0)
-        if key in self._chains:
+        if key in self._chains and not self.naive:
             return self._chains[key]
         torch = self.torch
         out: list[list[int]] = []
@@ -312,14 +326,15 @@ class GreaterEngine:
 
         for idx in self._chunks(len(items)):
             out.extend(self._with_oom_retry(lambda idx=idx: run_chunk(list(idx))))
-        self._chains[key] = out
+        if not self.naive:
+            self._chains[key] = out
         return out
 
     def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
         """Score several prompts on ``items`` (default: train). Train scores are cached by prompt."""
         torch = self.torch
         items = self.train if items is None else items
-        cacheable = items is self.train
+        cacheable = items is self.train and not self.naive
         todo = [p for p in dict.fromkeys(tuple(p) for p in prompts) if not (cacheable and p in self._scores)]
         results: dict[tuple, Score] = {}
         if todo:

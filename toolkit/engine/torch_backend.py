@@ -6,6 +6,8 @@ Precision: ``fp32``, ``bf16``, ``fp16``, ``8bit``, ``4bit`` (bitsandbytes nf4); 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -74,10 +76,12 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
-    )
+    # transformers' GGUF reader draws its own progress bar on stderr; keep the user's terminal clean.
+    with contextlib.redirect_stderr(io.StringIO()):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
+        )
     # A GGUF-loaded model refuses save_pretrained (it is marked as quantized); its weights are plain
     # dequantized float tensors, so save the config and the weights ourselves.
     from safetensors.torch import save_model

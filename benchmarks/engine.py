@@ -1,0 +1,134 @@
+"""Benchmark the GReaTer engine: fast vs naive execution of the same schedule, fp32 vs 4-bit.
+
+Runs a fixed small configuration on the default model (SmolLM2-135M) on the CPU. Each configuration runs in
+its own subprocess so its peak RSS is its own. Prints a table, then one JSON object as the last line.
+
+    python benchmarks/engine.py            # default: 2 steps, 8 training examples, direct mode
+    python benchmarks/engine.py --steps 3 --train-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def worker(args) -> dict:
+    import torch
+
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.engine.torch_backend import load_torch_model
+    from toolkit.models import get_model
+    from toolkit.tasks import demo_task_files, read_task_file
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    train_file, test_file = demo_task_files()
+    task = read_task_file(train_file, name="bench", test_file=test_file)
+    items = [Item(e.input, e.answer) for e in task.split("train")]
+    t0 = time.perf_counter()
+    tm = load_torch_model(get_model(), precision=args.precision, device="cpu")
+    load_s = time.perf_counter() - t0
+    cfg = GreaterConfig(steps=args.steps, n_train=args.train_size, n_dev=0, mode=args.mode, seed=0,
+                        batch_size=args.batch_size, execution=args.execution, max_new_tokens=args.max_new_tokens,
+                        select_on_dev=False)
+    eng = GreaterEngine(tm, task.spec, items, [], cfg)
+    state = eng.initial_state("proper logical reasoning and think step by step. Finally give the actual correct answer.")
+    records = []
+    t0 = time.perf_counter()
+    for rec in eng.run(state):
+        records.append(rec)
+    total = time.perf_counter() - t0
+    phases: dict[str, float] = {}
+    for rec in records:
+        for k, v in rec["timings"].items():
+            phases[k] = phases.get(k, 0.0) + v / len(records)
+    # Gradient FLOPs: forward (2 * params * tokens) + backward to the inputs only (the weights are frozen:
+    # another 2 * params * tokens), body parameters only; lm_head work at the few picked positions is ignored.
+    body_params = sum(p.numel() for n, p in tm.model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    grad_tokens = eng.stats["grad_tokens"] / max(1, len(records))
+    grad_flops = 4 * body_params * grad_tokens
+    return {
+        "execution": args.execution, "precision": tm.precision, "steps": len(records), "load_s": load_s,
+        "s_per_step": total / max(1, len(records)), "phases_s_per_step": phases,
+        "grad_gflops": grad_flops / max(phases.get("gradient", 1e-9), 1e-9) / 1e9,
+        "grad_tokens_per_step": grad_tokens, "choices": [r["prompt_ids"] for r in records],
+        "candidates": [[c["token"] for c in r["candidates"]] for r in records],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_worker(args, **overrides) -> dict:
+    cmd = [sys.executable, __file__, "--worker"]
+    opts = {**vars(args), **overrides}
+    for key in ("steps", "train_size", "batch_size", "mode", "execution", "precision", "max_new_tokens"):
+        cmd += [f"--{key.replace('_', '-')}", str(opts[key])]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"worker failed: {' '.join(cmd)}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2, help="steps per configuration (default 2)")
+    parser.add_argument("--train-size", type=int, default=8, help="training examples (default 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="fast engine batch size (default 16)")
+    parser.add_argument("--mode", choices=["direct", "reasoning"], default="direct")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="reasoning chain cap (reasoning mode)")
+    parser.add_argument("--execution", choices=["fast", "naive"], default="fast", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-4bit", action="store_true", help="skip the 4-bit measurement")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    peak = matmul_peak_gflops()
+    fast = run_worker(args, execution="fast", precision="fp32")
+    naive = run_worker(args, execution="naive", precision="fp32")
+    q4 = None if args.skip_4bit else run_worker(args, execution="fast", precision="4bit", steps=1)
+    rows = [("fast fp32", fast), ("naive fp32", naive)] + ([("fast 4bit", q4)] if q4 else [])
+    phases = sorted({k for _, r in rows for k in r["phases_s_per_step"]})
+    print(f"GReaTer engine benchmark: SmolLM2-135M, CPU ({os.cpu_count()} cores), {args.mode} mode, "
+          f"{args.train_size} training examples, {args.steps} steps")
+    print(f"{'config':<12}{'s/step':>9}" + "".join(f"{p[:12]:>14}" for p in phases) + f"{'grad GFLOP/s':>14}{'peak RSS MB':>13}")
+    for name, r in rows:
+        print(f"{name:<12}{r['s_per_step']:>9.2f}" + "".join(f"{r['phases_s_per_step'].get(p, 0):>14.2f}" for p in phases)
+              + f"{r['grad_gflops']:>14.1f}{r['peak_rss_mb']:>13.0f}")
+    same = fast["choices"] == naive["choices"] and fast["candidates"] == naive["candidates"]
+    ratio = naive["s_per_step"] / fast["s_per_step"]
+    print(f"naive/fast = {ratio:.2f}x, same choices: {same}; matmul peak {peak:.1f} GFLOP/s; "
+          f"gradient phase at {100 * fast['grad_gflops'] / peak:.0f}% of peak")
+    print(json.dumps({
+        "naive_s_per_step": naive["s_per_step"], "fast_s_per_step": fast["s_per_step"], "ratio": ratio,
+        "same_choices": same, "grad_gflops": fast["grad_gflops"], "matmul_peak_gflops": peak,
+        "peak_rss_mb_fp32": fast["peak_rss_mb"], "peak_rss_mb_4bit": q4["peak_rss_mb"] if q4 else None,
+        "s_per_step_4bit": q4["s_per_step"] if q4 else None, "phases_fast": fast["phases_s_per_step"],
+        "phases_naive": naive["phases_s_per_step"], "train_size": args.train_size, "steps": args.steps,
+        "mode": args.mode,
+    }))
+
+
+if __name__ == "__main__":
+    main()
