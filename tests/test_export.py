@@ -1,0 +1,42 @@
+import json
+
+import yaml
+
+from toolkit.demo import ensure_demo_task
+from toolkit.evaluate import evaluate_prompt
+from toolkit.export import export_prompt
+
+PROMPT = "Decide whether the review is positive or negative."
+
+
+def test_llamacpp_bundle_gives_the_same_answers_as_eval(project, llama):
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, PROMPT, origin="manual")
+    report = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=8)
+    predicted = {r["example_id"]: r["predicted"] for r in project.store.results(report.evaluation_id)}
+    bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    assert bundle["model"]["sha256"] == llama.sha256 and "{input}" in bundle["prompt_template"]
+    assert "llama-cli" in bundle["llama_cli"] and "--logit-bias" in bundle["llama_cli"]
+    req = bundle["llama_server"]["request"]
+    for ex in project.store.examples(task["id"], "test", limit=8):
+        text = req["prompt"].replace("{input}", ex["input"])
+        tokens = llama.llm.tokenize(text.encode(), add_bos=False, special=True)
+        out = llama.llm.create_completion(prompt=tokens, max_tokens=req["n_predict"], temperature=0, top_k=1,
+                                          logit_bias={int(t): float(b) for t, b in req["logit_bias"]})
+        assert out["choices"][0]["text"].strip() == predicted[ex["id"]]
+
+
+def test_text_json_llm_and_promptfoo_exports(project):
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, PROMPT, origin="manual")
+    assert export_prompt(project, pid, "text").read_text().startswith(PROMPT + "\n")
+    data = json.loads(export_prompt(project, pid, "json").read_text())
+    assert data["prompt"] == PROMPT and data["answer"]["labels"] == ["negative", "positive"]
+    llm = yaml.safe_load(export_prompt(project, pid, "llm").read_text())
+    assert llm["prompt"].startswith("$input\n\n" + PROMPT) and llm["model"] == "SmolLM2"
+    pf = yaml.safe_load(export_prompt(project, pid, "promptfoo").read_text())
+    assert pf["prompts"] == ["{{input}}\n\n" + PROMPT]
+    assert pf["providers"][0]["config"]["apiBaseUrl"].startswith("http://127.0.0.1")
+    tests = pf["tests"]
+    assert len(tests) == len(project.store.examples(task["id"], "test"))
+    assert all(t["vars"]["input"] and t["assert"][0]["type"] == "javascript" for t in tests)
