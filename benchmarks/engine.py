@@ -3,8 +3,8 @@
 Runs a fixed small configuration on the default model (SmolLM2-135M) on the CPU. Each configuration runs in
 its own subprocess so its peak RSS is its own. Prints a table, then one JSON object as the last line.
 
-    python benchmarks/engine.py            # default: 2 steps, 8 training examples, direct mode
-    python benchmarks/engine.py --steps 3 --train-size 16
+    python benchmarks/engine.py            # default: reasoning mode, 2 steps, 8 training examples, 16-token chains
+    python benchmarks/engine.py --mode direct --train-size 8
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="steps per configuration (default 2)")
     parser.add_argument("--train-size", type=int, default=8, help="training examples (default 8)")
     parser.add_argument("--batch-size", type=int, default=16, help="fast engine batch size (default 16)")
-    parser.add_argument("--mode", choices=["direct", "reasoning"], default="direct")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="reasoning chain cap (reasoning mode)")
+    parser.add_argument("--mode", choices=["direct", "reasoning"], default="reasoning",
+                        help="reasoning (the paper's method, default) or direct")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="reasoning chain cap (default 16)")
     parser.add_argument("--execution", choices=["fast", "naive"], default="fast", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -56,6 +56,7 @@ def cli(ctx, project_path):
     """gradprompt: optimize prompts for small local models, offline.
 
     Gradient prompt optimization (GReaTer) with torch, evaluation with llama.cpp, history in SQLite.
+    With no command in a terminal, opens the terminal UI.
 
     \b
     Start here:
@@ -66,7 +67,10 @@ def cli(ctx, project_path):
     """
     ctx.ensure_object(dict)["project_path"] = project_path
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            ctx.invoke(tui)
+        else:
+            click.echo(ctx.get_help())
 
 
 def main() -> None:

@@ -1,0 +1,124 @@
+"""The terminal UI driven through Textual's Pilot, with the tiny model as the fast backend."""
+
+import pytest
+
+from tui.app import Backends, ErrorDialog, TextDialog, create_app
+
+
+
+def tiny_backends(tiny_tm, calls):
+    def load(model_id):
+        calls.append(model_id)
+        return tiny_tm
+
+    return Backends(load_torch_model=load)
+
+
+def write_task(tmp_path, n=12):
+    path = tmp_path / "reviews.csv"
+    path.write_text("goal,target\n" + "".join(f"review {i} was {'great' if i % 2 else 'awful'},"
+                                              f"{'positive' if i % 2 else 'negative'}\n" for i in range(n)))
+    return path
+
+
+async def fill(pilot, app, values: dict):
+    for name, value in values.items():
+        field = app.screen.query_one(f"#field-{name}")
+        field.value = value
+    await pilot.pause()
+    await pilot.click("#ok")
+
+
+async def wait_for(pilot, condition, limit=600):
+    for _ in range(limit):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_import_task_and_broken_file(project, tiny_tm, tmp_path):
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("i")
+        await fill(pilot, app, {"path": str(write_task(tmp_path))})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.query_one("#tasks-table").row_count == 1
+        bad = tmp_path / "bad.csv"
+        bad.write_text("goal,target\nx,yes\n,no\n")
+        await pilot.press("i")
+        await fill(pilot, app, {"path": str(bad)})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog)
+        assert "row 2: column 'goal' is empty" in str(app.screen.query_one("#error-text").render())
+    assert [t["name"] for t in project.store.list_tasks(project.id)] == ["reviews"]
+
+
+async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    calls = []
+    app = create_app(project, tiny_backends(tiny_tm, calls))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await fill(pilot, app, {"steps": "400", "train": "4"})  # far more than the test waits for
+        steps = app.query_one("#live-steps")
+        await wait_for(pilot, lambda: steps.row_count >= 1)
+        await pilot.press("s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        run = project.store.list_runs(project.id)[0]
+        assert run["status"] == "stopped" and 1 <= run["n_steps"] < 400
+        assert "stopped" in str(app.query_one("#live-status").render())
+        first = run["n_steps"]
+        await pilot.press("3")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: project.store.list_runs(project.id)[0]["n_steps"] > first)
+        await pilot.press("s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        run = project.store.list_runs(project.id)[0]
+        assert run["status"] == "stopped" and run["n_steps"] > first
+        assert [s["step"] for s in project.store.steps(run["id"])] == list(range(run["n_steps"]))
+        assert calls == ["smollm2-135m", "smollm2-135m"]
+        assert "score" in str(app.query_one("#live-plot").render())
+
+
+async def test_diff_and_export(project, tiny_tm, tmp_path):
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    task = project.store.find_task(project.id, "reviews")
+    a = project.add_prompt(task, "think step by step", origin="manual")
+    b = project.add_prompt(task, "think slowly step by step", origin="edit", parent_id=a)
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")
+        await pilot.press("d")
+        await fill(pilot, app, {"a": str(a), "b": str(b)})
+        await pilot.pause()
+        assert isinstance(app.screen, TextDialog)
+        assert "slowly" in app.screen.text and "[green]" in app.screen.text
+        await pilot.press("escape")
+        await pilot.press("e")
+        await fill(pilot, app, {"format": "json"})
+        await app.workers.wait_for_complete()
+    assert list(project.exports_dir.glob("reviews-prompt-*.json"))
+
+
+async def test_real_default_model_through_the_ui(project, tmp_path):
+    """End to end with the real SmolLM2 backend and a tiny budget."""
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    app = create_app(project)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await fill(pilot, app, {"steps": "1", "train": "2"})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    run = project.store.list_runs(project.id)[0]
+    assert run["status"] == "done" and run["n_steps"] == 1 and run["model_id"] == "smollm2-135m"

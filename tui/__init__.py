@@ -1,0 +1,1 @@
+"""gradprompt's Textual terminal UI, built on toolkit's public API."""

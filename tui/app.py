@@ -1,0 +1,533 @@
+"""gradprompt's terminal UI (Textual). Built only on toolkit's public API: no SQL, no model code here.
+
+Every blocking job (model load, optimization, import, export) runs in a thread worker and reports through
+Messages; failures land in one handler that shows a readable dialog. ``create_app`` takes the project and
+the backends, so tests can pass a fast model.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+
+from toolkit.errors import GradpromptError
+
+
+@dataclass
+class Backends:
+    """What the UI calls for heavy work. ``load_torch_model(model_id)`` returns a loaded torch model."""
+
+    load_torch_model: Callable[[str], object]
+
+
+def default_backends() -> Backends:
+    def load(model_id: str):
+        from toolkit.engine.torch_backend import load_torch_model
+        from toolkit.models import get_model
+
+        return load_torch_model(get_model(model_id))
+
+    return Backends(load_torch_model=load)
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+class StepArrived(Message):
+    def __init__(self, run_id: int | None, record: dict) -> None:
+        self.run_id, self.record = run_id, record
+        super().__init__()
+
+
+class RunFinished(Message):
+    def __init__(self, result) -> None:
+        self.result = result
+        super().__init__()
+
+
+class JobFailed(Message):
+    def __init__(self, title: str, text: str) -> None:
+        self.title, self.text = title, text
+        super().__init__()
+
+
+# ---------------------------------------------------------------------------------------------- dialogs
+
+
+class ErrorDialog(ModalScreen[None]):
+    DEFAULT_CSS = "ErrorDialog { align: center middle; } #box { width: 70; height: auto; border: thick $error; padding: 1 2; background: $surface; }"
+    BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="box"):
+            yield Label(f"[b]{self.title_text}[/b]", id="error-title")
+            yield Static(self.text, id="error-text")
+            yield Button("Close", id="close", variant="error")
+
+    @on(Button.Pressed, "#close")
+    def _close(self) -> None:
+        self.dismiss(None)
+
+
+class InputDialog(ModalScreen[dict | None]):
+    """A small form: one Input per field. Returns the values, or None when cancelled."""
+
+    DEFAULT_CSS = "InputDialog { align: center middle; } #form { width: 76; height: auto; border: thick $accent; padding: 1 2; background: $surface; } #preview { height: auto; max-height: 10; color: $text-muted; }"
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, fields: list[tuple[str, str, str]], preview: Callable[[dict], str] | None = None):
+        super().__init__()
+        self.form_title, self.fields, self.preview = title, fields, preview
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="form"):
+            yield Label(f"[b]{self.form_title}[/b]")
+            for name, label, value in self.fields:
+                yield Label(label)
+                yield Input(value=value, id=f"field-{name}")
+            yield Static("", id="preview")
+            with Horizontal():
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def values(self) -> dict:
+        return {name: self.query_one(f"#field-{name}", Input).value for name, _, _ in self.fields}
+
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        if self.preview:
+            try:
+                text = self.preview(self.values())
+            except GradpromptError as exc:
+                text = f"[red]{exc}[/red]"
+            except Exception as exc:  # a preview must never crash the form
+                text = f"[red]{type(exc).__name__}: {exc}[/red]"
+            self.query_one("#preview", Static).update(text)
+
+    @on(Button.Pressed, "#ok")
+    @on(Input.Submitted)
+    def _ok(self) -> None:
+        self.dismiss(self.values())
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TextDialog(ModalScreen[None]):
+    DEFAULT_CSS = "TextDialog { align: center middle; } #text-box { width: 90%; height: 80%; border: thick $accent; padding: 1 2; background: $surface; }"
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.box_title, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="text-box"):
+            yield Label(f"[b]{self.box_title}[/b]")
+            yield Static(self.text, id="dialog-text")
+
+
+HELP = """[b]Keys[/b]
+  1-5      switch tab (Tasks, Prompts, Runs, Live, Models)
+  i        import a task from a file (with a preview)
+  n        start an optimization run
+  s        stop the live run          r   resume the selected run
+  d        diff two prompts           e   export the selected prompt
+  a        add a prompt by hand (a new version; nothing is overwritten)
+  ctrl+p   command palette            ?   this help            q   quit
+"""
+
+
+# ---------------------------------------------------------------------------------------------- app
+
+
+class GradpromptApp(App):
+    TITLE = "gradprompt"
+    CSS = """
+    #live-prompt { height: auto; padding: 1; border: round $accent; }
+    #live-status { height: auto; padding: 0 1; }
+    #live-plot { height: auto; padding: 0 1; color: $success; }
+    DataTable { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("i", "import_task", "Import"),
+        Binding("n", "new_run", "New run"),
+        Binding("s", "stop_run", "Stop"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("d", "diff", "Diff"),
+        Binding("e", "export", "Export"),
+        Binding("a", "add_prompt", "Add prompt"),
+        Binding("1", "tab('tasks')", "Tasks", show=False),
+        Binding("2", "tab('prompts')", "Prompts", show=False),
+        Binding("3", "tab('runs')", "Runs", show=False),
+        Binding("4", "tab('live')", "Live", show=False),
+        Binding("5", "tab('models')", "Models", show=False),
+    ]
+
+    def __init__(self, project, backends: Backends | None = None):
+        super().__init__()
+        self.project = project
+        self.backends = backends or default_backends()
+        self.stop_event: threading.Event | None = None
+        self.live_scores: list[float] = []
+        self.live_run_id: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="tasks", id="tabs"):
+            with TabPane("Tasks", id="tasks"):
+                yield DataTable(id="tasks-table", cursor_type="row")
+            with TabPane("Prompts", id="prompts"):
+                yield Input(placeholder="search prompts (full text)", id="prompt-search")
+                yield DataTable(id="prompts-table", cursor_type="row")
+            with TabPane("Runs", id="runs"):
+                yield DataTable(id="runs-table", cursor_type="row")
+            with TabPane("Live", id="live"):
+                yield Static("No run yet. Press n to start one.", id="live-status")
+                yield Static("", id="live-prompt")
+                yield Static("", id="live-plot")
+                yield DataTable(id="live-steps", cursor_type="row")
+            with TabPane("Models", id="models"):
+                yield DataTable(id="models-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.project.name} - {self.project.path}"
+        self.query_one("#tasks-table", DataTable).add_columns("id", "name", "answer", "labels", "train", "dev", "test")
+        self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "best test", "text")
+        self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
+        self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "score", "s")
+        self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "source", "licence")
+        self.refresh_all()
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def refresh_all(self) -> None:
+        store, pid = self.project.store, self.project.id
+        tasks = store.list_tasks(pid)
+        names = {t["id"]: t["name"] for t in tasks}
+        table = self.query_one("#tasks-table", DataTable)
+        table.clear()
+        for t in tasks:
+            spec = store.task_spec(t)
+            s = t["splits"]
+            table.add_row(str(t["id"]), t["name"], spec.kind, ", ".join(spec.labels)[:30], str(s.get("train", 0)),
+                          str(s.get("dev", 0)), str(s.get("test", 0)), key=str(t["id"]))
+        self.refresh_prompts()
+        runs = self.query_one("#runs-table", DataTable)
+        runs.clear()
+        for r in store.list_runs(pid):
+            runs.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["model_id"], r["status"], str(r["n_steps"]),
+                         str(r["best_prompt_id"] or ""), key=str(r["id"]))
+        models = self.query_one("#models-table", DataTable)
+        if models.row_count == 0:
+            from toolkit.models import list_models
+
+            for m in list_models():
+                models.add_row(m.id, m.name, m.quantization or "-", m.source, m.licence, key=m.id)
+
+    def refresh_prompts(self, search: str | None = None) -> None:
+        store, pid = self.project.store, self.project.id
+        names = {t["id"]: t["name"] for t in store.list_tasks(pid)}
+        table = self.query_one("#prompts-table", DataTable)
+        table.clear()
+        try:
+            rows = store.list_prompts(pid, search=search or None)
+        except Exception:  # an incomplete full-text query while typing
+            rows = []
+        for p in rows:
+            evs = [e for e in store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
+            best = max((e["accuracy"] for e in evs), default=None)
+            table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
+                          "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
+
+    def selected(self, table_id: str) -> str | None:
+        table = self.query_one(table_id, DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    @on(Input.Changed, "#prompt-search")
+    def _search(self, event: Input.Changed) -> None:
+        self.refresh_prompts(event.value.strip())
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        self.push_screen(ErrorDialog(message.title, message.text))
+
+    def report(self, exc: BaseException) -> None:
+        """Called from worker threads: route any failure to the one error dialog."""
+        if isinstance(exc, GradpromptError):
+            self.post_message(JobFailed(exc.title, str(exc)))
+        else:
+            self.post_message(JobFailed("Unexpected error", f"{type(exc).__name__}: {exc}"))
+
+    # -- actions -------------------------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_help(self) -> None:
+        self.push_screen(TextDialog("Help", HELP))
+
+    def action_import_task(self) -> None:
+        from toolkit.tasks import read_task_file
+
+        def preview(values: dict) -> str:
+            if not values["path"].strip():
+                return "Give a CSV, TSV, JSONL or JSON file."
+            task = read_task_file(values["path"].strip(), name=values["name"].strip() or None)
+            sizes = task.split_sizes()
+            lines = [f"{len(task.examples)} examples: train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']}",
+                     f"answer: {task.spec.kind} " + (", ".join(f"{k} ({v})" for k, v in task.label_counts().items())
+                                                     if task.spec.kind == "label" else "")]
+            lines += [f"  {e.input[:50]!r} -> {e.answer}" for e in task.examples[:3]]
+            return "\n".join(lines)
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.import_task(values["path"].strip(), values["name"].strip() or None)
+
+        self.push_screen(InputDialog("Import a task", [("path", "File", ""), ("name", "Name (optional)", "")],
+                                     preview), done)
+
+    @work(thread=True, exclusive=True, group="import")
+    def import_task(self, path: str, name: str | None) -> None:
+        from toolkit.tasks import read_task_file
+
+        try:
+            task = read_task_file(path, name=name)
+            self.project.store.add_task(self.project.id, task)
+        except BaseException as exc:
+            self.report(exc)
+            return
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(self.notify, f"Imported task {task.name} ({len(task.examples)} examples)")
+
+    def action_add_prompt(self) -> None:
+        def done(values: dict | None) -> None:
+            if not values:
+                return
+            try:
+                task = self.project.store.task(self.project.id, values["task"])
+                parent = int(values["parent"]) if values["parent"].strip() else None
+                self.project.add_prompt(task, values["text"], origin="edit" if parent else "manual", parent_id=parent)
+            except GradpromptError as exc:
+                self.push_screen(ErrorDialog(exc.title, str(exc)))
+                return
+            self.refresh_all()
+
+        parent = self.selected("#prompts-table") or ""
+        text = self.project.store.prompt(int(parent))["text"] if parent else ""
+        task = ""
+        if parent:
+            tid = self.project.store.prompt(int(parent))["task_id"]
+            task = str(tid) if tid is not None else ""
+        self.push_screen(InputDialog("Add a prompt version", [("task", "Task", task), ("text", "Text", text),
+                                                              ("parent", "Parent prompt id", parent)]), done)
+
+    def action_diff(self) -> None:
+        def done(values: dict | None) -> None:
+            if not values:
+                return
+            try:
+                a = self.project.store.prompt(int(values["a"]))
+                b = self.project.store.prompt(int(values["b"]))
+            except (GradpromptError, ValueError) as exc:
+                self.push_screen(ErrorDialog("Cannot diff", str(exc)))
+                return
+            self.push_screen(TextDialog(f"Diff {a['id']} -> {b['id']}", token_diff(a["text"], b["text"])))
+
+        current = self.selected("#prompts-table") or ""
+        self.push_screen(InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done)
+
+    def action_export(self) -> None:
+        prompt_id = self.selected("#prompts-table")
+        if prompt_id is None:
+            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
+            return
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.export_prompt(int(prompt_id), values["format"].strip() or "text")
+
+        self.push_screen(InputDialog(f"Export prompt {prompt_id}",
+                                     [("format", "Format: text, json, llamacpp, llm, promptfoo", "text")]), done)
+
+    @work(thread=True, group="export")
+    def export_prompt(self, prompt_id: int, fmt: str) -> None:
+        from toolkit.export import export_prompt
+
+        try:
+            path = export_prompt(self.project, prompt_id, fmt)
+        except BaseException as exc:
+            self.report(exc)
+            return
+        self.call_from_thread(self.notify, f"Exported to {path}")
+
+    def action_new_run(self) -> None:
+        tasks = self.project.store.list_tasks(self.project.id)
+        if not tasks:
+            self.notify("Import a task first (press i).", severity="warning")
+            return
+        selected = self.selected("#tasks-table")
+        task = next((t["name"] for t in tasks if str(t["id"]) == selected), tasks[0]["name"])
+
+        def estimate(values: dict) -> str:
+            steps, n = int(values["steps"] or 0), int(values["train"] or 0)
+            # ~0.75 s per training example per step measured for SmolLM2-135M fp32 on 2 CPU cores (direct mode)
+            return f"Estimate for {self.project.default_model} on CPU: about {0.75 * steps * n:.0f} s, ~2 GB of memory."
+
+        def done(values: dict | None) -> None:
+            if values:
+                try:
+                    self.start_run(values)
+                except (GradpromptError, ValueError) as exc:
+                    self.push_screen(ErrorDialog("Cannot start the run", str(exc)))
+
+        self.push_screen(InputDialog("New optimization run", [
+            ("task", "Task", task), ("model", "Model", self.project.default_model), ("mode", "Mode (direct or reasoning)", "direct"),
+            ("steps", "Steps", "10"), ("train", "Training examples", "16"), ("seed", "Seed", "0"),
+        ], estimate), done)
+
+    def start_run(self, values: dict) -> None:
+        from toolkit.engine.greater import GreaterConfig
+
+        config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
+                               n_dev=32, seed=int(values["seed"]), max_new_tokens=48)
+        self.project.store.task(self.project.id, values["task"].strip())  # fail early on a bad name
+        self.live_scores = []
+        self.query_one("#live-steps", DataTable).clear()
+        self.action_tab("live")
+        self.query_one("#live-status", Static).update("Loading the model...")
+        self.stop_event = threading.Event()
+        self.run_optimization(values["task"].strip(), values["model"].strip(), config, None)
+
+    def action_resume_run(self) -> None:
+        run_id = self.selected("#runs-table")
+        if run_id is None:
+            self.notify("Select a run in the Runs tab first.", severity="warning")
+            return
+        run = self.project.store.run(int(run_id))
+        if run["status"] == "done":
+            self.notify(f"Run {run_id} already finished.", severity="warning")
+            return
+        self.live_scores = [s["train_score"] for s in self.project.store.steps(int(run_id))]
+        self.query_one("#live-steps", DataTable).clear()
+        self.action_tab("live")
+        self.stop_event = threading.Event()
+        self.run_optimization(None, run["model_id"], None, int(run_id))
+
+    def action_stop_run(self) -> None:
+        if self.stop_event is not None:
+            self.stop_event.set()
+            self.query_one("#live-status", Static).update("Stopping after the current phase...")
+
+    @work(thread=True, exclusive=True, group="run")
+    def run_optimization(self, task: str | None, model_id: str, config, resume_id: int | None) -> None:
+        from toolkit.optimize import optimize, resume
+
+        stop = self.stop_event
+        try:
+            tm = self.backends.load_torch_model(model_id)
+            run_ids: list[int] = []
+
+            def on_step(record: dict) -> None:
+                self.post_message(StepArrived(resume_id, record))
+
+            if resume_id is not None:
+                result = resume(self.project, resume_id, on_step=on_step, stop=stop, torch_model=tm)
+            else:
+                result = optimize(self.project, task, model_id=model_id, config=config, on_step=on_step, stop=stop,
+                                  torch_model=tm)
+            run_ids.append(result.run_id)
+        except BaseException as exc:
+            self.report(exc)
+            self.call_from_thread(self.refresh_all)
+            return
+        self.post_message(RunFinished(result))
+
+    def on_step_arrived(self, message: StepArrived) -> None:
+        r = message.record
+        self.live_scores.append(r["train_score"])
+        status = (f"step {r['step'] + 1}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
+                  f"score {r['train_score']:.3f}  step time {sum(r['timings'].values()):.1f}s")
+        self.query_one("#live-status", Static).update(status)
+        self.query_one("#live-prompt", Static).update(highlight_token(r["prompt_after"], r["chosen_token"],
+                                                                      r["accepted"]))
+        self.query_one("#live-plot", Static).update("score " + sparkline(self.live_scores))
+        self.query_one("#live-steps", DataTable).add_row(
+            str(r["step"] + 1), str(r["position"]), repr(r["chosen_token"]), f"{100 * r['train_accuracy']:.1f}%",
+            f"{r['train_score']:.3f}", f"{sum(r['timings'].values()):.1f}")
+        self.refresh_all()
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        res = message.result
+        text = f"Run {res.run_id} {res.status} after {res.steps} steps."
+        if res.status == "done":
+            text += f" Prompt {res.prompt_id}; dev accuracy " + ("-" if res.dev_accuracy is None else f"{100 * res.dev_accuracy:.1f}%")
+        self.query_one("#live-status", Static).update(text)
+        self.refresh_all()
+        self.notify(text)
+
+
+def token_diff(a: str, b: str) -> str:
+    """Word-level diff as Rich markup: removed in red, added in green."""
+    import difflib
+
+    from rich.markup import escape
+
+    wa, wb = a.split(), b.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb).get_opcodes():
+        if op == "equal":
+            out.append(escape(" ".join(wa[i1:i2])))
+        if op in ("delete", "replace"):
+            out.append("[red strike]" + escape(" ".join(wa[i1:i2])) + "[/]")
+        if op in ("insert", "replace"):
+            out.append("[green]" + escape(" ".join(wb[j1:j2])) + "[/]")
+    return " ".join(out)
+
+
+def highlight_token(prompt: str, token: str, changed: bool) -> str:
+    from rich.markup import escape
+
+    if not changed or not token.strip() or token not in prompt:
+        return escape(prompt)
+    i = prompt.rfind(token)
+    return escape(prompt[:i]) + "[reverse green]" + escape(token) + "[/]" + escape(prompt[i + len(token):])
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    bars = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(bars[int((v - lo) / span * (len(bars) - 1))] for v in values[-60:]) + f"  {values[-1]:.3f}"
+
+
+def create_app(project, backends: Backends | None = None) -> GradpromptApp:
+    return GradpromptApp(project, backends)
+
+
+def run(project) -> None:
+    """Entry point for `gradprompt tui` (registered as the ``gradprompt.ui`` entry point)."""
+    create_app(project).run()
