@@ -208,7 +208,7 @@ class GradpromptApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.project.name} - {self.project.path}"
+        self.sub_title = f"project {self.project.name}"
         self.query_one("#tasks-table", DataTable).add_columns("id", "name", "answer", "labels", "train", "dev", "test")
         self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "best test", "text")
         self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
