@@ -64,3 +64,29 @@ def test_grammar_constrained_number_and_text_answers(project, llama, tmp_path):
     rep = evaluate_prompt(project.store, model=llama, task_row=text_task, prompt_row=project.store.prompt(pid))
     preds = [r["predicted"] for r in project.store.results(rep.evaluation_id)]
     assert all(p and "\n" not in p for p in preds), preds
+
+
+def test_compare_matrix_on_two_quantizations(project, llama, real_tm):
+    from toolkit.compare import compare_prompts
+
+    task = ensure_demo_task(project)
+    a = project.add_prompt(task, "Decide if the review is positive or negative.", origin="manual")
+    b = project.add_prompt(task, "Is this movie review positive or negative?", origin="manual")
+    runtimes = ["llamacpp:smollm2-135m", "torch:smollm2-135m:fp32"]
+    res = compare_prompts(project, [a, b], runtimes, limit=6,
+                          loaded={runtimes[0]: llama, runtimes[1]: real_tm})
+    assert set(res.cells) == {(p, r) for p in (a, b) for r in runtimes}
+    for rep in res.cells.values():
+        assert rep.n == 6 and 0 <= rep.accuracy <= 1
+    evs = project.store.evaluations(task_id=task["id"])
+    assert sorted({(e["backend"], e["quantization"]) for e in evs}) == [("llamacpp", "Q4_1"), ("torch", "fp32")]
+    # Same weights, same layout, same label rule: Q4_1 in llama.cpp and its dequantized fp32 copy in torch agree
+    # on most examples.
+    agree = 0
+    for p in (a, b):
+        ll = {r["example_id"]: r["predicted"] for r in project.store.results(res.cells[(p, runtimes[0])].evaluation_id)}
+        tt = {r["example_id"]: r["predicted"] for r in project.store.results(res.cells[(p, runtimes[1])].evaluation_id)}
+        agree += sum(ll[k] == tt[k] for k in ll)
+    assert agree >= 10
+    again = compare_prompts(project, [a], runtimes[1:], limit=6, loaded={runtimes[1]: real_tm})
+    assert again.cells[(a, runtimes[1])].model_calls == 0

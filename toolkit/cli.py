@@ -365,6 +365,41 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, mode, max_new_tokens, limit
         _print_eval(f"prompt {pid}", report)
 
 
+@cli.command("compare")
+@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.option("--runtime", "runtimes", multiple=True,
+              help="llamacpp:MODEL or torch:MODEL:PRECISION; repeat. Default: llama.cpp GGUF, torch fp32, torch 8bit "
+                   "and 4bit of the project's default model.")
+@click.option("--task", help="Task (default: the first prompt's task).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.pass_context
+def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
+    """Score prompts across runtimes and quantizations, and show where an improvement does not survive."""
+    from .compare import compare_prompts
+    from .evaluate import EvalSettings
+
+    project = _project(ctx)
+    m = project.default_model
+    runtimes = list(runtimes) or [f"llamacpp:{m}", f"torch:{m}:fp32", f"torch:{m}:8bit", f"torch:{m}:4bit"]
+    with console.status("Evaluating...") as status:
+        result = compare_prompts(project, list(prompt_ids), runtimes, task=task, split=split, limit=limit,
+                                 settings=EvalSettings(mode=mode), progress=lambda text: status.update(text))
+    lost = set(result.lost_improvements())
+    table = Table("prompt", *runtimes, title=f"Accuracy on {split} (95% CI)")
+    for p in result.prompts:
+        cells = []
+        for rt in runtimes:
+            rep = result.cells[(p["id"], rt)]
+            text = f"{_pct(rep.accuracy)} ({_pct(rep.ci[0])}-{_pct(rep.ci[1])})"
+            cells.append(f"[red]{text}[/]" if (p["id"], rt) in lost else text)
+        table.add_row(f"{p['id']}: {p['text'][:30]}", *cells)
+    console.print(table)
+    if lost:
+        console.print("[red]Red: the gain over the first prompt on the first runtime is lost on this runtime.[/]")
+
+
 # ---------------------------------------------------------------------------------------------- prompts
 
 

@@ -371,6 +371,29 @@ class GreaterEngine:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
 
+    def predict_items(self, prompt: Sequence[int], items: Sequence[Item]) -> list[tuple[bool, str]]:
+        """(correct, predicted answer) per item under ``prompt``: the torch side of an evaluation."""
+        torch = self.torch
+        chains = self.chains(prompt, items)
+        jobs = []
+        for ii, item in enumerate(items):
+            seq, p_start, a_start, ans = self._sequence(item, prompt, chains[ii])
+            n_rows = 1 if self.label_first is not None else len(ans)
+            jobs.append((seq, list(range(a_start - 1, a_start - 1 + n_rows)), ans))
+        out: list[tuple[bool, str]] = []
+        for idx in self._chunks(len(jobs)):
+            with torch.no_grad():
+                logits = self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+            for lg, i in zip(logits, idx):
+                if self.spec.kind == "label" and self.label_first is not None:
+                    pred = self.spec.labels[int(lg[0, self.label_first].argmax())]
+                    out.append((pred == items[i].answer, pred))
+                else:  # teacher-forced greedy check of the gold answer's tokens
+                    gold = torch.tensor(jobs[i][2], device=lg.device)
+                    greedy = lg.argmax(-1)
+                    out.append((bool((greedy == gold).all()), self.decode(greedy.tolist()).strip()))
+        return out
+
     def _label_fast(self) -> bool:
         return self.spec.kind == "label" and self.label_first is not None and self.config.schedule == "improved"
 

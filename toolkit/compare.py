@@ -1,0 +1,120 @@
+"""The quantization gap: score prompts across runtimes and quantizations in one call.
+
+A runtime is ``llamacpp:MODEL`` (the model's GGUF through llama.cpp) or ``torch:MODEL:PRECISION``
+(fp32, bf16, fp16, 8bit, 4bit). Every cell is an evaluation stored in the history (and cached per example).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import ConfigError
+from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, wilson_interval
+from .models import get_model
+
+
+@dataclass
+class CompareResult:
+    prompts: list[dict]
+    runtimes: list[str]
+    cells: dict = field(default_factory=dict)  # (prompt_id, runtime) -> EvalReport
+
+    def lost_improvements(self) -> list[tuple[int, str]]:
+        """(prompt, runtime) where a prompt beats the first prompt on the first runtime but not on this one."""
+        if len(self.prompts) < 2 or not self.runtimes:
+            return []
+        base_p, ref = self.prompts[0]["id"], self.runtimes[0]
+        out = []
+        for p in self.prompts[1:]:
+            if self.cells[(p["id"], ref)].accuracy <= self.cells[(base_p, ref)].accuracy:
+                continue
+            for rt in self.runtimes[1:]:
+                if self.cells[(p["id"], rt)].accuracy <= self.cells[(base_p, rt)].accuracy:
+                    out.append((p["id"], rt))
+        return out
+
+
+def parse_runtime(spec: str) -> tuple[str, str, str]:
+    parts = spec.split(":")
+    if parts[0] == "llamacpp" and len(parts) == 2:
+        return "llamacpp", parts[1], "gguf"
+    if parts[0] == "torch" and len(parts) == 3:
+        return "torch", parts[1], parts[2]
+    raise ConfigError(f"Runtime {spec!r}: use llamacpp:MODEL or torch:MODEL:PRECISION (fp32, bf16, fp16, 8bit, 4bit).")
+
+
+def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split: str = "test",
+                          settings: EvalSettings | None = None, limit: int | None = None) -> EvalReport:
+    """Score a prompt with a loaded torch model (same layout and label rule as llama.cpp and the optimizer)."""
+    from .engine.greater import GreaterConfig, GreaterEngine, Item
+
+    settings = settings or EvalSettings()
+    spec = store.task_spec(task_row)
+    examples = store.examples(task_row["id"], split, limit=limit)
+    engine = GreaterEngine(tm, spec, [Item("x", spec.labels[0] if spec.labels else "x")], [],
+                           GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1))
+    ev_id = store.create_evaluation(
+        prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=tm.info.id,
+        model_sha256=tm.sha256, backend="torch", quantization=tm.precision, mode=settings.mode,
+        settings={**json.loads(settings.key()), "limit": limit}, n=len(examples))
+    t0 = time.perf_counter()
+    keyed = [(ex, cache_key(prompt_row["text"], f"{tm.sha256}:torch:{tm.precision}", settings, spec, ex)) for ex in examples]
+    hits = {key: store.cached_result(key) for _, key in keyed}
+    todo = [ex for ex, key in keyed if hits[key] is None]
+    preds = dict(zip((ex["id"] for ex in todo), engine.predict_items(
+        engine.encode_prompt(prompt_row["text"]), [Item(ex["input"], ex["answer"]) for ex in todo]))) if todo else {}
+    correct, confusion = 0, {}
+    for ex, key in keyed:
+        if hits[key] is not None:
+            ok, pred = bool(hits[key]["correct"]), hits[key]["predicted"]
+        else:
+            ok, pred = preds[ex["id"]]
+        store.add_result(ev_id, ex["id"], key, pred, pred, ok, 0.0)
+        correct += int(ok)
+        row = confusion.setdefault(ex["answer"], {})
+        row[str(pred)] = row.get(str(pred), 0) + 1
+    n = len(examples)
+    acc = correct / n if n else 0.0
+    lo, hi = wilson_interval(correct, n)
+    seconds = time.perf_counter() - t0
+    store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=acc, ci_low=lo, ci_high=hi,
+                            timings={"seconds": seconds, "cached": n - len(todo), "model_calls": len(todo)})
+    return EvalReport(ev_id, prompt_row["text"], n, correct, acc, (lo, hi), confusion, seconds, n - len(todo), len(todo))
+
+
+def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task: str | int | None = None,
+                    split: str = "test", limit: int | None = None, settings: EvalSettings | None = None,
+                    progress: Callable[[str], None] | None = None, loaded: dict | None = None) -> CompareResult:
+    """Evaluate every prompt on every runtime. ``loaded`` may map runtime strings to already-loaded models."""
+    store = project.store
+    prompts = [store.prompt(pid) for pid in prompt_ids]
+    task_row = store.task(project.id, task if task is not None else prompts[0]["task_id"])
+    result = CompareResult(prompts=prompts, runtimes=list(runtimes))
+    loaded = dict(loaded or {})
+    for rt in runtimes:
+        kind, model_id, precision = parse_runtime(rt)
+        if rt not in loaded:
+            if progress:
+                progress(f"loading {rt}")
+            if kind == "llamacpp":
+                from .llamacpp import LlamaCppModel
+
+                loaded[rt] = LlamaCppModel(get_model(model_id))
+            else:
+                from .engine.torch_backend import load_torch_model
+
+                loaded[rt] = load_torch_model(get_model(model_id), precision=precision)
+        for p in prompts:
+            if progress:
+                progress(f"{rt}: prompt {p['id']}")
+            if kind == "llamacpp":
+                rep = evaluate_prompt(store, model=loaded[rt], task_row=task_row, prompt_row=p, split=split,
+                                      settings=settings, limit=limit)
+            else:
+                rep = evaluate_prompt_torch(store, tm=loaded[rt], task_row=task_row, prompt_row=p, split=split,
+                                            settings=settings, limit=limit)
+            result.cells[(p["id"], rt)] = rep
+    return result
