@@ -382,22 +382,33 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
 
     project = _project(ctx)
     m = project.default_model
-    runtimes = list(runtimes) or [f"llamacpp:{m}", f"torch:{m}:fp32", f"torch:{m}:8bit", f"torch:{m}:4bit"]
+    # torch fp32 first: it is where prompts are optimized, so the other columns are read against it.
+    runtimes = list(runtimes) or [f"torch:{m}:fp32", f"llamacpp:{m}", f"torch:{m}:8bit", f"torch:{m}:4bit"]
     with console.status("Evaluating...") as status:
         result = compare_prompts(project, list(prompt_ids), runtimes, task=task, split=split, limit=limit,
                                  settings=EvalSettings(mode=mode), progress=lambda text: status.update(text))
     lost = set(result.lost_improvements())
-    table = Table("prompt", *runtimes, title=f"Accuracy on {split} (95% CI)")
+    models_used = {rt.split(":")[1] for rt in runtimes}
+
+    def header(rt: str) -> str:
+        kind, model_id, *rest = rt.split(":")
+        label = ("llama.cpp " + (get_model(model_id).quantization or "gguf")) if kind == "llamacpp" else f"torch {rest[0]}"
+        return label if len(models_used) == 1 else f"{model_id}\n{label}"
+
+    from .models import get_model
+
+    table = Table("prompt", *[header(rt) for rt in runtimes], title=f"Accuracy on {split} (95% CI)")
     for p in result.prompts:
         cells = []
         for rt in runtimes:
             rep = result.cells[(p["id"], rt)]
-            text = f"{_pct(rep.accuracy)} ({_pct(rep.ci[0])}-{_pct(rep.ci[1])})"
+            text = f"{_pct(rep.accuracy)}\n{_pct(rep.ci[0])}-{_pct(rep.ci[1])}"
             cells.append(f"[red]{text}[/]" if (p["id"], rt) in lost else text)
-        table.add_row(f"{p['id']}: {p['text'][:30]}", *cells)
+        table.add_row(f"{p['id']}: {p['text'][:40]}", *cells)
     console.print(table)
     if lost:
-        console.print("[red]Red: the gain over the first prompt on the first runtime is lost on this runtime.[/]")
+        console.print(f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
+                      "does not survive on this runtime.[/]")
 
 
 # ---------------------------------------------------------------------------------------------- prompts

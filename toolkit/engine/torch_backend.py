@@ -103,7 +103,11 @@ def quiet_transformers() -> None:
     """No progress bars or warnings from transformers/huggingface_hub on the user's terminal."""
     import transformers
 
+    import logging
+
     transformers.utils.logging.set_verbosity_error()
+    # bitsandbytes' CPU backend warns that an optional kernels package is missing; it falls back by itself.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     transformers.utils.logging.disable_progress_bar()
     try:
         from huggingface_hub.utils import disable_progress_bars
