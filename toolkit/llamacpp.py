@@ -116,41 +116,39 @@ class LlamaCppModel:
 
     def generate(self, tokens: Sequence[int], max_new_tokens: int, stop_texts: Sequence[str] = ()) -> list[int]:
         """Greedy continuation of ``tokens`` (at most ``max_new_tokens``, stopping at end of turn)."""
+        return self.generate_constrained(tokens, None, max_new_tokens, stop_texts)
+
+    def generate_constrained(self, tokens: Sequence[int], grammar: str | None, max_new_tokens: int,
+                             stop_texts: Sequence[str] = ()) -> list[int]:
+        """Greedy continuation of ``tokens`` (llama.cpp's own sampler), optionally under a GBNF ``grammar``.
+
+        The KV cache keeps the longest prefix shared with the previous call.
+        """
         out: list[int] = []
         if max_new_tokens <= 0:
             return out
-        self._eval(tokens)
-        llm = self.llm
-        import numpy as np
+        grammar_obj = None
+        if grammar is not None:
+            from llama_cpp import LlamaGrammar
 
-        while len(out) < max_new_tokens:
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(self.n_vocab,))
-            tok = int(logits.argmax())
-            if tok in self.stop_ids:
-                break
-            out.append(tok)
-            if stop_texts and any(s in self.decode(out) for s in stop_texts):
-                break
-            if llm.n_tokens + 1 >= self.n_ctx:
-                break
-            llm.eval([tok])
-        self.stats["generated_tokens"] += len(out)
-        return out
-
-    def generate_constrained(self, tokens: Sequence[int], grammar: str, max_new_tokens: int) -> list[int]:
-        """Greedy continuation of ``tokens`` constrained by a GBNF ``grammar`` (llama.cpp's own sampler)."""
-        from llama_cpp import LlamaGrammar
-
-        if grammar not in self._grammars:
-            self._grammars[grammar] = LlamaGrammar.from_string(grammar, verbose=False)
-        out: list[int] = []
+            if grammar not in self._grammars:
+                self._grammars[grammar] = LlamaGrammar.from_string(grammar, verbose=False)
+            grammar_obj = self._grammars[grammar]
+        tokens = list(tokens)
+        if len(tokens) + max_new_tokens >= self.n_ctx:
+            raise ModelFileError(
+                f"The input is {len(tokens)} tokens; with {max_new_tokens} new tokens it exceeds the context "
+                f"({self.n_ctx}). Shorten the examples or lower --max-new-tokens."
+            )
         before = self.llm.n_tokens
-        for tok in self.llm.generate(list(tokens), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                     grammar=self._grammars[grammar]):
+        for tok in self.llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                     grammar=grammar_obj):
             if tok in self.stop_ids or self.llm.token_eos() == tok:
                 break
             out.append(tok)
             if len(out) >= max_new_tokens:
+                break
+            if stop_texts and any(s in self.decode(out) for s in stop_texts):
                 break
         self.stats["calls"] += 1
         self.stats["generated_tokens"] += len(out)

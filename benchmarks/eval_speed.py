@@ -1,0 +1,96 @@
+"""Evaluation throughput: gradprompt's llama.cpp evaluation vs transformers generation vs raw llama-cpp-python.
+
+Same examples (the demo task's test split), same prompt, reasoning mode (greedy chain, then the answer), on the
+default model (SmolLM2-135M; llama.cpp runs its Q4_1 GGUF, torch its dequantized fp32 copy), on the CPU.
+Prints a table, then one JSON object as the last line.
+
+    python benchmarks/eval_speed.py                 # 16 examples, 48-token chains
+    python benchmarks/eval_speed.py --examples 32 --max-new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=16, help="test examples (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="reasoning chain cap (default 48)")
+    args = parser.parse_args()
+
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.engine.torch_backend import load_torch_model
+    from toolkit.evaluate import EvalSettings, predict
+    from toolkit.layout import ChatLayout
+    from toolkit.llamacpp import LlamaCppModel
+    from toolkit.models import get_model
+    from toolkit.tasks import demo_task_files, read_task_file
+
+    train, test = demo_task_files()
+    task = read_task_file(train, name="bench", test_file=test)
+    examples = task.split("test")[: args.examples]
+    prompt = "proper logical reasoning and think step by step. Finally give the actual correct answer."
+    info = get_model()
+    settings = EvalSettings(mode="reasoning", max_new_tokens=args.max_new_tokens)
+
+    # gradprompt's llama.cpp evaluation path (chain + extractor + label choice), one loaded model.
+    model = LlamaCppModel(info)
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    predict(model, layout, task.spec, prompt, examples[0].input, settings)  # warm-up
+    model.stats = {"calls": 0, "evaluated_tokens": 0, "generated_tokens": 0}
+    t0 = time.perf_counter()
+    for ex in examples:
+        predict(model, layout, task.spec, prompt, ex.input, settings)
+    ll_s = time.perf_counter() - t0
+    ll_tokens = model.stats["generated_tokens"]
+
+    # Raw llama-cpp-python: the same chains with create_completion, nothing else.
+    prompts = []
+    for ex in examples:
+        before, after = layout.split(ex.input)
+        prompts.append(model.encode(before) + model.encode(prompt) + model.encode(after))
+    t0 = time.perf_counter()
+    raw_tokens = 0
+    for toks in prompts:
+        out = model.llm.create_completion(prompt=toks, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1)
+        raw_tokens += out["usage"]["completion_tokens"]
+    raw_s = time.perf_counter() - t0
+
+    # transformers generation (batched, greedy) of the same chains plus the answer scoring.
+    tm = load_torch_model(info, precision="fp32", device="cpu")
+    eng = GreaterEngine(tm, task.spec, [Item(e.input, e.answer) for e in examples], [],
+                        GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=16, steps=1))
+    items = [Item(e.input, e.answer) for e in examples]
+    ids = eng.encode_prompt(prompt)
+    t0 = time.perf_counter()
+    chains = eng.chains(ids, items)
+    eng.predict_items(ids, items)
+    torch_s = time.perf_counter() - t0
+    torch_tokens = sum(len(c) for c in chains)
+
+    n = len(examples)
+    res = {
+        "examples": n, "max_new_tokens": args.max_new_tokens, "threads": os.cpu_count(),
+        "llamacpp_examples_per_s": n / ll_s, "torch_examples_per_s": n / torch_s,
+        "ratio": (n / ll_s) / (n / torch_s),
+        "eval_tokens_per_s": ll_tokens / ll_s, "raw_tokens_per_s": raw_tokens / raw_s,
+        "torch_tokens_per_s": torch_tokens / torch_s,
+        "eval_vs_raw": (ll_tokens / ll_s) / (raw_tokens / raw_s),
+        "generated_tokens": {"llamacpp": ll_tokens, "raw": raw_tokens, "torch": torch_tokens},
+    }
+    print(f"Evaluation speed: {n} examples, reasoning mode, chains up to {args.max_new_tokens} tokens, "
+          f"SmolLM2-135M on {os.cpu_count()} CPU cores")
+    print(f"{'path':<28}{'examples/s':>12}{'tokens/s':>10}{'tokens':>8}")
+    print(f"{'gradprompt llama.cpp eval':<28}{n / ll_s:>12.2f}{ll_tokens / ll_s:>10.1f}{ll_tokens:>8}")
+    print(f"{'raw llama-cpp-python':<28}{n / raw_s:>12.2f}{raw_tokens / raw_s:>10.1f}{raw_tokens:>8}")
+    print(f"{'transformers (batched)':<28}{n / torch_s:>12.2f}{torch_tokens / torch_s:>10.1f}{torch_tokens:>8}")
+    print(f"llama.cpp/torch = {res['ratio']:.2f}x examples/s; eval at {100 * res['eval_vs_raw']:.0f}% of raw tokens/s")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
