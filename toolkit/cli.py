@@ -301,20 +301,35 @@ class StepPrinter:
 @click.argument("task")
 @_greater_options
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
+@click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
 @click.pass_context
 def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
-                 max_new_tokens, batch_size, seed, initial_prompt):
+                 max_new_tokens, batch_size, seed, initial_prompt, dry_run):
     """Optimize a prompt for TASK with gradients (GReaTer). Every step is stored; Ctrl-C stops, `runs resume` continues."""
+    from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, optimize
+    from .plan import estimate
 
     project = _project(ctx)
     config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
+    task_row = project.store.task(project.id, task)
+    info = get_model(model_id or project.default_model)
+    inputs = [e["input"] for e in project.store.examples(task_row["id"], "train", limit=train_size)]
+    dev_for_plan = "cuda" if device == "cuda" else "cpu"
+    prec_for_plan = precision if precision != "auto" else ("bf16" if dev_for_plan == "cuda" else "fp32")
+    plan = estimate(info, inputs, config, precision=prec_for_plan, device=dev_for_plan,
+                    initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT)
+    console.print(f"Plan: {info.id} ({plan.params_millions:.0f}M parameters, {plan.precision} on {plan.device}), "
+                  f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode")
+    console.print(f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+                  f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})")
+    if dry_run:
+        return
     stop = threading.Event()
     with console.status("Loading the model for torch..."):
         from .engine.torch_backend import load_torch_model
-        from .models import get_model
 
-        tm = load_torch_model(get_model(model_id or project.default_model), precision=precision, device=device)
+        tm = load_torch_model(info, precision=precision, device=device)
     try:
         result = optimize(project, task, model_id=model_id, config=config, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
                           on_step=StepPrinter(steps), stop=stop, torch_model=tm)

@@ -391,9 +391,18 @@ class GradpromptApp(App):
         task = next((t["name"] for t in tasks if str(t["id"]) == selected), tasks[0]["name"])
 
         def estimate(values: dict) -> str:
-            steps, n = int(values["steps"] or 0), int(values["train"] or 0)
-            # ~0.75 s per training example per step measured for SmolLM2-135M fp32 on 2 CPU cores (direct mode)
-            return f"Estimate for {self.project.default_model} on CPU: about {0.75 * steps * n:.0f} s, ~2 GB of memory."
+            from toolkit.engine.greater import GreaterConfig
+            from toolkit.models import get_model
+            from toolkit.plan import estimate as plan_estimate
+
+            task_row = self.project.store.task(self.project.id, values["task"].strip())
+            config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
+                                   max_new_tokens=48)
+            inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
+            plan = plan_estimate(get_model(values["model"].strip()), inputs, config)
+            return (f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+                    f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
+                    f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)")
 
         def done(values: dict | None) -> None:
             if values:

@@ -1,0 +1,129 @@
+"""A cost plan before a run: time and memory estimated from the model's size, the data and the settings.
+
+The model's shape is read from its GGUF (llama.cpp, vocabulary only: no weights are loaded) and the real
+examples are tokenized, so sequence lengths are exact. Time comes from a FLOP count divided by a throughput
+calibrated on the 2-core development machine (see the constants below; generation is bounded by per-token
+overhead). It is an estimate: expect +-50%.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from .engine.greater import GreaterConfig
+from .layout import ChatLayout
+from .models import ModelInfo
+
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "8bit": 1.1, "4bit": 0.6}
+
+
+@dataclass(frozen=True)
+class Plan:
+    params_millions: float
+    precision: str
+    device: str
+    n_train: int
+    mean_tokens: float
+    seconds_per_step: float
+    total_seconds: float
+    peak_memory_mb: float
+    flops_per_step: float
+    assumed_gflops: float
+    notes: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_SHAPES: dict[str, dict] = {}
+_PEAK: list[float] = []
+
+
+def _shape(info: ModelInfo) -> dict:
+    path = str(info.gguf_path())
+    if path not in _SHAPES:
+        _SHAPES[path] = _read_shape(path)
+    return _SHAPES[path]
+
+
+def _read_shape(path: str) -> dict:
+    import llama_cpp
+
+    from .llamacpp import _silence_llama_logs
+
+    _silence_llama_logs()
+    llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    meta = llm.metadata
+    arch = meta.get("general.architecture", "llama")
+    get = lambda key, default=0: int(meta.get(f"{arch}.{key}", default))  # noqa: E731
+    d, layers, ff = get("embedding_length"), get("block_count"), get("feed_forward_length")
+    heads, kv = get("attention.head_count", 1), get("attention.head_count_kv", 0) or get("attention.head_count", 1)
+    vocab = llm.n_vocab()
+    attn = d * d * 2 + 2 * d * (d * kv // max(heads, 1))
+    body = layers * (attn + 3 * d * ff)
+    return {"llm": llm, "body_params": body, "embed_params": vocab * d, "d": d, "layers": layers, "vocab": vocab,
+            "template": meta.get("tokenizer.chat_template", "")}
+
+
+def measured_peak_gflops() -> float:
+    """fp32 matmul GFLOP/s on this machine (measured once per process)."""
+    if _PEAK:
+        return _PEAK[0]
+    import torch
+
+    a, b = torch.randn(768, 768), torch.randn(768, 768)
+    a @ b
+    best = 0.0
+    for _ in range(8):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 768**3 / (time.perf_counter() - t0) / 1e9)
+    _PEAK.append(best)
+    return best
+
+
+def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, precision: str = "fp32",
+             device: str = "cpu", initial_prompt: str = "", peak_gflops: float | None = None) -> Plan:
+    shape = _shape(info)
+    llm = shape["llm"]
+    layout = ChatLayout(shape["template"])
+    enc = lambda text: llm.tokenize(text.encode(), add_bos=False, special=True)  # noqa: E731
+    prompt_len = len(enc(initial_prompt)) if initial_prompt else 16
+    lengths = []
+    for text in inputs[: config.n_train]:
+        before, after = layout.split(text)
+        lengths.append(len(enc(before)) + prompt_len + len(enc(after)) + 20)
+    n = len(lengths)
+    mean_len = sum(lengths) / max(1, n)
+    chain = config.max_new_tokens if config.mode == "reasoning" else 0
+    seq = mean_len + chain
+    P = shape["body_params"]
+    k = config.n_grad_candidates
+    flops = {
+        "proposal": 2 * P * n * (mean_len - 20),
+        "gradient": 4 * P * n * seq,
+        "scoring": 2 * P * n * seq * k,
+    }
+    peak = peak_gflops or (measured_peak_gflops() if device == "cpu" else 100_000.0)
+    efficiency = 0.75  # calibrated: demo (direct, 16 examples) measured 11.5 s/step on 2 cores
+    seconds = sum(flops.values()) / (peak * efficiency * 1e9)
+    if chain:
+        # Greedy decoding: k candidates (plus the current prompt once) x n chains x chain tokens, batched;
+        # on a CPU each decoding step of transformers' generate costs ~80 ms for a batch (calibrated on
+        # benchmarks/engine.py --mode reasoning: 19.3 s/step for 8 examples and 32-token chains).
+        per_token = max(0.08, 2 * P * min(n, config.batch_size) / (peak * 0.3 * 1e9))
+        batches = -(-n // config.batch_size)
+        seconds += (k + 1) * batches * chain * per_token
+    bytes_pp = BYTES_PER_PARAM.get(precision, 4.0)
+    weights_mb = (P + shape["embed_params"]) * bytes_pp / 2**20
+    batch = min(n, config.batch_size)
+    activations_mb = batch * seq * shape["d"] * shape["layers"] * 4 * 12 / 2**20  # kept for backward
+    logits_mb = batch * (prompt_len + 4) * shape["vocab"] * 4 * 3 / 2**20
+    peak_mb = 450 + weights_mb * (2 if precision in ("8bit", "4bit") else 1.3) + activations_mb + logits_mb
+    notes = ("fp32 weights are read once more while quantizing" if precision in ("8bit", "4bit") else
+             "weights + activations kept for the backward pass + the torch runtime")
+    return Plan(params_millions=(P + shape["embed_params"]) / 1e6, precision=precision, device=device, n_train=n,
+                mean_tokens=seq, seconds_per_step=seconds, total_seconds=seconds * config.steps,
+                peak_memory_mb=peak_mb, flops_per_step=sum(flops.values()), assumed_gflops=peak * efficiency,
+                notes=notes)
