@@ -226,17 +226,18 @@ class GreaterEngine:
             start += len(pos)
         return out
 
-    def _chunks(self, n: int):
-        size = max(1, self.batch_size)
-        for start in range(0, n, size):
-            yield range(start, min(n, start + size))
+    def _map_chunks(self, n: int, fn) -> list:
+        """Call ``fn(indices)`` over ``range(n)`` in chunks of the batch size; returns the results in order.
 
-    def _with_oom_retry(self, fn):
-        """Run ``fn`` and halve the batch size on out-of-memory, saying so, until it fits."""
+        On out-of-memory the batch size is halved (and the change reported in ``events``) and the failed chunk
+        is split and run again, so the results do not change.
+        """
         torch = self.torch
-        while True:
+        results, start = [], 0
+        while start < n:
+            idx = list(range(start, min(n, start + max(1, self.batch_size))))
             try:
-                return fn()
+                results.append(fn(idx))
             except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and "out of memory" not in str(exc).lower():
                     raise
@@ -245,10 +246,13 @@ class GreaterEngine:
                         "Out of memory even at batch size 1. Use a smaller model, 4bit/8bit precision, "
                         "a lower --max-new-tokens, or fewer training examples."
                     ) from exc
-                self.batch_size = max(1, self.batch_size // 2)
+                self.batch_size = max(1, min(self.batch_size, len(idx)) // 2)
                 self.events.append(f"out of memory: batch size lowered to {self.batch_size}")
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+                continue
+            start += len(idx)
+        return results
 
     # ------------------------------------------------------------------ sequences
 
@@ -324,8 +328,8 @@ class GreaterEngine:
                 res.append(chain)
             return res
 
-        for idx in self._chunks(len(items)):
-            out.extend(self._with_oom_retry(lambda idx=idx: run_chunk(list(idx))))
+        for chunk in self._map_chunks(len(items), run_chunk):
+            out.extend(chunk)
         if not self.naive:
             self._chains[key] = out
         return out
@@ -353,8 +357,7 @@ class GreaterEngine:
                     logits = self._forward_selected([jobs[i][2] for i in idx], [jobs[i][3] for i in idx])
                 return [self._terms(lg, todo[jobs[i][0]], items[jobs[i][1]], jobs[i][4]) for lg, i in zip(logits, idx)]
 
-            for idx in self._chunks(len(jobs)):
-                terms = self._with_oom_retry(lambda idx=idx: run(list(idx)))
+            for idx, terms in self._map_chunks(len(jobs), lambda idx: (idx, run(idx))):
                 for i, (loss, nll, correct) in zip(idx, terms):
                     a = acc[jobs[i][0]]
                     a["loss"] += float(loss)
@@ -381,9 +384,12 @@ class GreaterEngine:
             n_rows = 1 if self.label_first is not None else len(ans)
             jobs.append((seq, list(range(a_start - 1, a_start - 1 + n_rows)), ans))
         out: list[tuple[bool, str]] = []
-        for idx in self._chunks(len(jobs)):
+
+        def run(idx):
             with torch.no_grad():
-                logits = self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+                return idx, self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+
+        for idx, logits in self._map_chunks(len(jobs), run):
             for lg, i in zip(logits, idx):
                 if self.spec.kind == "label" and self.label_first is not None:
                     pred = self.spec.labels[int(lg[0, self.label_first].argmax())]
@@ -425,8 +431,8 @@ class GreaterEngine:
             with torch.no_grad():
                 return self._forward_selected([seqs[i] for i in idx], [[len(seqs[i]) - 1] for i in idx])
 
-        for idx in self._chunks(len(seqs)):
-            rows.extend(t[0] for t in self._with_oom_retry(lambda idx=idx: run(list(idx))))
+        for chunk in self._map_chunks(len(seqs), run):
+            rows.extend(t[0] for t in chunk)
         logits = torch.stack(rows)  # [N, V]
         mask = self.token_filter_mask().clone()
         if pos > 0:
@@ -487,8 +493,7 @@ class GreaterEngine:
         def run(idx):
             self.onehot_loss(prompt, pos, cands, onehot, idx).backward()
 
-        for idx in self._chunks(len(self.train)):
-            self._with_oom_retry(lambda idx=idx: run(list(idx)))
+        self._map_chunks(len(self.train), run)
         grad = onehot.grad.detach().clone()
         if not normalize:
             return grad
@@ -541,7 +546,10 @@ class GreaterEngine:
                 return
             current_tok = prompt[pos]
             ranked = sorted(range(len(cands)), key=lambda i: (float(grad[i]), cands[i]))
-            chosen_idx = [i for i in ranked if cands[i] != current_tok][: cfg.n_grad_candidates]
+            if cfg.schedule == "reference":  # the current token is compared only if the gradient ranks it
+                chosen_idx = ranked[: cfg.n_grad_candidates]
+            else:  # the current token competes anyway (below), so take the best other tokens
+                chosen_idx = [i for i in ranked if cands[i] != current_tok][: cfg.n_grad_candidates]
             trial_prompts = []
             for i in chosen_idx:
                 p = list(prompt)
