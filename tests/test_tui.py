@@ -122,3 +122,47 @@ async def test_real_default_model_through_the_ui(project, tmp_path):
         await pilot.pause()
     run = project.store.list_runs(project.id)[0]
     assert run["status"] == "done" and run["n_steps"] == 1 and run["model_id"] == "smollm2-135m"
+
+
+async def test_create_and_switch_project_and_results(project, tiny_tm, tmp_path):
+    from toolkit.store import Store  # noqa: F401  (the UI itself never touches the store's SQL)
+
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("0")
+        await pilot.press("c")
+        await fill(pilot, app, {"path": str(tmp_path / "second"), "name": "second"})
+        await pilot.pause()
+        assert app.project.name == "second" and (tmp_path / "second" / "gradprompt.toml").exists()
+        paths = [row.value for row in app.query_one("#projects-table").rows]
+        assert str(tmp_path / "second") in paths and str(project.path) in paths
+        await pilot.press("6")
+        assert "No evaluations yet" in str(app.query_one("#heatmap").render())
+
+
+async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
+    from toolkit.tasks import read_task_file
+
+    store = project.store
+    store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    task = store.find_task(project.id, "reviews")
+    examples = store.examples(task["id"], limit=3)
+    evals = []
+    for pid, pattern in ((project.add_prompt(task, "a", origin="manual"), [1, 0, 1]),
+                         (project.add_prompt(task, "b", origin="manual"), [1, 1, 0])):
+        ev = store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m", model_sha256="x",
+                                     backend="llamacpp", quantization="Q4_1", mode="direct", settings={}, n=3)
+        for ex, ok in zip(examples, pattern):
+            store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "out", ex["answer"] if ok else "?", bool(ok), 0.0)
+        store.finish_evaluation(ev, n=3, correct=sum(pattern), accuracy=sum(pattern) / 3, ci_low=0.1, ci_high=0.9)
+        evals.append(ev)
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("6")
+        assert app.query_one("#evals-table").row_count == 2
+        assert "66.7" in str(app.query_one("#heatmap").render())
+        await pilot.press("f")
+        await fill(pilot, app, {"a": str(evals[0]), "b": str(evals[1])})
+        await pilot.pause()
+        assert isinstance(app.screen, TextDialog)
+        assert "2 examples flipped" in app.screen.text and "fixed" in app.screen.text and "broken" in app.screen.text

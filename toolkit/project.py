@@ -93,6 +93,29 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _recent_file() -> Path:
+    return user_dir() / "recent-projects.json"
+
+
+def recent_projects() -> list[dict]:
+    """Projects opened before, newest first, that still exist: [{"path", "name", "opened"}]."""
+    import json
+
+    try:
+        items = json.loads(_recent_file().read_text())
+    except (OSError, ValueError):
+        items = []
+    return [i for i in items if (Path(i["path"]) / SETTINGS_FILE).is_file()]
+
+
+def _remember(project: "Project") -> None:
+    import json
+
+    items = [i for i in recent_projects() if i["path"] != str(project.path)]
+    items.insert(0, {"path": str(project.path), "name": project.name, "opened": time.time()})
+    _atomic_write(_recent_file(), json.dumps(items[:30], indent=1))
+
+
 def init_project(path: str | Path, name: str | None = None, default_model: str | None = None) -> Project:
     path = Path(path).expanduser().resolve()
     settings_path = path / SETTINGS_FILE
@@ -143,4 +166,6 @@ def open_project(path: str | Path | None = None) -> Project:
         raise ProjectError(f"{settings_path}: not valid TOML ({exc}).") from None
     store = Store(path / ".gradprompt" / "history.db")
     project_id = store.ensure_project(settings.get("name", path.name), str(path))
-    return Project(path=path, settings=settings, store=store, id=project_id)
+    project = Project(path=path, settings=settings, store=store, id=project_id)
+    _remember(project)
+    return project

@@ -394,6 +394,17 @@ class Store:
     def results(self, evaluation_id: int) -> list[dict]:
         return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
 
+    def flipped(self, evaluation_a: int, evaluation_b: int) -> list[dict]:
+        """Examples scored in both evaluations whose correctness differs: [{example, a, b}]."""
+        a = {r["example_id"]: r for r in self.results(evaluation_a)}
+        b = {r["example_id"]: r for r in self.results(evaluation_b)}
+        out = []
+        for ex_id in sorted(set(a) & set(b)):
+            if a[ex_id]["correct"] != b[ex_id]["correct"]:
+                example = self.db["examples"].get(ex_id)
+                out.append({"example": example, "a": a[ex_id], "b": b[ex_id]})
+        return out
+
     # -- maintenance -------------------------------------------------------------------------------
 
     def backup(self, dest: str | Path) -> Path:

@@ -142,7 +142,9 @@ class TextDialog(ModalScreen[None]):
 
 
 HELP = """[b]Keys[/b]
-  1-5      switch tab (Tasks, Prompts, Runs, Live, Models)
+  0-6      switch tab (Projects, Tasks, Prompts, Runs, Live, Models, Results)
+  c / o    create a project / open the selected recent project
+  f        examples that flipped between two evaluations (Results tab)
   i        import a task from a file (with a preview)
   n        start an optimization run
   s        stop the live run          r   resume the selected run
@@ -173,11 +175,16 @@ class GradpromptApp(App):
         Binding("d", "diff", "Diff"),
         Binding("e", "export", "Export"),
         Binding("a", "add_prompt", "Add prompt"),
+        Binding("c", "create_project", "New project", show=False),
+        Binding("o", "open_project", "Open project", show=False),
+        Binding("f", "flipped", "Flipped", show=False),
+        Binding("0", "tab('projects')", "Projects", show=False),
         Binding("1", "tab('tasks')", "Tasks", show=False),
         Binding("2", "tab('prompts')", "Prompts", show=False),
         Binding("3", "tab('runs')", "Runs", show=False),
         Binding("4", "tab('live')", "Live", show=False),
         Binding("5", "tab('models')", "Models", show=False),
+        Binding("6", "tab('results')", "Results", show=False),
     ]
 
     def __init__(self, project, backends: Backends | None = None):
@@ -191,6 +198,9 @@ class GradpromptApp(App):
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="tasks", id="tabs"):
+            with TabPane("Projects", id="projects"):
+                yield Static("", id="project-summary")
+                yield DataTable(id="projects-table", cursor_type="row")
             with TabPane("Tasks", id="tasks"):
                 yield DataTable(id="tasks-table", cursor_type="row")
             with TabPane("Prompts", id="prompts"):
@@ -203,6 +213,9 @@ class GradpromptApp(App):
                 yield Static("", id="live-prompt")
                 yield Static("", id="live-plot")
                 yield DataTable(id="live-steps", cursor_type="row")
+            with TabPane("Results", id="results"):
+                yield Static("", id="heatmap")
+                yield DataTable(id="evals-table", cursor_type="row")
             with TabPane("Models", id="models"):
                 yield DataTable(id="models-table", cursor_type="row")
         yield Footer()
@@ -214,6 +227,9 @@ class GradpromptApp(App):
         self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
         self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "score", "s")
         self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "source", "licence")
+        self.query_one("#projects-table", DataTable).add_columns("name", "path")
+        self.query_one("#evals-table", DataTable).add_columns("eval", "prompt", "task", "model", "backend", "quant",
+                                                              "split", "accuracy", "95% CI", "n")
         self.refresh_all()
 
     # -- data ------------------------------------------------------------------------------------
@@ -235,12 +251,35 @@ class GradpromptApp(App):
         for r in store.list_runs(pid):
             runs.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["model_id"], r["status"], str(r["n_steps"]),
                          str(r["best_prompt_id"] or ""), key=str(r["id"]))
+        self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
+        self.refresh_results(names)
         models = self.query_one("#models-table", DataTable)
         if models.row_count == 0:
             from toolkit.models import list_models
 
             for m in list_models():
                 models.add_row(m.id, m.name, m.quantization or "-", m.source, m.licence, key=m.id)
+
+    def refresh_projects(self, tasks, prompts, runs) -> None:
+        from toolkit.project import recent_projects
+
+        self.query_one("#project-summary", Static).update(
+            f"[b]{self.project.name}[/b]  {self.project.path}\n{len(tasks)} tasks, {len(prompts)} prompts, "
+            f"{len(runs)} runs; default model {self.project.default_model}.  c: new project, o: open the selected one")
+        table = self.query_one("#projects-table", DataTable)
+        table.clear()
+        for item in recent_projects():
+            table.add_row(item["name"], item["path"], key=item["path"])
+
+    def refresh_results(self, task_names: dict) -> None:
+        evals = [e for e in self.project.store.evaluations() if e["status"] == "done"]
+        table = self.query_one("#evals-table", DataTable)
+        table.clear()
+        for e in evals:
+            table.add_row(str(e["id"]), str(e["prompt_id"]), task_names.get(e["task_id"], "-"), e["model_id"],
+                          e["backend"], e["quantization"], e["split"], f"{100 * e['accuracy']:.1f}%",
+                          f"{100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%", str(e["n"]), key=str(e["id"]))
+        self.query_one("#heatmap", Static).update(heatmap(evals))
 
     def refresh_prompts(self, search: str | None = None) -> None:
         store, pid = self.project.store, self.project.id
@@ -286,6 +325,64 @@ class GradpromptApp(App):
 
     def action_help(self) -> None:
         self.push_screen(TextDialog("Help", HELP))
+
+    def switch_project(self, project) -> None:
+        if self.stop_event is not None and not self.stop_event.is_set() and self.workers:
+            self.notify("A run is going on in this project; stop it first (s).", severity="warning")
+            return
+        self.project = project
+        self.sub_title = f"project {project.name}"
+        self.refresh_all()
+        self.notify(f"Opened project {project.name}")
+
+    def action_create_project(self) -> None:
+        from toolkit.project import init_project
+
+        def done(values: dict | None) -> None:
+            if not values or not values["path"].strip():
+                return
+            try:
+                project = init_project(values["path"].strip(), name=values["name"].strip() or None)
+            except GradpromptError as exc:
+                self.push_screen(ErrorDialog(exc.title, str(exc)))
+                return
+            self.switch_project(project)
+
+        self.push_screen(InputDialog("Create a project", [("path", "Folder", ""), ("name", "Name (optional)", "")]), done)
+
+    def action_open_project(self) -> None:
+        from toolkit.project import open_project
+
+        path = self.selected("#projects-table")
+        if path is None:
+            self.notify("Select a project in the Projects tab first.", severity="warning")
+            return
+        try:
+            self.switch_project(open_project(path))
+        except GradpromptError as exc:
+            self.push_screen(ErrorDialog(exc.title, str(exc)))
+
+    def action_flipped(self) -> None:
+        from rich.markup import escape
+
+        def done(values: dict | None) -> None:
+            if not values:
+                return
+            try:
+                rows = self.project.store.flipped(int(values["a"]), int(values["b"]))
+            except ValueError:
+                self.push_screen(ErrorDialog("Cannot compare", "Give two evaluation ids from the Results tab."))
+                return
+            lines = [f"{len(rows)} examples flipped between evaluation {values['a']} and {values['b']}:", ""]
+            for r in rows:
+                mark = "[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]"
+                lines.append(f"{mark}  gold {escape(r['example']['answer'])}: {escape(str(r['a']['predicted']))} -> "
+                             f"{escape(str(r['b']['predicted']))}  {escape(r['example']['input'][:70])}")
+            self.push_screen(TextDialog("Flipped examples", "\n".join(lines)))
+
+        current = self.selected("#evals-table") or ""
+        self.push_screen(InputDialog("Examples that flipped", [("a", "From evaluation id", current),
+                                                               ("b", "To evaluation id", "")]), done)
 
     def action_import_task(self) -> None:
         from toolkit.tasks import read_task_file
@@ -531,6 +628,27 @@ def sparkline(values: list[float]) -> str:
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     return "".join(bars[int((v - lo) / span * (len(bars) - 1))] for v in values[-60:]) + f"  {values[-1]:.3f}"
+
+
+def heatmap(evals: list[dict]) -> str:
+    """Prompts x (model, backend, quantization) accuracy as coloured cells (the latest evaluation per cell)."""
+    if not evals:
+        return "No evaluations yet: run `gradprompt eval` or `gradprompt compare`."
+    cols = sorted({(e["model_id"], e["backend"], e["quantization"], e["split"]) for e in evals})
+    prompts = sorted({e["prompt_id"] for e in evals})
+    cell = {(e["prompt_id"], (e["model_id"], e["backend"], e["quantization"], e["split"])): e["accuracy"] for e in evals}
+    lines = ["prompt  " + "  ".join(f"{b[:5]} {q[:5]:<5} {s[:4]}" for _, b, q, s in cols)]
+    for p in prompts:
+        row = []
+        for c in cols:
+            acc = cell.get((p, c))
+            if acc is None:
+                row.append(f"{'-':^16}")
+            else:
+                colour = "green" if acc >= 0.8 else "yellow" if acc >= 0.6 else "red"
+                row.append(f"[black on {colour}]{100 * acc:^16.1f}[/]")
+        lines.append(f"{p:<6}  " + "  ".join(row))
+    return "\n".join(lines)
 
 
 def create_app(project, backends: Backends | None = None) -> GradpromptApp:
