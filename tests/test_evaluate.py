@@ -90,3 +90,32 @@ def test_compare_matrix_on_two_quantizations(project, llama, real_tm):
     assert agree >= 10
     again = compare_prompts(project, [a], runtimes[1:], limit=6, loaded={runtimes[1]: real_tm})
     assert again.cells[(a, runtimes[1])].model_calls == 0
+
+
+def test_interrupted_evaluation_continues_where_it_stopped(project, llama):
+    import threading
+
+    task = ensure_demo_task(project)
+    prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
+    stop = threading.Event()
+    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=8,
+                            progress=lambda done, total: stop.set() if done == 3 else None, stop=stop)
+    assert project.store.evaluations(prompt_id=prompt["id"])[0]["status"] == "stopped"
+    assert first.model_calls == 3
+    second = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=8)
+    assert second.cached == 3 and second.model_calls == 5 and second.n == 8
+
+
+def test_eval_cli_both_backends(project):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Positive or negative?", origin="manual")
+    for args in (["--backend", "llamacpp", "--show-confusion"], ["--backend", "torch", "--precision", "fp32"]):
+        res = CliRunner().invoke(cli, ["--project", str(project.path), "eval", str(pid), "--limit", "4", *args])
+        assert res.exit_code == 0, res.output
+        assert "accuracy" in res.output and "95% CI" in res.output
+    backends = {e["backend"] for e in project.store.evaluations(prompt_id=pid)}
+    assert backends == {"llamacpp", "torch"}

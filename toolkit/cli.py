@@ -123,6 +123,7 @@ def models_info(model_id, do_hash):
     if do_hash:
         path, digest = verified_gguf(info)
         data["gguf_path"], data["sha256_checked"] = str(path), digest
+    data.update(info.extra)
     for key, value in data.items():
         console.print(f"[bold]{key}[/]: {value}")
 
@@ -140,6 +141,24 @@ def models_add(model_id, gguf, hf, hub_id, name, licence):
 
     info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence)
     console.print(f"Added model [bold]{info.id}[/] ({info.source})")
+
+
+@models.command("quantize")
+@click.argument("model_id")
+@click.option("--to", "types", multiple=True, required=True,
+              help="Quantization type, repeatable: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, F16 ...")
+def models_quantize(model_id, types):
+    """Make quantized GGUF variants of MODEL_ID with llama.cpp's own quantizer (registered as MODEL-TYPE).
+
+    A quantized source is first dequantized to F16; each variant's manifest records how it was made.
+    """
+    from .quantize import make_variants
+
+    with console.status("Quantizing..."):
+        infos = make_variants(model_id, list(types))
+    for info in infos:
+        console.print(f"[bold]{info.id}[/]: {info.gguf_path_str}")
+        console.print(f"  [dim]{info.extra.get('derived_from', {}).get('via', '')}[/]")
 
 
 @models.command("remove")
@@ -359,25 +378,52 @@ def _print_eval(label: str, report, out: Console | None = None) -> None:
 @click.option("--task", help="Task (default: the prompt's own task).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--backend", type=click.Choice(["llamacpp", "torch"]), default="llamacpp", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]), default="auto",
+              show_default=True, help="Torch backend only.")
+@click.option("--gpu-layers", type=int, default=0, show_default=True, help="llama.cpp layers offloaded to a GPU.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.pass_context
-def eval_cmd(ctx, prompt_ids, task, split, model_id, mode, max_new_tokens, limit):
-    """Score prompts on a task split with llama.cpp (CPU). Results are cached per example."""
+def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_layers, mode, max_new_tokens, limit,
+             show_confusion):
+    """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
+    repeated or interrupted evaluation only runs what it has not seen."""
     from .evaluate import EvalSettings, evaluate_prompt
-    from .llamacpp import LlamaCppModel
     from .models import get_model
 
     project = _project(ctx)
-    model = LlamaCppModel(get_model(model_id or project.default_model))
+    info = get_model(model_id or project.default_model)
     settings = EvalSettings(mode=mode, max_new_tokens=max_new_tokens)
+    if backend == "llamacpp":
+        from .llamacpp import LlamaCppModel
+
+        model = LlamaCppModel(info, n_gpu_layers=gpu_layers)
+    else:
+        from .compare import evaluate_prompt_torch
+        from .engine.torch_backend import load_torch_model
+
+        with console.status("Loading the model for torch..."):
+            tm = load_torch_model(info, precision=precision)
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
-        report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row, split=split,
-                                 settings=settings, limit=limit)
+        with console.status(f"Evaluating prompt {pid}..."):
+            if backend == "llamacpp":
+                report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row,
+                                         split=split, settings=settings, limit=limit)
+            else:
+                report = evaluate_prompt_torch(project.store, tm=tm, task_row=task_row, prompt_row=prompt_row,
+                                               split=split, settings=settings, limit=limit)
         _print_eval(f"prompt {pid}", report)
+        if show_confusion and report.confusion:
+            predicted = sorted({p for row in report.confusion.values() for p in row})
+            table = Table("gold \\ predicted", *predicted)
+            for gold, row in sorted(report.confusion.items()):
+                table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
+            console.print(table)
 
 
 @cli.command("compare")
