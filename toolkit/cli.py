@@ -320,19 +320,47 @@ class StepPrinter:
 @click.argument("task")
 @_greater_options
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
+@click.option("--method", type=click.Choice(["greater", "ape", "opro", "cot", "initial"]), default="greater",
+              show_default=True, help="greater: gradients (torch). ape, opro: the model writes instructions (llama.cpp); "
+              "cot: 'Let's think step by step.'; initial: the starting prompt as given.")
+@click.option("--budget", type=float, help="Wall-clock seconds for the search (default: none for greater, 120 for ape/opro).")
 @click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
 @click.pass_context
 def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
-                 max_new_tokens, batch_size, seed, initial_prompt, dry_run):
-    """Optimize a prompt for TASK with gradients (GReaTer). Every step is stored; Ctrl-C stops, `runs resume` continues."""
+                 max_new_tokens, batch_size, seed, initial_prompt, method, budget, dry_run):
+    """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, optimize
     from .plan import estimate
 
     project = _project(ctx)
-    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
     task_row = project.store.task(project.id, task)
     info = get_model(model_id or project.default_model)
+    if method != "greater":
+        from .baselines import BaselineConfig, optimize_baseline
+        from .llamacpp import LlamaCppModel
+
+        bcfg = BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=train_size,
+                              n_dev=dev_size, seed=seed)
+        if dry_run:
+            console.print(f"{method}: at most {bcfg.budget_s:.0f} s of proposing and scoring with llama.cpp, then "
+                          f"dev selection on {dev_size} examples.")
+            return
+        stop = threading.Event()
+        try:
+            result = optimize_baseline(project, task, model=LlamaCppModel(info), config=bcfg,
+                                       initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
+                                       on_step=BaselinePrinter(), stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+        _print_run_result(result)
+        return
+    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
+    if budget:
+        from dataclasses import replace
+
+        config = replace(config, time_budget_s=budget)
     inputs = [e["input"] for e in project.store.examples(task_row["id"], "train", limit=train_size)]
     dev_for_plan = "cuda" if device == "cuda" else "cpu"
     prec_for_plan = precision if precision != "auto" else ("bf16" if dev_for_plan == "cuda" else "fp32")
@@ -356,6 +384,17 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         stop.set()
         raise
     _print_run_result(result)
+
+
+class BaselinePrinter:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self, record: dict) -> None:
+        console.print(f"step {record['step'] + 1:>3}  best train acc {_pct(record['train_accuracy'])}  "
+                      f"[dim]{time.perf_counter() - self.t0:5.0f}s[/]")
+        for c in record["candidates"]:
+            console.print(f"        {_pct(c['accuracy']):>6}  {c['text']}", highlight=False)
 
 
 def _print_run_result(result) -> None:
@@ -620,7 +659,16 @@ def runs_resume(ctx, run_id):
     run = project.store.run(run_id)
     stop = threading.Event()
     try:
-        result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"]), stop=stop)
+        if run["method"] != "greater":
+            from .baselines import BaselineConfig, optimize_baseline
+            from .llamacpp import LlamaCppModel
+            from .models import get_model
+
+            result = optimize_baseline(project, run["task_id"], model=LlamaCppModel(get_model(run["model_id"])),
+                                       config=BaselineConfig.from_dict(run["config"]["baseline"]),
+                                       on_step=BaselinePrinter(), stop=stop, run_id=run_id)
+        else:
+            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"]), stop=stop)
     except KeyboardInterrupt:
         stop.set()
         raise
@@ -650,6 +698,49 @@ def history_backup(ctx, dest):
     project = _project(ctx)
     dest = dest or str(project.path / f"history-backup-{time.strftime('%Y%m%d-%H%M%S')}.db")
     console.print(f"Backed up to {project.store.backup(dest)}")
+
+
+@cli.command("bench")
+@click.option("--task", "tasks", multiple=True, help="Task in this project; repeat.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["initial", "cot", "ape", "opro", "greater"]),
+              help="Repeat; default: all five.")
+@click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
+@click.option("--train-size", type=int, default=16, show_default=True)
+@click.option("--dev-size", type=int, default=32, show_default=True)
+@click.option("--test-size", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", "resume_id", type=int, help="Continue an interrupted bench.")
+@click.option("--report", "report_id", type=int, help="Only (re)write the report of a bench.")
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
+@click.pass_context
+def bench_cmd(ctx, tasks, methods, model_id, budget, train_size, dev_size, test_size, seed, resume_id, report_id, out):
+    """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
+
+    Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
+    """
+    from .bench import ALL_METHODS, BenchConfig, run_bench, write_report
+
+    project = _project(ctx)
+    if report_id is None:
+        config = None
+        if resume_id is None:
+            config = BenchConfig(tasks=tuple(tasks), methods=tuple(methods) or ALL_METHODS,
+                                 model_id=model_id or project.default_model, budget_s=budget, n_train=train_size,
+                                 n_dev=dev_size, n_test=test_size, seed=seed)
+        stop = threading.Event()
+        try:
+            with console.status("Bench...") as status:
+                bench_id, _ = run_bench(project, config, bench_id=resume_id,
+                                        progress=lambda text: status.update(f"Bench: {text}"), stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+    else:
+        bench_id = report_id
+    md, png = write_report(project, bench_id, out)
+    console.print(md.read_text(), highlight=False)
+    console.print(f"Report: {md}\nChart: {png}")
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -64,6 +64,11 @@ class ChatLayout:
         before, after = rendered.split(PLACEHOLDER)
         return before, after
 
+    def user_turn(self, text: str) -> str:
+        """A whole user turn with ``text`` and the assistant header (for meta-prompts: no prompt slot)."""
+        before, after = self.split(text)
+        return before[: -len(INPUT_SEPARATOR)] + after
+
     def render(self, input_text: str, prompt: str) -> str:
         before, after = self.split(input_text)
         return before + prompt + after

@@ -65,7 +65,7 @@ def _engine(project, task_row, model_id, config: GreaterConfig, precision: str, 
 def optimize(project, task: str | int, *, model_id: str | None = None, config: GreaterConfig | None = None,
              precision: str = "auto", device: str = "auto", initial_prompt: str = DEFAULT_INITIAL_PROMPT,
              on_step: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-             torch_model=None) -> OptimizeResult:
+             torch_model=None, bench_id: int | None = None) -> OptimizeResult:
     config = config or GreaterConfig()
     store = project.store
     task_row = store.task(project.id, task)
@@ -77,7 +77,7 @@ def optimize(project, task: str | int, *, model_id: str | None = None, config: G
                   "initial_prompt": initial_prompt, "task": task_row["name"]}
     run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method="greater", model_id=model_id,
                               model_sha256=tm.sha256, config=run_config, seed=config.seed,
-                              versions=library_versions(), initial_prompt_id=initial_id)
+                              versions=library_versions(), initial_prompt_id=initial_id, bench_id=bench_id)
     state = engine.initial_state(initial_prompt)
     return _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop)
 
@@ -110,7 +110,7 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
                 "train_score", "train_accuracy", "state", "timings")} | {"accepted": int(record["accepted"])})
             if on_step:
                 on_step(record)
-        if stop is not None and stop.is_set() and state["step"] < engine.config.steps:
+        if stop is not None and stop.is_set():
             store.update_run(run_id, status="stopped", timings={"seconds": time.perf_counter() - t_start})
             return OptimizeResult(run_id, "stopped", None, engine.decode(state["prompt_ids"]), initial_id, None,
                                   None, state["step"], time.perf_counter() - t_start)

@@ -101,6 +101,16 @@ def m002_prompt_search(db: sqlite_utils.Database) -> None:
     db["prompts"].enable_fts(["text", "note", "tags"], create_triggers=True)
 
 
+@migrations()
+def m003_benches(db: sqlite_utils.Database) -> None:
+    db["benches"].create(
+        {"id": int, "project_id": int, "name": str, "config": str, "status": str, "created": float,
+         "finished": float, "report": str},
+        pk="id",
+    )
+    db["runs"].add_column("bench_id", int)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
@@ -301,9 +311,11 @@ class Store:
     # -- runs --------------------------------------------------------------------------------------
 
     def create_run(self, *, project_id: int, task_id: int, method: str, model_id: str, model_sha256: str,
-                   config: dict, seed: int, versions: dict, initial_prompt_id: int | None) -> int:
+                   config: dict, seed: int, versions: dict, initial_prompt_id: int | None,
+                   bench_id: int | None = None) -> int:
         return self.db["runs"].insert(
             {
+                "bench_id": bench_id,
                 "project_id": project_id, "task_id": task_id, "method": method, "model_id": model_id,
                 "model_sha256": model_sha256, "config": _j(config), "seed": seed, "versions": _j(versions),
                 "status": "running", "started": _now(), "finished": None, "timings": _j({}),
@@ -330,6 +342,33 @@ class Store:
         rows = list(self.db["runs"].rows_where("project_id = ?", [project_id], order_by="id"))
         for row in rows:
             row["n_steps"] = self.db["steps"].count_where("run_id = ?", [row["id"]])
+        return rows
+
+    def create_bench(self, project_id: int, name: str, config: dict) -> int:
+        return self.db["benches"].insert({"project_id": project_id, "name": name, "config": _j(config),
+                                          "status": "running", "created": _now()}).last_pk
+
+    def bench(self, bench_id: int) -> dict:
+        try:
+            row = self.db["benches"].get(int(bench_id))
+        except (sqlite_utils.db.NotFoundError, ValueError):
+            raise RunNotFoundError(f"No bench with id {bench_id}. `gradprompt bench --list` shows them.") from None
+        row["config"] = _uj(row["config"], {})
+        return row
+
+    def list_benches(self, project_id: int) -> list[dict]:
+        return list(self.db["benches"].rows_where("project_id = ?", [project_id], order_by="id"))
+
+    def update_bench(self, bench_id: int, **fields) -> None:
+        if "config" in fields and not isinstance(fields["config"], str):
+            fields["config"] = _j(fields["config"])
+        self.db["benches"].update(bench_id, fields)
+
+    def bench_runs(self, bench_id: int) -> list[dict]:
+        rows = list(self.db["runs"].rows_where("bench_id = ?", [bench_id], order_by="id"))
+        for row in rows:
+            for key in ("config", "versions", "timings"):
+                row[key] = _uj(row[key], {})
         return rows
 
     def add_step(self, run_id: int, record: dict) -> int:

@@ -50,6 +50,7 @@ class GreaterConfig:
     # "fast" (batched, cached, logits only where needed) or "naive" (batch size 1, no caches, full logits:
     # the way the reference executes). Both make the same choices; the benchmark compares their speed.
     execution: str = "fast"
+    time_budget_s: float | None = None  # stop starting new steps after this many seconds (then finish normally)
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -519,8 +520,11 @@ class GreaterEngine:
         state = {**state, "prompt_ids": list(state["prompt_ids"]), "visited": list(state["visited"]),
                  "top": [list(t) for t in state["top"]]}
         placeholder = self.tm.encode(" _")[-1]
+        t_start = time.perf_counter()
         while state["step"] < cfg.steps:
             if stop is not None and stop.is_set():
+                return
+            if cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s:
                 return
             step = state["step"]
             rng = random.Random(f"{cfg.seed}-{step}")

@@ -1,0 +1,73 @@
+"""Which shared tasks is the default model above chance on? (Used to choose the benchmark's tasks.)
+
+Scores two prompts (the GReaTer initial prompt and zero-shot CoT's) on the first N rows of each task in
+../shared/data with llama.cpp in direct mode and compares with the majority-label rate. Prints a table and
+one JSON object as the last line.
+
+    python benchmarks/scan_tasks.py [--rows 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PROMPTS = {"initial": "proper logical reasoning and think step by step. Finally give the actual correct answer.",
+           "cot": "Let's think step by step."}
+
+
+def task_files() -> dict[str, Path]:
+    files = {p.stem: p for p in sorted((SHARED / "bbh").glob("*.csv"))}
+    for folder in sorted((SHARED / "instruction_induction").iterdir()):
+        files[f"ii_{folder.name}"] = folder / "train.csv"
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=60)
+    parser.add_argument("--only", nargs="*", help="task names")
+    args = parser.parse_args()
+
+    from toolkit.errors import DatasetError
+    from toolkit.evaluate import EvalSettings, predict
+    from toolkit.layout import ChatLayout
+    from toolkit.llamacpp import LlamaCppModel
+    from toolkit.models import get_model
+    from toolkit.tasks import read_task_file
+
+    model = LlamaCppModel(get_model())
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    out = {}
+    for name, path in task_files().items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            task = read_task_file(path, name=name)
+        except DatasetError as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        if task.spec.kind != "label":
+            continue
+        rows = list(task.examples[: args.rows])
+        counts = {}
+        for ex in rows:
+            counts[ex.answer] = counts.get(ex.answer, 0) + 1
+        majority = max(counts.values()) / len(rows)
+        t0 = time.perf_counter()
+        accs = {}
+        for pname, prompt in PROMPTS.items():
+            correct = sum(predict(model, layout, task.spec, prompt, ex.input, EvalSettings())[1] == ex.answer for ex in rows)
+            accs[pname] = correct / len(rows)
+        out[name] = {"labels": len(task.spec.labels), "chance": 1 / len(task.spec.labels), "majority": majority, **accs,
+                     "seconds": time.perf_counter() - t0}
+        print(f"{name:<45} labels {len(task.spec.labels):>2}  chance {1 / len(task.spec.labels):.2f}  majority "
+              f"{majority:.2f}  initial {accs['initial']:.2f}  cot {accs['cot']:.2f}", flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

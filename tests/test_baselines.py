@@ -1,0 +1,51 @@
+"""Each baseline optimizer for a step or two on the default model (llama.cpp) with a tiny budget."""
+
+import pytest
+
+from toolkit.baselines import COT_PROMPT, BaselineConfig, optimize_baseline
+from toolkit.demo import ensure_demo_task
+
+
+@pytest.mark.parametrize("method", ["ape", "opro"])
+def test_text_optimizers_produce_store_and_respect_the_budget(project, llama, method):
+    task = ensure_demo_task(project)
+    cfg = BaselineConfig(method=method, budget_s=6, max_steps=2, n_train=4, n_dev=4, candidates_per_step=2)
+    result = optimize_baseline(project, task["name"], model=llama, config=cfg)
+    assert result.status == "done" and 1 <= result.steps <= 2
+    run = project.store.run(result.run_id)
+    assert run["method"] == method and run["model_sha256"] == llama.sha256
+    assert run["config"]["sampling"]["temperature"] == cfg.temperature
+    assert run["timings"]["optimize_seconds"] < cfg.budget_s + 15  # one step in flight may finish past it
+    assert run["timings"]["usage"]["generated_tokens"] > 0
+    steps = project.store.steps(result.run_id)
+    proposed = [c["text"] for s in steps for c in s["candidates"]]
+    assert proposed and all(isinstance(t, str) and t for t in proposed)
+    prompts = [p["text"] for p in project.store.list_prompts(project.id)]
+    assert result.prompt in prompts
+    assert result.dev_accuracy is not None
+
+
+def test_cot_and_initial(project, llama):
+    task = ensure_demo_task(project)
+    for method, expected in (("cot", COT_PROMPT), ("initial", "Say positive or negative.")):
+        result = optimize_baseline(project, task["name"], model=llama, initial_prompt="Say positive or negative.",
+                                   config=BaselineConfig(method=method, n_train=3, n_dev=3))
+        assert result.prompt == expected and result.steps == 0
+
+
+def test_bench_runs_resumes_and_reports(project, llama, tmp_path):
+    from toolkit.bench import BenchConfig, collect, run_bench, write_report
+
+    task = ensure_demo_task(project)
+    cfg = BenchConfig(tasks=(task["name"],), methods=("initial", "cot", "ape"), budget_s=3, n_train=3, n_dev=3,
+                      n_test=4)
+    bench_id, cells = run_bench(project, cfg)
+    assert {c.method for c in cells} == {"initial", "cot", "ape"} and all(c.n == 4 for c in cells)
+    runs_before = len(project.store.bench_runs(bench_id))
+    bench_id2, cells2 = run_bench(project, None, bench_id=bench_id)  # nothing left to do
+    assert bench_id2 == bench_id and len(project.store.bench_runs(bench_id)) == runs_before
+    md, png = write_report(project, bench_id, tmp_path)
+    text = md.read_text()
+    assert "| task | initial | cot | ape |" in text and "**average**" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(collect(project, bench_id)) == 3

@@ -1,0 +1,227 @@
+"""Baseline prompt optimizers driven by the same local model through llama.cpp (no API).
+
+* ``initial``: the starting prompt as given.
+* ``cot``: zero-shot chain of thought, "Let's think step by step."
+* ``ape``: the model proposes instructions from a few training demonstrations; each is scored on the
+  training split and the best are kept (Zhou et al., forward mode with selection).
+* ``opro``: the model is the optimizer: a meta-prompt with the task, a few exemplars and the best
+  (instruction, score) pairs so far; each step it proposes new instructions, which are scored (Yang et al.).
+
+Runs and steps are stored like GReaTer's; the final prompt is the best of the top few on the dev split.
+Generation is sampled (temperature, top-p and a per-call seed are recorded); scoring is greedy.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+from .errors import ConfigError
+from .evaluate import EvalSettings, predict
+from .layout import ChatLayout
+from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, library_versions
+
+METHODS = ("initial", "cot", "ape", "opro")
+COT_PROMPT = "Let's think step by step."
+
+APE_META = ("I gave a friend an instruction and some inputs. The friend read the instruction and wrote an output "
+            "for every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\n"
+            "What was the instruction? Reply with the instruction only, in one sentence.")
+OPRO_META = ("Your task is to write an instruction for a language model that answers questions like the examples "
+             "below. Here are earlier instructions with their accuracy on training data (higher is better):\n\n"
+             "{history}\n\nExamples of the task:\n\n{demos}\n\nWrite a new instruction that is different from the "
+             "earlier ones and has an accuracy as high as possible. Reply with the instruction only, in one sentence.")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    method: str = "ape"
+    budget_s: float = 120.0  # wall-clock seconds for proposing and scoring (dev selection not counted)
+    max_steps: int = 20
+    n_train: int = 16
+    n_dev: int = 32
+    n_demos: int = 5
+    candidates_per_step: int = 4
+    history: int = 8  # OPRO: best pairs shown in the meta-prompt
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_prompt_tokens: int = 60
+    top_keep: int = 4  # best-by-train prompts compared on dev at the end
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"Unknown method {self.method!r}: use one of {', '.join(METHODS)} or greater.")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BaselineConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class BaselineOptimizer:
+    def __init__(self, model, spec, train: list[dict], dev: list[dict], config: BaselineConfig):
+        self.model, self.spec, self.config = model, spec, config
+        self.train, self.dev = train[: config.n_train], dev[: config.n_dev]
+        self.layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+        self._scores: dict[str, float] = {}
+
+    def accuracy(self, prompt: str, items: list[dict]) -> float:
+        correct = sum(self.spec.is_correct(predict(self.model, self.layout, self.spec, prompt, ex["input"],
+                                                   EvalSettings())[1], ex["answer"]) for ex in items)
+        return correct / max(1, len(items))
+
+    def train_accuracy(self, prompt: str) -> float:
+        if prompt not in self._scores:
+            self._scores[prompt] = self.accuracy(prompt, self.train)
+        return self._scores[prompt]
+
+    def _demos(self, rng: random.Random) -> str:
+        picks = rng.sample(self.train, min(self.config.n_demos, len(self.train)))
+        return "\n\n".join(f"Input: {ex['input'][:400]}\nOutput: {ex['answer']}" for ex in picks)
+
+    def _generate(self, user_text: str, seed: int) -> str:
+        tokens = self.model.encode(self.layout.user_turn(user_text))
+        out = self.model.llm.create_completion(prompt=tokens, max_tokens=self.config.max_prompt_tokens,
+                                               temperature=self.config.temperature, top_p=self.config.top_p,
+                                               seed=seed, stop=["\n", "<|im_end|>", "<end_of_turn>"])
+        self.model.stats["calls"] += 1
+        self.model.stats["generated_tokens"] += out["usage"]["completion_tokens"]
+        self.model.stats["evaluated_tokens"] += out["usage"]["prompt_tokens"]
+        return clean_instruction(out["choices"][0]["text"])
+
+    def propose(self, state: dict, rng: random.Random) -> list[str]:
+        cfg = self.config
+        out = []
+        for i in range(cfg.candidates_per_step):
+            seed = rng.randrange(2**31)
+            if cfg.method == "ape":
+                meta = APE_META.format(demos=self._demos(rng))
+            else:
+                best = sorted(state["pool"], key=lambda t: t[0])[-cfg.history:]
+                history = "\n\n".join(f"text: {text}\nscore: {round(100 * acc)}" for acc, text in best)
+                meta = OPRO_META.format(history=history, demos=self._demos(rng))
+            text = self._generate(meta, seed)
+            if text and text not in out:
+                out.append(text)
+        return out
+
+    def initial_state(self, initial_prompt: str) -> dict:
+        return {"step": 0, "pool": [], "initial": initial_prompt, "elapsed": 0.0}
+
+    def run(self, state: dict, stop: threading.Event | None = None):
+        """Yield one record per step until the budget or ``max_steps`` is used; records carry ``state``."""
+        cfg = self.config
+        state = {**state, "pool": [list(t) for t in state["pool"]]}
+        start_prompt = COT_PROMPT if cfg.method == "cot" else state["initial"]
+        if not state["pool"]:
+            state["pool"].append([self.train_accuracy(start_prompt), start_prompt])
+        if cfg.method in ("initial", "cot"):
+            return
+        t0 = time.perf_counter() - state["elapsed"]
+        while state["step"] < cfg.max_steps and time.perf_counter() - t0 < cfg.budget_s:
+            if stop is not None and stop.is_set():
+                return
+            rng = random.Random(f"{cfg.seed}-{cfg.method}-{state['step']}")
+            before = max(state["pool"], key=lambda t: t[0])
+            t_step = time.perf_counter()
+            cands = self.propose(state, rng)
+            t_prop = time.perf_counter() - t_step
+            scored = []
+            for text in cands:
+                if time.perf_counter() - t0 >= cfg.budget_s:
+                    break
+                scored.append({"text": text, "accuracy": self.train_accuracy(text)})
+            known = {t[1] for t in state["pool"]}
+            state["pool"] += [[c["accuracy"], c["text"]] for c in scored if c["text"] not in known]
+            best = max(state["pool"], key=lambda t: t[0])
+            state["step"] += 1
+            state["elapsed"] = time.perf_counter() - t0
+            yield {
+                "step": state["step"] - 1, "position": 0, "prompt_before": before[1], "prompt_after": best[1],
+                "prompt_ids": [], "chosen_token": "", "accepted": best[1] != before[1],
+                "candidates": scored, "train_score": 1 - best[0], "train_accuracy": best[0],
+                "timings": {"proposal": t_prop, "scoring": time.perf_counter() - t_step - t_prop},
+                "state": dict(state), "events": [],
+            }
+
+    def finish(self, state: dict) -> tuple[str, float, float | None, list[dict]]:
+        """(prompt, train accuracy, dev accuracy, table) - the best of the top prompts on dev."""
+        top = sorted(state["pool"], key=lambda t: -t[0])[: self.config.top_keep]
+        table = [{"prompt": text, "train_accuracy": acc,
+                  "dev_accuracy": self.accuracy(text, self.dev) if self.dev else None} for acc, text in top]
+        best = max(table, key=lambda r: ((r["dev_accuracy"] or 0), r["train_accuracy"]))
+        return best["prompt"], best["train_accuracy"], best["dev_accuracy"], table
+
+
+def clean_instruction(text: str) -> str:
+    text = text.strip().strip('"').strip()
+    for prefix in ("The instruction was", "Instruction:", "instruction:", "text:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip(" :")
+    return text[:400]
+
+
+def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig,
+                      initial_prompt: str = DEFAULT_INITIAL_PROMPT, on_step: Callable[[dict], None] | None = None,
+                      stop: threading.Event | None = None, bench_id: int | None = None,
+                      run_id: int | None = None) -> OptimizeResult:
+    """Run (or, with ``run_id``, resume) a baseline on a stored task with a loaded llama.cpp model."""
+    store = project.store
+    task_row = store.task(project.id, task)
+    spec = store.task_spec(task_row)
+    opt = BaselineOptimizer(model, spec, store.examples(task_row["id"], "train"), store.examples(task_row["id"], "dev"),
+                            config)
+    if run_id is None:
+        existing = store.find_prompt(project.id, task_row["id"], initial_prompt)
+        initial_id = existing["id"] if existing else project.add_prompt(task_row, initial_prompt, origin="initial")
+        run_config = {"method": config.method, "baseline": asdict(config), "initial_prompt": initial_prompt,
+                      "task": task_row["name"], "backend": "llamacpp",
+                      "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed}}
+        run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method=config.method,
+                                  model_id=model.info.id, model_sha256=model.sha256, config=run_config,
+                                  seed=config.seed, versions=library_versions(), initial_prompt_id=initial_id,
+                                  bench_id=bench_id)
+        state = opt.initial_state(initial_prompt)
+    else:
+        run = store.run(run_id)
+        initial_id = run["initial_prompt_id"]
+        steps = store.steps(run_id)
+        state = steps[-1]["state"] if steps else opt.initial_state(run["config"]["initial_prompt"])
+        store.update_run(run_id, status="running", error="")
+    calls0 = dict(model.stats)
+    t0 = time.perf_counter()
+    try:
+        for record in opt.run(state, stop=stop):
+            state = record["state"]
+            store.add_step(run_id, {k: record[k] for k in (
+                "step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
+                "train_score", "train_accuracy", "state", "timings")} | {"accepted": int(record["accepted"])})
+            if on_step:
+                on_step(record)
+        if stop is not None and stop.is_set():
+            store.update_run(run_id, status="stopped")
+            return OptimizeResult(run_id, "stopped", None, "", initial_id, None, None, state["step"],
+                                  time.perf_counter() - t0)
+        if not state["pool"]:  # initial / cot never entered the loop body
+            state["pool"] = [[opt.train_accuracy(COT_PROMPT if config.method == "cot" else state["initial"]),
+                              COT_PROMPT if config.method == "cot" else state["initial"]]]
+        budget_s = time.perf_counter() - t0
+        prompt, train_acc, dev_acc, table = opt.finish(state)
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    existing = store.find_prompt(project.id, task_row["id"], prompt)
+    origin = config.method if config.method != "initial" else "initial"
+    prompt_id = existing["id"] if existing else project.add_prompt(task_row, prompt, origin=origin,
+                                                                   parent_id=initial_id, run_id=run_id,
+                                                                   step=state["step"])
+    usage = {k: model.stats[k] - calls0.get(k, 0) for k in model.stats}
+    seconds = time.perf_counter() - t0
+    store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
+                     timings={"seconds": seconds, "optimize_seconds": budget_s, "usage": usage, "top": table,
+                              "train_accuracy": train_acc, "dev_accuracy": dev_acc})
+    return OptimizeResult(run_id, "done", prompt_id, prompt, initial_id, train_acc, dev_acc, state["step"], seconds)
