@@ -166,3 +166,34 @@ async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, TextDialog)
         assert "2 examples flipped" in app.screen.text and "fixed" in app.screen.text and "broken" in app.screen.text
+
+
+async def test_import_with_column_mapping_and_prompt_details(project, tiny_tm, tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(f'{{"q": "question {i}", "sol": "work #### {i % 3}"}}\n' for i in range(12)))
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("i")
+        for name, value in {"path": str(path), "input_column": "q", "target_column": "sol",
+                            "answer_regex": r"####\s*(\d+)"}.items():
+            app.screen.query_one(f"#field-{name}").value = value
+        await pilot.pause()
+        preview = str(app.screen.query_one("#preview").render())
+        assert "columns: q, sol" in preview and "answer: number" in preview
+        await pilot.click("#ok")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        task = project.store.find_task(project.id, "qa")
+        assert task and task["answer_kind"] == "number"
+        assert {e["answer"] for e in project.store.examples(task["id"])} == {"0", "1", "2"}
+        a = project.add_prompt(task, "solve it", origin="manual")
+        project.add_prompt(task, "solve it carefully", origin="edit", parent_id=a)
+        app.refresh_all()
+        await pilot.press("2")
+        table = app.query_one("#prompts-table")
+        table.focus()
+        table.move_cursor(row=1)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TextDialog)
+        assert "lineage: 2 (edit) <- 1 (manual)" in app.screen.text

@@ -354,7 +354,7 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         except KeyboardInterrupt:
             stop.set()
             raise
-        _print_run_result(result)
+        _print_run_result(result, "llama.cpp")
         return
     config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
     if budget:
@@ -395,12 +395,17 @@ class BaselinePrinter:
                       f"[dim]{time.perf_counter() - self.t0:5.0f}s[/]")
         for c in record["candidates"]:
             console.print(f"        {_pct(c['accuracy']):>6}  {c['text']}", highlight=False)
+        if not record["candidates"]:
+            console.print("        [dim](the budget ran out before the proposals were scored)[/]")
 
 
-def _print_run_result(result) -> None:
+def _print_run_result(result, scorer: str = "torch") -> None:
     console.print(f"\nRun {result.run_id}: {result.status} after {result.steps} steps in {result.seconds:.0f}s")
+    if result.status != "done":
+        console.print(f"Continue it with `gradprompt runs resume {result.run_id}`.")
+        return
     console.print(f"Prompt {result.prompt_id}: [bold cyan]{result.prompt}[/]", highlight=False)
-    console.print(f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} (torch scoring)")
+    console.print(f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)")
 
 
 # ---------------------------------------------------------------------------------------------- eval

@@ -150,6 +150,7 @@ HELP = """[b]Keys[/b]
   s        stop the live run          r   resume the selected run
   d        diff two prompts           e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
+  enter    on a prompt: its text, lineage and scores per model and quantization
   ctrl+p   command palette            ?   this help            q   quit
 """
 
@@ -194,6 +195,7 @@ class GradpromptApp(App):
         self.stop_event: threading.Event | None = None
         self.live_scores: list[float] = []
         self.live_run_id: int | None = None
+        self.live_total_steps: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -302,6 +304,10 @@ class GradpromptApp(App):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    @on(DataTable.RowSelected, "#prompts-table")
+    def _prompt_selected(self) -> None:
+        self.action_show_prompt()
+
     @on(Input.Changed, "#prompt-search")
     def _search(self, event: Input.Changed) -> None:
         self.refresh_prompts(event.value.strip())
@@ -385,38 +391,60 @@ class GradpromptApp(App):
                                                                ("b", "To evaluation id", "")]), done)
 
     def action_import_task(self) -> None:
-        from toolkit.tasks import read_task_file
+        from toolkit.tasks import read_rows
 
         def preview(values: dict) -> str:
             if not values["path"].strip():
                 return "Give a CSV, TSV, JSONL or JSON file."
-            task = read_task_file(values["path"].strip(), name=values["name"].strip() or None)
+            task = read_task_file_from_form(values)
+            columns, _ = read_rows(values["path"].strip())
             sizes = task.split_sizes()
-            lines = [f"{len(task.examples)} examples: train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']}",
+            lines = [f"columns: {', '.join(columns)}  (input: {task.options['input_column'] or 'template'}, "
+                     f"answer: {task.options['target_column']})",
+                     f"{len(task.examples)} examples: train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']}",
                      f"answer: {task.spec.kind} " + (", ".join(f"{k} ({v})" for k, v in task.label_counts().items())
                                                      if task.spec.kind == "label" else "")]
             lines += [f"  {e.input[:50]!r} -> {e.answer}" for e in task.examples[:3]]
-            return "\n".join(lines)
+            return escape_markup("\n".join(lines))
 
         def done(values: dict | None) -> None:
             if values:
-                self.import_task(values["path"].strip(), values["name"].strip() or None)
+                self.import_task(values)
 
-        self.push_screen(InputDialog("Import a task", [("path", "File", ""), ("name", "Name (optional)", "")],
-                                     preview), done)
+        self.push_screen(InputDialog("Import a task", [
+            ("path", "File", ""), ("name", "Name (optional)", ""), ("input_column", "Input column (optional)", ""),
+            ("target_column", "Answer column (optional)", ""), ("answer_regex", "Answer regex (optional)", ""),
+        ], preview), done)
 
     @work(thread=True, exclusive=True, group="import")
-    def import_task(self, path: str, name: str | None) -> None:
-        from toolkit.tasks import read_task_file
-
+    def import_task(self, values: dict) -> None:
         try:
-            task = read_task_file(path, name=name)
+            task = read_task_file_from_form(values)
             self.project.store.add_task(self.project.id, task)
         except BaseException as exc:
             self.report(exc)
             return
         self.call_from_thread(self.refresh_all)
         self.call_from_thread(self.notify, f"Imported task {task.name} ({len(task.examples)} examples)")
+
+    def action_show_prompt(self) -> None:
+        prompt_id = self.selected("#prompts-table")
+        if prompt_id is None:
+            return
+        store = self.project.store
+        row = store.prompt(int(prompt_id))
+        lines = [escape_markup(row["text"]), ""]
+        chain = store.lineage(int(prompt_id))
+        lines.append("lineage: " + " <- ".join(f"{p['id']} ({p['origin']}{', run ' + str(p['run_id']) if p['run_id'] else ''})"
+                                               for p in chain))
+        if row["note"]:
+            lines.append(f"note: {escape_markup(row['note'])}")
+        lines += ["", "[b]scores[/b] (split, model, backend, quantization: accuracy, 95% CI, n)"]
+        for e in store.evaluations(prompt_id=int(prompt_id)):
+            if e["status"] == "done":
+                lines.append(f"  {e['split']:<5} {e['model_id']:<20} {e['backend']:<9} {e['quantization']:<6} "
+                             f"{100 * e['accuracy']:5.1f}%  {100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%  n={e['n']}")
+        self.push_screen(TextDialog(f"Prompt {prompt_id}", "\n".join(lines)))
 
     def action_add_prompt(self) -> None:
         def done(values: dict | None) -> None:
@@ -519,6 +547,7 @@ class GradpromptApp(App):
         config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
                                n_dev=32, seed=int(values["seed"]), max_new_tokens=48)
         self.project.store.task(self.project.id, values["task"].strip())  # fail early on a bad name
+        self.live_total_steps = config.steps
         self.live_scores = []
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
@@ -536,6 +565,7 @@ class GradpromptApp(App):
             self.notify(f"Run {run_id} already finished.", severity="warning")
             return
         self.live_scores = [s["train_score"] for s in self.project.store.steps(int(run_id))]
+        self.live_total_steps = run["config"].get("greater", {}).get("steps")
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
         self.stop_event = threading.Event()
@@ -573,8 +603,12 @@ class GradpromptApp(App):
     def on_step_arrived(self, message: StepArrived) -> None:
         r = message.record
         self.live_scores.append(r["train_score"])
-        status = (f"step {r['step'] + 1}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
-                  f"score {r['train_score']:.3f}  step time {sum(r['timings'].values()):.1f}s")
+        step_s = sum(r["timings"].values())
+        total = self.live_total_steps or (r["step"] + 1)
+        eta = max(0, total - r["step"] - 1) * step_s
+        status = (f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
+                  f"score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
+                  + "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
         self.query_one("#live-status", Static).update(status)
         self.query_one("#live-prompt", Static).update(highlight_token(r["prompt_after"], r["chosen_token"],
                                                                       r["accepted"]))
@@ -592,6 +626,21 @@ class GradpromptApp(App):
         self.query_one("#live-status", Static).update(text)
         self.refresh_all()
         self.notify(text)
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def read_task_file_from_form(values: dict):
+    from toolkit.tasks import ImportOptions, read_task_file
+
+    opts = ImportOptions(input_column=values.get("input_column", "").strip() or None,
+                         target_column=values.get("target_column", "").strip() or None,
+                         answer_regex=values.get("answer_regex", "").strip() or None)
+    return read_task_file(values["path"].strip(), name=values.get("name", "").strip() or None, options=opts)
 
 
 def token_diff(a: str, b: str) -> str:
