@@ -20,9 +20,10 @@ PROMPTS = {"initial": "proper logical reasoning and think step by step. Finally 
 
 
 def task_files() -> dict[str, Path]:
-    files = {p.stem: p for p in sorted((SHARED / "bbh").glob("*.csv"))}
+    files = {}
     for folder in sorted((SHARED / "instruction_induction").iterdir()):
         files[f"ii_{folder.name}"] = folder / "train.csv"
+    files.update({p.stem: p for p in sorted((SHARED / "bbh").glob("*.csv"))})
     return files
 
 
@@ -50,8 +51,6 @@ def main() -> None:
         except DatasetError as exc:
             print(f"{name}: skipped ({exc})")
             continue
-        if task.spec.kind != "label":
-            continue
         rows = list(task.examples[: args.rows])
         counts = {}
         for ex in rows:
@@ -62,9 +61,10 @@ def main() -> None:
         for pname, prompt in PROMPTS.items():
             correct = sum(predict(model, layout, task.spec, prompt, ex.input, EvalSettings())[1] == ex.answer for ex in rows)
             accs[pname] = correct / len(rows)
-        out[name] = {"labels": len(task.spec.labels), "chance": 1 / len(task.spec.labels), "majority": majority, **accs,
-                     "seconds": time.perf_counter() - t0}
-        print(f"{name:<45} labels {len(task.spec.labels):>2}  chance {1 / len(task.spec.labels):.2f}  majority "
+        chance = 1 / len(task.spec.labels) if task.spec.labels else 0.0
+        out[name] = {"kind": task.spec.kind, "labels": len(task.spec.labels), "chance": chance, "majority": majority,
+                     **accs, "seconds": time.perf_counter() - t0}
+        print(f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  chance {chance:.2f}  majority "
               f"{majority:.2f}  initial {accs['initial']:.2f}  cot {accs['cot']:.2f}", flush=True)
     print(json.dumps(out))
 
