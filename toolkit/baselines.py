@@ -22,7 +22,7 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, predict
 from .layout import ChatLayout
-from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, library_versions
+from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, library_versions, record_step
 
 METHODS = ("initial", "cot", "ape", "opro")
 COT_PROMPT = "Let's think step by step."
@@ -197,11 +197,7 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
     try:
         for record in opt.run(state, stop=stop):
             state = record["state"]
-            store.add_step(run_id, {k: record[k] for k in (
-                "step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
-                "train_score", "train_accuracy", "state", "timings")} | {"accepted": int(record["accepted"])})
-            if on_step:
-                on_step(record)
+            record_step(store, run_id, record, on_step)
         if stop is not None and stop.is_set():
             store.update_run(run_id, status="stopped")
             return OptimizeResult(run_id, "stopped", None, "", initial_id, None, None, state["step"],

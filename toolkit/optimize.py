@@ -98,6 +98,17 @@ def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = Non
     return _drive(project, task_row, run_id, engine, state, run["initial_prompt_id"], on_step, stop)
 
 
+STEP_FIELDS = ("step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
+               "train_score", "train_accuracy", "state", "timings")
+
+
+def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None] | None) -> None:
+    """Store one step record of any optimizer (it carries the state to resume from), then report it."""
+    store.add_step(run_id, {k: record[k] for k in STEP_FIELDS} | {"accepted": int(record["accepted"])})
+    if on_step:
+        on_step(record)
+
+
 def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) -> OptimizeResult:
     store = project.store
     t_start = time.perf_counter()
@@ -105,11 +116,7 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
     try:
         for record in engine.run(state, stop=stop):
             state = record["state"]
-            store.add_step(run_id, {k: record[k] for k in (
-                "step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
-                "train_score", "train_accuracy", "state", "timings")} | {"accepted": int(record["accepted"])})
-            if on_step:
-                on_step(record)
+            record_step(store, run_id, record, on_step)
         if stop is not None and stop.is_set():
             store.update_run(run_id, status="stopped", timings={"seconds": time.perf_counter() - t_start})
             return OptimizeResult(run_id, "stopped", None, engine.decode(state["prompt_ids"]), initial_id, None,
