@@ -173,3 +173,20 @@ def test_out_of_memory_halves_the_batch_and_says_so(tiny_tm, monkeypatch):
     reference = list(engine(tiny_tm, steps=1, batch_size=8).run(engine(tiny_tm).initial_state(PROMPT)))
     monkeypatch.undo()
     assert records[0]["prompt_ids"] == reference[0]["prompt_ids"]
+
+
+def test_shared_prefix_cache_is_exact(tiny_tm):
+    import torch
+
+    with_cache, without = engine(tiny_tm), engine(tiny_tm, prefix_cache=False)
+    prompt = with_cache.encode_prompt(PROMPT)
+    a = with_cache.score_prompts([prompt])[0]
+    b = without.score_prompts([prompt])[0]
+    assert with_cache.stats["prefix_tokens_reused"] > 0 and without.stats["prefix_tokens_reused"] == 0
+    assert a.accuracy == b.accuracy
+    assert a.loss == pytest.approx(b.loss, rel=1e-4) and a.fluency_nll == pytest.approx(b.fluency_nll, rel=1e-4)
+    cands = with_cache.propose(prompt, 2, random.Random(0))
+    assert cands == without.propose(prompt, 2, random.Random(0))
+    ga = with_cache.gradient(prompt, 2, cands, normalize=False)
+    gb = without.gradient(prompt, 2, cands, normalize=False)
+    assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-5)

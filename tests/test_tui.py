@@ -7,7 +7,7 @@ from tui.app import Backends, ErrorDialog, TextDialog, create_app
 
 
 def tiny_backends(tiny_tm, calls):
-    def load(model_id):
+    def load(model_id, precision="auto"):
         calls.append(model_id)
         return tiny_tm
 

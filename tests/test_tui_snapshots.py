@@ -8,8 +8,10 @@ from tui.app import Backends, create_app
 
 
 @pytest.fixture
-def filled_project(tmp_path):
+def filled_project(tmp_path, monkeypatch):
     from toolkit.project import init_project
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))  # no models added by other tests
     from toolkit.tasks import read_task_file
 
     project = init_project(tmp_path / "snap", name="snapshots")
@@ -24,7 +26,7 @@ def filled_project(tmp_path):
 
 
 def _app(project):
-    return create_app(project, Backends(load_torch_model=lambda model_id: None))
+    return create_app(project, Backends(load_torch_model=lambda model_id, precision='auto': None))
 
 
 @pytest.mark.parametrize("keys", [[], ["2"], ["5"], ["question_mark"]], ids=["tasks", "prompts", "models", "help"])

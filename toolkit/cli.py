@@ -744,7 +744,7 @@ def bench_cmd(ctx, tasks, methods, model_id, budget, train_size, dev_size, test_
     else:
         bench_id = report_id
     md, png = write_report(project, bench_id, out)
-    console.print(md.read_text(), highlight=False)
+    console.print(md.read_text(), highlight=False, markup=False)
     console.print(f"Report: {md}\nChart: {png}")
 
 

@@ -121,6 +121,7 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
             store.update_run(run_id, status="stopped", timings={"seconds": time.perf_counter() - t_start})
             return OptimizeResult(run_id, "stopped", None, engine.decode(state["prompt_ids"]), initial_id, None,
                                   None, state["step"], time.perf_counter() - t_start)
+        optimize_seconds = time.perf_counter() - t_start
         result = engine.finish(state)
     except BaseException as exc:
         store.update_run(run_id, status="failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
@@ -134,9 +135,11 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
                                        run_id=run_id, step=result.steps_done)
     seconds = time.perf_counter() - t_start
     store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
-                     timings={"seconds": seconds, "top": result.top,
+                     timings={"seconds": seconds, "optimize_seconds": optimize_seconds, "top": result.top,
                               "train_accuracy": result.train.accuracy if result.train else None,
-                              "dev_accuracy": result.dev_accuracy})
+                              "dev_accuracy": result.dev_accuracy,
+                              "usage": {"torch_forward_tokens": engine.stats["forward_tokens"],
+                                        "torch_gradient_tokens": engine.stats["grad_tokens"]}})
     return OptimizeResult(run_id, "done", prompt_id, result.prompt, initial_id,
                           result.train.accuracy if result.train else None, result.dev_accuracy,
                           result.steps_done, seconds)

@@ -24,17 +24,17 @@ from toolkit.errors import GradpromptError
 
 @dataclass
 class Backends:
-    """What the UI calls for heavy work. ``load_torch_model(model_id)`` returns a loaded torch model."""
+    """What the UI calls for heavy work. ``load_torch_model(model_id, precision)`` returns a loaded torch model."""
 
-    load_torch_model: Callable[[str], object]
+    load_torch_model: Callable[[str, str], object]
 
 
 def default_backends() -> Backends:
-    def load(model_id: str):
+    def load(model_id: str, precision: str = "auto"):
         from toolkit.engine.torch_backend import load_torch_model
         from toolkit.models import get_model
 
-        return load_torch_model(get_model(model_id))
+        return load_torch_model(get_model(model_id), precision=precision)
 
     return Backends(load_torch_model=load)
 
@@ -85,7 +85,15 @@ class ErrorDialog(ModalScreen[None]):
 class InputDialog(ModalScreen[dict | None]):
     """A small form: one Input per field. Returns the values, or None when cancelled."""
 
-    DEFAULT_CSS = "InputDialog { align: center middle; } #form { width: 76; height: auto; border: thick $accent; padding: 1 2; background: $surface; } #preview { height: auto; max-height: 10; color: $text-muted; }"
+    DEFAULT_CSS = """
+    InputDialog { align: center middle; }
+    #form { width: 78; height: auto; max-height: 100%; border: thick $accent; padding: 0 1; background: $surface; }
+    .field { height: 1; margin: 0 0 1 0; }
+    .field Label { width: 24; }
+    .field Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    #preview { height: auto; max-height: 8; color: $text-muted; }
+    #buttons { height: auto; }
+    """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, fields: list[tuple[str, str, str]], preview: Callable[[dict], str] | None = None):
@@ -96,10 +104,11 @@ class InputDialog(ModalScreen[dict | None]):
         with Vertical(id="form"):
             yield Label(f"[b]{self.form_title}[/b]")
             for name, label, value in self.fields:
-                yield Label(label)
-                yield Input(value=value, id=f"field-{name}")
+                with Horizontal(classes="field"):
+                    yield Label(label)
+                    yield Input(value=value, id=f"field-{name}")
             yield Static("", id="preview")
-            with Horizontal():
+            with Horizontal(id="buttons"):
                 yield Button("OK", id="ok", variant="primary")
                 yield Button("Cancel", id="cancel")
 
@@ -494,7 +503,7 @@ class GradpromptApp(App):
                 self.export_prompt(int(prompt_id), values["format"].strip() or "text")
 
         self.push_screen(InputDialog(f"Export prompt {prompt_id}",
-                                     [("format", "Format: text, json, llamacpp, llm, promptfoo", "text")]), done)
+                                     [("format", "Format", "text")]), done)
 
     @work(thread=True, group="export")
     def export_prompt(self, prompt_id: int, fmt: str) -> None:
@@ -524,7 +533,9 @@ class GradpromptApp(App):
             config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
                                    max_new_tokens=48)
             inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
-            plan = plan_estimate(get_model(values["model"].strip()), inputs, config)
+            precision = values.get("precision", "auto").strip()
+            plan = plan_estimate(get_model(values["model"].strip()), inputs, config,
+                                 precision="fp32" if precision in ("", "auto") else precision)
             return (f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
                     f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
                     f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)")
@@ -537,7 +548,9 @@ class GradpromptApp(App):
                     self.push_screen(ErrorDialog("Cannot start the run", str(exc)))
 
         self.push_screen(InputDialog("New optimization run", [
-            ("task", "Task", task), ("model", "Model", self.project.default_model), ("mode", "Mode (direct or reasoning)", "direct"),
+            ("task", "Task", task), ("model", "Model", self.project.default_model),
+            ("precision", "Precision", "auto"),
+            ("mode", "Mode", "direct"),
             ("steps", "Steps", "10"), ("train", "Training examples", "16"), ("seed", "Seed", "0"),
         ], estimate), done)
 
@@ -553,7 +566,10 @@ class GradpromptApp(App):
         self.action_tab("live")
         self.query_one("#live-status", Static).update("Loading the model...")
         self.stop_event = threading.Event()
-        self.run_optimization(values["task"].strip(), values["model"].strip(), config, None)
+        precision = values.get("precision", "auto").strip() or "auto"
+        if precision not in ("auto", "fp32", "bf16", "fp16", "8bit", "4bit"):
+            raise ValueError(f"Unknown precision {precision!r}: use auto, fp32, bf16, fp16, 8bit or 4bit.")
+        self.run_optimization(values["task"].strip(), values["model"].strip(), config, None, precision)
 
     def action_resume_run(self) -> None:
         run_id = self.selected("#runs-table")
@@ -569,7 +585,7 @@ class GradpromptApp(App):
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
         self.stop_event = threading.Event()
-        self.run_optimization(None, run["model_id"], None, int(run_id))
+        self.run_optimization(None, run["model_id"], None, int(run_id), run["config"].get("precision", "auto"))
 
     def action_stop_run(self) -> None:
         if self.stop_event is not None:
@@ -577,12 +593,13 @@ class GradpromptApp(App):
             self.query_one("#live-status", Static).update("Stopping after the current phase...")
 
     @work(thread=True, exclusive=True, group="run")
-    def run_optimization(self, task: str | None, model_id: str, config, resume_id: int | None) -> None:
+    def run_optimization(self, task: str | None, model_id: str, config, resume_id: int | None,
+                         precision: str = "auto") -> None:
         from toolkit.optimize import optimize, resume
 
         stop = self.stop_event
         try:
-            tm = self.backends.load_torch_model(model_id)
+            tm = self.backends.load_torch_model(model_id, precision)
             run_ids: list[int] = []
 
             def on_step(record: dict) -> None:
