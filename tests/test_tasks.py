@@ -113,3 +113,9 @@ def test_import_is_atomic_and_duplicates_refused(project, tmp_path):
         store.add_task(project.id, read_task_file(bad, name="bad"))
     assert [t["name"] for t in store.list_tasks(project.id)] == ["yn"]
     assert store.db["examples"].count == 4
+
+
+def test_bbh_rows_that_break_the_option_pattern_are_reported():
+    task = read_task_file(SHARED / "bbh" / "movie_recommendation.csv")
+    assert task.spec.labels == ("A", "B", "C", "D", "E", "Monsters, Inc")
+    assert "Monsters, Inc" in task.options["warnings"][0] and "not an option letter" in task.options["warnings"][0]

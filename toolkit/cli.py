@@ -187,6 +187,8 @@ def _print_task_summary(task) -> None:
     if task.spec.kind == "label":
         console.print("Label balance: " + ", ".join(f"{k} {v}" for k, v in task.label_counts().items()))
     console.print(f"Extractor: {task.spec.extractor!r}")
+    for warning in task.options.get("warnings", []):
+        console.print(f"[yellow]Warning:[/] {warning}")
 
 
 @tasks.command("import")

@@ -346,9 +346,18 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         answers.append(answer)
         row_numbers.append(rownum)
 
-    # "(A)"-style labels (BIG-Bench Hard) become "A".
-    if all(_PAREN_LABEL_RE.match(a) for a in answers):
-        answers = [_PAREN_LABEL_RE.match(a).group(1) for a in answers]
+    # "(A)"-style labels (BIG-Bench Hard) become "A". A few rows that break the pattern (BBH has some,
+    # e.g. a movie title as the answer) are kept as they are and reported, not allowed to block the rest.
+    warnings: list[str] = []
+    paren = [bool(_PAREN_LABEL_RE.match(a)) for a in answers]
+    if paren and sum(paren) >= 0.9 * len(paren):
+        odd = [(r, a) for r, a, ok in zip(row_numbers, answers, paren) if not ok]
+        if odd:
+            warnings.append(
+                f"{len(odd)} row(s) have an answer that is not an option letter: "
+                + ", ".join(f"row {r} {a!r}" for r, a in odd[:5]) + ". They are kept as their own labels."
+            )
+        answers = [_PAREN_LABEL_RE.match(a).group(1) if ok else a for a, ok in zip(answers, paren)]
 
     kind = opts.answer_kind or detect_answer_kind(answers, opts.max_labels)
     labels: tuple[str, ...] = ()
@@ -382,6 +391,7 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         "answer_regex": opts.answer_regex,
         "split": list(opts.split),
         "seed": opts.seed,
+        "warnings": warnings,
     }
     return TaskData(name=name, examples=examples, spec=spec, source=str(path), options=options)
 
