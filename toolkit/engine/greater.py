@@ -207,17 +207,14 @@ class GreaterEngine:
             sel = torch.zeros((B, L, 1), dtype=embeds.dtype, device=self.device)
             sel[rows, cols] = 1
             embeds = embeds * (1 - sel) + sel * slot_embed.unsqueeze(0)
-        n_real = sum(len(s) for s in seqs)
-        self.stats["forward_tokens"] += n_real
-        if onehot is not None:
-            self.stats["grad_tokens"] += n_real
-            self.stats["grad_sequences"] += B
         flat_b = torch.tensor([b for b, pos in enumerate(positions) for _ in pos], device=self.device)
         flat_p = torch.tensor([p for pos in positions for p in pos], device=self.device)
         if self.naive:  # full [B, L, V] logits, then pick, as the reference does
+            self._count(seqs, B, 0, onehot is not None)
             logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits[flat_b, flat_p]
         else:
             P = self._shared_prefix_len(seqs, positions, slots)
+            self._count(seqs, B, P, onehot is not None)
             if P > 0:  # the shared head (chat header, system message) is computed once and reused
                 past = self._prefix_cache_for(seqs[0][:P], B)
                 self.stats["prefix_tokens_reused"] += P * B
@@ -237,6 +234,14 @@ class GreaterEngine:
             out.append(logits[start : start + len(pos)])
             start += len(pos)
         return out
+
+    def _count(self, seqs, B: int, P: int, grad: bool) -> None:
+        """Token positions actually computed (a reused prefix is not), for the FLOP accounting."""
+        n = sum(len(s) for s in seqs) - P * B
+        self.stats["forward_tokens"] += n
+        if grad:
+            self.stats["grad_tokens"] += n
+            self.stats["grad_sequences"] += B
 
     MIN_PREFIX = 8  # shorter shared heads are not worth a cache
 
