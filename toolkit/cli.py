@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 import threading
@@ -570,18 +569,11 @@ def prompts_show(ctx, prompt_id):
 def prompts_diff(ctx, a, b):
     """Word-level diff between two prompt versions."""
     project = _project(ctx)
+    from .diff import diff_markup
+
     ta, tb = project.store.prompt(a)["text"], project.store.prompt(b)["text"]
-    wa, wb = ta.split(), tb.split()
-    out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb).get_opcodes():
-        if op == "equal":
-            out.append(" ".join(wa[i1:i2]))
-        if op in ("delete", "replace"):
-            out.append("[red strike]" + " ".join(wa[i1:i2]) + "[/]")
-        if op in ("insert", "replace"):
-            out.append("[green]" + " ".join(wb[j1:j2]) + "[/]")
     console.print(f"--- {a}\n+++ {b}")
-    console.print(" ".join(out), highlight=False)
+    console.print(diff_markup(ta, tb), highlight=False)
 
 
 @prompts.command("add")

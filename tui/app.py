@@ -662,20 +662,9 @@ def read_task_file_from_form(values: dict):
 
 def token_diff(a: str, b: str) -> str:
     """Word-level diff as Rich markup: removed in red, added in green."""
-    import difflib
+    from toolkit.diff import diff_markup
 
-    from rich.markup import escape
-
-    wa, wb = a.split(), b.split()
-    out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb).get_opcodes():
-        if op == "equal":
-            out.append(escape(" ".join(wa[i1:i2])))
-        if op in ("delete", "replace"):
-            out.append("[red strike]" + escape(" ".join(wa[i1:i2])) + "[/]")
-        if op in ("insert", "replace"):
-            out.append("[green]" + escape(" ".join(wb[j1:j2])) + "[/]")
-    return " ".join(out)
+    return diff_markup(a, b)
 
 
 def highlight_token(prompt: str, token: str, changed: bool) -> str:
