@@ -10,6 +10,7 @@ os.environ["GRADPROMPT_HOME"] = _HOME
 os.environ.pop("GRADPROMPT_PROJECT", None)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (BIG-Bench Hard files) is not beside the checkout")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 
 from toolkit.errors import DatasetError
 from toolkit.tasks import ImportOptions, assign_splits, read_task_file
-from conftest import SHARED
+from conftest import SHARED, needs_shared
 
 
 def write(path, text, mode="w"):
@@ -15,6 +15,7 @@ def write(path, text, mode="w"):
     return path
 
 
+@needs_shared
 def test_bbh_file_imports_with_no_flags():
     task = read_task_file(SHARED / "bbh" / "date_understanding.csv")
     assert task.name == "date_understanding"
@@ -115,6 +116,7 @@ def test_import_is_atomic_and_duplicates_refused(project, tmp_path):
     assert store.db["examples"].count == 4
 
 
+@needs_shared
 def test_bbh_rows_that_break_the_option_pattern_are_reported():
     task = read_task_file(SHARED / "bbh" / "movie_recommendation.csv")
     assert task.spec.labels == ("A", "B", "C", "D", "E", "Monsters, Inc")
