@@ -1,6 +1,5 @@
 """The terminal UI driven through Textual's Pilot, with the tiny model as the fast backend."""
 
-import pytest
 
 from tui.app import Backends, ErrorDialog, TextDialog, create_app
 

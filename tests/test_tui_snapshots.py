@@ -1,6 +1,5 @@
 """Snapshot tests of the main screens at 80x24 (pytest-textual-snapshot). Update with --snapshot-update."""
 
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,6 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 from rich.console import Console

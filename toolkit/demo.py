@@ -21,7 +21,7 @@ def ensure_demo_task(project) -> dict:
 def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_size: int = 32, test_size: int = 100,
              seed: int = 0, mode: str = "direct", model_id: str | None = None) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
-    from .cli import StepPrinter, _pct, _print_eval
+    from .cli import StepPrinter, _print_eval
     from .engine.torch_backend import load_torch_model
     from .evaluate import EvalSettings, evaluate_prompt
     from .export import export_prompt

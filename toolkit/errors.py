@@ -48,7 +48,3 @@ class ConfigError(GradpromptError):
 
 class OutOfMemoryError(GradpromptError):
     title = "Out of memory"
-
-
-class StoppedError(GradpromptError):
-    title = "Stopped"

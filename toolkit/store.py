@@ -17,7 +17,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from .errors import DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
-from .tasks import AnswerSpec, Example, TaskData
+from .tasks import AnswerSpec, TaskData
 
 
 def _now() -> float:

@@ -600,7 +600,6 @@ class GradpromptApp(App):
         stop = self.stop_event
         try:
             tm = self.backends.load_torch_model(model_id, precision)
-            run_ids: list[int] = []
 
             def on_step(record: dict) -> None:
                 self.post_message(StepArrived(resume_id, record))
@@ -610,7 +609,6 @@ class GradpromptApp(App):
             else:
                 result = optimize(self.project, task, model_id=model_id, config=config, on_step=on_step, stop=stop,
                                   torch_model=tm)
-            run_ids.append(result.run_id)
         except BaseException as exc:
             self.report(exc)
             self.call_from_thread(self.refresh_all)

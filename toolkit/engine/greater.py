@@ -7,7 +7,6 @@ between phases. Tensor helpers are pure functions with their shapes documented.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import threading
@@ -15,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator, Sequence
 
-from ..errors import ConfigError, OutOfMemoryError, StoppedError
-from ..layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout, answer_text
+from ..errors import ConfigError, OutOfMemoryError
+from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
 from ..tasks import AnswerSpec
 
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
