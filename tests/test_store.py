@@ -57,3 +57,53 @@ def test_backup_is_a_readable_copy(tmp_path):
     out = s.backup(tmp_path / "copy.db")
     con = sqlite3.connect(out)
     assert con.execute("select text from prompts").fetchall() == [("hello",)]
+
+
+
+def test_one_store_is_safe_to_share_between_a_writer_and_reader_threads(tmp_path):
+    """The TUI reads the store while a background run writes to it (regression: one shared connection
+    interleaved sqlite-utils savepoints across threads and failed with 'no such savepoint')."""
+    import sys
+    import threading
+
+    from toolkit.tasks import read_task_file
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        s = Store(tmp_path / "h.db")
+        pid = s.ensure_project("p", "/x")
+        data = tmp_path / "t.csv"
+        data.write_text("input,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(20)))
+        s.add_task(pid, read_task_file(data))
+        errors: list[BaseException] = []
+        n = 200
+        done = threading.Event()
+
+        def writer():
+            try:
+                for i in range(n):
+                    s.add_prompt(pid, None, f"prompt {i}", origin="manual")
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        def reader():
+            try:
+                while not done.is_set():
+                    s.list_tasks(pid)
+                    s.list_prompts(pid)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(s.list_prompts(pid)) == n
+        s.close()
+    finally:
+        sys.setswitchinterval(old)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -143,23 +144,53 @@ def _uj(value: str | None, default: Any = None) -> Any:
 
 
 class Store:
-    """The history database of one project."""
+    """The history database of one project.
+
+    Each thread gets its own SQLite connection to the file (WAL: readers never block the writer), so a
+    background run can write steps while the UI thread reads them. Sharing one connection between threads
+    interleaves sqlite-utils' savepoints and fails with "no such savepoint". An in-memory store has a
+    single connection and is meant for one thread.
+    """
 
     def __init__(self, path: str | Path | None = None, *, memory: bool = False):
+        self._local = threading.local()
+        self._connections: list[sqlite_utils.Database] = []
+        self._lock = threading.Lock()
         if memory or path is None:
             self.path = None
-            self.db = sqlite_utils.Database(memory=True)
+            self._memory_db = sqlite_utils.Database(memory=True)
+            self._memory_db.execute("PRAGMA foreign_keys = ON")
         else:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-            self.db = sqlite_utils.Database(conn)
+            self._memory_db = None
             self.db.enable_wal()
-        self.db.execute("PRAGMA foreign_keys = ON")
         apply_migrations(self.db)
 
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (opened on first use)."""
+        if self._memory_db is not None:
+            return self._memory_db
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
     def close(self) -> None:
-        self.db.close()
+        if self._memory_db is not None:
+            self._memory_db.close()
+            return
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
 
     # -- projects ------------------------------------------------------------------------------
 
