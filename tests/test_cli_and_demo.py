@@ -14,7 +14,7 @@ def run(args, project_dir):
 def test_every_command_has_help():
     groups = {"": ["init", "models", "tasks", "optimize", "eval", "prompts", "export", "runs", "history", "demo"],
               "models": ["list", "info", "add", "remove"], "tasks": ["import", "list", "show"],
-              "prompts": ["list", "show", "diff", "add"], "runs": ["list", "show", "resume"],
+              "prompts": ["list", "show", "diff", "add", "tag"], "runs": ["list", "show", "resume"],
               "history": ["path", "backup"]}
     for group, commands in groups.items():
         for command in commands:
@@ -40,7 +40,18 @@ def test_prompts_diff_export_history(project, tmp_path):
     assert run(["prompts", "add", "yn", "think step by step"], project.path).exit_code == 0
     assert run(["prompts", "add", "yn", "think slowly step by step", "--parent", "1"], project.path).exit_code == 0
     res = run(["prompts", "diff", "1", "2"], project.path)
-    assert "slowly" in res.output
+    assert "slowly" in res.output and "prompt 1 (manual)" in res.output and "prompt 2 (edit)" in res.output
+    assert "0 token(s) removed, 1 added, 4 unchanged" in res.output
+    res = run(["prompts", "tag", "2", "--add", "best", "--add", "v2", "--note", "from review"], project.path)
+    assert res.exit_code == 0 and "tags best, v2; note: from review" in res.output
+    assert project.store.prompt_tags(2) == ["best", "v2"]
+    res = run(["prompts", "tag", "2", "--remove", "v2"], project.path)
+    assert project.store.prompt_tags(2) == ["best"] and project.store.prompt(2)["note"] == "from review"
+    assert [p["id"] for p in project.store.list_prompts(project.id, search="best")] == [2]  # tags are searchable
+    res = run(["prompts", "tag", "2", "--add", "two words"], project.path)
+    assert res.exit_code == 1 and "no spaces or commas" in res.output
+    assert project.store.prompt_tags(2) == ["best"]
+    assert project.store.prompt(2)["text"] == "think slowly step by step"  # metadata only
     out = tmp_path / "p.json"
     assert run(["export", "2", "--format", "json", "-o", str(out)], project.path).exit_code == 0
     data = json.loads(out.read_text())

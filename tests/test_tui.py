@@ -1,7 +1,11 @@
 """The terminal UI driven through Textual's Pilot, with the tiny model as the fast backend."""
 
 
-from tui.app import Backends, ErrorDialog, TextDialog, create_app
+import json
+
+from textual.widgets import Static
+
+from tui.app import Backends, DiffScreen, ErrorDialog, TextDialog, create_app
 
 
 
@@ -99,8 +103,23 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
         await pilot.press("d")
         await fill(pilot, app, {"a": str(a), "b": str(b)})
         await pilot.pause()
-        assert isinstance(app.screen, TextDialog)
-        assert "slowly" in app.screen.text and "[green]" in app.screen.text
+        assert isinstance(app.screen, DiffScreen)
+        left = str(app.screen.query_one("#diff-left", Static).render())
+        right = str(app.screen.query_one("#diff-right", Static).render())
+        assert left == "think step by step" and right == "think slowly step by step"
+        added = [s for s in app.screen.query_one("#diff-right", Static).render().spans if "green" in str(s.style)]
+        assert len(added) == 1  # exactly the inserted token is highlighted
+        assert "1 added" in str(app.screen.query_one("#diff-stats", Static).render())
+        await pilot.press("escape")
+        await pilot.press("t")  # tags and note (metadata; the text never changes)
+        await fill(pilot, app, {"tags": "best, reviewed", "note": "kept"})
+        await pilot.pause()
+        row = project.store.prompt(int(app.selected("#prompts-table")))
+        assert json.loads(row["tags"]) == ["best", "reviewed"] and row["note"] == "kept"
+        await pilot.press("t")
+        await fill(pilot, app, {"tags": "bad tag"})
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog)
         await pilot.press("escape")
         await pilot.press("e")
         await fill(pilot, app, {"format": "json"})

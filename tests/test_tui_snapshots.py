@@ -31,3 +31,15 @@ def _app(project):
 @pytest.mark.parametrize("keys", [[], ["2"], ["5"], ["question_mark"]], ids=["tasks", "prompts", "models", "help"])
 def test_main_screens(snap_compare, filled_project, keys):
     assert snap_compare(_app(filled_project), terminal_size=(80, 24), press=keys)
+
+
+def test_diff_screen(snap_compare, filled_project):
+    from tui.app import DiffScreen
+
+    store = filled_project.store
+
+    async def open_diff(pilot):
+        pilot.app.push_screen(DiffScreen(store.prompt(1), store.prompt(2)))
+        await pilot.pause()
+
+    assert snap_compare(_app(filled_project), terminal_size=(80, 24), run_before=open_diff)

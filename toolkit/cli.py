@@ -532,13 +532,13 @@ def prompts_list(ctx, task, search):
     """Prompt versions in this project."""
     project = _project(ctx)
     task_id = project.store.task(project.id, task)["id"] if task else None
-    table = Table("id", "task", "origin", "parent", "best test acc", "text")
+    table = Table("id", "task", "origin", "parent", "tags", "best test acc", "text")
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     for p in project.store.list_prompts(project.id, task_id, search):
         evs = [e for e in project.store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
         best = max((e["accuracy"] for e in evs), default=None)
-        table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""), _pct(best),
-                      p["text"][:70])
+        table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
+                      ", ".join(json.loads(p["tags"] or "[]")), _pct(best), p["text"][:70])
     console.print(table)
 
 
@@ -554,6 +554,11 @@ def prompts_show(ctx, prompt_id):
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
+    tags = json.loads(row["tags"] or "[]")
+    if tags:
+        console.print("Tags: " + ", ".join(tags), highlight=False)
+    if row["note"]:
+        console.print("Note: " + row["note"], highlight=False)
     table = Table("eval", "split", "model", "backend", "mode", "accuracy", "95% CI", "n")
     for e in project.store.evaluations(prompt_id=prompt_id):
         table.add_row(str(e["id"]), e["split"], e["model_id"], e["backend"], e["mode"], _pct(e["accuracy"]),
@@ -564,15 +569,42 @@ def prompts_show(ctx, prompt_id):
 @prompts.command("diff")
 @click.argument("a", type=int)
 @click.argument("b", type=int)
+@click.option("--inline", is_flag=True, help="One inline word diff instead of two token-level columns.")
 @click.pass_context
-def prompts_diff(ctx, a, b):
-    """Word-level diff between two prompt versions."""
+def prompts_diff(ctx, a, b, inline):
+    """Diff two prompt versions: side by side, token by token (removed red, added green, changed yellow)."""
     project = _project(ctx)
-    from .diff import diff_markup
+    from rich.table import Table as RichTable
 
-    ta, tb = project.store.prompt(a)["text"], project.store.prompt(b)["text"]
-    console.print(f"--- {a}\n+++ {b}")
-    console.print(diff_markup(ta, tb), highlight=False)
+    from .diff import diff_markup, diff_stats, side_by_side_text
+
+    ra, rb = project.store.prompt(a), project.store.prompt(b)
+    ta, tb = ra["text"], rb["text"]
+    if inline:
+        console.print(f"--- {a}\n+++ {b}")
+        console.print(diff_markup(ta, tb), highlight=False)
+        return
+    left, right = side_by_side_text(ta, tb)
+    table = RichTable(f"prompt {a} ({ra['origin']})", f"prompt {b} ({rb['origin']})", show_lines=False, expand=True)
+    table.add_row(left, right)
+    console.print(table, highlight=False)
+    st = diff_stats(ta, tb)
+    console.print(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged")
+
+
+@prompts.command("tag")
+@click.argument("prompt_id", type=int)
+@click.option("--add", "add", multiple=True, help="Tag to add (repeatable).")
+@click.option("--remove", "remove", multiple=True, help="Tag to remove (repeatable).")
+@click.option("--note", default=None, help="Replace the note ('' clears it).")
+@click.pass_context
+def prompts_tag(ctx, prompt_id, add, remove, note):
+    """Tag a prompt version or change its note (the text itself never changes)."""
+    project = _project(ctx)
+    row = project.store.update_prompt_meta(prompt_id, add_tags=add, remove_tags=remove, note=note)
+    tags = ", ".join(json.loads(row["tags"] or "[]")) or "-"
+    console.print(f"Prompt {prompt_id}: tags {tags}" + (f"; note: {row['note']}" if row["note"] else ""),
+                  highlight=False)
 
 
 @prompts.command("add")

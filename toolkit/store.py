@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .errors import DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
+from .errors import ConfigError, DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
 from .tasks import AnswerSpec, TaskData
 
 
@@ -141,6 +141,14 @@ def _uj(value: str | None, default: Any = None) -> Any:
     if value in (None, ""):
         return default
     return json.loads(value)
+
+
+def _check_tag(tag: str) -> str:
+    tag = tag.strip()
+    if not tag or len(tag) > 40 or "," in tag or any(c.isspace() for c in tag):
+        raise ConfigError(f"Bad tag {tag!r}: a tag is 1-40 characters with no spaces or commas "
+                          "(for example 'best', 'v2', 'reviewed').")
+    return tag
 
 
 class Store:
@@ -308,6 +316,26 @@ class Store:
             raise PromptNotFoundError(
                 f"No prompt with id {prompt_id}. `gradprompt prompts list` shows the prompts."
             ) from None
+
+    def prompt_tags(self, prompt_id: int) -> list[str]:
+        return _uj(self.prompt(prompt_id)["tags"], [])
+
+    def update_prompt_meta(self, prompt_id: int, *, tags: Iterable[str] | None = None,
+                           add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (),
+                           note: str | None = None) -> dict:
+        """Change a prompt's tags and note (metadata only: the text of a version never changes).
+
+        ``tags`` replaces the set; ``add_tags``/``remove_tags`` edit it. Returns the updated row.
+        """
+        row = self.prompt(prompt_id)
+        current = set(_uj(row["tags"], [])) if tags is None else {_check_tag(t) for t in tags if t.strip()}
+        current |= {_check_tag(t) for t in add_tags}
+        current -= {t.strip() for t in remove_tags}
+        fields: dict[str, Any] = {"tags": _j(sorted(current))}
+        if note is not None:
+            fields["note"] = note.strip()
+        self.db["prompts"].update(row["id"], fields)
+        return self.prompt(row["id"])
 
     def list_prompts(self, project_id: int, task_id: int | None = None, search: str | None = None) -> list[dict]:
         if search:

@@ -7,6 +7,7 @@ the backends, so tests can pass a fast model.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -150,6 +151,41 @@ class TextDialog(ModalScreen[None]):
             yield Static(self.text, id="dialog-text")
 
 
+class DiffScreen(ModalScreen[None]):
+    """Two prompt versions side by side, token by token: removed on red, added on green, changed on yellow."""
+
+    DEFAULT_CSS = """
+    DiffScreen { align: center middle; }
+    #diff-box { width: 96%; height: 90%; border: thick $accent; padding: 0 1; background: $surface; }
+    #diff-panes { height: 1fr; }
+    .diff-pane { width: 1fr; height: 1fr; border: round $primary; padding: 0 1; }
+    #diff-stats { height: 1; color: $text-muted; }
+    """
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+
+    def __init__(self, a: dict, b: dict) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def compose(self) -> ComposeResult:
+        from toolkit.diff import diff_stats, side_by_side_text
+
+        left, right = side_by_side_text(self.a["text"], self.b["text"])
+        st = diff_stats(self.a["text"], self.b["text"])
+        with Vertical(id="diff-box"):
+            yield Label(f"[b]Diff: prompt {self.a['id']} -> prompt {self.b['id']}[/b]")
+            with Horizontal(id="diff-panes"):
+                with VerticalScroll(classes="diff-pane") as pane:
+                    pane.border_title = f"{self.a['id']} ({self.a['origin']})"
+                    yield Static(left, id="diff-left")
+                with VerticalScroll(classes="diff-pane") as pane:
+                    pane.border_title = f"{self.b['id']} ({self.b['origin']})"
+                    yield Static(right, id="diff-right")
+            yield Static(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged   "
+                         "[on dark_red] removed [/] [black on green] added [/] [black on yellow] changed [/]   esc closes",
+                         id="diff-stats")
+
+
 HELP = """[b]Keys[/b]
   0-6      switch tab (Projects, Tasks, Prompts, Runs, Live, Models, Results)
   c / o    create a project / open the selected recent project
@@ -157,7 +193,8 @@ HELP = """[b]Keys[/b]
   i        import a task from a file (with a preview)
   n        start an optimization run
   s        stop the live run          r   resume the selected run
-  d        diff two prompts           e   export the selected prompt
+  d        diff two prompts (side by side, token level)
+  t        tag the selected prompt / edit its note       e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
   enter    on a prompt: its text, lineage and scores per model and quantization
   ctrl+p   command palette            ?   this help            q   quit
@@ -185,6 +222,7 @@ class GradpromptApp(App):
         Binding("d", "diff", "Diff"),
         Binding("e", "export", "Export"),
         Binding("a", "add_prompt", "Add prompt"),
+        Binding("t", "tag_prompt", "Tag", show=False),
         Binding("c", "create_project", "New project", show=False),
         Binding("o", "open_project", "Open project", show=False),
         Binding("f", "flipped", "Flipped", show=False),
@@ -234,7 +272,7 @@ class GradpromptApp(App):
     def on_mount(self) -> None:
         self.sub_title = f"project {self.project.name}"
         self.query_one("#tasks-table", DataTable).add_columns("id", "name", "answer", "labels", "train", "dev", "test")
-        self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "best test", "text")
+        self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "tags", "best test", "text")
         self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
         self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "score", "s")
         self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "source", "licence")
@@ -304,8 +342,9 @@ class GradpromptApp(App):
         for p in rows:
             evs = [e for e in store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
             best = max((e["accuracy"] for e in evs), default=None)
+            tags = ", ".join(json.loads(p["tags"] or "[]"))
             table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                          "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
+                          tags[:20], "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
 
     def selected(self, table_id: str) -> str | None:
         table = self.query_one(table_id, DataTable)
@@ -446,6 +485,9 @@ class GradpromptApp(App):
         chain = store.lineage(int(prompt_id))
         lines.append("lineage: " + " <- ".join(f"{p['id']} ({p['origin']}{', run ' + str(p['run_id']) if p['run_id'] else ''})"
                                                for p in chain))
+        tags = json.loads(row["tags"] or "[]")
+        if tags:
+            lines.append("tags: " + escape_markup(", ".join(tags)))
         if row["note"]:
             lines.append(f"note: {escape_markup(row['note'])}")
         lines += ["", "[b]scores[/b] (split, model, backend, quantization: accuracy, 95% CI, n)"]
@@ -477,6 +519,29 @@ class GradpromptApp(App):
         self.push_screen(InputDialog("Add a prompt version", [("task", "Task", task), ("text", "Text", text),
                                                               ("parent", "Parent prompt id", parent)]), done)
 
+    def action_tag_prompt(self) -> None:
+        prompt_id = self.selected("#prompts-table")
+        if prompt_id is None:
+            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
+            return
+        row = self.project.store.prompt(int(prompt_id))
+
+        def done(values: dict | None) -> None:
+            if not values:
+                return
+            try:
+                self.project.store.update_prompt_meta(
+                    int(prompt_id), tags=[t for t in values["tags"].split(",") if t.strip()], note=values["note"])
+            except GradpromptError as exc:
+                self.push_screen(ErrorDialog(exc.title, str(exc)))
+                return
+            self.refresh_prompts(self.query_one("#prompt-search", Input).value.strip())
+
+        self.push_screen(InputDialog(f"Tags and note of prompt {prompt_id}", [
+            ("tags", "Tags (comma separated)", ", ".join(json.loads(row["tags"] or "[]"))),
+            ("note", "Note", row["note"] or ""),
+        ]), done)
+
     def action_diff(self) -> None:
         def done(values: dict | None) -> None:
             if not values:
@@ -487,7 +552,7 @@ class GradpromptApp(App):
             except (GradpromptError, ValueError) as exc:
                 self.push_screen(ErrorDialog("Cannot diff", str(exc)))
                 return
-            self.push_screen(TextDialog(f"Diff {a['id']} -> {b['id']}", token_diff(a["text"], b["text"])))
+            self.push_screen(DiffScreen(a, b))
 
         current = self.selected("#prompts-table") or ""
         self.push_screen(InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done)
@@ -656,13 +721,6 @@ def read_task_file_from_form(values: dict):
                          target_column=values.get("target_column", "").strip() or None,
                          answer_regex=values.get("answer_regex", "").strip() or None)
     return read_task_file(values["path"].strip(), name=values.get("name", "").strip() or None, options=opts)
-
-
-def token_diff(a: str, b: str) -> str:
-    """Word-level diff as Rich markup: removed in red, added in green."""
-    from toolkit.diff import diff_markup
-
-    return diff_markup(a, b)
 
 
 def highlight_token(prompt: str, token: str, changed: bool) -> str:
