@@ -5,6 +5,7 @@ its own subprocess so its peak RSS is its own. Prints a table, then one JSON obj
 
     python benchmarks/engine.py            # default: reasoning mode, 2 steps, 8 training examples, 16-token chains
     python benchmarks/engine.py --mode direct --train-size 8
+    python benchmarks/engine.py --race-compare --train-size 32 --race-chunk 8 --skip-4bit   # racing on vs off
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def worker(args) -> dict:
     load_s = time.perf_counter() - t0
     cfg = GreaterConfig(steps=args.steps, n_train=args.train_size, n_dev=0, mode=args.mode, seed=0,
                         batch_size=args.batch_size, execution=args.execution, max_new_tokens=args.max_new_tokens,
-                        select_on_dev=False)
+                        select_on_dev=False, race=not args.no_race, race_chunk=args.race_chunk)
     eng = GreaterEngine(tm, task.spec, items, [], cfg)
     state = eng.initial_state("proper logical reasoning and think step by step. Finally give the actual correct answer.")
     records = []
@@ -73,14 +74,17 @@ def worker(args) -> dict:
         "grad_tokens_per_step": grad_tokens, "choices": [r["prompt_ids"] for r in records],
         "candidates": [[c["token"] for c in r["candidates"]] for r in records],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "raced_out": eng.stats["raced_out"], "race_examples_skipped": eng.stats["race_examples_skipped"],
     }
 
 
 def run_worker(args, **overrides) -> dict:
     cmd = [sys.executable, __file__, "--worker"]
     opts = {**vars(args), **overrides}
-    for key in ("steps", "train_size", "batch_size", "mode", "execution", "precision", "max_new_tokens"):
+    for key in ("steps", "train_size", "batch_size", "mode", "execution", "precision", "max_new_tokens", "race_chunk"):
         cmd += [f"--{key.replace('_', '-')}", str(opts[key])]
+    if opts["no_race"]:
+        cmd.append("--no-race")
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
@@ -100,6 +104,11 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-4bit", action="store_true", help="skip the 4-bit measurement")
+    parser.add_argument("--race-chunk", type=int, default=8,
+                        help="candidate racing: examples scored between checks (default 8, the engine's default)")
+    parser.add_argument("--no-race", action="store_true", help="turn candidate racing off in the fast engine")
+    parser.add_argument("--race-compare", action="store_true",
+                        help="also run the fast engine with racing off and report the saving")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -109,7 +118,9 @@ def main() -> None:
     fast = run_worker(args, execution="fast", precision="fp32")
     naive = run_worker(args, execution="naive", precision="fp32")
     q4 = None if args.skip_4bit else run_worker(args, execution="fast", precision="4bit", steps=1)
-    rows = [("fast fp32", fast), ("naive fp32", naive)] + ([("fast 4bit", q4)] if q4 else [])
+    norace = run_worker(args, execution="fast", precision="fp32", no_race=True) if args.race_compare else None
+    rows = [("fast fp32", fast), ("naive fp32", naive)] + ([("fast 4bit", q4)] if q4 else []) \
+        + ([("fast norace", norace)] if norace else [])
     phases = sorted({k for _, r in rows for k in r["phases_s_per_step"]})
     print(f"GReaTer engine benchmark: SmolLM2-135M, CPU ({os.cpu_count()} cores), {args.mode} mode, "
           f"{args.train_size} training examples, {args.steps} steps")
@@ -121,13 +132,20 @@ def main() -> None:
     ratio = naive["s_per_step"] / fast["s_per_step"]
     print(f"naive/fast = {ratio:.2f}x, same choices: {same}; matmul peak {peak:.1f} GFLOP/s; "
           f"gradient phase at {100 * fast['grad_gflops'] / peak:.0f}% of peak")
+    if norace:
+        same_race = norace["choices"] == fast["choices"]
+        print(f"racing: {fast['raced_out']} candidates dropped early, {fast['race_examples_skipped']} example "
+              f"scorings skipped; fast without racing {norace['s_per_step']:.2f} s/step "
+              f"({norace['s_per_step'] / fast['s_per_step']:.2f}x), same choices: {same_race}")
     print(json.dumps({
         "naive_s_per_step": naive["s_per_step"], "fast_s_per_step": fast["s_per_step"], "ratio": ratio,
         "same_choices": same, "grad_gflops": fast["grad_gflops"], "matmul_peak_gflops": peak,
         "peak_rss_mb_fp32": fast["peak_rss_mb"], "peak_rss_mb_4bit": q4["peak_rss_mb"] if q4 else None,
         "s_per_step_4bit": q4["s_per_step"] if q4 else None, "phases_fast": fast["phases_s_per_step"],
         "phases_naive": naive["phases_s_per_step"], "train_size": args.train_size, "steps": args.steps,
-        "mode": args.mode,
+        "mode": args.mode, "raced_out": fast["raced_out"], "race_examples_skipped": fast["race_examples_skipped"],
+        "fast_norace_s_per_step": norace["s_per_step"] if norace else None,
+        "race_same_choices": (norace["choices"] == fast["choices"]) if norace else None,
     }))
 
 

@@ -60,6 +60,23 @@ def main() -> None:
         raw_tokens += out["usage"]["completion_tokens"]
     raw_s = time.perf_counter() - t0
 
+    # Raw llama-cpp-python doing the whole job by hand: the chain, then the extractor and a one-token answer
+    # restricted to the labels' first tokens with logit_bias (the same work as gradprompt's evaluation).
+    from toolkit.evaluate import REASONING_SEPARATOR
+    from toolkit.layout import answer_text
+
+    firsts = {model.encode(answer_text(label))[0]: 100.0 for label in task.spec.labels}
+    extractor = model.encode(REASONING_SEPARATOR + task.spec.extractor)
+    t0 = time.perf_counter()
+    raw_full_tokens = 0
+    for toks in prompts:
+        out = model.llm.create_completion(prompt=toks, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1)
+        raw_full_tokens += out["usage"]["completion_tokens"]
+        chain = model.encode(out["choices"][0]["text"])
+        model.llm.create_completion(prompt=toks + chain + extractor, max_tokens=1, temperature=0.0, top_k=1,
+                                    logit_bias=firsts)
+    raw_full_s = time.perf_counter() - t0
+
     # transformers generation (batched, greedy) of the same chains plus the answer scoring.
     tm = load_torch_model(info, precision="fp32", device="cpu")
     eng = GreaterEngine(tm, task.spec, [Item(e.input, e.answer) for e in examples], [],
@@ -72,11 +89,22 @@ def main() -> None:
     torch_s = time.perf_counter() - t0
     torch_tokens = sum(len(c) for c in chains)
 
+    # transformers one example at a time (model.generate per example, the common way to call it).
+    eng1 = GreaterEngine(tm, task.spec, items, [],
+                         GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=1, steps=1))
+    t0 = time.perf_counter()
+    for item in items:
+        eng1.chains(ids, [item])
+        eng1.predict_items(ids, [item])
+    torch1_s = time.perf_counter() - t0
+
     n = len(examples)
     res = {
         "examples": n, "max_new_tokens": args.max_new_tokens, "threads": os.cpu_count(),
         "llamacpp_examples_per_s": n / ll_s, "torch_examples_per_s": n / torch_s,
         "ratio": (n / ll_s) / (n / torch_s),
+        "torch_unbatched_examples_per_s": n / torch1_s, "ratio_vs_unbatched": torch1_s / ll_s,
+        "raw_same_work_examples_per_s": n / raw_full_s, "eval_vs_raw_same_work": raw_full_s / ll_s,
         "eval_tokens_per_s": ll_tokens / ll_s, "raw_tokens_per_s": raw_tokens / raw_s,
         "torch_tokens_per_s": torch_tokens / torch_s,
         "eval_vs_raw": (ll_tokens / ll_s) / (raw_tokens / raw_s),
@@ -87,8 +115,12 @@ def main() -> None:
     print(f"{'path':<28}{'examples/s':>12}{'tokens/s':>10}{'tokens':>8}")
     print(f"{'gradprompt llama.cpp eval':<28}{n / ll_s:>12.2f}{ll_tokens / ll_s:>10.1f}{ll_tokens:>8}")
     print(f"{'raw llama-cpp-python':<28}{n / raw_s:>12.2f}{raw_tokens / raw_s:>10.1f}{raw_tokens:>8}")
+    print(f"{'raw llama-cpp, same work':<28}{n / raw_full_s:>12.2f}{raw_full_tokens / raw_full_s:>10.1f}{raw_full_tokens:>8}")
     print(f"{'transformers (batched)':<28}{n / torch_s:>12.2f}{torch_tokens / torch_s:>10.1f}{torch_tokens:>8}")
-    print(f"llama.cpp/torch = {res['ratio']:.2f}x examples/s; eval at {100 * res['eval_vs_raw']:.0f}% of raw tokens/s")
+    print(f"{'transformers (one by one)':<28}{n / torch1_s:>12.2f}{torch_tokens / torch1_s:>10.1f}{torch_tokens:>8}")
+    print(f"llama.cpp/transformers = {res['ratio']:.2f}x (batched), {res['ratio_vs_unbatched']:.2f}x (one by one); "
+          f"eval at {100 * res['eval_vs_raw']:.0f}% of raw chain-only tokens/s, "
+          f"{100 * res['eval_vs_raw_same_work']:.0f}% of raw llama-cpp-python doing the same work (examples/s)")
     print(json.dumps(res))
 
 

@@ -190,3 +190,25 @@ def test_shared_prefix_cache_is_exact(tiny_tm):
     ga = with_cache.gradient(prompt, 2, cands, normalize=False)
     gb = without.gradient(prompt, 2, cands, normalize=False)
     assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["direct", "reasoning"])
+def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
+    """Racing drops hopeless candidates early; the chosen prompts and scores are those of a full scoring."""
+    kw = {"steps": 4, "mode": mode, "max_new_tokens": 3, "n_train": 6, "batch_size": 2}
+    raced = engine(tiny_tm, race=True, race_chunk=1, **kw)
+    full = engine(tiny_tm, race=False, **kw)
+    a = list(raced.run(raced.initial_state(PROMPT)))
+    b = list(full.run(full.initial_state(PROMPT)))
+    assert [r["prompt_ids"] for r in a] == [r["prompt_ids"] for r in b]
+    assert [r["train_score"] for r in a] == pytest.approx([r["train_score"] for r in b], abs=1e-6)
+    assert raced.stats["raced_out"] > 0 and raced.stats["race_examples_skipped"] > 0  # it really raced
+    for ra, rb in zip(a, b):
+        full_by_token = {c["token"]: c for c in rb["candidates"]}
+        for c in ra["candidates"]:
+            if "raced_after" in c:  # a lower bound that already loses to the chosen score, never chosen
+                assert 1 <= c["raced_after"] < 6
+                assert c["score"] <= full_by_token[c["token"]]["score"] + 1e-6
+                assert c["score"] >= ra["train_score"] - 1e-6
+            else:
+                assert c["score"] == pytest.approx(full_by_token[c["token"]]["score"], abs=1e-6)

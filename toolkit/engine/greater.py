@@ -7,6 +7,7 @@ between phases. Tensor helpers are pure functions with their shapes documented.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -51,6 +52,10 @@ class GreaterConfig:
     execution: str = "fast"
     time_budget_s: float | None = None  # stop starting new steps after this many seconds (then finish normally)
     prefix_cache: bool = True  # fast execution: compute the shared chat head once per batch (exact saving)
+    # Candidate racing (fast execution, improved schedule; exact): score candidates race_chunk examples at a
+    # time and drop one as soon as its partial score already reaches the best complete score.
+    race: bool = True
+    race_chunk: int = 8
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -59,7 +64,7 @@ class GreaterConfig:
             raise ConfigError(f"Unknown schedule {self.schedule!r}: use improved or reference.")
         if self.mode not in ("direct", "reasoning"):
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
-        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size"):
+        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size", "race_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1.")
         try:
@@ -91,6 +96,13 @@ class Score:
     loss: float
     fluency_nll: float
     n: int
+    # Racing: a candidate dropped after ``seen`` < n examples; ``value`` is then a lower bound of its score
+    # (already no better than the best complete one) and accuracy/loss/nll cover the seen examples only.
+    seen: int | None = None
+
+    @property
+    def raced(self) -> bool:
+        return self.seen is not None and self.seen < self.n
 
 
 @dataclass
@@ -140,7 +152,8 @@ class GreaterEngine:
         self._filter_mask = None
         self.naive = config.execution == "naive"
         self.batch_size = 1 if self.naive else config.batch_size
-        self.stats = {"grad_tokens": 0, "grad_sequences": 0, "forward_tokens": 0, "prefix_tokens_reused": 0}
+        self.stats = {"grad_tokens": 0, "grad_sequences": 0, "forward_tokens": 0, "prefix_tokens_reused": 0,
+                      "raced_out": 0, "race_examples_skipped": 0}
         self.events: list[str] = []
         if spec.kind == "label":
             self.label_ids = [tm.encode(answer_text(lab)) for lab in spec.labels]
@@ -345,6 +358,19 @@ class GreaterEngine:
         key = (tuple(prompt), id(items) if items is not self.train else 0)
         if key in self._chains and not self.naive:
             return self._chains[key]
+        out = self._generate_chains(prompt, items)
+        if not self.naive:
+            self._chains[key] = out
+        return out
+
+    def _generate_chains(self, prompt: Sequence[int], items: Sequence[Item]) -> list[list[int]]:
+        """Greedy decoding of ``items`` under ``prompt`` (no cache), batched by the batch size."""
+        return self._generate_pairs([(prompt, item) for item in items])
+
+    def _generate_pairs(self, pairs: Sequence[tuple[Sequence[int], Item]]) -> list[list[int]]:
+        """Greedy chains for (prompt, item) pairs, any mix of prompts in one batch."""
+        if self.config.mode == "direct":
+            return [[] for _ in pairs]
         torch = self.torch
         out: list[list[int]] = []
         pad_id = self.tm.tokenizer.pad_token_id
@@ -352,7 +378,7 @@ class GreaterEngine:
             pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
 
         def run_chunk(idx):
-            seqs = [self._split(items[i].input) + list(prompt) + self.after_ids for i in idx]
+            seqs = [self._split(pairs[i][1].input) + list(pairs[i][0]) + self.after_ids for i in idx]
             L = max(len(s) for s in seqs)
             ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
             mask = torch.zeros_like(ids)
@@ -374,11 +400,83 @@ class GreaterEngine:
                 res.append(chain)
             return res
 
-        for chunk in self._map_chunks(len(items), run_chunk):
+        for chunk in self._map_chunks(len(pairs), run_chunk):
             out.extend(chunk)
-        if not self.naive:
-            self._chains[key] = out
         return out
+
+    def _item_terms(self, triples: Sequence[tuple[Sequence[int], Item, list[int]]]):
+        """[(loss, nll, correct)] per (prompt, item, chain): the scoring forward, batched across prompts."""
+        torch = self.torch
+        jobs = []
+        for prompt, item, chain in triples:
+            seq, p_start, a_start, ans = self._sequence(item, prompt, chain)
+            n_ans_rows = 1 if self._label_fast() else len(ans)
+            pos = self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+            jobs.append((seq, pos, ans))
+
+        def run(idx):
+            with torch.no_grad():
+                logits = self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+            return [self._terms(lg, triples[i][0], triples[i][1], jobs[i][2]) for lg, i in zip(logits, idx)]
+
+        return [t for chunk in self._map_chunks(len(jobs), run) for t in chunk]
+
+    def _score_value(self, accuracy: float, nll: float, loss: float) -> float:
+        return (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
+
+    def race_prompts(self, prompts: Sequence[Sequence[int]], bound: float) -> list[Score]:
+        """Score candidate prompts on the training set, racing them against ``bound`` (an exact saving).
+
+        ``bound`` is the score of the prompt a candidate must beat strictly (the current prompt, which wins
+        ties). All candidates advance together ``race_chunk`` examples at a time (one batch across
+        candidates, chains included). Every example adds a non-negative amount to a score, so once the
+        examples seen so far already reach ``bound`` a candidate cannot win: it is dropped without decoding or
+        scoring the rest, and its Score is marked ``raced`` with that lower bound as value. Complete scores
+        are cached like :meth:`score_prompts`.
+        """
+        if self.naive or not self.config.race:
+            return self.score_prompts(prompts)
+        n = len(self.train)
+        chunk = max(1, self.config.race_chunk)
+        keys = list(dict.fromkeys(tuple(p) for p in prompts))
+        acc = {k: {"loss": 0.0, "nll": 0.0, "correct": 0, "chains": []} for k in keys if k not in self._scores}
+        alive = list(acc)
+        seen = 0
+        partial: dict[tuple, Score] = {}
+        fw, lw = self.config.score_fluency_weight, self.config.effective_loss_weight
+        while alive and seen < n:
+            items = self.train[seen : seen + chunk]
+            pairs = [(k, item) for k in alive for item in items]
+            chains = self._generate_pairs(pairs)
+            terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
+            for (k, _), ch, (l_i, n_i, c_i) in zip(pairs, chains, terms):
+                a = acc[k]
+                a["loss"] += float(l_i)
+                a["nll"] += float(n_i)
+                a["correct"] += int(c_i)
+                a["chains"].append(ch)
+            seen += len(items)
+            if seen >= n:
+                break
+            still = []
+            for k in alive:
+                a = acc[k]
+                lower = (seen - a["correct"]) / n + fw * a["nll"] / n + lw * a["loss"] / n
+                if lower >= bound:
+                    self.stats["raced_out"] += 1
+                    self.stats["race_examples_skipped"] += n - seen
+                    partial[k] = Score(value=lower, accuracy=a["correct"] / seen, loss=a["loss"] / seen,
+                                       fluency_nll=a["nll"] / seen, n=n, seen=seen)
+                else:
+                    still.append(k)
+            alive = still
+        for k in alive:
+            a = acc[k]
+            self._scores[k] = Score(value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n),
+                                    accuracy=a["correct"] / n, loss=a["loss"] / n, fluency_nll=a["nll"] / n, n=n)
+            if self.config.mode == "reasoning":
+                self._chains[(k, 0)] = a["chains"]
+        return [partial.get(tuple(p)) or self._scores[tuple(p)] for p in prompts]
 
     def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
         """Score several prompts on ``items`` (default: train). Train scores are cached by prompt."""
@@ -414,7 +512,7 @@ class GreaterEngine:
                 a = acc[pi]
                 accuracy = a["correct"] / n
                 loss, nll = a["loss"] / n, a["nll"] / n
-                value = (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
+                value = self._score_value(accuracy, nll, loss)
                 results[p] = Score(value=value, accuracy=accuracy, loss=loss, fluency_nll=nll, n=n)
                 if cacheable:
                     self._scores[p] = results[p]
@@ -605,12 +703,20 @@ class GreaterEngine:
                 p[pos] = cands[i]
                 trial_prompts.append(p)
             t0 = time.perf_counter()
-            scores = self.score_prompts(trial_prompts) if trial_prompts else []
+            shorter = None
+            if cfg.schedule == "reference":
+                scores = self.score_prompts(trial_prompts) if trial_prompts else []
+            else:
+                if grown:  # a grown prompt must beat the shorter one (which wins ties)
+                    shorter = self.score_prompts([prompt[:-1]])[0]
+                bound = shorter.value if grown else current_score.value
+                scores = self.race_prompts(trial_prompts, bound) if trial_prompts else []
             timings["scoring"] = time.perf_counter() - t0
 
             candidates = [
                 {"token": cands[i], "text": self.decode([cands[i]]), "grad": float(grad[i]),
-                 "score": s.value, "accuracy": s.accuracy, "loss": s.loss, "nll": s.fluency_nll}
+                 "score": s.value, "accuracy": s.accuracy, "loss": s.loss, "nll": s.fluency_nll,
+                 **({"raced_after": s.seen} if s.raced else {})}
                 for i, s in zip(chosen_idx, scores)
             ]
             # Choose.
@@ -624,14 +730,13 @@ class GreaterEngine:
                     best = early or min(options, key=lambda o: o[1].value)
                     new_prompt, new_score = best[0], best[1]
             else:
-                pool = options + ([] if grown else [(prompt, current_score, current_tok)])
+                pool = [o for o in options if not o[1].raced] + ([] if grown else [(prompt, current_score, current_tok)])
                 if pool:
                     best = min(pool, key=lambda o: (o[1].value, o[0] != prompt))
                     new_prompt, new_score = best[0], best[1]
                 if grown:
                     # Growing must pay for itself: keep the shorter prompt unless a candidate beats it.
-                    shorter = self.score_prompts([prompt[:-1]])[0]
-                    if not options or shorter.value <= new_score.value:
+                    if not pool or shorter.value <= new_score.value:
                         new_prompt, new_score = prompt[:-1], shorter
             chosen_tok = new_prompt[pos] if pos < len(new_prompt) else None
             accepted = new_prompt != prompt
