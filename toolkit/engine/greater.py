@@ -137,6 +137,9 @@ class GreaterEngine:
         self.layout = ChatLayout(tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "",
                                  getattr(tm.tokenizer, "eos_token", "") or "")
         self.device = next(self.model.parameters()).device
+        from .torch_backend import prepare_for_gradients
+
+        prepare_for_gradients(self.model)  # bitsandbytes 4-bit on CPU: keep the differentiable matmul
         self.embed = self.model.get_input_embeddings()
         self.base = getattr(self.model, self.model.base_model_prefix)
         self.head = self.model.get_output_embeddings()
