@@ -242,3 +242,22 @@ def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
                 assert c["score"] >= ra["train_score"] - 1e-6
             else:
                 assert c["score"] == pytest.approx(full_by_token[c["token"]]["score"], abs=1e-6)
+
+
+def test_chains_cache_is_keyed_by_the_examples_not_the_list_object(tiny_tm, monkeypatch):
+    """Regression: the chain cache was keyed by id(items); a new list reusing a freed list's id got the old
+    list's chains (the one-by-one torch evaluation measured cached chains for every example)."""
+    eng = engine(tiny_tm, mode="reasoning", max_new_tokens=4)
+    calls = []
+
+    def fake_generate(prompt, items):  # a chain that names its example, so a wrong cache hit shows
+        calls.append([it.input for it in items])
+        return [eng.tm.encode(it.input)[:3] for it in items]
+
+    monkeypatch.setattr(eng, "_generate_chains", fake_generate)
+    prompt = eng.encode_prompt(PROMPT)
+    items = [Item(f"example number {i}", "positive") for i in range(6)]
+    got = [eng.chains(prompt, [item])[0] for item in items]  # temporary lists: CPython reuses their ids
+    assert got == [eng.tm.encode(it.input)[:3] for it in items]
+    assert len(calls) == 6
+    assert eng.chains(prompt, [items[2]])[0] == got[2] and len(calls) == 6  # same examples: a real cache hit

@@ -358,7 +358,8 @@ class GreaterEngine:
         items = self.train if items is None else items
         if self.config.mode == "direct":
             return [[] for _ in items]
-        key = (tuple(prompt), id(items) if items is not self.train else 0)
+        # By content: an id() of a temporary list can be reused by another list after it is freed.
+        key = (tuple(prompt), 0 if items is self.train else tuple(item.input for item in items))
         if key in self._chains and not self.naive:
             return self._chains[key]
         out = self._generate_chains(prompt, items)
