@@ -484,40 +484,25 @@ class GreaterEngine:
 
     def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
         """Score several prompts on ``items`` (default: train). Train scores are cached by prompt."""
-        torch = self.torch
         items = self.train if items is None else items
         cacheable = items is self.train and not self.naive
         todo = [p for p in dict.fromkeys(tuple(p) for p in prompts) if not (cacheable and p in self._scores)]
         results: dict[tuple, Score] = {}
         if todo:
-            jobs = []  # (prompt index, item index, seq, positions, ans)
-            for pi, p in enumerate(todo):
-                chains = self.chains(p, items)
-                for ii, item in enumerate(items):
-                    seq, p_start, a_start, ans = self._sequence(item, p, chains[ii])
-                    n_ans_rows = 1 if self._label_fast() else len(ans)
-                    pos = self._prompt_positions(p_start, len(p)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
-                    jobs.append((pi, ii, seq, pos, ans))
-            acc = {pi: {"loss": 0.0, "nll": 0.0, "correct": 0} for pi in range(len(todo))}
-
-            def run(idx):
-                with torch.no_grad():
-                    logits = self._forward_selected([jobs[i][2] for i in idx], [jobs[i][3] for i in idx])
-                return [self._terms(lg, todo[jobs[i][0]], items[jobs[i][1]], jobs[i][4]) for lg, i in zip(logits, idx)]
-
-            for idx, terms in self._map_chunks(len(jobs), lambda idx: (idx, run(idx))):
-                for i, (loss, nll, correct) in zip(idx, terms):
-                    a = acc[jobs[i][0]]
-                    a["loss"] += float(loss)
-                    a["nll"] += float(nll)
-                    a["correct"] += int(correct)
+            triples = [(p, item, chain) for p in todo for item, chain in zip(items, self.chains(p, items))]
+            terms = self._item_terms(triples)
             n = len(items)
             for pi, p in enumerate(todo):
-                a = acc[pi]
-                accuracy = a["correct"] / n
-                loss, nll = a["loss"] / n, a["nll"] / n
-                value = self._score_value(accuracy, nll, loss)
-                results[p] = Score(value=value, accuracy=accuracy, loss=loss, fluency_nll=nll, n=n)
+                mine = terms[pi * n : (pi + 1) * n]
+                loss = nll = 0.0
+                correct = 0
+                for l_i, n_i, c_i in mine:  # summed in example order, as racing does
+                    loss += float(l_i)
+                    nll += float(n_i)
+                    correct += int(c_i)
+                accuracy, loss, nll = correct / n, loss / n, nll / n
+                results[p] = Score(value=self._score_value(accuracy, nll, loss), accuracy=accuracy, loss=loss,
+                                   fluency_nll=nll, n=n)
                 if cacheable:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
