@@ -215,3 +215,27 @@ async def test_import_with_column_mapping_and_prompt_details(project, tiny_tm, t
         await pilot.pause()
         assert isinstance(app.screen, TextDialog)
         assert "lineage: 2 (edit) <- 1 (manual)" in app.screen.text
+
+
+async def test_command_palette_runs_gradprompt_actions(project, tiny_tm, tmp_path):
+    from textual.command import CommandList, CommandPalette
+
+    from tui.app import InputDialog
+
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"import a task")
+        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, limit=50)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InputDialog), limit=50)
+        assert "Import" in app.screen.form_title
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to models")
+        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, limit=50)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "models", limit=50)

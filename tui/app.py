@@ -197,7 +197,8 @@ HELP = """[b]Keys[/b]
   t        tag the selected prompt / edit its note       e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
   enter    on a prompt: its text, lineage and scores per model and quantization
-  ctrl+p   command palette            ?   this help            q   quit
+  ctrl+p   command palette (every action above, by name)
+  ?        this help                  q   quit
 """
 
 
@@ -280,6 +281,31 @@ class GradpromptApp(App):
         self.query_one("#evals-table", DataTable).add_columns("eval", "prompt", "task", "model", "backend", "quant",
                                                               "split", "accuracy", "95% CI", "n")
         self.refresh_all()
+
+    def get_system_commands(self, screen):
+        """The command palette (ctrl+p): Textual's own commands plus every gradprompt action."""
+        from functools import partial
+
+        from textual.app import SystemCommand
+
+        yield from super().get_system_commands(screen)
+        commands = [
+            ("Import a task", "Read a CSV/TSV/JSONL/JSON file into a task, with a preview", self.action_import_task),
+            ("New optimization run", "Start a GReaTer run with a time and memory estimate", self.action_new_run),
+            ("Stop the live run", "Stop after the current phase (resume later)", self.action_stop_run),
+            ("Resume the selected run", "Continue a stopped run where it stopped", self.action_resume_run),
+            ("Diff two prompts", "Side-by-side, token-level diff of two prompt versions", self.action_diff),
+            ("Tag the selected prompt", "Edit the tags and note of a prompt version", self.action_tag_prompt),
+            ("Add a prompt version", "Write a prompt by hand (a new version)", self.action_add_prompt),
+            ("Export the selected prompt", "text, json, llamacpp, llm or promptfoo", self.action_export),
+            ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
+            ("Create a project", "A new project folder", self.action_create_project),
+            ("Open the selected recent project", "Switch project", self.action_open_project),
+        ]
+        for title, help_text, callback in commands:
+            yield SystemCommand(title, help_text, callback)
+        for tab in ("projects", "tasks", "prompts", "runs", "live", "models", "results"):
+            yield SystemCommand(f"Go to {tab.capitalize()}", f"Show the {tab} tab", partial(self.action_tab, tab))
 
     # -- data ------------------------------------------------------------------------------------
 
