@@ -261,3 +261,17 @@ def test_chains_cache_is_keyed_by_the_examples_not_the_list_object(tiny_tm, monk
     assert got == [eng.tm.encode(it.input)[:3] for it in items]
     assert len(calls) == 6
     assert eng.chains(prompt, [items[2]])[0] == got[2] and len(calls) == 6  # same examples: a real cache hit
+
+
+def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
+    plain = engine(tiny_tm, steps=4)
+    with_dev = engine(tiny_tm, steps=4, dev_every=2)
+    a = list(plain.run(plain.initial_state(PROMPT)))
+    b = list(with_dev.run(with_dev.initial_state(PROMPT)))
+    assert [r["prompt_ids"] for r in a] == [r["prompt_ids"] for r in b]
+    assert [r["dev_accuracy"] is None for r in a] == [True] * 4
+    assert [r["dev_accuracy"] is not None for r in b] == [False, True, False, True]
+    fresh = engine(tiny_tm)
+    for r in b[1::2]:
+        assert r["dev_accuracy"] == fresh.score_prompts([r["prompt_ids"]], items=fresh.dev)[0].accuracy
+        assert "dev" in r["timings"]

@@ -11,7 +11,8 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
     path = tmp_path / "h.db"
     s = Store(path)
     assert s.db.journal_mode == "wal"
-    assert [m.name for m in migrations.applied(s.db)] == ["m001_initial", "m002_prompt_search", "m003_benches"]
+    assert [m.name for m in migrations.applied(s.db)] == ["m001_initial", "m002_prompt_search", "m003_benches",
+                                                         "m004_step_dev_accuracy"]
     s.close()
     s2 = Store(path)
     assert apply_migrations(s2.db) == []

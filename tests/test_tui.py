@@ -67,9 +67,11 @@ async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
     app = create_app(project, tiny_backends(tiny_tm, calls))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("n")
-        await fill(pilot, app, {"steps": "400", "train": "4"})  # far more than the test waits for
+        await fill(pilot, app, {"steps": "400", "train": "4", "dev_every": "2"})  # far more than the test waits for
         steps = app.query_one("#live-steps")
-        await wait_for(pilot, lambda: steps.row_count >= 1)
+        await wait_for(pilot, lambda: steps.row_count >= 2)
+        assert steps.get_row_at(0)[4] == "" and steps.get_row_at(1)[4].endswith("%")  # dev acc every 2nd step
+        assert "dev acc" in str(app.query_one("#live-status").render())
         await pilot.press("s")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -85,7 +87,9 @@ async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
         await pilot.pause()
         run = project.store.list_runs(project.id)[0]
         assert run["status"] == "stopped" and run["n_steps"] > first
-        assert [s["step"] for s in project.store.steps(run["id"])] == list(range(run["n_steps"]))
+        stored = project.store.steps(run["id"])
+        assert [s["step"] for s in stored] == list(range(run["n_steps"]))
+        assert [s["dev_accuracy"] is not None for s in stored] == [s["step"] % 2 == 1 for s in stored]
         assert calls == ["smollm2-135m", "smollm2-135m"]
         assert "score" in str(app.query_one("#live-plot").render())
 
@@ -239,3 +243,32 @@ async def test_command_palette_runs_gradprompt_actions(project, tiny_tm, tmp_pat
         await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, limit=50)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.query_one("#tabs").active == "models", limit=50)
+
+
+async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tmp_path, monkeypatch):
+    from textual.widgets import DataTable
+
+    from toolkit.models import get_model
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))  # the added model stays in this test
+    gguf = get_model().gguf_path()
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("5")
+        table = app.query_one("#models-table", DataTable)
+        row = table.get_row("smollm2-135m")
+        assert row[3] == gguf.name and row[4].endswith("MB") and row[5] == get_model().gguf_sha256[:12]
+        await pilot.press("m")
+        await fill(pilot, app, {"id": "my-smol", "gguf": str(gguf), "name": "My SmolLM2"})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        row = table.get_row("my-smol")
+        assert row[1] == "My SmolLM2" and row[5] == get_model().gguf_sha256[:12]
+        assert get_model("my-smol").gguf_sha256 == get_model().gguf_sha256
+        not_gguf = tmp_path / "notes.txt"
+        not_gguf.write_text("hello")
+        await pilot.press("m")
+        await fill(pilot, app, {"id": "broken", "gguf": str(not_gguf)})
+        await app.workers.wait_for_complete()
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog), limit=50)
+        assert "not a GGUF file" in str(app.screen.query_one("#error-text").render())

@@ -282,17 +282,19 @@ def _greater_options(f):
         click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Reasoning chain cap (reasoning mode)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--dev-every", type=int, default=0, show_default=True,
+                     help="Also score the current prompt on the dev split every N steps (0: only at the end)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
-def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed):
+def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every=0):
     from .engine.greater import GreaterConfig
 
     return GreaterConfig(mode=mode, schedule=schedule, steps=steps, n_train=train_size, n_dev=dev_size,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dev_every=dev_every)
 
 
 class StepPrinter:
@@ -308,6 +310,7 @@ class StepPrinter:
         mark = "[green]changed[/]" if record["accepted"] else "[dim]kept[/]"
         self.out.print(
             f"step {done:>3}/{self.total}  pos {record['position']:>2}  train acc {_pct(record['train_accuracy'])}  "
+            + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "") +
             f"score {record['train_score']:.3f}  {mark} {record['chosen_token']!r:<14} "
             f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]"
         )
@@ -327,7 +330,7 @@ class StepPrinter:
 @click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
 @click.pass_context
 def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
-                 max_new_tokens, batch_size, seed, initial_prompt, method, budget, dry_run):
+                 max_new_tokens, batch_size, seed, dev_every, initial_prompt, method, budget, dry_run):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, optimize
@@ -356,7 +359,7 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
             raise
         _print_run_result(result, "llama.cpp")
         return
-    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed)
+    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every)
     if budget:
         from dataclasses import replace
 

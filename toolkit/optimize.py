@@ -104,7 +104,8 @@ STEP_FIELDS = ("step", "position", "prompt_before", "prompt_after", "prompt_ids"
 
 def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None] | None) -> None:
     """Store one step record of any optimizer (it carries the state to resume from), then report it."""
-    store.add_step(run_id, {k: record[k] for k in STEP_FIELDS} | {"accepted": int(record["accepted"])})
+    store.add_step(run_id, {k: record[k] for k in STEP_FIELDS}
+                   | {"accepted": int(record["accepted"]), "dev_accuracy": record.get("dev_accuracy")})
     if on_step:
         on_step(record)
 

@@ -112,6 +112,11 @@ def m003_benches(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("bench_id", int)
 
 
+@migrations()
+def m004_step_dev_accuracy(db: sqlite_utils.Database) -> None:
+    db["steps"].add_column("dev_accuracy", float)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from textual import on, work
@@ -89,7 +90,7 @@ class InputDialog(ModalScreen[dict | None]):
     DEFAULT_CSS = """
     InputDialog { align: center middle; }
     #form { width: 78; height: auto; max-height: 100%; border: thick $accent; padding: 0 1; background: $surface; }
-    .field { height: 1; margin: 0 0 1 0; }
+    .field { height: 1; margin: 0; }
     .field Label { width: 24; }
     .field Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
     #preview { height: auto; max-height: 8; color: $text-muted; }
@@ -196,6 +197,7 @@ HELP = """[b]Keys[/b]
   d        diff two prompts (side by side, token level)
   t        tag the selected prompt / edit its note       e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
+  m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
   enter    on a prompt: its text, lineage and scores per model and quantization
   ctrl+p   command palette (every action above, by name)
   ?        this help                  q   quit
@@ -224,6 +226,7 @@ class GradpromptApp(App):
         Binding("e", "export", "Export"),
         Binding("a", "add_prompt", "Add prompt"),
         Binding("t", "tag_prompt", "Tag", show=False),
+        Binding("m", "add_model", "Add model", show=False),
         Binding("c", "create_project", "New project", show=False),
         Binding("o", "open_project", "Open project", show=False),
         Binding("f", "flipped", "Flipped", show=False),
@@ -244,6 +247,7 @@ class GradpromptApp(App):
         self.live_scores: list[float] = []
         self.live_run_id: int | None = None
         self.live_total_steps: int | None = None
+        self.live_dev: float | None = None  # the latest dev accuracy of the live run
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -275,8 +279,8 @@ class GradpromptApp(App):
         self.query_one("#tasks-table", DataTable).add_columns("id", "name", "answer", "labels", "train", "dev", "test")
         self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "tags", "best test", "text")
         self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
-        self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "score", "s")
-        self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "source", "licence")
+        self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "dev acc", "score", "s")
+        self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "file", "size", "sha256", "source", "licence")
         self.query_one("#projects-table", DataTable).add_columns("name", "path")
         self.query_one("#evals-table", DataTable).add_columns("eval", "prompt", "task", "model", "backend", "quant",
                                                               "split", "accuracy", "95% CI", "n")
@@ -298,6 +302,7 @@ class GradpromptApp(App):
             ("Tag the selected prompt", "Edit the tags and note of a prompt version", self.action_tag_prompt),
             ("Add a prompt version", "Write a prompt by hand (a new version)", self.action_add_prompt),
             ("Export the selected prompt", "text, json, llamacpp, llm or promptfoo", self.action_export),
+            ("Add a model", "Register a local GGUF file or Hugging Face folder", self.action_add_model),
             ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
             ("Create a project", "A new project folder", self.action_create_project),
             ("Open the selected recent project", "Switch project", self.action_open_project),
@@ -328,12 +333,21 @@ class GradpromptApp(App):
                          str(r["best_prompt_id"] or ""), key=str(r["id"]))
         self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
         self.refresh_results(names)
-        models = self.query_one("#models-table", DataTable)
-        if models.row_count == 0:
-            from toolkit.models import list_models
+        self.refresh_models()
 
-            for m in list_models():
-                models.add_row(m.id, m.name, m.quantization or "-", m.source, m.licence, key=m.id)
+    def refresh_models(self, force: bool = False) -> None:
+        models = self.query_one("#models-table", DataTable)
+        if models.row_count and not force:
+            return
+        from toolkit.models import list_models
+
+        models.clear()
+        for m in list_models():
+            d = m.to_dict()
+            size = f"{d['size_bytes'] / 2**20:.0f} MB" if d["size_bytes"] else "-"
+            file = Path(d["gguf_path"]).name if d["gguf_path"] else (m.gguf_file or ("HF folder" if m.hf_path else "-"))
+            models.add_row(m.id + (" *" if m.default else ""), m.name, m.quantization or "-", file, size,
+                           (m.gguf_sha256 or "-")[:12], m.source, m.licence, key=m.id)
 
     def refresh_projects(self, tasks, prompts, runs) -> None:
         from toolkit.project import recent_projects
@@ -568,6 +582,29 @@ class GradpromptApp(App):
             ("note", "Note", row["note"] or ""),
         ]), done)
 
+    def action_add_model(self) -> None:
+        def done(values: dict | None) -> None:
+            if values:
+                self.add_model(values)
+
+        self.push_screen(InputDialog("Add a local model (GGUF file and/or Hugging Face folder)", [
+            ("id", "Model id", ""), ("gguf", "GGUF file", ""), ("hf", "HF folder", ""), ("name", "Name", ""),
+            ("licence", "Licence", ""),
+        ]), done)
+
+    @work(thread=True, group="models")
+    def add_model(self, values: dict) -> None:
+        from toolkit.models import add_model
+
+        try:  # hashing a large GGUF takes a while: off the UI thread
+            info = add_model(values["id"].strip(), gguf=values["gguf"].strip() or None, hf=values["hf"].strip() or None,
+                             name=values["name"].strip() or None, licence=values["licence"].strip())
+        except BaseException as exc:
+            self.report(exc)
+            return
+        self.call_from_thread(self.refresh_models, True)
+        self.call_from_thread(self.notify, f"Added model {info.id} ({info.source})")
+
     def action_diff(self) -> None:
         def done(values: dict | None) -> None:
             if not values:
@@ -642,17 +679,23 @@ class GradpromptApp(App):
             ("task", "Task", task), ("model", "Model", self.project.default_model),
             ("precision", "Precision", "auto"),
             ("mode", "Mode", "direct"),
-            ("steps", "Steps", "10"), ("train", "Training examples", "16"), ("seed", "Seed", "0"),
+            ("steps", "Steps", "10"), ("budget", "Time budget (s, optional)", ""),
+            ("train", "Training examples", "16"), ("dev_every", "Dev score every N steps", "5"),
+            ("seed", "Seed", "0"),
         ], estimate), done)
 
     def start_run(self, values: dict) -> None:
         from toolkit.engine.greater import GreaterConfig
 
+        budget = values.get("budget", "").strip()
         config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
-                               n_dev=32, seed=int(values["seed"]), max_new_tokens=48)
+                               n_dev=32, seed=int(values["seed"]), max_new_tokens=48,
+                               dev_every=int(values.get("dev_every", "0").strip() or 0),
+                               time_budget_s=float(budget) if budget else None)
         self.project.store.task(self.project.id, values["task"].strip())  # fail early on a bad name
         self.live_total_steps = config.steps
         self.live_scores = []
+        self.live_dev = None
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
         self.query_one("#live-status", Static).update("Loading the model...")
@@ -671,7 +714,9 @@ class GradpromptApp(App):
         if run["status"] == "done":
             self.notify(f"Run {run_id} already finished.", severity="warning")
             return
-        self.live_scores = [s["train_score"] for s in self.project.store.steps(int(run_id))]
+        past = self.project.store.steps(int(run_id))
+        self.live_scores = [s["train_score"] for s in past]
+        self.live_dev = next((s["dev_accuracy"] for s in reversed(past) if s.get("dev_accuracy") is not None), None)
         self.live_total_steps = run["config"].get("greater", {}).get("steps")
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
@@ -709,11 +754,14 @@ class GradpromptApp(App):
     def on_step_arrived(self, message: StepArrived) -> None:
         r = message.record
         self.live_scores.append(r["train_score"])
+        if r.get("dev_accuracy") is not None:
+            self.live_dev = r["dev_accuracy"]
         step_s = sum(r["timings"].values())
         total = self.live_total_steps or (r["step"] + 1)
         eta = max(0, total - r["step"] - 1) * step_s
+        dev = "" if self.live_dev is None else f"dev acc {100 * self.live_dev:.1f}%  "
         status = (f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
-                  f"score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
+                  f"{dev}score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
                   + "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
         self.query_one("#live-status", Static).update(status)
         self.query_one("#live-prompt", Static).update(highlight_token(r["prompt_after"], r["chosen_token"],
@@ -721,6 +769,7 @@ class GradpromptApp(App):
         self.query_one("#live-plot", Static).update("score " + sparkline(self.live_scores))
         self.query_one("#live-steps", DataTable).add_row(
             str(r["step"] + 1), str(r["position"]), repr(r["chosen_token"]), f"{100 * r['train_accuracy']:.1f}%",
+            "" if r.get("dev_accuracy") is None else f"{100 * r['dev_accuracy']:.1f}%",
             f"{r['train_score']:.3f}", f"{sum(r['timings'].values()):.1f}")
         self.refresh_all()
 

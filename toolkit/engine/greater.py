@@ -56,6 +56,7 @@ class GreaterConfig:
     # time and drop one as soon as its partial score already reaches the best complete score.
     race: bool = True
     race_chunk: int = 8
+    dev_every: int = 0  # also score the step's prompt on the dev split every N steps (progress only; 0: never)
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -751,6 +752,11 @@ class GreaterEngine:
                 top.append([current_score.value, list(prompt)])
             top.sort(key=lambda t: t[0])
             state["top"] = top[: cfg.top_keep]
+            dev_accuracy = None
+            if cfg.dev_every > 0 and self.dev and (step + 1) % cfg.dev_every == 0:
+                t0 = time.perf_counter()  # progress only: dev scores never steer the search
+                dev_accuracy = self.score_prompts([new_prompt], items=self.dev)[0].accuracy
+                timings["dev"] = time.perf_counter() - t0
             before_text = self.decode(state["prompt_ids"])
             state.update(prompt_ids=list(new_prompt), pos=next_pos, step=step + 1)
             record = {
@@ -758,7 +764,7 @@ class GreaterEngine:
                 "prompt_after": self.decode(new_prompt), "prompt_ids": list(new_prompt),
                 "chosen_token": chosen_text, "accepted": accepted, "grown": grown and len(new_prompt) == len(prompt),
                 "stuck": stuck, "candidates": candidates, "proposed": len(cands),
-                "train_score": new_score.value, "train_accuracy": new_score.accuracy,
+                "train_score": new_score.value, "train_accuracy": new_score.accuracy, "dev_accuracy": dev_accuracy,
                 "timings": timings, "events": list(self.events), "state": dict(state),
             }
             self.events.clear()
