@@ -275,3 +275,22 @@ def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
     for r in b[1::2]:
         assert r["dev_accuracy"] == fresh.score_prompts([r["prompt_ids"]], items=fresh.dev)[0].accuracy
         assert "dev" in r["timings"]
+
+
+def test_extractor_from_the_decoding_cache_equals_a_full_forward(real_tm):
+    """Reasoning mode scores the extractor and answer on top of the decoding KV cache; chains of different
+    lengths (early stops leave masked gaps) must give the chains and terms of generate + a full forward."""
+    eng = GreaterEngine(real_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", max_new_tokens=10, n_train=6,
+                                                                batch_size=8))
+    eng.stop_ids |= {real_tm.encode(".")[-1], real_tm.encode(",")[-1]}  # so rows stop at different steps
+    prompts = [eng.encode_prompt(PROMPT), eng.encode_prompt("Think step by step, then answer.")]
+    pairs = [(p, item) for p in prompts for item in TRAIN[:4]]
+    chains = eng._generate_pairs(pairs)
+    terms = eng._item_terms([(p, item, ch) for (p, item), ch in zip(pairs, chains)])
+    chains_kv, terms_kv = eng._chains_and_terms(pairs)
+    assert len({len(c) for c in chains}) > 1  # the masked-gap path is exercised
+    assert chains_kv == chains
+    for (loss, nll, correct), (loss_kv, nll_kv, correct_kv) in zip(terms, terms_kv):
+        assert float(loss_kv) == pytest.approx(float(loss), abs=1e-3)
+        assert float(nll_kv) == pytest.approx(float(nll), abs=1e-3)
+        assert correct_kv == correct

@@ -56,6 +56,9 @@ class GreaterConfig:
     # time and drop one as soon as its partial score already reaches the best complete score.
     race: bool = True
     race_chunk: int = 8
+    # Reasoning mode, fast execution: decode the chains with our own greedy loop and score the extractor and
+    # answer from that KV cache (and the prompt tokens from the prefill), instead of a second full forward.
+    extractor_kv: bool = True
     dev_every: int = 0  # also score the step's prompt on the dev split every N steps (progress only; 0: never)
 
     def __post_init__(self):
@@ -426,6 +429,112 @@ class GreaterEngine:
 
         return [t for chunk in self._map_chunks(len(jobs), run) for t in chunk]
 
+    def _chains_and_terms(self, pairs: Sequence[tuple[Sequence[int], Item]]):
+        """Chains and (loss, nll, correct) for (prompt, item) pairs in one pass per batch (reasoning mode).
+
+        Prefill [input, prompt, end of turn] (left-padded), read the prompt-token logits from it, decode
+        greedily with the KV cache, then feed only [last chain token, extractor, answer] on top of that cache.
+        The same numbers as decoding with ``generate`` and re-forwarding the whole sequence, without the
+        second forward.
+        """
+        torch = self.torch
+        pad_id = self.tm.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
+        max_new = self.config.max_new_tokens
+
+        def logits_of(hidden):
+            out = self.head(hidden)
+            if out.dtype in (torch.float16, torch.bfloat16):
+                out = out.float()
+            if self.softcap:
+                out = torch.tanh(out / self.softcap) * self.softcap
+            return out
+
+        def run_chunk(idx):
+            from transformers import DynamicCache
+
+            heads, starts = [], []
+            for i in idx:
+                prompt, item = pairs[i]
+                before = self._split(item.input)
+                heads.append(before + list(prompt) + self.after_ids)
+                starts.append(len(before))
+            B, L = len(idx), max(len(h) for h in heads)
+            dev = self.device
+            ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
+            mask = torch.zeros((B, L), dtype=torch.long, device=dev)
+            for b, h in enumerate(heads):
+                ids[b, L - len(h):] = torch.tensor(h, device=dev)
+                mask[b, L - len(h):] = 1
+            cache = DynamicCache()
+            with torch.no_grad():
+                hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                   past_key_values=cache, use_cache=True).last_hidden_state
+                self.stats["forward_tokens"] += int(mask.sum())
+                prompt_logits = []
+                for b, i in enumerate(idx):
+                    off, n_p = L - len(heads[b]), len(pairs[i][0])
+                    rows = [off + p for p in self._prompt_positions(starts[b], n_p)]
+                    prompt_logits.append(logits_of(hidden[b, rows]))
+                nxt = logits_of(hidden[:, -1]).argmax(-1).tolist()
+                chains = [[] for _ in idx]
+                live = [True] * B
+                unfed = [False] * B  # the row's last chain token is not in the cache yet
+                lengths = mask.sum(-1).tolist()
+                while True:
+                    for b in range(B):
+                        if not live[b]:
+                            continue
+                        if nxt[b] in self.stop_ids:
+                            live[b] = False
+                        else:
+                            chains[b].append(nxt[b])
+                            unfed[b] = True
+                            if len(chains[b]) >= max_new:
+                                live[b] = False
+                    if not any(live):
+                        break
+                    feed = [chains[b][-1] if live[b] else pad_id for b in range(B)]
+                    col = torch.tensor([[1 if live[b] else 0] for b in range(B)], device=dev)
+                    mask = torch.cat([mask, col], dim=1)
+                    pos = torch.tensor([[lengths[b]] for b in range(B)], device=dev)
+                    out = self.base(input_ids=torch.tensor(feed, device=dev).unsqueeze(1), attention_mask=mask,
+                                    position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
+                    self.stats["forward_tokens"] += sum(live)
+                    for b in range(B):
+                        if live[b]:
+                            lengths[b] += 1
+                            unfed[b] = False
+                    nxt = logits_of(out[:, -1]).argmax(-1).tolist()
+                # The extractor and the answer on top of each row's cache.
+                blocks, answers = [], []
+                for b, i in enumerate(idx):
+                    ans = self._answer_ids(pairs[i][1].answer)
+                    answers.append(ans)
+                    blocks.append(([chains[b][-1]] if unfed[b] else []) + self.extractor_ids + ans)
+                W = max(len(x) for x in blocks)
+                feed = torch.full((B, W), pad_id, dtype=torch.long, device=dev)
+                block_mask = torch.zeros((B, W), dtype=torch.long, device=dev)
+                for b, blk in enumerate(blocks):
+                    feed[b, : len(blk)] = torch.tensor(blk, device=dev)
+                    block_mask[b, : len(blk)] = 1
+                pos = torch.tensor(lengths, device=dev).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
+                out = self.base(input_ids=feed, attention_mask=torch.cat([mask, block_mask], dim=1), position_ids=pos,
+                                past_key_values=cache, use_cache=True).last_hidden_state
+                self.stats["forward_tokens"] += int(block_mask.sum())
+                results = []
+                for b, i in enumerate(idx):
+                    n_rows = 1 if self._label_fast() else len(answers[b])
+                    first = len(blocks[b]) - len(answers[b]) - 1  # predicts the first answer token
+                    ans_logits = logits_of(out[b, first : first + n_rows])
+                    logits = torch.cat([prompt_logits[b], ans_logits], dim=0)
+                    results.append((chains[b], self._terms(logits, pairs[i][0], pairs[i][1], answers[b])))
+            return results
+
+        flat = [r for chunk in self._map_chunks(len(pairs), run_chunk) for r in chunk]
+        return [c for c, _ in flat], [t for _, t in flat]
+
     def _score_value(self, accuracy: float, nll: float, loss: float) -> float:
         return (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
 
@@ -452,8 +561,11 @@ class GreaterEngine:
         while alive and seen < n:
             items = self.train[seen : seen + chunk]
             pairs = [(k, item) for k in alive for item in items]
-            chains = self._generate_pairs(pairs)
-            terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
+            if self.config.mode == "reasoning" and self.config.extractor_kv:
+                chains, terms = self._chains_and_terms(pairs)
+            else:
+                chains = self._generate_pairs(pairs)
+                terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
             for (k, _), ch, (l_i, n_i, c_i) in zip(pairs, chains, terms):
                 a = acc[k]
                 a["loss"] += float(l_i)
