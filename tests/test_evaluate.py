@@ -119,3 +119,16 @@ def test_eval_cli_both_backends(project):
         assert "accuracy" in res.output and "95% CI" in res.output
     backends = {e["backend"] for e in project.store.evaluations(prompt_id=pid)}
     assert backends == {"llamacpp", "torch"}
+
+
+def test_gpu_offload_is_automatic_when_llama_cpp_has_it(llama, monkeypatch):
+    import llama_cpp
+
+    from toolkit.llamacpp import resolve_gpu_layers
+
+    assert resolve_gpu_layers(12) == 12
+    assert llama.n_gpu_layers == resolve_gpu_layers(None)  # what the shared model was opened with
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert resolve_gpu_layers(None) == -1
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    assert resolve_gpu_layers(None) == 0

@@ -428,7 +428,9 @@ def _print_eval(label: str, report, out: Console | None = None) -> None:
 @click.option("--backend", type=click.Choice(["llamacpp", "torch"]), default="llamacpp", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]), default="auto",
               show_default=True, help="Torch backend only.")
-@click.option("--gpu-layers", type=int, default=0, show_default=True, help="llama.cpp layers offloaded to a GPU.")
+@click.option("--gpu-layers", type=int, default=None,
+              help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
+              "else 0; -1 means all).")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")

@@ -136,7 +136,8 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=model.info.id,
         model_sha256=model.sha256, backend="llamacpp", quantization=model.info.quantization or "gguf",
-        mode=settings.mode, settings={**json.loads(settings.key()), "limit": limit}, n=len(examples),
+        mode=settings.mode, n=len(examples),
+        settings={**json.loads(settings.key()), "limit": limit, "gpu_layers": getattr(model, "n_gpu_layers", 0)},
     )
     t_start = time.perf_counter()
     correct = cached = calls = 0

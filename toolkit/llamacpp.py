@@ -30,12 +30,25 @@ def _silence_llama_logs() -> None:
     _silence_llama_logs._keep = _noop  # keep the callback alive
 
 
+def resolve_gpu_layers(requested: int | None) -> int:
+    """Layers to offload: ``requested`` when given, else all (-1) if this llama.cpp build can offload to a
+    GPU (CUDA, Metal, Vulkan...) and 0 on a CPU-only build."""
+    if requested is not None:
+        return requested
+    import llama_cpp
+
+    try:
+        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    except AttributeError:  # pragma: no cover - very old builds
+        return 0
+
+
 @dataclass
 class LlamaCppModel:
     info: ModelInfo
     n_ctx: int = 4096
     n_threads: int | None = None
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None  # None: all layers on the GPU when this llama.cpp build has GPU offload
     llm: object = field(init=False, repr=False)
     sha256: str = field(init=False)
     stats: dict = field(init=False, default_factory=lambda: {"calls": 0, "evaluated_tokens": 0, "generated_tokens": 0})
@@ -49,6 +62,7 @@ class LlamaCppModel:
         path, self.sha256 = verified_gguf(self.info)
         _silence_llama_logs()
         threads = self.n_threads or max(1, os.cpu_count() or 1)
+        self.n_gpu_layers = resolve_gpu_layers(self.n_gpu_layers)
         self.llm = llama_cpp.Llama(
             model_path=str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
             n_gpu_layers=self.n_gpu_layers, logits_all=False, verbose=False, seed=0,
