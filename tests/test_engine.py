@@ -319,3 +319,19 @@ def test_half_precision_gradients_follow_fp32_and_runs_complete(tiny_tm, dtype):
     assert float(torch.nn.functional.cosine_similarity(g16.double(), g32.double(), dim=0)) > 0.95
     records = list(low.run(low.initial_state(PROMPT)))
     assert len(records) == 2 and all(math.isfinite(r["train_score"]) for r in records)
+
+
+def test_scoring_fresh_prompts_on_the_decoding_cache_matches_the_full_forward(real_tm):
+    """score_prompts (dev scoring, the first step, after a resume) decodes uncached chains and scores them in
+    one pass; the scores equal those of generate + a full forward."""
+    kw = dict(mode="reasoning", max_new_tokens=8, n_train=4, batch_size=8)
+    kv = GreaterEngine(real_tm, SPEC, TRAIN, TRAIN[2:6], GreaterConfig(**kw))
+    full = GreaterEngine(real_tm, SPEC, TRAIN, TRAIN[2:6], GreaterConfig(extractor_kv=False, **kw))
+    prompts = [kv.encode_prompt(PROMPT), kv.encode_prompt("Answer with one word.")]
+    for items in (None, kv.dev):
+        a = kv.score_prompts(prompts, items=items)
+        b = full.score_prompts(prompts, items=items)
+        for x, y in zip(a, b):
+            assert x.accuracy == y.accuracy
+            assert x.value == pytest.approx(y.value, abs=1e-4)
+    assert kv.chains(prompts[1], kv.dev) == full.chains(prompts[1], full.dev)  # cached by the one pass

@@ -362,14 +362,17 @@ class GreaterEngine:
         items = self.train if items is None else items
         if self.config.mode == "direct":
             return [[] for _ in items]
-        # By content: an id() of a temporary list can be reused by another list after it is freed.
-        key = (tuple(prompt), 0 if items is self.train else tuple(item.input for item in items))
+        key = self._chain_key(prompt, items)
         if key in self._chains and not self.naive:
             return self._chains[key]
         out = self._generate_chains(prompt, items)
         if not self.naive:
             self._chains[key] = out
         return out
+
+    def _chain_key(self, prompt: Sequence[int], items: Sequence[Item]) -> tuple:
+        # By content: an id() of a temporary list can be reused by another list after it is freed.
+        return (tuple(prompt), 0 if items is self.train else tuple(item.input for item in items))
 
     def _generate_chains(self, prompt: Sequence[int], items: Sequence[Item]) -> list[list[int]]:
         """Greedy decoding of ``items`` under ``prompt`` (no cache), batched by the batch size."""
@@ -602,9 +605,23 @@ class GreaterEngine:
         todo = [p for p in dict.fromkeys(tuple(p) for p in prompts) if not (cacheable and p in self._scores)]
         results: dict[tuple, Score] = {}
         if todo:
-            triples = [(p, item, chain) for p in todo for item, chain in zip(items, self.chains(p, items))]
-            terms = self._item_terms(triples)
             n = len(items)
+            # Prompts without cached chains: decode and score in one pass (extractor on the decoding cache).
+            fresh = [p for p in todo if self.config.mode == "reasoning" and self.config.extractor_kv
+                     and not self.naive and self._chain_key(p, items) not in self._chains]
+            by_prompt: dict[tuple, list] = {}
+            if fresh:
+                chains, fresh_terms = self._chains_and_terms([(p, item) for p in fresh for item in items])
+                for fi, p in enumerate(fresh):
+                    self._chains[self._chain_key(p, items)] = chains[fi * n : (fi + 1) * n]
+                    by_prompt[p] = fresh_terms[fi * n : (fi + 1) * n]
+            rest = [p for p in todo if p not in by_prompt]
+            if rest:
+                triples = [(p, item, chain) for p in rest for item, chain in zip(items, self.chains(p, items))]
+                rest_terms = self._item_terms(triples)
+                for ri, p in enumerate(rest):
+                    by_prompt[p] = rest_terms[ri * n : (ri + 1) * n]
+            terms = [t for p in todo for t in by_prompt[p]]
             for pi, p in enumerate(todo):
                 mine = terms[pi * n : (pi + 1) * n]
                 loss = nll = 0.0
