@@ -470,7 +470,7 @@ class GreaterEngine:
             for b, h in enumerate(heads):
                 ids[b, L - len(h):] = torch.tensor(h, device=dev)
                 mask[b, L - len(h):] = 1
-            cache = DynamicCache()
+            cache = DynamicCache(config=self.model.config)  # sliding-window layers (Gemma) as generate builds them
             with torch.no_grad():
                 hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                    past_key_values=cache, use_cache=True).last_hidden_state
