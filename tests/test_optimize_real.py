@@ -12,14 +12,23 @@ from toolkit.optimize import optimize, resume
 @pytest.mark.parametrize("mode", ["direct", "reasoning"])
 def test_short_real_run_is_stored(project, real_tm, mode):
     task = ensure_demo_task(project)
-    cfg = GreaterConfig(mode=mode, steps=2, n_train=3, n_dev=3, max_new_tokens=8, topk=20, topq=3)
-    result = optimize(project, task["name"], config=cfg, torch_model=real_tm)
+    import io
+
+    from rich.console import Console
+
+    from toolkit.cli import StepPrinter
+
+    cfg = GreaterConfig(mode=mode, steps=2, n_train=3, n_dev=3, max_new_tokens=8, topk=20, topq=3, dev_every=1)
+    out = Console(file=io.StringIO(), width=120)
+    result = optimize(project, task["name"], config=cfg, torch_model=real_tm, on_step=StepPrinter(2, out))
     assert result.status == "done" and result.steps == 2
     run = project.store.run(result.run_id)
     assert run["config"]["greater"]["mode"] == mode and run["model_sha256"] == real_tm.sha256
     assert run["versions"]["torch"] and run["seed"] == 0
     steps = project.store.steps(result.run_id)
     assert len(steps) == 2 and all(s["timings"]["gradient"] > 0 for s in steps)
+    assert all(0 <= s["dev_accuracy"] <= 1 for s in steps)  # dev_every=1: a dev score at every step
+    assert out.file.getvalue().count("dev acc") == 2
     assert project.store.prompt(result.prompt_id)["text"] == result.prompt
 
 
