@@ -13,6 +13,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import GradpromptError
+from .store import row_tags
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths in errors must not be broken
@@ -540,10 +541,8 @@ def prompts_list(ctx, task, search):
     table = Table("id", "task", "origin", "parent", "tags", "best test acc", "text")
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     for p in project.store.list_prompts(project.id, task_id, search):
-        evs = [e for e in project.store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
-        best = max((e["accuracy"] for e in evs), default=None)
         table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                      ", ".join(json.loads(p["tags"] or "[]")), _pct(best), p["text"][:70])
+                      ", ".join(row_tags(p)), _pct(project.store.best_test_accuracy(p["id"])), p["text"][:70])
     console.print(table)
 
 
@@ -559,7 +558,7 @@ def prompts_show(ctx, prompt_id):
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
-    tags = json.loads(row["tags"] or "[]")
+    tags = row_tags(row)
     if tags:
         console.print("Tags: " + ", ".join(tags), highlight=False)
     if row["note"]:
@@ -607,7 +606,7 @@ def prompts_tag(ctx, prompt_id, add, remove, note):
     """Tag a prompt version or change its note (the text itself never changes)."""
     project = _project(ctx)
     row = project.store.update_prompt_meta(prompt_id, add_tags=add, remove_tags=remove, note=note)
-    tags = ", ".join(json.loads(row["tags"] or "[]")) or "-"
+    tags = ", ".join(row_tags(row)) or "-"
     console.print(f"Prompt {prompt_id}: tags {tags}" + (f"; note: {row['note']}" if row["note"] else ""),
                   highlight=False)
 

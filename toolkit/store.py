@@ -148,6 +148,11 @@ def _uj(value: str | None, default: Any = None) -> Any:
     return json.loads(value)
 
 
+def row_tags(row: dict) -> list[str]:
+    """The tags of a prompt row."""
+    return _uj(row["tags"], [])
+
+
 def _check_tag(tag: str) -> str:
     tag = tag.strip()
     if not tag or len(tag) > 40 or "," in tag or any(c.isspace() for c in tag):
@@ -323,7 +328,12 @@ class Store:
             ) from None
 
     def prompt_tags(self, prompt_id: int) -> list[str]:
-        return _uj(self.prompt(prompt_id)["tags"], [])
+        return row_tags(self.prompt(prompt_id))
+
+    def best_test_accuracy(self, prompt_id: int) -> float | None:
+        """The best finished test-split accuracy of a prompt over all its evaluations (None: never scored)."""
+        return max((e["accuracy"] for e in self.evaluations(prompt_id=prompt_id)
+                    if e["split"] == "test" and e["status"] == "done"), default=None)
 
     def update_prompt_meta(self, prompt_id: int, *, tags: Iterable[str] | None = None,
                            add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (),

@@ -7,7 +7,6 @@ the backends, so tests can pass a fast model.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
 from toolkit.errors import GradpromptError
+from toolkit.store import row_tags
 
 
 @dataclass
@@ -380,9 +380,8 @@ class GradpromptApp(App):
         except Exception:  # an incomplete full-text query while typing
             rows = []
         for p in rows:
-            evs = [e for e in store.evaluations(prompt_id=p["id"]) if e["split"] == "test" and e["status"] == "done"]
-            best = max((e["accuracy"] for e in evs), default=None)
-            tags = ", ".join(json.loads(p["tags"] or "[]"))
+            best = store.best_test_accuracy(p["id"])
+            tags = ", ".join(row_tags(p))
             table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
                           tags[:20], "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
 
@@ -525,7 +524,7 @@ class GradpromptApp(App):
         chain = store.lineage(int(prompt_id))
         lines.append("lineage: " + " <- ".join(f"{p['id']} ({p['origin']}{', run ' + str(p['run_id']) if p['run_id'] else ''})"
                                                for p in chain))
-        tags = json.loads(row["tags"] or "[]")
+        tags = row_tags(row)
         if tags:
             lines.append("tags: " + escape_markup(", ".join(tags)))
         if row["note"]:
@@ -578,7 +577,7 @@ class GradpromptApp(App):
             self.refresh_prompts(self.query_one("#prompt-search", Input).value.strip())
 
         self.push_screen(InputDialog(f"Tags and note of prompt {prompt_id}", [
-            ("tags", "Tags (comma separated)", ", ".join(json.loads(row["tags"] or "[]"))),
+            ("tags", "Tags (comma separated)", ", ".join(row_tags(row))),
             ("note", "Note", row["note"] or ""),
         ]), done)
 

@@ -370,6 +370,12 @@ class GreaterEngine:
             self._chains[key] = out
         return out
 
+    def _pad_id(self) -> int:
+        pad_id = self.tm.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
+        return pad_id
+
     def _chain_key(self, prompt: Sequence[int], items: Sequence[Item]) -> tuple:
         # By content: an id() of a temporary list can be reused by another list after it is freed.
         return (tuple(prompt), 0 if items is self.train else tuple(item.input for item in items))
@@ -384,9 +390,7 @@ class GreaterEngine:
             return [[] for _ in pairs]
         torch = self.torch
         out: list[list[int]] = []
-        pad_id = self.tm.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
+        pad_id = self._pad_id()
 
         def run_chunk(idx):
             seqs = [self._split(pairs[i][1].input) + list(pairs[i][0]) + self.after_ids for i in idx]
@@ -441,9 +445,7 @@ class GreaterEngine:
         second forward.
         """
         torch = self.torch
-        pad_id = self.tm.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
+        pad_id = self._pad_id()
         max_new = self.config.max_new_tokens
 
         def logits_of(hidden):
