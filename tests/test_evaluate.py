@@ -132,3 +132,73 @@ def test_gpu_offload_is_automatic_when_llama_cpp_has_it(llama, monkeypatch):
     assert resolve_gpu_layers(None) == -1
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
     assert resolve_gpu_layers(None) == 0
+
+
+def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
+    import threading
+
+    from toolkit.compare import evaluate_prompt_torch
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+
+    task = ensure_demo_task(project)
+    prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
+    settings = EvalSettings(mode="reasoning", max_new_tokens=4)
+    stop = threading.Event()
+    seen = []
+    first = evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6,
+                                  settings=settings, batch_size=2, stop=stop,
+                                  progress=lambda done, total: (seen.append((done, total)), done == 2 and stop.set()))
+    assert seen == [(1, 6), (2, 6)]
+    ev = project.store.evaluation(first.evaluation_id)
+    assert ev["status"] == "stopped" and first.model_calls == 2 and len(project.store.results(ev["id"])) == 2
+    second = evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6,
+                                   settings=settings, batch_size=2)
+    assert second.cached == 2 and second.model_calls == 4 and second.n == 6
+    rows = project.store.example_results(second.evaluation_id)
+    assert [r["idx"] for r in rows] == sorted(r["idx"] for r in rows) and len(rows) == 6
+    # Batch by batch gives what one pass over all six gives, and the stored output holds the chain.
+    examples = project.store.examples(task["id"], "test", limit=6)
+    engine = GreaterEngine(tiny_tm, project.store.task_spec(task), [Item("x", "positive")], [],
+                           GreaterConfig(mode="reasoning", max_new_tokens=4, steps=1))
+    ids = engine.encode_prompt(prompt["text"])
+    items = [Item(e["input"], e["answer"]) for e in examples]
+    expected = engine.predict_items(ids, items)
+    chains = engine.chains(ids, items)
+    by_input = {r["input"]: r for r in rows}
+    for ex, (ok, pred), chain in zip(examples, expected, chains):
+        r = by_input[ex["input"]]
+        assert (bool(r["correct"]), r["predicted"]) == (ok, pred)
+        assert r["output"].startswith(engine.decode(chain).strip()) and r["output"].endswith(pred)
+    assert project.store.evaluation(second.evaluation_id)["settings"]["device"] == "cpu"
+
+
+def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli, console
+
+    monkeypatch.setattr(console, "_width", 200)  # a wide terminal: no cell is cut
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Positive or negative?", origin="manual")
+    rep = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=5)
+    base = ["--project", str(project.path), "evals"]
+    run = lambda *a: CliRunner().invoke(cli, [*base, *a])  # noqa: E731
+    res = run("list")
+    assert res.exit_code == 0 and f"{100 * rep.accuracy:.1f}%" in res.output, res.output
+    res = run("show", str(rep.evaluation_id), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    examples = project.store.examples(task["id"], "test", limit=5)
+    assert [e["input"] for e in data["examples"]] == [e["input"] for e in examples]
+    assert [e["answer"] for e in data["examples"]] == [e["answer"] for e in examples]
+    assert sum(e["correct"] for e in data["examples"]) == rep.correct
+    assert data["model_sha256"] == llama.sha256 and data["settings"]["mode"] == "direct"
+    assert sum(sum(row.values()) for row in data["confusion"].values()) == 5
+    errors = json.loads(run("show", str(rep.evaluation_id), "--json", "--errors").output)["examples"]
+    assert len(errors) == 5 - rep.correct and not any(e["correct"] for e in errors)
+    res = run("show", str(rep.evaluation_id))
+    assert res.exit_code == 0 and "Per-label confusion" in res.output and "5 shown of 5 scored" in res.output
+    assert examples[0]["input"].split()[0] in res.output
+    res = run("show", "9999")
+    assert res.exit_code == 1 and "No evaluation with id 9999" in res.output

@@ -272,3 +272,36 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
         await app.workers.wait_for_complete()
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog), limit=50)
         assert "not a GGUF file" in str(app.screen.query_one("#error-text").render())
+
+
+async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_path):
+    from toolkit.tasks import read_task_file
+
+    store = project.store
+    store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    task = store.find_task(project.id, "reviews")
+    examples = store.examples(task["id"], "test")
+    pid = project.add_prompt(task, "Is it [positive]?", origin="manual")
+    ev = store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m", model_sha256="abc",
+                                 backend="llamacpp", quantization="Q4_1", mode="reasoning",
+                                 settings={"mode": "reasoning", "max_new_tokens": 32}, n=len(examples))
+    for i, ex in enumerate(examples):
+        ok = i != 0
+        store.add_result(ev, ex["id"], f"k{i}", f"chain {i} [thinking] then", ex["answer"] if ok else "bogus", ok, 0.1)
+    n = len(examples)
+    store.finish_evaluation(ev, n=n, correct=n - 1, accuracy=(n - 1) / n, ci_low=0.2, ci_high=0.99)
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.press("6")
+        app.query_one("#evals-table").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TextDialog)
+        text = app.screen.text
+        assert f"accuracy {n - 1}/{n}" in text and "max_new_tokens=32" in text
+        assert "Is it \\[positive]?" in text  # markup in user text is escaped, not interpreted
+        assert text.count("[red]wrong") == 1 and text.count("[green]ok") == n - 1 and "predicted bogus" in text
+        assert all(" ".join(ex["input"].split())[:40] in text for ex in examples)
+        assert "chain 0 \\[thinking] then" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TextDialog)

@@ -460,14 +460,22 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
-        with console.status(f"Evaluating prompt {pid}..."):
+        with console.status(f"Evaluating prompt {pid}...") as status:
+            t_start = time.perf_counter()
+
+            def progress(done, total, status=status, pid=pid, t_start=t_start):
+                rate = done / max(1e-9, time.perf_counter() - t_start)
+                status.update(f"Evaluating prompt {pid}: {done}/{total} examples ({rate:.1f}/s)")
+
             if backend == "llamacpp":
                 report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row,
-                                         split=split, settings=settings, limit=limit)
+                                         split=split, settings=settings, limit=limit, progress=progress)
             else:
                 report = evaluate_prompt_torch(project.store, tm=tm, task_row=task_row, prompt_row=prompt_row,
-                                               split=split, settings=settings, limit=limit)
+                                               split=split, settings=settings, limit=limit, progress=progress)
         _print_eval(f"prompt {pid}", report)
+        console.print(f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} "
+                      "(--errors for the misses)[/]")
         if show_confusion and report.confusion:
             predicted = sorted({p for row in report.confusion.values() for p in row})
             table = Table("gold \\ predicted", *predicted)
@@ -520,6 +528,88 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
     if lost:
         console.print(f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
                       "does not survive on this runtime.[/]")
+
+
+# ---------------------------------------------------------------------------------------------- evals
+
+
+@cli.group()
+def evals():
+    """Stored evaluations: every score with its model, settings, timings and per-example outputs."""
+
+
+@evals.command("list")
+@click.option("--prompt", "prompt_id", type=int, help="Only this prompt's evaluations.")
+@click.option("--task", help="Only this task's evaluations.")
+@click.pass_context
+def evals_list(ctx, prompt_id, task):
+    """Evaluations in this project, oldest first."""
+    project = _project(ctx)
+    task_id = project.store.task(project.id, task)["id"] if task else None
+    names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    table = Table("id", "prompt", "task", "split", "model", "runtime", "mode", "accuracy (95% CI)", "n", "status")
+    for e in project.store.project_evaluations(project.id, prompt_id=prompt_id, task_id=task_id):
+        acc = (f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})"
+               if e["accuracy"] is not None else "-")
+        table.add_row(str(e["id"]), str(e["prompt_id"]), names.get(e["task_id"], "-"), e["split"], e["model_id"],
+                      f"{e['backend']} {e['quantization'] or ''}".strip(), e["mode"], acc, str(e["n"]), e["status"])
+    console.print(table)
+
+
+@evals.command("show")
+@click.argument("evaluation_id", type=int)
+@click.option("--errors", is_flag=True, help="Only the examples the prompt got wrong.")
+@click.option("--limit", type=int, help="Show at most N examples.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object (full texts) for scripts.")
+@click.pass_context
+def evals_show(ctx, evaluation_id, errors, limit, as_json):
+    """One evaluation: its score, settings, per-label confusion and per-example outputs."""
+    from .evaluate import evaluation_details, wilson_interval
+
+    project = _project(ctx)
+    d = evaluation_details(project.store, evaluation_id, errors_only=errors, limit=limit)
+    e = d["evaluation"]
+    if as_json:
+        click.echo(json.dumps({**e, "prompt": d["prompt"]["text"], "task": d["task"]["name"],
+                               "confusion": d["confusion"], "examples": d["examples"]}, indent=2, ensure_ascii=False))
+        return
+    console.print(f"[bold]Evaluation {evaluation_id}[/]: prompt {e['prompt_id']} on {d['task']['name']} "
+                  f"({e['split']}), {e['model_id']} via {e['backend']} {e['quantization'] or ''} "
+                  f"({e['mode']}), {e['status']}", highlight=False)
+    console.print(f"Prompt: {d['prompt']['text']}", highlight=False)
+    if e["model_sha256"]:
+        console.print(f"Model file sha256 {e['model_sha256'][:16]}...", highlight=False)
+    if e["accuracy"] is not None:
+        console.print(f"Accuracy [bold]{_pct(e['accuracy'])}[/] ({e['correct']}/{e['n']}), "
+                      f"95% CI {_pct(e['ci_low'])}-{_pct(e['ci_high'])}")
+    elif d["scored"]:
+        lo, hi = wilson_interval(d["correct"], d["scored"])
+        console.print(f"Not finished: {d['correct']}/{d['scored']} scored so far "
+                      f"({_pct(d['correct'] / d['scored'])}, 95% CI {_pct(lo)}-{_pct(hi)}); "
+                      "run the same `gradprompt eval` again to finish it from the cache.")
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((e["settings"] or {}).items()))
+    timings = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in sorted((e["timings"] or {}).items()))
+    console.print(f"[dim]settings: {settings}[/]", highlight=False)
+    if timings:
+        console.print(f"[dim]timings: {timings}[/]", highlight=False)
+    if d["kind"] == "label" and d["confusion"]:
+        predicted = sorted({p for row in d["confusion"].values() for p in row})
+        table = Table("gold \\ predicted", *predicted, title="Per-label confusion")
+        for gold, row in sorted(d["confusion"].items()):
+            table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
+        console.print(table)
+    title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
+    table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
+    for r in d["examples"]:
+        table.add_row(str(r["idx"]), _clip(r["input"], 160), r["answer"], str(r["predicted"]),
+                      "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"] or "", 240))
+    console.print(table)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- prompts

@@ -7,6 +7,7 @@ A runtime is ``llamacpp:MODEL`` (the model's GGUF through llama.cpp) or ``torch:
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -47,42 +48,80 @@ def parse_runtime(spec: str) -> tuple[str, str, str]:
 
 
 def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split: str = "test",
-                          settings: EvalSettings | None = None, limit: int | None = None) -> EvalReport:
-    """Score a prompt with a loaded torch model (same layout and label rule as llama.cpp and the optimizer)."""
+                          settings: EvalSettings | None = None, limit: int | None = None,
+                          progress: Callable[[int, int], None] | None = None,
+                          stop: threading.Event | None = None, batch_size: int = 16) -> EvalReport:
+    """Score a prompt with a loaded torch model (same layout and label rule as llama.cpp and the optimizer).
+
+    Examples run in batches; each batch's results are stored (and cached per example) as soon as it is done,
+    so an interrupted evaluation continues from the last finished batch.
+    """
     from .engine.greater import GreaterConfig, GreaterEngine, Item
 
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
     examples = store.examples(task_row["id"], split, limit=limit)
-    engine = GreaterEngine(tm, spec, [Item("x", spec.labels[0] if spec.labels else "x")], [],
-                           GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1))
+    config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1,
+                           batch_size=batch_size)
+    engine = GreaterEngine(tm, spec, [Item("x", spec.labels[0] if spec.labels else "x")], [], config)
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=tm.info.id,
         model_sha256=tm.sha256, backend="torch", quantization=tm.precision, mode=settings.mode,
-        settings={**json.loads(settings.key()), "limit": limit}, n=len(examples))
+        settings={**json.loads(settings.key()), "limit": limit, "device": str(engine.device)},
+        n=len(examples))
     t0 = time.perf_counter()
-    keyed = [(ex, cache_key(prompt_row["text"], f"{tm.sha256}:torch:{tm.precision}", settings, spec, ex)) for ex in examples]
-    hits = {key: store.cached_result(key) for _, key in keyed}
-    todo = [ex for ex, key in keyed if hits[key] is None]
-    preds = dict(zip((ex["id"] for ex in todo), engine.predict_items(
-        engine.encode_prompt(prompt_row["text"]), [Item(ex["input"], ex["answer"]) for ex in todo]))) if todo else {}
-    correct, confusion = 0, {}
-    for ex, key in keyed:
-        if hits[key] is not None:
-            ok, pred = bool(hits[key]["correct"]), hits[key]["predicted"]
-        else:
-            ok, pred = preds[ex["id"]]
-        store.add_result(ev_id, ex["id"], key, pred, pred, ok, 0.0)
+    model_key = f"{tm.sha256}:torch:{tm.precision}"
+    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
+    correct = cached = calls = done = 0
+    confusion: dict[str, dict[str, int]] = {}
+
+    def record(ex, key, output, pred, ok, seconds):
+        nonlocal correct, done
+        store.add_result(ev_id, ex["id"], key, output, pred, ok, seconds)
         correct += int(ok)
-        row = confusion.setdefault(ex["answer"], {})
-        row[str(pred)] = row.get(str(pred), 0) + 1
-    n = len(examples)
+        done += 1
+        if spec.kind == "label":
+            row = confusion.setdefault(ex["answer"], {})
+            row[str(pred)] = row.get(str(pred), 0) + 1
+        if progress:
+            progress(done, len(examples))
+
+    todo = []
+    for ex, key in keyed:
+        hit = store.cached_result(key)
+        if hit is None:
+            todo.append((ex, key))
+        else:
+            cached += 1
+            record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
+    prompt_ids = engine.encode_prompt(prompt_row["text"])
+    size = max(1, config.batch_size)
+    stopped = False
+    for start in range(0, len(todo), size):
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
+        part = todo[start : start + size]
+        items = [Item(ex["input"], ex["answer"]) for ex, _ in part]
+        tb = time.perf_counter()
+        chains = engine.chains(prompt_ids, items)
+        preds = engine.predict_items(prompt_ids, items)
+        per = (time.perf_counter() - tb) / len(part)
+        calls += len(part)
+        for (ex, key), chain, (ok, pred) in zip(part, chains, preds):
+            output = (engine.decode(chain).strip() + " " + str(pred)).strip()
+            record(ex, key, output, pred, ok, per)
+    seconds = time.perf_counter() - t0
+    n = done
     acc = correct / n if n else 0.0
     lo, hi = wilson_interval(correct, n)
-    seconds = time.perf_counter() - t0
-    store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=acc, ci_low=lo, ci_high=hi,
-                            timings={"seconds": seconds, "cached": n - len(todo), "model_calls": len(todo)})
-    return EvalReport(ev_id, prompt_row["text"], n, correct, acc, (lo, hi), confusion, seconds, n - len(todo), len(todo))
+    if stopped:
+        store.finish_evaluation(ev_id, status="stopped", timings={"seconds": seconds, "cached": cached,
+                                                                  "model_calls": calls})
+    else:
+        store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=acc, ci_low=lo, ci_high=hi,
+                                timings={"seconds": seconds, "cached": cached, "model_calls": calls})
+    return EvalReport(ev_id, prompt_row["text"], n, correct, acc, (lo, hi), confusion, seconds, cached, calls)
 
 
 def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task: str | int | None = None,
@@ -110,11 +149,16 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
         for p in prompts:
             if progress:
                 progress(f"{rt}: prompt {p['id']}")
+
+            def each(done, total, rt=rt, pid=p["id"]):
+                if progress:
+                    progress(f"{rt}: prompt {pid}, {done}/{total} examples")
+
             if kind == "llamacpp":
                 rep = evaluate_prompt(store, model=loaded[rt], task_row=task_row, prompt_row=p, split=split,
-                                      settings=settings, limit=limit)
+                                      settings=settings, limit=limit, progress=each)
             else:
                 rep = evaluate_prompt_torch(store, tm=loaded[rt], task_row=task_row, prompt_row=p, split=split,
-                                            settings=settings, limit=limit)
+                                            settings=settings, limit=limit, progress=each)
             result.cells[(p["id"], rt)] = rep
     return result

@@ -42,6 +42,10 @@ class RunNotFoundError(GradpromptError):
     title = "Run not found"
 
 
+class EvaluationNotFoundError(GradpromptError):
+    title = "Evaluation not found"
+
+
 class ConfigError(GradpromptError):
     title = "Bad setting"
 

@@ -171,3 +171,24 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
         store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
                                 timings={"seconds": seconds, "cached": cached, "model_calls": calls})
     return EvalReport(ev_id, prompt_row["text"], n, correct, accuracy, (lo, hi), confusion, seconds, cached, calls)
+
+
+def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, limit: int | None = None) -> dict:
+    """One stored evaluation for display: its row, the prompt, the task, per-label confusion and the
+    per-example results (input, gold answer, output, prediction), optionally only the wrong ones.
+
+    ``scored``/``correct`` count the stored results, so a stopped evaluation shows its partial score.
+    """
+    ev = store.evaluation(evaluation_id)
+    results = store.example_results(evaluation_id)
+    confusion: dict[str, dict[str, int]] = {}
+    for r in results:
+        row = confusion.setdefault(r["answer"], {})
+        row[str(r["predicted"])] = row.get(str(r["predicted"]), 0) + 1
+    shown = [{**r, "correct": bool(r["correct"])} for r in results if not (errors_only and r["correct"])]
+    task_row = store.db["tasks"].get(ev["task_id"])
+    return {
+        "evaluation": ev, "prompt": store.prompt(ev["prompt_id"]), "task": task_row,
+        "kind": task_row["answer_kind"], "scored": len(results), "correct": sum(r["correct"] for r in results),
+        "confusion": confusion, "examples": shown[: limit if limit else None],
+    }

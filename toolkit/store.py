@@ -17,7 +17,8 @@ from typing import Any, Iterable
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .errors import ConfigError, DatasetError, PromptNotFoundError, RunNotFoundError, TaskNotFoundError
+from .errors import (ConfigError, DatasetError, EvaluationNotFoundError, PromptNotFoundError, RunNotFoundError,
+                     TaskNotFoundError)
 from .tasks import AnswerSpec, TaskData
 
 
@@ -504,8 +505,45 @@ class Store:
             row["timings"] = _uj(row["timings"], {})
         return rows
 
+    def project_evaluations(self, project_id: int, *, prompt_id: int | None = None,
+                            task_id: int | None = None) -> list[dict]:
+        """A project's evaluations (newest last), optionally for one prompt or task."""
+        sql = ("select v.* from evaluations v join prompts p on p.id = v.prompt_id where p.project_id = ?")
+        args: list = [project_id]
+        if prompt_id is not None:
+            sql += " and v.prompt_id = ?"
+            args.append(prompt_id)
+        if task_id is not None:
+            sql += " and v.task_id = ?"
+            args.append(task_id)
+        rows = [dict(r) for r in self.db.query(sql + " order by v.id", args)]
+        for row in rows:
+            row["settings"] = _uj(row["settings"], {})
+            row["timings"] = _uj(row["timings"], {})
+        return rows
+
+    def evaluation(self, evaluation_id: int) -> dict:
+        try:
+            row = self.db["evaluations"].get(int(evaluation_id))
+        except (sqlite_utils.db.NotFoundError, ValueError):
+            raise EvaluationNotFoundError(
+                f"No evaluation with id {evaluation_id}. `gradprompt evals list` shows the evaluations."
+            ) from None
+        row["settings"] = _uj(row["settings"], {})
+        row["timings"] = _uj(row["timings"], {})
+        return row
+
     def results(self, evaluation_id: int) -> list[dict]:
         return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
+
+    def example_results(self, evaluation_id: int) -> list[dict]:
+        """An evaluation's per-example results with the example itself (split order): input, answer, output,
+        predicted, correct, seconds."""
+        sql = (
+            "select r.example_id, e.idx, e.input, e.answer, r.output, r.predicted, r.correct, r.seconds "
+            "from results r join examples e on e.id = r.example_id where r.evaluation_id = ? order by e.idx, r.id"
+        )
+        return [dict(row) for row in self.db.query(sql, [int(evaluation_id)])]
 
     def flipped(self, evaluation_a: int, evaluation_b: int) -> list[dict]:
         """Examples scored in both evaluations whose correctness differs: [{example, a, b}]."""

@@ -199,6 +199,7 @@ HELP = """[b]Keys[/b]
   a        add a prompt by hand (a new version; nothing is overwritten)
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
   enter    on a prompt: its text, lineage and scores per model and quantization
+           on an evaluation (Results tab): its settings, confusion and every example's output
   ctrl+p   command palette (every action above, by name)
   ?        this help                  q   quit
 """
@@ -304,6 +305,8 @@ class GradpromptApp(App):
             ("Export the selected prompt", "text, json, llamacpp, llm or promptfoo", self.action_export),
             ("Add a model", "Register a local GGUF file or Hugging Face folder", self.action_add_model),
             ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
+            ("Evaluation details", "The selected evaluation's settings and per-example outputs (Results tab)",
+             self.action_show_evaluation),
             ("Create a project", "A new project folder", self.action_create_project),
             ("Open the selected recent project", "Switch project", self.action_open_project),
         ]
@@ -394,6 +397,41 @@ class GradpromptApp(App):
     @on(DataTable.RowSelected, "#prompts-table")
     def _prompt_selected(self) -> None:
         self.action_show_prompt()
+
+    @on(DataTable.RowSelected, "#evals-table")
+    def _evaluation_selected(self) -> None:
+        self.action_show_evaluation()
+
+    def action_show_evaluation(self) -> None:
+        """The selected evaluation: score, settings, confusion and every example's output."""
+        from rich.markup import escape
+
+        from toolkit.evaluate import evaluation_details
+
+        ev_id = self.selected("#evals-table")
+        if ev_id is None:
+            self.push_screen(ErrorDialog("No evaluation", "Run `gradprompt eval` or `gradprompt compare` first."))
+            return
+        d = evaluation_details(self.project.store, int(ev_id))
+        e = d["evaluation"]
+        lines = [f"prompt {e['prompt_id']}: {escape(d['prompt']['text'])}",
+                 f"{escape(d['task']['name'])} ({e['split']}), {escape(e['model_id'])} via {e['backend']} "
+                 f"{escape(e['quantization'] or '')}, {e['mode']}; model sha256 {(e['model_sha256'] or '')[:12]}",
+                 f"accuracy {d['correct']}/{d['scored']}"
+                 + (f" = {100 * e['accuracy']:.1f}% (95% CI {100 * e['ci_low']:.1f}-{100 * e['ci_high']:.1f}%)"
+                    if e["accuracy"] is not None else ""),
+                 "[dim]" + escape(", ".join(f"{k}={v}" for k, v in sorted(e["settings"].items()))) + "[/dim]", ""]
+        if d["kind"] == "label":
+            for gold, row in sorted(d["confusion"].items()):
+                lines.append(f"gold {escape(gold)}: " + ", ".join(f"{escape(p)} {n}" for p, n in sorted(row.items())))
+            lines.append("")
+        for r in d["examples"]:
+            mark = "[green]ok[/]   " if r["correct"] else "[red]wrong[/]"
+            lines.append(f"{mark} #{r['idx']} gold {escape(r['answer'])}, predicted {escape(str(r['predicted']))}: "
+                         f"{escape(' '.join(r['input'].split())[:100])}")
+            if r["output"] and r["output"] != r["predicted"]:
+                lines.append(f"       [dim]{escape(' '.join(r['output'].split())[:200])}[/dim]")
+        self.push_screen(TextDialog(f"Evaluation {ev_id}", "\n".join(lines)))
 
     @on(Input.Changed, "#prompt-search")
     def _search(self, event: Input.Changed) -> None:
