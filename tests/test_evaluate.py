@@ -202,3 +202,87 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
     assert examples[0]["input"].split()[0] in res.output
     res = run("show", "9999")
     assert res.exit_code == 1 and "No evaluation with id 9999" in res.output
+
+
+def test_answer_shape_checks_follow_the_grammar():
+    from toolkit.evaluate import answer_complete, answer_prefix_ok
+
+    for text in ("", " ", " -", " 1", " 1,2", " 12.", " 12.5"):
+        assert answer_prefix_ok(text, "number"), text
+    for text in ("1", " a", " 1a", " 1.2.", " --1", "  1", " 1\n"):
+        assert not answer_prefix_ok(text, "number"), text
+    assert answer_complete(" 12.5", "number") and not answer_complete(" 12.", "number")
+    assert not answer_complete(" -", "number") and not answer_complete(" ", "number")
+    assert answer_prefix_ok(" Paris is", "text") and not answer_prefix_ok("Paris", "text")
+    assert not answer_prefix_ok(" a\nb", "text") and not answer_complete(" ", "text") and answer_complete(" a", "text")
+
+
+def test_torch_numbers_and_text_follow_the_answer_grammar(project, tiny_tm, tmp_path):
+    """A random-weight model answers anything; held to the grammar's shapes it can only answer a number."""
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.tasks import AnswerSpec
+
+    items = [Item(f"What is {a} plus {a}?", str(2 * a)) for a in range(1, 7)]
+    num = GreaterEngine(tiny_tm, AnswerSpec(kind="number", labels=(), extractor="The answer is"), items, [],
+                        GreaterConfig(mode="direct", steps=1))
+    preds = num.predict_items(num.encode_prompt("Add."), items, answer_tokens=6)
+    assert all(p is not None and re.fullmatch(r"-?[0-9][0-9,]*(\.[0-9]*)?", p) for _, p in preds), preds
+    text = GreaterEngine(tiny_tm, AnswerSpec(kind="text", labels=(), extractor="The answer is"), items, [],
+                         GreaterConfig(mode="direct", steps=1))
+    preds = text.predict_items(text.encode_prompt("Add."), items, answer_tokens=6)
+    assert all(p and "\n" not in p for _, p in preds), preds
+
+
+def test_torch_and_llamacpp_agree_on_numbers_and_multi_token_labels(project, llama, real_tm, tmp_path):
+    """Same weights (Q4_1 and its dequantized copy), same rules: the two runtimes mostly agree."""
+    from toolkit.compare import evaluate_prompt_torch
+
+    sums = _store_task(project, tmp_path, "sums2", [(f"What is {a} plus {a + 3}?", str(2 * a + 3)) for a in range(1, 7)])
+    mc = _store_task(project, tmp_path, "mc", [  # labels that share their first token: whole-label scoring
+        (f"Which number is bigger: option one is {a}, option two is {b}?", "option one" if a > b else "option two")
+        for a, b in [(3, 9), (8, 2), (5, 6), (7, 1), (2, 4), (9, 3)]])
+    assert mc["answer_kind"] == "label"
+    assert len({tuple(llama.encode(" option one"))[0], tuple(llama.encode(" option two"))[0]}) == 1
+    for task, text in ((sums, "Answer with a number."), (mc, "Answer with the option letter.")):
+        prompt = project.store.prompt(project.add_prompt(task, text, origin="manual"))
+        ll = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt)
+        tt = evaluate_prompt_torch(project.store, tm=real_tm, task_row=task, prompt_row=prompt)
+        a = {r["example_id"]: r["predicted"] for r in project.store.results(ll.evaluation_id)}
+        b = {r["example_id"]: r["predicted"] for r in project.store.results(tt.evaluation_id)}
+        assert len(a) == len(b) == 6
+        # Numbers: a 135M model often sits on near-ties between digits (logits 38.16 vs 38.16 seen), where the
+        # Q4_1 noise decides; checked token by token that both sides follow the same rules.
+        assert sum(a[k] == b[k] for k in a) >= (4 if task is sums else 5), (a, b)
+        if task is mc:
+            assert set(b.values()) <= {"option one", "option two"}
+
+
+def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
+    """Labels that start alike are chosen by their whole log-probability, checked against plain forwards."""
+    import torch
+
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.tasks import AnswerSpec
+
+    labels = ("very good", "very bad", "very boring")
+    spec = AnswerSpec(kind="label", labels=labels, extractor="So the movie was")
+    reviews = ["A wonderful, moving film.", "Dull and far too long.", "I loved every minute.", "A total mess.",
+               "Nothing happens for two hours.", "Brilliant acting and a great story."]
+    items = [Item(r, labels[i % 3]) for i, r in enumerate(reviews)]
+    eng = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="direct", steps=1, batch_size=4))
+    assert eng.label_first is None
+    prompt = eng.encode_prompt("Rate it.")
+    preds = eng.predict_items(prompt, items)
+    expected = []
+    for item in items:
+        head = eng._split(item.input) + prompt + eng.after_ids + eng.extractor_ids
+        scores = []
+        for lab in labels:
+            ids = real_tm.encode(" " + lab)
+            with torch.no_grad():
+                logp = torch.log_softmax(real_tm.model(torch.tensor([head + ids])).logits[0].double(), -1)
+            scores.append(sum(float(logp[len(head) - 1 + j, t]) for j, t in enumerate(ids)))
+        expected.append(labels[max(range(3), key=scores.__getitem__)])
+    assert [p for _, p in preds] == expected
+    assert len(set(expected)) >= 2  # the check can tell labels apart
+    assert [ok for ok, _ in preds] == [e == item.answer for e, item in zip(expected, items)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,10 +72,7 @@ def predict(model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text
         predicted = choose_label(model, tokens, spec.labels)
         return (output + " " + predicted).strip(), predicted
     text = model.decode(model.generate_constrained(tokens, answer_grammar(spec), settings.answer_tokens)).strip()
-    output = (output + " " + text).strip()
-    if spec.kind == "number":
-        return output, (text if parse_number(text) is not None else None)
-    return output, text.rstrip(".")
+    return (output + " " + text).strip(), answer_from_text(text, spec.kind)
 
 
 def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
@@ -102,6 +100,41 @@ def _sequence_logprob(model, tokens: list[int], label: list[int]) -> float:
         m = logits.max()
         total += float(logits[tok] - m - np.log(np.exp(logits - m).sum()))
     return total
+
+
+# The same answer shapes as :func:`answer_grammar`, as text checks, for runtimes without GBNF (torch).
+_NUMBER_PREFIX = re.compile(r" (-?([0-9][0-9,]*(\.[0-9]*)?)?)?")
+_NUMBER_DONE = re.compile(r" -?[0-9][0-9,]*(\.[0-9]+)?")
+
+
+def answer_prefix_ok(text: str, kind: str) -> bool:
+    """Whether ``text`` can still grow into an answer the grammar accepts (the empty text can)."""
+    if not text:
+        return True
+    if kind == "number":
+        return _NUMBER_PREFIX.fullmatch(text) is not None
+    return text.startswith(" ") and "\n" not in text
+
+
+def answer_complete(text: str, kind: str) -> bool:
+    """Whether the grammar accepts ``text`` as a whole answer (where generation may end)."""
+    if kind == "number":
+        return _NUMBER_DONE.fullmatch(text) is not None
+    return len(text) >= 2 and answer_prefix_ok(text, kind)
+
+
+def answer_from_text(text: str, kind: str) -> str | None:
+    """The predicted answer in a generated answer text (None: no number where one was asked for)."""
+    text = text.strip()
+    if kind == "number":
+        return text if parse_number(text) is not None else None
+    if kind == "text":
+        return text.rstrip(".")
+    return text
+
+
+def is_correct(predicted: str | None, gold: str, kind: str) -> bool:
+    return predicted is not None and normalize_answer(predicted, kind) == normalize_answer(gold, kind)
 
 
 def answer_grammar(spec: AnswerSpec) -> str:
@@ -154,7 +187,7 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
             cached += 1
         else:
             output, predicted = predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
-            ok = predicted is not None and normalize_answer(predicted, spec.kind) == normalize_answer(ex["answer"], spec.kind)
+            ok = is_correct(predicted, ex["answer"], spec.kind)
             calls += 1
         store.add_result(ev_id, ex["id"], key, output, predicted, ok, time.perf_counter() - t0)
         correct += int(ok)

@@ -639,30 +639,124 @@ class GreaterEngine:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
 
-    def predict_items(self, prompt: Sequence[int], items: Sequence[Item]) -> list[tuple[bool, str]]:
-        """(correct, predicted answer) per item under ``prompt``: the torch side of an evaluation."""
-        torch = self.torch
+    def predict_items(self, prompt: Sequence[int], items: Sequence[Item],
+                      answer_tokens: int = 16) -> list[tuple[bool, str | None]]:
+        """(correct, predicted answer) per item under ``prompt``: the torch side of an evaluation.
+
+        The llama.cpp evaluator's rules (:mod:`toolkit.evaluate`), so the two runtimes are comparable: labels
+        by the first answer token when the labels' first tokens differ, else by whole-label log-probability;
+        numbers and free text by greedy generation held to the same shapes as the llama.cpp grammar (a number;
+        one line), at most ``answer_tokens`` tokens, compared after the same normalization.
+        """
+        from ..evaluate import is_correct
+
         chains = self.chains(prompt, items)
-        jobs = []
-        for ii, item in enumerate(items):
-            seq, p_start, a_start, ans = self._sequence(item, prompt, chains[ii])
-            n_rows = 1 if self.label_first is not None else len(ans)
-            jobs.append((seq, list(range(a_start - 1, a_start - 1 + n_rows)), ans))
-        out: list[tuple[bool, str]] = []
+        heads = [self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+                 for item, chain in zip(items, chains)]
+        if self.spec.kind == "label":
+            preds = self._choose_labels(heads)
+        else:
+            preds = self._generate_answers(heads, answer_tokens)
+        return [(is_correct(pred, item.answer, self.spec.kind), pred) for item, pred in zip(items, preds)]
+
+    def _choose_labels(self, heads: list[list[int]]) -> list[str]:
+        torch = self.torch
+        labels, label_ids = self.spec.labels, self.label_ids
+        if self.label_first is not None:  # one row of logits per example
+            jobs = [(h, [len(h) - 1]) for h in heads]
+        else:  # every label after every example: sum of its tokens' log-probabilities
+            jobs = [(h + ids, list(range(len(h) - 1, len(h) - 1 + len(ids)))) for h in heads for ids in label_ids]
 
         def run(idx):
             with torch.no_grad():
-                return idx, self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+                return self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
 
-        for idx, logits in self._map_chunks(len(jobs), run):
-            for lg, i in zip(logits, idx):
-                if self.spec.kind == "label" and self.label_first is not None:
-                    pred = self.spec.labels[int(lg[0, self.label_first].argmax())]
-                    out.append((pred == items[i].answer, pred))
-                else:  # teacher-forced greedy check of the gold answer's tokens
-                    gold = torch.tensor(jobs[i][2], device=lg.device)
-                    greedy = lg.argmax(-1)
-                    out.append((bool((greedy == gold).all()), self.decode(greedy.tolist()).strip()))
+        logits = [lg for chunk in self._map_chunks(len(jobs), run) for lg in chunk]
+        if self.label_first is not None:
+            return [labels[int(lg[0, self.label_first].argmax())] for lg in logits]
+        out = []
+        for e in range(len(heads)):
+            scores = []
+            for k, ids in enumerate(label_ids):
+                lp = torch.log_softmax(logits[e * len(labels) + k].double(), dim=-1)
+                scores.append(float(lp[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+            out.append(labels[max(range(len(labels)), key=scores.__getitem__)])
+        return out
+
+    def _token_texts(self) -> list[str]:
+        """Each token id's text ('' for special tokens), computed once per tokenizer."""
+        tok = self.tm.tokenizer
+        texts = getattr(tok, "_gradprompt_token_texts", None)
+        if texts is None:
+            special = set(getattr(tok, "all_special_ids", None) or [])
+            texts = ["" if i in special else tok.decode([i]) for i in range(len(tok))]
+            tok._gradprompt_token_texts = texts
+        return texts
+
+    def _generate_answers(self, heads: list[list[int]], max_tokens: int) -> list[str | None]:
+        """Greedy answers under the answer grammar's rules (see :func:`toolkit.evaluate.answer_prefix_ok`)."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        from ..evaluate import answer_complete, answer_from_text, answer_prefix_ok
+
+        torch = self.torch
+        kind = self.spec.kind
+        texts = self._token_texts()
+        stop = sorted(self.stop_ids)
+        if kind == "number":
+            chars = set(" -0123456789,.")
+            pool = [i for i, t in enumerate(texts) if t and set(t) <= chars]
+        else:
+            pool = [i for i, t in enumerate(texts) if t and "\n" not in t]
+        engine = self
+
+        class AnswerShape(LogitsProcessor):
+            def __init__(self, start: int):
+                self.start = start
+
+            def __call__(self, input_ids, scores):
+                for b in range(scores.shape[0]):
+                    gen = input_ids[b, self.start:].tolist()
+                    if any(t in engine.stop_ids for t in gen):
+                        continue  # finished; generate pads it
+                    text = "".join(texts[t] for t in gen)
+                    ok = [i for i in pool if answer_prefix_ok(text + texts[i], kind)]
+                    if answer_complete(text, kind) or not ok:
+                        ok += stop
+                    keep = torch.full_like(scores[b], float("-inf"))
+                    keep[torch.tensor(ok, device=scores.device)] = 0
+                    scores[b] = scores[b] + keep
+                return scores
+
+        pad_id = self._pad_id()
+        out: list[str | None] = []
+
+        def run(idx):
+            seqs = [heads[i] for i in idx]
+            L = max(len(x) for x in seqs)
+            ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(ids)
+            for b, x in enumerate(seqs):  # left padding for generation
+                ids[b, L - len(x):] = torch.tensor(x, device=self.device)
+                mask[b, L - len(x):] = 1
+            with torch.no_grad():
+                gen = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                    pad_token_id=pad_id, eos_token_id=stop or None,
+                    logits_processor=LogitsProcessorList([AnswerShape(L)]),
+                )
+            res = []
+            for row in gen[:, L:].tolist():
+                toks = []
+                for t in row:
+                    if t in self.stop_ids:
+                        break
+                    toks.append(t)
+                res.append(answer_from_text(self.decode(toks), kind))
+            return res
+
+        for chunk in self._map_chunks(len(heads), run):
+            out.extend(chunk)
         return out
 
     def _label_fast(self) -> bool:
