@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48, help="reasoning chain cap (default 48)")
     args = parser.parse_args()
 
+    import llama_cpp
+
     from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
     from toolkit.engine.torch_backend import load_torch_model
     from toolkit.evaluate import EvalSettings, predict
@@ -42,11 +44,26 @@ def main() -> None:
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     predict(model, layout, task.spec, prompt, examples[0].input, settings)  # warm-up
     model.stats = {"calls": 0, "evaluated_tokens": 0, "generated_tokens": 0}
+    ctx = model.llm._ctx.ctx
+    llama_cpp.llama_perf_context_reset(ctx)
     t0 = time.perf_counter()
     for ex in examples:
         predict(model, layout, task.spec, prompt, ex.input, settings)
     ll_s = time.perf_counter() - t0
     ll_tokens = model.stats["generated_tokens"]
+    perf = llama_cpp.llama_perf_context(ctx)  # llama.cpp's own counters: every token it computed, and the time
+    ll_computed = perf.n_p_eval + perf.n_eval
+    ll_inside_s = (perf.t_p_eval_ms + perf.t_eval_ms) / 1000
+
+    # llama.cpp's best per-token rate on this machine: one 512-token batch (prompt processing).
+    flat = [t for ex in task.split("train")[:64] for t in model.encode(ex.input)][:512]
+    model.llm.reset()
+    model.llm._ctx.kv_cache_clear()
+    t0 = time.perf_counter()
+    model.llm.eval(flat)
+    best_ms_per_token = 1000 * (time.perf_counter() - t0) / len(flat)
+    model.llm.reset()
+    model.llm._ctx.kv_cache_clear()
 
     # Raw llama-cpp-python: the same chains with create_completion, nothing else.
     prompts = []
@@ -109,6 +126,13 @@ def main() -> None:
         "torch_tokens_per_s": torch_tokens / torch_s,
         "eval_vs_raw": (ll_tokens / ll_s) / (raw_tokens / raw_s),
         "generated_tokens": {"llamacpp": ll_tokens, "raw": raw_tokens, "torch": torch_tokens},
+        # Where the llama.cpp time goes, and the most any llama.cpp scheduling could give on this machine:
+        # every token it must compute (prompt, chain, extractor) at its best batched rate.
+        "llamacpp_tokens_computed_per_example": ll_computed / n,
+        "llamacpp_time_inside_llama_cpp": ll_inside_s / ll_s,
+        "llamacpp_best_ms_per_token": best_ms_per_token,
+        "llamacpp_bound_examples_per_s": 1000 / (best_ms_per_token * ll_computed / n),
+        "ratio_bound": (1000 / (best_ms_per_token * ll_computed / n)) / (n / torch_s),
     }
     print(f"Evaluation speed: {n} examples, reasoning mode, chains up to {args.max_new_tokens} tokens, "
           f"SmolLM2-135M on {os.cpu_count()} CPU cores")
@@ -121,6 +145,10 @@ def main() -> None:
     print(f"llama.cpp/transformers = {res['ratio']:.2f}x (batched), {res['ratio_vs_unbatched']:.2f}x (one by one); "
           f"eval at {100 * res['eval_vs_raw']:.0f}% of raw chain-only tokens/s, "
           f"{100 * res['eval_vs_raw_same_work']:.0f}% of raw llama-cpp-python doing the same work (examples/s)")
+    print(f"llama.cpp computes {res['llamacpp_tokens_computed_per_example']:.0f} tokens per example "
+          f"({100 * res['llamacpp_time_inside_llama_cpp']:.0f}% of the evaluation's time is inside llama.cpp); "
+          f"at its best batched rate ({best_ms_per_token:.2f} ms/token) that is at most "
+          f"{res['llamacpp_bound_examples_per_s']:.2f} examples/s = {res['ratio_bound']:.2f}x the batched torch backend")
     print(json.dumps(res))
 
 
