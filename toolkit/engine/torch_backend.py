@@ -63,6 +63,9 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+CACHE_FORMAT = 2  # 2: config names the architecture; a tied output matrix is stored under the embedding's name
+
+
 def converted_dir(info: ModelInfo, sha256: str) -> Path:
     return cache_dir() / "torch" / f"{info.id}-{sha256[:16]}"
 
@@ -70,8 +73,11 @@ def converted_dir(info: ModelInfo, sha256: str) -> Path:
 def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     """Dequantize the GGUF once through transformers and cache it as safetensors + tokenizer files."""
     out = converted_dir(info, sha256)
-    if (out / "gradprompt.json").exists():
-        return out
+    try:
+        if json.loads((out / "gradprompt.json").read_text()).get("format") == CACHE_FORMAT:
+            return out
+    except (OSError, ValueError):
+        pass
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = out.with_name(out.name + ".partial")
@@ -83,17 +89,33 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
             str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
         )
     # A GGUF-loaded model refuses save_pretrained (it is marked as quantized); its weights are plain
-    # dequantized float tensors, so save the config and the weights ourselves.
-    from safetensors.torch import save_model
+    # dequantized float tensors, so save the config and the weights ourselves, as save_pretrained would:
+    # a tied output matrix is stored once under the input embedding's name (what llama.cpp's converter reads).
+    from safetensors.torch import save_file
 
     tmp.mkdir(parents=True)
     config = model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
+    config.architectures = [type(model).__name__]  # the folder is then a complete HF model (converters need it)
     config.save_pretrained(str(tmp))
-    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    state = model.state_dict()
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    if getattr(config, "tie_word_embeddings", False):
+        for name in (tied if isinstance(tied, (list, tuple)) else tied.keys()):
+            if name in state:
+                del state[name]
+    seen: dict[int, str] = {}
+    for name in list(state):  # any other shared storage: keep the first name only
+        ptr = state[name].data_ptr()
+        if ptr in seen:
+            del state[name]
+        else:
+            seen[ptr] = name
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "gradprompt.json").write_text(json.dumps({"source": str(gguf_path), "sha256": sha256}))
+    (tmp / "gradprompt.json").write_text(json.dumps({"source": str(gguf_path), "sha256": sha256,
+                                                     "format": CACHE_FORMAT}))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
