@@ -9,6 +9,14 @@ _HOME = tempfile.mkdtemp(prefix="gradprompt-test-home-")
 os.environ["GRADPROMPT_HOME"] = _HOME
 os.environ.pop("GRADPROMPT_PROJECT", None)
 
+
+def pytest_sessionfinish(session, exitstatus):
+    """The test user directory holds ~1 GB of converted weights and GGUF variants: remove it at the end."""
+    import shutil
+
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (BIG-Bench Hard files) is not beside the checkout")
 

@@ -286,3 +286,23 @@ def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
     assert [p for _, p in preds] == expected
     assert len(set(expected)) >= 2  # the check can tell labels apart
     assert [ok for ok, _ in preds] == [e == item.answer for e, item in zip(expected, items)]
+
+
+def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli, console
+
+    monkeypatch.setattr(console, "_width", 200)
+    task = ensure_demo_task(project)
+    a = project.add_prompt(task, "Positive or negative?", origin="manual")
+    b = project.add_prompt(task, "Is the review positive or negative?", origin="manual")
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), str(b), "--limit", "3",
+                                   "--runtime", "torch:smollm2-135m:fp32", "--runtime", "llamacpp:smollm2-135m"])
+    assert res.exit_code == 0, res.output
+    evs = project.store.project_evaluations(project.id)
+    assert len(evs) == 4 and {e["backend"] for e in evs} == {"torch", "llamacpp"}
+    for e in evs:
+        assert f"eval {e['id']}" in res.output
+        assert f"{100 * e['accuracy']:.1f}%" in res.output
+    assert "torch fp32" in res.output and "llama.cpp Q4_1" in res.output

@@ -525,9 +525,11 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
         for rt in runtimes:
             rep = result.cells[(p["id"], rt)]
             text = f"{_pct(rep.accuracy)}\n{_pct(rep.ci[0])}-{_pct(rep.ci[1])}"
-            cells.append(f"[red]{text}[/]" if (p["id"], rt) in lost else text)
+            text = f"[red]{text}[/]" if (p["id"], rt) in lost else text
+            cells.append(f"{text}\n[dim]eval {rep.evaluation_id}[/]")
         table.add_row(f"{p['id']}: {p['text'][:40]}", *cells)
     console.print(table)
+    console.print("[dim]Per-example outputs of a cell: gradprompt evals show EVAL_ID (--errors for the misses)[/]")
     if lost:
         console.print(f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
                       "does not survive on this runtime.[/]")

@@ -388,36 +388,46 @@ class GreaterEngine:
         """Greedy chains for (prompt, item) pairs, any mix of prompts in one batch."""
         if self.config.mode == "direct":
             return [[] for _ in pairs]
-        torch = self.torch
         out: list[list[int]] = []
-        pad_id = self._pad_id()
 
         def run_chunk(idx):
             seqs = [self._split(pairs[i][1].input) + list(pairs[i][0]) + self.after_ids for i in idx]
-            L = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for b, s in enumerate(seqs):  # left padding for generation
-                ids[b, L - len(s):] = torch.tensor(s, device=self.device)
-                mask[b, L - len(s):] = 1
-            with torch.no_grad():
-                gen = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=self.config.max_new_tokens,
-                    do_sample=False, pad_token_id=pad_id, eos_token_id=sorted(self.stop_ids) or None,
-                )
-            res = []
-            for row in gen[:, L:].tolist():
-                chain = []
-                for t in row:
-                    if t in self.stop_ids:
-                        break
-                    chain.append(t)
-                res.append(chain)
-            return res
+            return self._greedy(seqs, self.config.max_new_tokens)
 
         for chunk in self._map_chunks(len(pairs), run_chunk):
             out.extend(chunk)
         return out
+
+    def _greedy(self, seqs: list[list[int]], max_new: int, make_processor=None) -> list[list[int]]:
+        """Greedy continuations of ``seqs`` (one left-padded batch), each cut at its first stop token.
+        ``make_processor(L)``, if given, returns a logits processor for prompts padded to length L."""
+        torch = self.torch
+        pad_id = self._pad_id()
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for b, s in enumerate(seqs):  # left padding for generation
+            ids[b, L - len(s):] = torch.tensor(s, device=self.device)
+            mask[b, L - len(s):] = 1
+        extra = {}
+        if make_processor is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([make_processor(L)])
+        with torch.no_grad():
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                pad_token_id=pad_id, eos_token_id=sorted(self.stop_ids) or None, **extra,
+            )
+        res = []
+        for row in gen[:, L:].tolist():
+            out = []
+            for t in row:
+                if t in self.stop_ids:
+                    break
+                out.append(t)
+            res.append(out)
+        return res
 
     def _item_terms(self, triples: Sequence[tuple[Sequence[int], Item, list[int]]]):
         """[(loss, nll, correct)] per (prompt, item, chain): the scoring forward, batched across prompts."""
@@ -695,7 +705,7 @@ class GreaterEngine:
 
     def _generate_answers(self, heads: list[list[int]], max_tokens: int) -> list[str | None]:
         """Greedy answers under the answer grammar's rules (see :func:`toolkit.evaluate.answer_prefix_ok`)."""
-        from transformers import LogitsProcessor, LogitsProcessorList
+        from transformers import LogitsProcessor
 
         from ..evaluate import answer_complete, answer_from_text, answer_prefix_ok
 
@@ -728,32 +738,11 @@ class GreaterEngine:
                     scores[b] = scores[b] + keep
                 return scores
 
-        pad_id = self._pad_id()
         out: list[str | None] = []
 
         def run(idx):
-            seqs = [heads[i] for i in idx]
-            L = max(len(x) for x in seqs)
-            ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(ids)
-            for b, x in enumerate(seqs):  # left padding for generation
-                ids[b, L - len(x):] = torch.tensor(x, device=self.device)
-                mask[b, L - len(x):] = 1
-            with torch.no_grad():
-                gen = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                    pad_token_id=pad_id, eos_token_id=stop or None,
-                    logits_processor=LogitsProcessorList([AnswerShape(L)]),
-                )
-            res = []
-            for row in gen[:, L:].tolist():
-                toks = []
-                for t in row:
-                    if t in self.stop_ids:
-                        break
-                    toks.append(t)
-                res.append(answer_from_text(self.decode(toks), kind))
-            return res
+            gens = self._greedy([heads[i] for i in idx], max_tokens, make_processor=AnswerShape)
+            return [answer_from_text(self.decode(toks), kind) for toks in gens]
 
         for chunk in self._map_chunks(len(heads), run):
             out.extend(chunk)
