@@ -70,12 +70,14 @@ def main() -> None:
     for ex in examples:
         before, after = layout.split(ex.input)
         prompts.append(model.encode(before) + model.encode(prompt) + model.encode(after))
+    llama_cpp.llama_perf_context_reset(ctx)
     t0 = time.perf_counter()
     raw_tokens = 0
     for toks in prompts:
         out = model.llm.create_completion(prompt=toks, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1)
         raw_tokens += out["usage"]["completion_tokens"]
     raw_s = time.perf_counter() - t0
+    raw_perf = llama_cpp.llama_perf_context(ctx)
 
     # Raw llama-cpp-python doing the whole job by hand: the chain, then the extractor and a one-token answer
     # restricted to the labels' first tokens with logit_bias (the same work as gradprompt's evaluation).
@@ -133,6 +135,9 @@ def main() -> None:
         "llamacpp_best_ms_per_token": best_ms_per_token,
         "llamacpp_bound_examples_per_s": 1000 / (best_ms_per_token * ll_computed / n),
         "ratio_bound": (1000 / (best_ms_per_token * ll_computed / n)) / (n / torch_s),
+        # Token-by-token decoding speed inside llama.cpp (its counters): the evaluation's generation vs raw.
+        "eval_decode_tokens_per_s": 1000 * perf.n_eval / max(perf.t_eval_ms, 1e-9),
+        "raw_decode_tokens_per_s": 1000 * raw_perf.n_eval / max(raw_perf.t_eval_ms, 1e-9),
     }
     print(f"Evaluation speed: {n} examples, reasoning mode, chains up to {args.max_new_tokens} tokens, "
           f"SmolLM2-135M on {os.cpu_count()} CPU cores")
@@ -149,6 +154,8 @@ def main() -> None:
           f"({100 * res['llamacpp_time_inside_llama_cpp']:.0f}% of the evaluation's time is inside llama.cpp); "
           f"at its best batched rate ({best_ms_per_token:.2f} ms/token) that is at most "
           f"{res['llamacpp_bound_examples_per_s']:.2f} examples/s = {res['ratio_bound']:.2f}x the batched torch backend")
+    print(f"token-by-token decoding inside llama.cpp: evaluation {res['eval_decode_tokens_per_s']:.1f} tokens/s, "
+          f"raw {res['raw_decode_tokens_per_s']:.1f} tokens/s")
     print(json.dumps(res))
 
 
