@@ -305,3 +305,38 @@ async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_p
         assert "chain 0 \\[thinking] then" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, TextDialog)
+
+
+async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, llama, tmp_path):
+    from toolkit.demo import ensure_demo_task
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Is this review positive or negative?", origin="manual")
+    loaded = []
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: loaded.append(model_id) or llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.press("2")
+        table = app.query_one("#prompts-table")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(str(pid)))
+        await pilot.press("v")
+        assert app.screen.query_one("#field-task").value == task["name"]
+        await fill(pilot, app, {"limit": "3", "mode": "bogus"})
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
+        assert "Mode 'bogus'" in app.screen.text
+        await pilot.press("escape")
+        await pilot.press("v")
+        await fill(pilot, app, {"limit": "3"})
+        await wait_for(pilot, lambda: any(e["status"] == "done" for e in project.store.evaluations(prompt_id=pid)))
+        await wait_for(pilot, lambda: app.query_one("#evals-table").row_count == 1)
+        ev = project.store.evaluations(prompt_id=pid)[0]
+        assert ev["n"] == 3 and ev["backend"] == "llamacpp" and loaded == [project.default_model]
+        assert len(project.store.results(ev["id"])) == 3
+        await pilot.press("v")  # again: the loaded model is reused and every example comes from the cache
+        await fill(pilot, app, {"limit": "3"})
+        await wait_for(pilot, lambda: len(project.store.evaluations(prompt_id=pid)) == 2
+                       and project.store.evaluations(prompt_id=pid)[1]["status"] == "done")
+        again = project.store.evaluations(prompt_id=pid)[1]
+        assert loaded == [project.default_model] and again["timings"]["cached"] == 3

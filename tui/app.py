@@ -24,11 +24,20 @@ from toolkit.errors import GradpromptError
 from toolkit.store import row_tags
 
 
+def _load_llama(model_id: str):
+    from toolkit.llamacpp import LlamaCppModel
+    from toolkit.models import get_model
+
+    return LlamaCppModel(get_model(model_id))
+
+
 @dataclass
 class Backends:
-    """What the UI calls for heavy work. ``load_torch_model(model_id, precision)`` returns a loaded torch model."""
+    """What the UI calls for heavy work. ``load_torch_model(model_id, precision)`` returns a loaded torch model;
+    ``load_llama_model(model_id)`` a loaded llama.cpp model (for evaluations)."""
 
     load_torch_model: Callable[[str, str], object]
+    load_llama_model: Callable[[str], object] = _load_llama
 
 
 def default_backends() -> Backends:
@@ -197,6 +206,7 @@ HELP = """[b]Keys[/b]
   d        diff two prompts (side by side, token level)
   t        tag the selected prompt / edit its note       e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
+  v        evaluate the selected prompt with llama.cpp (results in the Results tab)
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
   enter    on a prompt: its text, lineage and scores per model and quantization
            on an evaluation (Results tab): its settings, confusion and every example's output
@@ -226,6 +236,7 @@ class GradpromptApp(App):
         Binding("d", "diff", "Diff"),
         Binding("e", "export", "Export"),
         Binding("a", "add_prompt", "Add prompt"),
+        Binding("v", "evaluate", "Evaluate"),
         Binding("t", "tag_prompt", "Tag", show=False),
         Binding("m", "add_model", "Add model", show=False),
         Binding("c", "create_project", "New project", show=False),
@@ -249,6 +260,7 @@ class GradpromptApp(App):
         self.live_run_id: int | None = None
         self.live_total_steps: int | None = None
         self.live_dev: float | None = None  # the latest dev accuracy of the live run
+        self._llama: dict = {}  # llama.cpp models loaded for evaluations, by model id
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -304,6 +316,8 @@ class GradpromptApp(App):
             ("Add a prompt version", "Write a prompt by hand (a new version)", self.action_add_prompt),
             ("Export the selected prompt", "text, json, llamacpp, llm or promptfoo", self.action_export),
             ("Add a model", "Register a local GGUF file or Hugging Face folder", self.action_add_model),
+            ("Evaluate the selected prompt", "Score it with llama.cpp on a task split (cached per example)",
+             self.action_evaluate),
             ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
             ("Evaluation details", "The selected evaluation's settings and per-example outputs (Results tab)",
              self.action_show_evaluation),
@@ -618,6 +632,66 @@ class GradpromptApp(App):
             ("tags", "Tags (comma separated)", ", ".join(row_tags(row))),
             ("note", "Note", row["note"] or ""),
         ]), done)
+
+    def action_evaluate(self) -> None:
+        """Score the selected prompt with llama.cpp (in a worker; the result lands in the Results tab)."""
+        prompt_id = self.selected("#prompts-table")
+        if prompt_id is None:
+            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
+            return
+        prompt = self.project.store.prompt(int(prompt_id))
+        task = next((t["name"] for t in self.project.store.list_tasks(self.project.id) if t["id"] == prompt["task_id"]), "")
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.evaluate(int(prompt_id), values)
+
+        self.push_screen(InputDialog(f"Evaluate prompt {prompt_id} with llama.cpp", [
+            ("task", "Task", task), ("model", "Model (GGUF)", self.project.default_model),
+            ("split", "Split (train/dev/test)", "test"), ("mode", "Mode (direct/reasoning)", "direct"),
+            ("max_new_tokens", "Reasoning chain cap", "256"), ("limit", "Only the first N (blank: all)", ""),
+        ]), done)
+
+    @work(thread=True, group="eval", exclusive=True)
+    def evaluate(self, prompt_id: int, values: dict) -> None:
+        from toolkit.errors import ConfigError
+        from toolkit.evaluate import EvalSettings, evaluate_prompt
+
+        store = self.project.store
+        try:
+            split, mode = values["split"].strip(), values["mode"].strip()
+            if split not in ("train", "dev", "test"):
+                raise ConfigError(f"Split {split!r}: use train, dev or test.")
+            if mode not in ("direct", "reasoning"):
+                raise ConfigError(f"Mode {mode!r}: use direct or reasoning.")
+            try:
+                cap = int(values["max_new_tokens"])
+                limit = int(values["limit"]) if values["limit"].strip() else None
+            except ValueError:
+                raise ConfigError("The chain cap and the limit must be whole numbers.") from None
+            task_row = store.task(self.project.id, values["task"].strip())
+            model_id = values["model"].strip()
+            if model_id not in self._llama:
+                self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
+                self._llama[model_id] = self.backends.load_llama_model(model_id)
+
+            def progress(done: int, total: int) -> None:
+                self.call_from_thread(setattr, self, "sub_title", f"evaluating prompt {prompt_id}: {done}/{total}")
+
+            report = evaluate_prompt(store, model=self._llama[model_id], task_row=task_row,
+                                     prompt_row=store.prompt(prompt_id), split=split, limit=limit,
+                                     settings=EvalSettings(mode=mode, max_new_tokens=cap), progress=progress)
+        except BaseException as exc:
+            self.call_from_thread(setattr, self, "sub_title", "")
+            self.report(exc)
+            return
+        lo, hi = report.ci
+        self.call_from_thread(setattr, self, "sub_title", "")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(self.notify, f"Prompt {prompt_id}: {100 * report.accuracy:.1f}% "
+                              f"({report.correct}/{report.n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%), "
+                              f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
+                              "Enter on it in the Results tab shows every example.", timeout=12)
 
     def action_add_model(self) -> None:
         def done(values: dict | None) -> None:
