@@ -202,6 +202,19 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
     assert examples[0]["input"].split()[0] in res.output
     res = run("show", "9999")
     assert res.exit_code == 1 and "No evaluation with id 9999" in res.output
+    # flipped: a second evaluation that differs on the first two examples
+    rows = project.store.example_results(rep.evaluation_id)
+    ev2 = project.store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m",
+                                          model_sha256="x", backend="llamacpp", quantization="Q4_1", mode="direct",
+                                          settings={}, n=5)
+    for i, r in enumerate(rows):
+        ok = (not r["correct"]) if i < 2 else bool(r["correct"])
+        project.store.add_result(ev2, r["example_id"], f"k{i}", "out", r["answer"] if ok else "zzz", ok, 0.0)
+    res = run("flipped", str(rep.evaluation_id), str(ev2))
+    fixed = sum(1 for r in rows[:2] if not r["correct"])
+    assert res.exit_code == 0 and f"2 example(s) differ" in res.output, res.output
+    assert f"{fixed} fixed, {2 - fixed} broken" in res.output
+    assert res.output.count("zzz") == 2 - fixed
 
 
 def test_answer_shape_checks_follow_the_grammar():

@@ -418,6 +418,17 @@ def _print_run_result(result, scorer: str = "torch") -> None:
 # ---------------------------------------------------------------------------------------------- eval
 
 
+def eval_progress(status, label: str):
+    """A progress callback for evaluate_prompt that updates a rich status line: done/total and examples/s."""
+    t_start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(1e-9, time.perf_counter() - t_start)
+        status.update(f"{label}: {done}/{total} examples ({rate:.1f}/s)")
+
+    return progress
+
+
 def _print_eval(label: str, report, out: Console | None = None) -> None:
     lo, hi = report.ci
     (out or console).print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
@@ -464,12 +475,7 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
         with console.status(f"Evaluating prompt {pid}...") as status:
-            t_start = time.perf_counter()
-
-            def progress(done, total, status=status, pid=pid, t_start=t_start):
-                rate = done / max(1e-9, time.perf_counter() - t_start)
-                status.update(f"Evaluating prompt {pid}: {done}/{total} examples ({rate:.1f}/s)")
-
+            progress = eval_progress(status, f"Evaluating prompt {pid}")
             if backend == "llamacpp":
                 report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row,
                                          split=split, settings=settings, limit=limit, progress=progress)
@@ -610,6 +616,26 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
         table.add_row(str(r["idx"]), _clip(r["input"], 160), r["answer"], str(r["predicted"]),
                       "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"] or "", 240))
     console.print(table)
+
+
+@evals.command("flipped")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.pass_context
+def evals_flipped(ctx, a, b):
+    """Examples scored in both evaluations A and B whose result differs (fixed or broken going from A to B)."""
+    project = _project(ctx)
+    project.store.evaluation(a), project.store.evaluation(b)  # clear errors for unknown ids
+    rows = project.store.flipped(a, b)
+    fixed = sum(1 for r in rows if r["b"]["correct"])
+    console.print(f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, "
+                  f"{len(rows) - fixed} broken")
+    if rows:
+        table = Table("", "input", "gold", f"eval {a}", f"eval {b}", show_lines=True)
+        for r in rows:
+            table.add_row("[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]", _clip(r["example"]["input"], 120),
+                          r["example"]["answer"], str(r["a"]["predicted"]), str(r["b"]["predicted"]))
+        console.print(table)
 
 
 def _clip(text: str, n: int) -> str:

@@ -21,7 +21,7 @@ def ensure_demo_task(project) -> dict:
 def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_size: int = 32, test_size: int = 100,
              seed: int = 0, mode: str = "direct", model_id: str | None = None) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
-    from .cli import StepPrinter, _print_eval
+    from .cli import StepPrinter, _print_eval, eval_progress
     from .engine.torch_backend import load_torch_model
     from .evaluate import EvalSettings, evaluate_prompt
     from .export import export_prompt
@@ -51,10 +51,11 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
     settings = EvalSettings(mode=mode, max_new_tokens=48)
     reports = {}
     for label, pid in (("initial  ", result.initial_prompt_id), ("optimized", result.prompt_id)):
-        with console.status(f"llama.cpp: {label.strip()} prompt..."):
+        with console.status(f"llama.cpp: {label.strip()} prompt...") as status:
             reports[label.strip()] = evaluate_prompt(project.store, model=model, task_row=task_row,
                                                      prompt_row=project.store.prompt(pid), split="test",
-                                                     settings=settings, limit=test_size)
+                                                     settings=settings, limit=test_size,
+                                                     progress=eval_progress(status, f"llama.cpp: {label.strip()} prompt"))
         _print_eval(f"{label} prompt {pid}", reports[label.strip()], console)
     init, opt = reports["initial"], reports["optimized"]
     delta = opt.accuracy - init.accuracy
@@ -62,6 +63,8 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
     verdict = ("the intervals overlap: on this many examples the difference is not significant" if overlap
                else "the intervals do not overlap")
     console.print(f"Change: {delta * 100:+.1f} points ({verdict}).")
+    console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
+                  f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}[/]")
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
