@@ -32,3 +32,42 @@ def test_rendered_panes_keep_markup_like_text_literal_and_style_only_changes():
     same_l, same_r = side_by_side_text("same text", "same text")
     assert same_l.plain == same_r.plain == "same text" and not [s for s in same_r.spans if s.style]
     assert word_diff("a b", "a c") == [("equal", "a"), ("delete", "b"), ("insert", "c")]
+
+
+def _evaluation(store, prompt_id, task, examples, pattern, mode="direct", limit=None):
+    ev = store.create_evaluation(prompt_id=prompt_id, task_id=task["id"], split="test", model_id="m",
+                                 model_sha256="abc", backend="llamacpp", quantization="Q4_1", mode=mode,
+                                 settings={"mode": mode, "limit": limit}, n=len(pattern))
+    for ex, ok in zip(examples, pattern):
+        store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "out", ex["answer"] if ok else "?", bool(ok), 0.0)
+    store.finish_evaluation(ev, n=len(pattern), correct=sum(pattern), accuracy=sum(pattern) / len(pattern),
+                            ci_low=0.0, ci_high=1.0)
+    return ev
+
+
+def test_diff_shows_the_effect_where_both_prompts_were_evaluated_alike(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli, console
+    from toolkit.demo import ensure_demo_task
+    from toolkit.evaluate import describe_effect, diff_effect
+
+    monkeypatch.setattr(console, "_width", 250)
+    store = project.store
+    task = ensure_demo_task(project)
+    examples = store.examples(task["id"], "test", limit=5)
+    a = project.add_prompt(task, "Positive or negative?", origin="manual")
+    b = project.add_prompt(task, "Positive or negative? Think.", origin="edit", parent_id=a)
+    ea = _evaluation(store, a, task, examples, [1, 0, 0, 1, 1], limit=5)
+    eb = _evaluation(store, b, task, examples[:4], [1, 1, 1, 0], limit=4)  # fewer examples: compared on 4
+    _evaluation(store, a, task, examples, [0, 0, 0, 0, 0], mode="reasoning")  # other settings: not paired
+    rows = diff_effect(store, a, b)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["eval_a"], row["eval_b"], row["n"], row["fixed"], row["broken"]) == (ea, eb, 4, 2, 1)
+    assert row["accuracy_a"] == 0.5 and row["accuracy_b"] == 0.75
+    line = describe_effect(row)
+    assert "50.0% -> 75.0% (+25.0), 2 fixed, 1 broken" in line and f"evals flipped {ea} {eb}" in line
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "prompts", "diff", str(a), str(b)])
+    assert res.exit_code == 0 and line in res.output, res.output
+    assert diff_effect(store, b, a)[0]["fixed"] == 1  # the other way round

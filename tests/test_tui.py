@@ -101,6 +101,15 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
     task = project.store.find_task(project.id, "reviews")
     a = project.add_prompt(task, "think step by step", origin="manual")
     b = project.add_prompt(task, "think slowly step by step", origin="edit", parent_id=a)
+    examples = project.store.examples(task["id"], "test")
+    for pid, ok in ((a, False), (b, True)):  # b fixes every example a got wrong
+        ev = project.store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m",
+                                             model_sha256="x", backend="llamacpp", quantization="Q4_1",
+                                             mode="direct", settings={}, n=len(examples))
+        for ex in examples:
+            project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"] if ok else "?", ok, 0.0)
+        project.store.finish_evaluation(ev, n=len(examples), correct=len(examples) * ok, accuracy=float(ok),
+                                        ci_low=0.0, ci_high=1.0)
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
@@ -114,6 +123,8 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
         added = [s for s in app.screen.query_one("#diff-right", Static).render().spans if "green" in str(s.style)]
         assert len(added) == 1  # exactly the inserted token is highlighted
         assert "1 added" in str(app.screen.query_one("#diff-stats", Static).render())
+        effect = str(app.screen.query_one("#diff-effect", Static).render())
+        assert f"0.0% -> 100.0% (+100.0), {len(examples)} fixed, 0 broken" in effect
         await pilot.press("escape")
         await pilot.press("t")  # tags and note (metadata; the text never changes)
         await fill(pilot, app, {"tags": "best, reviewed", "note": "kept"})

@@ -715,6 +715,15 @@ def prompts_diff(ctx, a, b, inline):
     console.print(table, highlight=False)
     st = diff_stats(ta, tb)
     console.print(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged")
+    from .evaluate import describe_effect, diff_effect
+
+    effects = diff_effect(project.store, a, b)
+    if effects:
+        console.print("Effect, where both were evaluated the same way:")
+        for row in effects:
+            console.print("  " + describe_effect(row), highlight=False)
+    else:
+        console.print(f"[dim]No evaluation of both prompts with the same settings yet: gradprompt compare {a} {b}[/]")
 
 
 @prompts.command("tag")

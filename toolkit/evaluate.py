@@ -225,3 +225,40 @@ def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, 
         "kind": task_row["answer_kind"], "scored": len(results), "correct": sum(r["correct"] for r in results),
         "confusion": confusion, "examples": shown[: limit if limit else None],
     }
+
+
+def diff_effect(store, prompt_a: int, prompt_b: int) -> list[dict]:
+    """What changing prompt A into prompt B did, per runtime where both were evaluated the same way
+    (same task, split, model file, backend, quantization and settings; the latest such pair): accuracy
+    of each on the examples both scored, and how many examples the change fixed and broke."""
+    def key(e: dict) -> tuple:
+        settings = {k: v for k, v in (e["settings"] or {}).items() if k != "limit"}
+        return (e["task_id"], e["split"], e["model_sha256"], e["backend"], e["quantization"], e["mode"],
+                json.dumps(settings, sort_keys=True))
+
+    latest_a = {key(e): e for e in store.evaluations(prompt_id=prompt_a) if e["status"] == "done"}
+    latest_b = {key(e): e for e in store.evaluations(prompt_id=prompt_b) if e["status"] == "done"}
+    out = []
+    for k in [k for k in latest_b if k in latest_a]:
+        ea, eb = latest_a[k], latest_b[k]
+        ra = {r["example_id"]: r["correct"] for r in store.results(ea["id"])}
+        rb = {r["example_id"]: r["correct"] for r in store.results(eb["id"])}
+        both = sorted(set(ra) & set(rb))
+        if not both:
+            continue
+        out.append({
+            "eval_a": ea["id"], "eval_b": eb["id"], "model_id": eb["model_id"], "backend": eb["backend"],
+            "quantization": eb["quantization"], "split": eb["split"], "mode": eb["mode"], "n": len(both),
+            "accuracy_a": sum(ra[i] for i in both) / len(both), "accuracy_b": sum(rb[i] for i in both) / len(both),
+            "fixed": sum(1 for i in both if rb[i] and not ra[i]), "broken": sum(1 for i in both if ra[i] and not rb[i]),
+        })
+    return out
+
+
+def describe_effect(row: dict) -> str:
+    """One line for a :func:`diff_effect` row."""
+    runtime = "llama.cpp" if row["backend"] == "llamacpp" else row["backend"]
+    delta = 100 * (row["accuracy_b"] - row["accuracy_a"])
+    return (f"{row['model_id']} {runtime} {row['quantization'] or ''} ({row['split']}, {row['mode']}, {row['n']} examples): "
+            f"{100 * row['accuracy_a']:.1f}% -> {100 * row['accuracy_b']:.1f}% ({delta:+.1f}), "
+            f"{row['fixed']} fixed, {row['broken']} broken - gradprompt evals flipped {row['eval_a']} {row['eval_b']}")

@@ -170,14 +170,17 @@ class DiffScreen(ModalScreen[None]):
     #diff-panes { height: 1fr; }
     .diff-pane { width: 1fr; height: 1fr; border: round $primary; padding: 0 1; }
     #diff-stats { height: 1; color: $text-muted; }
+    #diff-effect { height: auto; max-height: 6; }
     """
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
-    def __init__(self, a: dict, b: dict) -> None:
+    def __init__(self, a: dict, b: dict, effects: list[str] | None = None) -> None:
         super().__init__()
-        self.a, self.b = a, b
+        self.a, self.b, self.effects = a, b, effects or []
 
     def compose(self) -> ComposeResult:
+        from rich.markup import escape
+
         from toolkit.diff import diff_stats, side_by_side_text
 
         left, right = side_by_side_text(self.a["text"], self.b["text"])
@@ -194,6 +197,8 @@ class DiffScreen(ModalScreen[None]):
             yield Static(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged   "
                          "[on dark_red] removed [/] [black on green] added [/] [black on yellow] changed [/]   esc closes",
                          id="diff-stats")
+            if self.effects:
+                yield Static("\n".join(escape(line) for line in self.effects), id="diff-effect")
 
 
 HELP = """[b]Keys[/b]
@@ -726,7 +731,10 @@ class GradpromptApp(App):
             except (GradpromptError, ValueError) as exc:
                 self.push_screen(ErrorDialog("Cannot diff", str(exc)))
                 return
-            self.push_screen(DiffScreen(a, b))
+            from toolkit.evaluate import describe_effect, diff_effect
+
+            effects = [describe_effect(row) for row in diff_effect(self.project.store, a["id"], b["id"])]
+            self.push_screen(DiffScreen(a, b, effects))
 
         current = self.selected("#prompts-table") or ""
         self.push_screen(InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done)
