@@ -319,3 +319,14 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
         assert f"eval {e['id']}" in res.output
         assert f"{100 * e['accuracy']:.1f}%" in res.output
     assert "torch fp32" in res.output and "llama.cpp Q4_1" in res.output
+
+
+def test_direct_mode_results_do_not_depend_on_the_chain_cap(project, llama):
+    task = ensure_demo_task(project)
+    prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
+    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3,
+                            settings=EvalSettings(mode="direct", max_new_tokens=48))
+    again = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3,
+                            settings=EvalSettings(mode="direct", max_new_tokens=256))
+    assert first.model_calls == 3 and again.cached == 3
+    assert EvalSettings(mode="reasoning", max_new_tokens=48).key() != EvalSettings(mode="reasoning").key()

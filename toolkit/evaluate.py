@@ -37,8 +37,11 @@ class EvalSettings:
     answer_tokens: int = 16  # cap for number / free-text answers
 
     def key(self) -> str:
-        return json.dumps({"mode": self.mode, "max_new_tokens": self.max_new_tokens,
-                           "answer_tokens": self.answer_tokens}, sort_keys=True)
+        """What the results depend on (the chain cap only matters when there is a chain)."""
+        data = {"mode": self.mode, "answer_tokens": self.answer_tokens}
+        if self.mode == "reasoning":
+            data["max_new_tokens"] = self.max_new_tokens
+        return json.dumps(data, sort_keys=True)
 
 
 @dataclass
