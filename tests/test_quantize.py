@@ -45,6 +45,12 @@ def test_variant_from_a_hugging_face_folder(real_tm, tmp_path, monkeypatch):
     config.pop("architectures", None)  # as older caches wrote it: the architecture is inferred
     (hf / "config.json").write_text(json.dumps(config))
     add_model("mine-hf", hf=str(hf))
+    try:
+        LlamaCppModel(get_model("mine-hf"))
+    except ModelFileError as exc:  # llama.cpp needs a GGUF: the message says how to make one
+        assert "gradprompt models quantize mine-hf --to Q8_0" in str(exc)
+    else:
+        raise AssertionError("an HF-only model cannot run in llama.cpp")
     res = CliRunner().invoke(cli, ["models", "quantize", "mine-hf", "--to", "Q8_0"])
     assert res.exit_code == 0, res.output
     info = get_model("mine-hf-q8_0")

@@ -88,8 +88,10 @@ class ModelInfo:
         else:
             if not required:
                 return None
-            raise ModelFileError(f"Model {self.id!r} has no GGUF file; llama.cpp needs one. Add one with "
-                                 "`gradprompt models add ID --gguf FILE`.")
+            hint = (f"Make one from its Hugging Face folder with `gradprompt models quantize {self.id} --to Q8_0` "
+                    f"(or --to F16), then use {self.id}-q8_0" if self.hf_path else
+                    "Add one with `gradprompt models add ID --gguf FILE`")
+            raise ModelFileError(f"Model {self.id!r} has no GGUF file; llama.cpp needs one. {hint}.")
         if not path.exists():
             if not required:
                 return None
