@@ -330,3 +330,32 @@ def test_direct_mode_results_do_not_depend_on_the_chain_cap(project, llama):
                             settings=EvalSettings(mode="direct", max_new_tokens=256))
     assert first.model_calls == 3 and again.cached == 3
     assert EvalSettings(mode="reasoning", max_new_tokens=48).key() != EvalSettings(mode="reasoning").key()
+
+
+def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli, console
+    from toolkit.evaluate import format_warnings
+    from toolkit.tasks import AnswerSpec
+
+    monkeypatch.setattr(console, "_width", 200)
+    task = ensure_demo_task(project)
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "tasks", "check", task["name"], "--n", "4",
+                                   "--prompt", "Is the review positive or negative?"])
+    assert res.exit_code == 0, res.output
+    first = project.store.examples(task["id"], "train", limit=4)
+    assert "<|im_start|>assistant\nTherefore, the final answer (one of: negative, positive) is" in res.output
+    assert first[0]["input"] + "\n\nIs the review positive or negative?<|im_end|>" in res.output
+    assert all(ex["input"][:40] in res.output for ex in first)
+    assert "right with this prompt" in res.output
+    assert not project.store.evaluations()  # a check stores nothing
+
+    spec = AnswerSpec(kind="label", labels=("no", "yes"), extractor="The answer is")
+    same = [{"answer": a, "predicted": "yes", "correct": a == "yes"} for a in ("no", "yes", "no", "no")]
+    assert any("answered 'yes' for all 4" in w for w in format_warnings(spec, same))
+    wrong = [{"answer": a, "predicted": None, "correct": False} for a in ("1", "2", "3", "4")]
+    w = format_warnings(AnswerSpec(kind="number", labels=(), extractor="The answer is"), wrong)
+    assert any("4/4 answers could not be read as a number" in x for x in w) and any("No example of 4" in x for x in w)
+    fine = [{"answer": a, "predicted": a, "correct": True} for a in ("no", "yes", "no", "yes")]
+    assert format_warnings(spec, fine) == []

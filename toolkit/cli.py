@@ -268,6 +268,48 @@ def tasks_show(ctx, task, rows):
     console.print(table)
 
 
+@tasks.command("check")
+@click.argument("task")
+@click.option("--prompt", "prompt_text", help="Prompt to try (default: the optimizer's starting prompt).")
+@click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--n", "n", type=int, default=8, show_default=True, help="Training examples to try.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Reasoning chain cap.")
+@click.pass_context
+def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
+    """Try the answer format on a few examples with llama.cpp before a long run: the exact text the model
+    sees, its answers, and warnings when nothing parses or one label comes back for everything."""
+    from .evaluate import EvalSettings, check_answer_format
+    from .llamacpp import LlamaCppModel
+    from .models import get_model
+    from .optimize import DEFAULT_INITIAL_PROMPT
+
+    project = _project(ctx)
+    row = project.store.task(project.id, task)
+    spec = project.store.task_spec(row)
+    examples = project.store.examples(row["id"], "train", limit=n)
+    if not examples:
+        raise GradpromptError(f"Task {row['name']!r} has no training examples to try.")
+    with console.status(f"llama.cpp: trying {len(examples)} examples..."):
+        model = LlamaCppModel(get_model(model_id or project.default_model))
+        res = check_answer_format(model, spec, examples, prompt_text or DEFAULT_INITIAL_PROMPT,
+                                  EvalSettings(mode=mode, max_new_tokens=max_new_tokens))
+    console.print(f"[bold]{row['name']}[/]: {spec.kind}"
+                  f"{' (' + ', '.join(spec.labels) + ')' if spec.labels else ''}; extractor {spec.extractor!r}")
+    console.print("[dim]What the model sees for the first example (the answer follows):[/]")
+    console.print(res["seen"], highlight=False, markup=False)
+    table = Table("input", "gold", "predicted", "ok", "output")
+    for r in res["rows"]:
+        table.add_row(_clip(r["input"], 70), r["answer"], str(r["predicted"]),
+                      "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"], 70))
+    console.print(table)
+    console.print(f"{sum(r['correct'] for r in res['rows'])}/{len(res['rows'])} right with this prompt.")
+    for w in res["warnings"]:
+        console.print(f"[yellow]Warning:[/] {w}", highlight=False)
+    if not res["warnings"]:
+        console.print("[green]The answers parse as expected.[/]")
+
+
 # ---------------------------------------------------------------------------------------------- optimize
 
 

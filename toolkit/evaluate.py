@@ -265,3 +265,41 @@ def describe_effect(row: dict) -> str:
     return (f"{row['model_id']} {runtime} {row['quantization'] or ''} ({row['split']}, {row['mode']}, {row['n']} examples): "
             f"{100 * row['accuracy_a']:.1f}% -> {100 * row['accuracy_b']:.1f}% ({delta:+.1f}), "
             f"{row['fixed']} fixed, {row['broken']} broken - gradprompt evals flipped {row['eval_a']} {row['eval_b']}")
+
+
+def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], prompt: str,
+                        settings: EvalSettings) -> dict:
+    """Run ``prompt`` on a few examples with llama.cpp before a long run and say what looks wrong with the
+    answer format: the exact text the model sees (first example), each answer, and warnings (see
+    :func:`format_warnings`). Nothing is stored."""
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    before, after = layout.split(examples[0]["input"] if examples else "")
+    chain = "[the model's reasoning]" + REASONING_SEPARATOR if settings.mode == "reasoning" else ""
+    rows = []
+    for ex in examples:
+        output, predicted = predict(model, layout, spec, prompt, ex["input"], settings)
+        rows.append({"input": ex["input"], "answer": ex["answer"], "output": output, "predicted": predicted,
+                     "correct": is_correct(predicted, ex["answer"], spec.kind)})
+    n = len(rows)
+    return {"seen": before + prompt + after + chain + spec.extractor, "rows": rows,
+            "accuracy": (sum(r["correct"] for r in rows) / n) if n else 0.0, "warnings": format_warnings(spec, rows)}
+
+
+def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
+    """What a few answers say about the answer format: nothing parsed, one label for everything, none right."""
+    warnings = []
+    n = len(rows)
+    if not n:
+        return warnings
+    unparsed = sum(r["predicted"] is None for r in rows)
+    if unparsed:
+        warnings.append(f"{unparsed}/{n} answers could not be read as a {spec.kind}: check the extractor "
+                        f"({spec.extractor!r}) or the answer kind.")
+    golds = sorted({r["answer"] for r in rows})
+    if spec.kind == "label" and n >= 4 and len({str(r["predicted"]) for r in rows}) == 1 and len(golds) > 1:
+        warnings.append(f"The model answered {rows[0]['predicted']!r} for all {n} examples: the prompt and "
+                        "extractor do not steer it yet (optimization can fix that, but check the labels first).")
+    if n >= 4 and not any(r["correct"] for r in rows):
+        warnings.append(f"No example of {n} is right: check that the gold answers ({', '.join(golds[:5])}) are "
+                        "what the extractor asks for.")
+    return warnings
