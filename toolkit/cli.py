@@ -236,6 +236,8 @@ def tasks_import(ctx, file, name, fmt, input_column, target_column, input_templa
     project = _project(ctx)
     project.store.add_task(project.id, task, replace=replace)
     console.print(f"Stored in project {project.name} ({project.history_path})")
+    console.print(f"Next: gradprompt tasks check {task.name}   (the answer format on a few examples), then "
+                  f"gradprompt optimize {task.name} --dry-run", highlight=False)
 
 
 @tasks.command("list")
