@@ -359,3 +359,30 @@ def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypa
     assert any("4/4 answers could not be read as a number" in x for x in w) and any("No example of 4" in x for x in w)
     fine = [{"answer": a, "predicted": a, "correct": True} for a in ("no", "yes", "no", "yes")]
     assert format_warnings(spec, fine) == []
+
+
+def test_ctrl_c_or_an_error_marks_the_evaluation_and_keeps_its_examples(project, llama, tiny_tm):
+    import pytest
+
+    from toolkit.compare import evaluate_prompt_torch
+
+    task = ensure_demo_task(project)
+    prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
+
+    def interrupt_at(n, exc):
+        def progress(done, total):
+            if done == n:
+                raise exc
+        return progress
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=5,
+                        progress=interrupt_at(2, KeyboardInterrupt()))
+    ev = project.store.evaluations(prompt_id=prompt["id"])[-1]
+    assert ev["status"] == "stopped" and len(project.store.results(ev["id"])) == 2
+    again = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=5)
+    assert again.cached == 2 and again.model_calls == 3
+    with pytest.raises(RuntimeError):
+        evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=4, batch_size=2,
+                              progress=interrupt_at(3, RuntimeError("disk full")))
+    assert project.store.evaluations(prompt_id=prompt["id"])[-1]["status"] == "failed"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import ConfigError
-from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, wilson_interval
+from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, interrupted_marks, wilson_interval
 from .models import get_model
 
 
@@ -86,31 +86,32 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
         if progress:
             progress(done, len(examples))
 
-    todo = []
-    for ex, key in keyed:
-        hit = store.cached_result(key)
-        if hit is None:
-            todo.append((ex, key))
-        else:
-            cached += 1
-            record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
-    prompt_ids = engine.encode_prompt(prompt_row["text"])
-    size = max(1, config.batch_size)
-    stopped = False
-    for start in range(0, len(todo), size):
-        if stop is not None and stop.is_set():
-            stopped = True
-            break
-        part = todo[start : start + size]
-        items = [Item(ex["input"], ex["answer"]) for ex, _ in part]
-        tb = time.perf_counter()
-        chains = engine.chains(prompt_ids, items)
-        preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
-        per = (time.perf_counter() - tb) / len(part)
-        calls += len(part)
-        for (ex, key), chain, (ok, pred) in zip(part, chains, preds):
-            output = (engine.decode(chain).strip() + " " + str(pred)).strip()
-            record(ex, key, output, pred, ok, per)
+    with interrupted_marks(store, ev_id):
+        todo = []
+        for ex, key in keyed:
+            hit = store.cached_result(key)
+            if hit is None:
+                todo.append((ex, key))
+            else:
+                cached += 1
+                record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
+        prompt_ids = engine.encode_prompt(prompt_row["text"])
+        size = max(1, config.batch_size)
+        stopped = False
+        for start in range(0, len(todo), size):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            part = todo[start : start + size]
+            items = [Item(ex["input"], ex["answer"]) for ex, _ in part]
+            tb = time.perf_counter()
+            chains = engine.chains(prompt_ids, items)
+            preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
+            per = (time.perf_counter() - tb) / len(part)
+            calls += len(part)
+            for (ex, key), chain, (ok, pred) in zip(part, chains, preds):
+                output = (engine.decode(chain).strip() + " " + str(pred)).strip()
+                record(ex, key, output, pred, ok, per)
     seconds = time.perf_counter() - t0
     n = done
     acc = correct / n if n else 0.0
@@ -135,7 +136,8 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
     loaded = dict(loaded or {})
     for rt in runtimes:
         kind, model_id, precision = parse_runtime(rt)
-        if rt not in loaded:
+        own = rt not in loaded  # loaded here: freed after its column, so one model is in memory at a time
+        if own:
             if progress:
                 progress(f"loading {rt}")
             if kind == "llamacpp":
@@ -161,4 +163,20 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
                 rep = evaluate_prompt_torch(store, tm=loaded[rt], task_row=task_row, prompt_row=p, split=split,
                                             settings=settings, limit=limit, progress=each)
             result.cells[(p["id"], rt)] = rep
+        if own:
+            del loaded[rt]
+            _free_memory()
     return result
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass

@@ -6,6 +6,7 @@ Numbers and free text: greedy generation under a llama.cpp GBNF grammar (a numbe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -156,6 +157,20 @@ def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerS
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+@contextlib.contextmanager
+def interrupted_marks(store, evaluation_id: int):
+    """An evaluation left by Ctrl-C is marked ``stopped``, one left by an error ``failed``; its finished
+    examples stay in the cache, so running it again continues from there."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        store.finish_evaluation(evaluation_id, status="stopped")
+        raise
+    except BaseException:
+        store.finish_evaluation(evaluation_id, status="failed")
+        raise
+
+
 def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: str = "test",
                     settings: EvalSettings | None = None, limit: int | None = None,
                     progress: Callable[[int, int], None] | None = None,
@@ -178,27 +193,28 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     t_start = time.perf_counter()
     correct = cached = calls = 0
     confusion: dict[str, dict[str, int]] = {}
-    for i, ex in enumerate(examples):
-        if stop is not None and stop.is_set():
-            store.finish_evaluation(ev_id, status="stopped")
-            break
-        key = cache_key(prompt_row["text"], model.sha256, settings, spec, ex)
-        hit = store.cached_result(key)
-        t0 = time.perf_counter()
-        if hit is not None:
-            output, predicted, ok = hit["output"], hit["predicted"], bool(hit["correct"])
-            cached += 1
-        else:
-            output, predicted = predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
-            ok = is_correct(predicted, ex["answer"], spec.kind)
-            calls += 1
-        store.add_result(ev_id, ex["id"], key, output, predicted, ok, time.perf_counter() - t0)
-        correct += int(ok)
-        if spec.kind == "label":
-            row = confusion.setdefault(ex["answer"], {})
-            row[str(predicted)] = row.get(str(predicted), 0) + 1
-        if progress:
-            progress(i + 1, len(examples))
+    with interrupted_marks(store, ev_id):
+        for i, ex in enumerate(examples):
+            if stop is not None and stop.is_set():
+                store.finish_evaluation(ev_id, status="stopped")
+                break
+            key = cache_key(prompt_row["text"], model.sha256, settings, spec, ex)
+            hit = store.cached_result(key)
+            t0 = time.perf_counter()
+            if hit is not None:
+                output, predicted, ok = hit["output"], hit["predicted"], bool(hit["correct"])
+                cached += 1
+            else:
+                output, predicted = predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
+                ok = is_correct(predicted, ex["answer"], spec.kind)
+                calls += 1
+            store.add_result(ev_id, ex["id"], key, output, predicted, ok, time.perf_counter() - t0)
+            correct += int(ok)
+            if spec.kind == "label":
+                row = confusion.setdefault(ex["answer"], {})
+                row[str(predicted)] = row.get(str(predicted), 0) + 1
+            if progress:
+                progress(i + 1, len(examples))
     n = len(examples) if not (stop is not None and stop.is_set()) else max(1, i)
     accuracy = correct / n if n else 0.0
     lo, hi = wilson_interval(correct, n)
