@@ -32,6 +32,13 @@ async def fill(pilot, app, values: dict):
     await pilot.click("#ok")
 
 
+async def select_prompt(pilot, app, prompt_id):
+    await pilot.press("2")
+    table = app.query_one("#prompts-table")
+    table.focus()
+    table.move_cursor(row=table.get_row_index(str(prompt_id)))
+
+
 async def wait_for(pilot, condition, limit=600):
     for _ in range(limit):
         if condition():
@@ -328,10 +335,7 @@ async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, lla
     backends.load_llama_model = lambda model_id: loaded.append(model_id) or llama
     app = create_app(project, backends)
     async with app.run_test(size=(110, 34)) as pilot:
-        await pilot.press("2")
-        table = app.query_one("#prompts-table")
-        table.focus()
-        table.move_cursor(row=table.get_row_index(str(pid)))
+        await select_prompt(pilot, app, pid)
         await pilot.press("v")
         assert app.screen.query_one("#field-task").value == task["name"]
         await fill(pilot, app, {"limit": "3", "mode": "bogus"})
@@ -351,3 +355,33 @@ async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, lla
                        and project.store.evaluations(prompt_id=pid)[1]["status"] == "done")
         again = project.store.evaluations(prompt_id=pid)[1]
         assert loaded == [project.default_model] and again["timings"]["cached"] == 3
+
+
+async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, llama, real_tm):
+    from toolkit.demo import ensure_demo_task
+
+    task = ensure_demo_task(project)
+    a = project.add_prompt(task, "Positive or negative?", origin="manual")
+    b = project.add_prompt(task, "Is this review positive or negative?", origin="edit", parent_id=a)
+    loads = []
+    backends = tiny_backends(tiny_tm, loads)
+    backends.load_torch_model = lambda model_id, precision="auto": loads.append((model_id, precision)) or real_tm
+    backends.load_llama_model = lambda model_id: loads.append(model_id) or llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await select_prompt(pilot, app, b)
+        await pilot.press("x")
+        assert app.screen.query_one("#field-prompts").value == f"{a}, {b}"  # its origin first
+        m = project.default_model
+        await fill(pilot, app, {"runtimes": f"torch:{m}:fp32, llamacpp:{m}", "limit": "3"})
+        await wait_for(pilot, lambda: len([e for e in project.store.evaluations() if e["status"] == "done"]) == 4)
+        await wait_for(pilot, lambda: app.query_one("#evals-table").row_count == 4)
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "results")
+        assert loads == [(m, "fp32"), m]  # one model at a time, each loaded once
+        assert {(e["prompt_id"], e["backend"]) for e in project.store.evaluations()} == {
+            (a, "torch"), (b, "torch"), (a, "llamacpp"), (b, "llamacpp")}
+        await pilot.press("2")
+        await pilot.press("x")
+        await fill(pilot, app, {"runtimes": "gpu:what"})
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
+        assert "llamacpp:MODEL or torch:MODEL:PRECISION" in app.screen.text

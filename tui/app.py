@@ -212,6 +212,7 @@ HELP = """[b]Keys[/b]
   t        tag the selected prompt / edit its note       e   export the selected prompt
   a        add a prompt by hand (a new version; nothing is overwritten)
   v        evaluate the selected prompt with llama.cpp (results in the Results tab)
+  x        compare the selected prompt and its origin across runtimes and quantizations
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
   enter    on a prompt: its text, lineage and scores per model and quantization
            on an evaluation (Results tab): its settings, confusion and every example's output
@@ -242,6 +243,7 @@ class GradpromptApp(App):
         Binding("e", "export", "Export"),
         Binding("a", "add_prompt", "Add prompt"),
         Binding("v", "evaluate", "Evaluate"),
+        Binding("x", "compare", "Compare", show=False),
         Binding("t", "tag_prompt", "Tag", show=False),
         Binding("m", "add_model", "Add model", show=False),
         Binding("c", "create_project", "New project", show=False),
@@ -323,6 +325,8 @@ class GradpromptApp(App):
             ("Add a model", "Register a local GGUF file or Hugging Face folder", self.action_add_model),
             ("Evaluate the selected prompt", "Score it with llama.cpp on a task split (cached per example)",
              self.action_evaluate),
+            ("Compare across runtimes", "The selected prompt and its origin on torch fp32/8bit/4bit and llama.cpp",
+             self.action_compare),
             ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
             ("Evaluation details", "The selected evaluation's settings and per-example outputs (Results tab)",
              self.action_show_evaluation),
@@ -407,6 +411,13 @@ class GradpromptApp(App):
             table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
                           tags[:20], "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
 
+    def selected_prompt(self) -> str | None:
+        """The prompt selected in the Prompts tab, or None (and a hint) when there is none."""
+        prompt_id = self.selected("#prompts-table")
+        if prompt_id is None:
+            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
+        return prompt_id
+
     def selected(self, table_id: str) -> str | None:
         table = self.query_one(table_id, DataTable)
         if table.row_count == 0:
@@ -472,6 +483,11 @@ class GradpromptApp(App):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
+
+    def show_results(self) -> None:
+        """The Results tab with its table focused (a focused widget elsewhere would pull its own tab back)."""
+        self.action_tab("results")
+        self.query_one("#evals-table", DataTable).focus()
 
     def action_help(self) -> None:
         self.push_screen(TextDialog("Help", HELP))
@@ -616,9 +632,8 @@ class GradpromptApp(App):
                                                               ("parent", "Parent prompt id", parent)]), done)
 
     def action_tag_prompt(self) -> None:
-        prompt_id = self.selected("#prompts-table")
+        prompt_id = self.selected_prompt()
         if prompt_id is None:
-            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
             return
         row = self.project.store.prompt(int(prompt_id))
 
@@ -640,9 +655,8 @@ class GradpromptApp(App):
 
     def action_evaluate(self) -> None:
         """Score the selected prompt with llama.cpp (in a worker; the result lands in the Results tab)."""
-        prompt_id = self.selected("#prompts-table")
+        prompt_id = self.selected_prompt()
         if prompt_id is None:
-            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
             return
         prompt = self.project.store.prompt(int(prompt_id))
         task = next((t["name"] for t in self.project.store.list_tasks(self.project.id) if t["id"] == prompt["task_id"]), "")
@@ -698,6 +712,71 @@ class GradpromptApp(App):
                               f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
                               "Enter on it in the Results tab shows every example.", timeout=12)
 
+    def action_compare(self) -> None:
+        """Score prompts across runtimes and quantizations (the quantization-gap matrix) in a worker."""
+        prompt_id = self.selected_prompt()
+        if prompt_id is None:
+            return
+        chain = self.project.store.lineage(int(prompt_id))
+        ids = [chain[-1]["id"], chain[0]["id"]] if len(chain) > 1 else [chain[0]["id"]]
+        m = self.project.default_model
+        runtimes = f"torch:{m}:fp32, llamacpp:{m}, torch:{m}:8bit, torch:{m}:4bit"
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.compare(values)
+
+        self.push_screen(InputDialog("Compare prompts across runtimes and quantizations", [
+            ("prompts", "Prompt ids", ", ".join(map(str, ids))), ("runtimes", "Runtimes", runtimes),
+            ("split", "Split (train/dev/test)", "test"), ("mode", "Mode (direct/reasoning)", "direct"),
+            ("limit", "Only the first N (blank: all)", ""),
+        ]), done)
+
+    @work(thread=True, group="eval", exclusive=True)
+    def compare(self, values: dict) -> None:
+        from toolkit.compare import CompareResult, compare_prompts, parse_runtime
+        from toolkit.errors import ConfigError
+        from toolkit.evaluate import EvalSettings
+
+        try:
+            try:
+                prompt_ids = [int(x) for x in values["prompts"].replace(",", " ").split()]
+                limit = int(values["limit"]) if values["limit"].strip() else None
+            except ValueError:
+                raise ConfigError("Prompt ids and the limit must be whole numbers.") from None
+            runtimes = [r.strip() for r in values["runtimes"].split(",") if r.strip()]
+            if not prompt_ids or not runtimes:
+                raise ConfigError("Give at least one prompt id and one runtime.")
+            split, mode = values["split"].strip(), values["mode"].strip()
+            if split not in ("train", "dev", "test") or mode not in ("direct", "reasoning"):
+                raise ConfigError("Split: train, dev or test; mode: direct or reasoning.")
+            for rt in runtimes:
+                parse_runtime(rt)  # every runtime checked before anything loads
+            cells = {}
+            for i, rt in enumerate(runtimes):  # one model in memory at a time
+                kind, model_id, precision = parse_runtime(rt)
+                self.call_from_thread(setattr, self, "sub_title", f"compare: loading {rt} ({i + 1}/{len(runtimes)})")
+                model = (self.backends.load_llama_model(model_id) if kind == "llamacpp"
+                         else self.backends.load_torch_model(model_id, precision))
+                res = compare_prompts(
+                    self.project, prompt_ids, [rt], split=split, limit=limit, settings=EvalSettings(mode=mode),
+                    loaded={rt: model},
+                    progress=lambda text: self.call_from_thread(setattr, self, "sub_title", f"compare: {text}"))
+                cells.update(res.cells)
+                del model
+            lost = [f"prompt {pid} on {rt}" for pid, rt in
+                    CompareResult(prompts=res.prompts, runtimes=runtimes, cells=cells).lost_improvements()]
+        except BaseException as exc:
+            self.call_from_thread(setattr, self, "sub_title", "")
+            self.report(exc)
+            return
+        self.call_from_thread(setattr, self, "sub_title", "")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(self.show_results)
+        text = (f"{len(cells)} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
+                + "; ".join(lost)) if lost else f"{len(cells)} cells scored; see the heat map."
+        self.call_from_thread(self.notify, text, severity="warning" if lost else "information", timeout=15)
+
     def action_add_model(self) -> None:
         def done(values: dict | None) -> None:
             if values:
@@ -740,9 +819,8 @@ class GradpromptApp(App):
         self.push_screen(InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done)
 
     def action_export(self) -> None:
-        prompt_id = self.selected("#prompts-table")
+        prompt_id = self.selected_prompt()
         if prompt_id is None:
-            self.notify("Select a prompt in the Prompts tab first.", severity="warning")
             return
 
         def done(values: dict | None) -> None:
