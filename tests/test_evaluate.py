@@ -220,11 +220,12 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
 def test_answer_shape_checks_follow_the_grammar():
     from toolkit.evaluate import answer_complete, answer_prefix_ok
 
-    for text in ("", " ", " -", " 1", " 1,2", " 12.", " 12.5"):
+    for text in ("", " ", " -", " 1", " 1,2", " 12.", " 12.5", " 12.5."):
         assert answer_prefix_ok(text, "number"), text
-    for text in ("1", " a", " 1a", " 1.2.", " --1", "  1", " 1\n"):
+    for text in ("1", " a", " 1a", " 1..", " 1.2.3", " --1", "  1", " 1\n"):
         assert not answer_prefix_ok(text, "number"), text
-    assert answer_complete(" 12.5", "number") and not answer_complete(" 12.", "number")
+    assert answer_complete(" 12.5", "number") and answer_complete(" 12.", "number")  # a final full stop is fine
+    assert answer_complete(" 12.5.", "number") and not answer_complete(" 1..", "number")
     assert not answer_complete(" -", "number") and not answer_complete(" ", "number")
     assert answer_prefix_ok(" Paris is", "text") and not answer_prefix_ok("Paris", "text")
     assert not answer_prefix_ok(" a\nb", "text") and not answer_complete(" ", "text") and answer_complete(" a", "text")
@@ -356,7 +357,7 @@ def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypa
     assert any("answered 'yes' for all 4" in w for w in format_warnings(spec, same))
     wrong = [{"answer": a, "predicted": None, "correct": False} for a in ("1", "2", "3", "4")]
     w = format_warnings(AnswerSpec(kind="number", labels=(), extractor="The answer is"), wrong)
-    assert any("4/4 answers could not be read as a number" in x for x in w) and any("No example of 4" in x for x in w)
+    assert any("4/4 answers could not be read as a number" in x for x in w) and any("None of the 4 is right" in x for x in w)
     fine = [{"answer": a, "predicted": a, "correct": True} for a in ("no", "yes", "no", "yes")]
     assert format_warnings(spec, fine) == []
 

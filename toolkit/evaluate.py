@@ -107,8 +107,10 @@ def _sequence_logprob(model, tokens: list[int], label: list[int]) -> float:
 
 
 # The same answer shapes as :func:`answer_grammar`, as text checks, for runtimes without GBNF (torch).
-_NUMBER_PREFIX = re.compile(r" (-?([0-9][0-9,]*(\.[0-9]*)?)?)?")
-_NUMBER_DONE = re.compile(r" -?[0-9][0-9,]*(\.[0-9]+)?")
+# A number may end with a full stop ("10."): small models end the sentence there, and without it a grammar
+# that demands digits after "." turns "10." into "10.1010".
+_NUMBER_PREFIX = re.compile(r" (-?([0-9][0-9,]*(\.([0-9]+\.?)?)?)?)?")
+_NUMBER_DONE = re.compile(r" -?[0-9][0-9,]*(\.[0-9]+)?\.?")
 
 
 def answer_prefix_ok(text: str, kind: str) -> bool:
@@ -131,7 +133,7 @@ def answer_from_text(text: str, kind: str) -> str | None:
     """The predicted answer in a generated answer text (None: no number where one was asked for)."""
     text = text.strip()
     if kind == "number":
-        return text if parse_number(text) is not None else None
+        return text.rstrip(".") if parse_number(text) is not None else None
     if kind == "text":
         return text.rstrip(".")
     return text
@@ -147,13 +149,16 @@ def answer_grammar(spec: AnswerSpec) -> str:
         alternatives = " | ".join(json.dumps(label) for label in spec.labels)
         return f'root ::= " " ( {alternatives} )'
     if spec.kind == "number":
-        return 'root ::= " " "-"? [0-9] [0-9,]* ( "." [0-9]+ )?'
+        return 'root ::= " " "-"? [0-9] [0-9,]* ( "." [0-9]+ )? "."?'
     return 'root ::= " " [^\n]+'
 
 
 def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerSpec, example: dict) -> str:
-    raw = json.dumps([prompt, model_sha, settings.key(), spec.kind, list(spec.labels), spec.extractor,
-                      example["input"], example["answer"]])
+    parts = [prompt, model_sha, settings.key(), spec.kind, list(spec.labels), spec.extractor,
+             example["input"], example["answer"]]
+    if spec.kind != "label":  # generated answers depend on the answer grammar: a new grammar, new results
+        parts.append(answer_grammar(spec))
+    raw = json.dumps(parts)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -316,6 +321,6 @@ def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
         warnings.append(f"The model answered {rows[0]['predicted']!r} for all {n} examples: the prompt and "
                         "extractor do not steer it yet (optimization can fix that, but check the labels first).")
     if n >= 4 and not any(r["correct"] for r in rows):
-        warnings.append(f"No example of {n} is right: check that the gold answers ({', '.join(golds[:5])}) are "
-                        "what the extractor asks for.")
+        warnings.append(f"None of the {n} is right. If the gold answers ({', '.join(golds[:5])}) are what the "
+                        "extractor asks for, the model is just weak here: expect a low starting accuracy.")
     return warnings
