@@ -134,8 +134,8 @@ def answer_from_text(text: str, kind: str) -> str | None:
     text = text.strip()
     if kind == "number":
         return text.rstrip(".") if parse_number(text) is not None else None
-    if kind == "text":
-        return text.rstrip(".")
+    if kind == "text":  # the words themselves: quotes and a final full stop are the model's punctuation
+        return text.strip(" .\"'")
     return text
 
 
