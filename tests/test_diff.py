@@ -71,3 +71,36 @@ def test_diff_shows_the_effect_where_both_prompts_were_evaluated_alike(project, 
     res = CliRunner().invoke(cli, ["--project", str(project.path), "prompts", "diff", str(a), str(b)])
     assert res.exit_code == 0 and line in res.output, res.output
     assert diff_effect(store, b, a)[0]["fixed"] == 1  # the other way round
+
+
+def test_vote_of_evaluations_against_each_alone(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli, console
+    from toolkit.demo import ensure_demo_task
+    from toolkit.errors import ConfigError
+    from toolkit.evaluate import vote
+
+    monkeypatch.setattr(console, "_width", 200)
+    store = project.store
+    task = ensure_demo_task(project)
+    examples = store.examples(task["id"], "test", limit=5)
+    pids = [project.add_prompt(task, f"prompt {i}", origin="manual") for i in range(3)]
+    e1 = _evaluation(store, pids[0], task, examples, [1, 1, 0, 0, 1])
+    e2 = _evaluation(store, pids[1], task, examples, [1, 0, 1, 0, 0])
+    e3 = _evaluation(store, pids[2], task, examples, [0, 1, 1, 0, 0])
+    res = vote(store, [e1, e2, e3])
+    # majority right on examples 0, 1, 2; all wrong ("?") on 3; on 4 two say "?" against one right
+    assert res["n"] == 5 and res["vote_accuracy"] == 0.6 and res["any_correct"] == 0.8
+    assert [e["accuracy"] for e in res["evaluations"]] == [0.6, 0.4, 0.4]
+    tie = vote(store, [e2, e1])  # 1-1 ties go to the first given
+    assert tie["vote_accuracy"] == 0.4
+    res_cli = CliRunner().invoke(cli, ["--project", str(project.path), "evals", "vote", str(e1), str(e2), str(e3)])
+    assert res_cli.exit_code == 0 and "60.0%" in res_cli.output and "does not beat" in res_cli.output, res_cli.output
+    for bad in ([e1], ):
+        try:
+            vote(store, bad)
+        except ConfigError:
+            pass
+        else:
+            raise AssertionError("one evaluation cannot vote")

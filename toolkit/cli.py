@@ -682,6 +682,30 @@ def evals_flipped(ctx, a, b):
         console.print(table)
 
 
+@evals.command("vote")
+@click.argument("evaluation_ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def evals_vote(ctx, evaluation_ids):
+    """Majority vote of several evaluations' answers (prompt versions or runtimes) against each alone, on the
+    examples all of them scored - a combiner measured on the same data, from the cache, no model calls."""
+    from .evaluate import vote
+
+    project = _project(ctx)
+    res = vote(project.store, list(evaluation_ids))
+    table = Table("evaluation", "prompt", "runtime", f"accuracy on {res['n']} shared examples")
+    for e in res["evaluations"]:
+        table.add_row(str(e["id"]), str(e["prompt_id"]), f"{e['backend']} {e['quantization'] or ''}".strip(),
+                      _pct(e["accuracy"]))
+    lo, hi = res["vote_ci"]
+    table.add_row("[bold]vote[/]", "", "", f"[bold]{_pct(res['vote_accuracy'])}[/] (95% CI {_pct(lo)}-{_pct(hi)})")
+    table.add_row("any right", "", "", _pct(res["any_correct"]))
+    console.print(table)
+    best = max(e["accuracy"] for e in res["evaluations"])
+    verdict = "beats" if res["vote_accuracy"] > best else "does not beat"
+    console.print(f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
+                  f"{len(res['evaluations'])} model calls per input.")
+
+
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."

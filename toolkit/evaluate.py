@@ -324,3 +324,46 @@ def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
         warnings.append(f"None of the {n} is right. If the gold answers ({', '.join(golds[:5])}) are what the "
                         "extractor asks for, the model is just weak here: expect a low starting accuracy.")
     return warnings
+
+
+def vote(store, evaluation_ids: Sequence[int]) -> dict:
+    """Majority vote of several evaluations' answers (e.g. prompt versions, or runtimes) on the examples all of
+    them scored, measured against each one alone. A tie goes to the earliest evaluation given among the tied;
+    an unreadable answer does not vote. ``any_correct`` is the share where at least one was right (the most
+    any combiner of these answers could reach)."""
+    from .errors import ConfigError
+
+    if len(evaluation_ids) < 2:
+        raise ConfigError("Give at least two evaluations to vote (an odd number avoids ties).")
+    evals = [store.evaluation(i) for i in evaluation_ids]
+    if len({e["task_id"] for e in evals}) != 1:
+        raise ConfigError("The evaluations are of different tasks; votes only make sense on one task.")
+    kind = store.db["tasks"].get(evals[0]["task_id"])["answer_kind"]
+    results = [{r["example_id"]: r for r in store.example_results(e["id"])} for e in evals]
+    shared = sorted(set.intersection(*(set(r) for r in results)))
+    if not shared:
+        raise ConfigError("The evaluations share no scored example.")
+    correct = [0] * len(evals)
+    voted = any_ok = 0
+    for ex_id in shared:
+        rows = [r[ex_id] for r in results]
+        gold = rows[0]["answer"]
+        counts: dict[str, int] = {}
+        first: dict[str, int] = {}
+        for k, row in enumerate(rows):
+            correct[k] += int(row["correct"])
+            if row["predicted"] is None:
+                continue
+            key = normalize_answer(row["predicted"], kind)
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, k)
+        if counts:
+            best = max(counts, key=lambda a: (counts[a], -first[a]))
+            voted += int(is_correct(rows[first[best]]["predicted"], gold, kind))
+        any_ok += int(any(row["correct"] for row in rows))
+    n = len(shared)
+    return {
+        "n": n, "evaluations": [{"id": e["id"], "prompt_id": e["prompt_id"], "backend": e["backend"],
+                                 "quantization": e["quantization"], "accuracy": c / n} for e, c in zip(evals, correct)],
+        "vote_accuracy": voted / n, "vote_ci": wilson_interval(voted, n), "any_correct": any_ok / n,
+    }
