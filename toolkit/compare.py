@@ -70,7 +70,7 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
         settings={**json.loads(settings.key()), "limit": limit, "device": str(engine.device)},
         n=len(examples))
     t0 = time.perf_counter()
-    model_key = f"{tm.sha256}:torch:{tm.precision}"
+    model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
     keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
     correct = cached = calls = done = 0
     confusion: dict[str, dict[str, int]] = {}
