@@ -195,6 +195,8 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
         mode=settings.mode, n=len(examples),
         settings={**json.loads(settings.key()), "limit": limit, "gpu_layers": getattr(model, "n_gpu_layers", 0)},
     )
+    # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
+    model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
     t_start = time.perf_counter()
     correct = cached = calls = 0
     confusion: dict[str, dict[str, int]] = {}
@@ -203,7 +205,7 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
             if stop is not None and stop.is_set():
                 store.finish_evaluation(ev_id, status="stopped")
                 break
-            key = cache_key(prompt_row["text"], model.sha256, settings, spec, ex)
+            key = cache_key(prompt_row["text"], model_key, settings, spec, ex)
             hit = store.cached_result(key)
             t0 = time.perf_counter()
             if hit is not None:
