@@ -320,6 +320,11 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
         assert f"eval {e['id']}" in res.output
         assert f"{100 * e['accuracy']:.1f}%" in res.output
     assert "torch fp32" in res.output and "llama.cpp Q4_1" in res.output
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), "--limit", "2", "--mode",
+                                   "reasoning", "--max-new-tokens", "6", "--runtime", "llamacpp:smollm2-135m"])
+    assert res.exit_code == 0, res.output
+    last = project.store.project_evaluations(project.id)[-1]
+    assert last["mode"] == "reasoning" and last["settings"]["max_new_tokens"] == 6
 
 
 def test_direct_mode_results_do_not_depend_on_the_chain_cap(project, llama):

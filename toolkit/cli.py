@@ -546,8 +546,9 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
 @click.pass_context
-def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
+def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tokens):
     """Score prompts across runtimes and quantizations, and show where an improvement does not survive."""
     from .compare import compare_prompts
     from .evaluate import EvalSettings
@@ -558,7 +559,8 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode):
     runtimes = list(runtimes) or [f"torch:{m}:fp32", f"llamacpp:{m}", f"torch:{m}:8bit", f"torch:{m}:4bit"]
     with console.status("Evaluating...") as status:
         result = compare_prompts(project, list(prompt_ids), runtimes, task=task, split=split, limit=limit,
-                                 settings=EvalSettings(mode=mode), progress=lambda text: status.update(text))
+                                 settings=EvalSettings(mode=mode, max_new_tokens=max_new_tokens),
+                                 progress=lambda text: status.update(text))
     lost = set(result.lost_improvements())
     models_used = {rt.split(":")[1] for rt in runtimes}
 

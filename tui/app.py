@@ -729,7 +729,7 @@ class GradpromptApp(App):
         self.push_screen(InputDialog("Compare prompts across runtimes and quantizations", [
             ("prompts", "Prompt ids", ", ".join(map(str, ids))), ("runtimes", "Runtimes", runtimes),
             ("split", "Split (train/dev/test)", "test"), ("mode", "Mode (direct/reasoning)", "direct"),
-            ("limit", "Only the first N (blank: all)", ""),
+            ("max_new_tokens", "Reasoning chain cap", "256"), ("limit", "Only the first N (blank: all)", ""),
         ]), done)
 
     @work(thread=True, group="eval", exclusive=True)
@@ -742,8 +742,9 @@ class GradpromptApp(App):
             try:
                 prompt_ids = [int(x) for x in values["prompts"].replace(",", " ").split()]
                 limit = int(values["limit"]) if values["limit"].strip() else None
+                cap = int(values["max_new_tokens"])
             except ValueError:
-                raise ConfigError("Prompt ids and the limit must be whole numbers.") from None
+                raise ConfigError("Prompt ids, the chain cap and the limit must be whole numbers.") from None
             runtimes = [r.strip() for r in values["runtimes"].split(",") if r.strip()]
             if not prompt_ids or not runtimes:
                 raise ConfigError("Give at least one prompt id and one runtime.")
@@ -759,7 +760,8 @@ class GradpromptApp(App):
                 model = (self.backends.load_llama_model(model_id) if kind == "llamacpp"
                          else self.backends.load_torch_model(model_id, precision))
                 res = compare_prompts(
-                    self.project, prompt_ids, [rt], split=split, limit=limit, settings=EvalSettings(mode=mode),
+                    self.project, prompt_ids, [rt], split=split, limit=limit,
+                    settings=EvalSettings(mode=mode, max_new_tokens=cap),
                     loaded={rt: model},
                     progress=lambda text: self.call_from_thread(setattr, self, "sub_title", f"compare: {text}"))
                 cells.update(res.cells)
