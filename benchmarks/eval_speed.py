@@ -96,16 +96,17 @@ def main() -> None:
                                     logit_bias=firsts)
     raw_full_s = time.perf_counter() - t0
 
-    # transformers generation (batched, greedy) of the same chains plus the answer scoring.
+    # gradprompt's torch backend (transformers, batched, greedy): chain, extractor and label in one pass over the
+    # decoding cache, as `gradprompt eval --backend torch` runs it.
     tm = load_torch_model(info, precision="fp32", device="cpu")
     eng = GreaterEngine(tm, task.spec, [Item(e.input, e.answer) for e in examples], [],
                         GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=16, steps=1))
     items = [Item(e.input, e.answer) for e in examples]
     ids = eng.encode_prompt(prompt)
     t0 = time.perf_counter()
-    chains = eng.chains(ids, items)
     eng.predict_items(ids, items)
     torch_s = time.perf_counter() - t0
+    chains = eng.chains(ids, items)  # cached by predict_items
     torch_tokens = sum(len(c) for c in chains)
 
     # transformers one example at a time (model.generate per example, the common way to call it).

@@ -335,3 +335,28 @@ def test_scoring_fresh_prompts_on_the_decoding_cache_matches_the_full_forward(re
             assert x.accuracy == y.accuracy
             assert x.value == pytest.approx(y.value, abs=1e-4)
     assert kv.chains(prompts[1], kv.dev) == full.chains(prompts[1], full.dev)  # cached by the one pass
+
+
+def test_reasoning_label_prediction_on_the_decoding_cache_matches_the_full_forward(real_tm, monkeypatch):
+    """Evaluation in reasoning mode: chain, extractor and label in one pass equal generate + a full forward."""
+    from toolkit.engine.greater import GreaterConfig, GreaterEngine
+    from toolkit.tasks import AnswerSpec
+
+    spec = AnswerSpec(kind="label", labels=("negative", "positive"),
+                      extractor="Therefore, the final answer (one of: negative, positive) is")
+    items = [Item(t, a) for t, a in [("A wonderful film.", "positive"), ("Dull and long.", "negative"),
+                                     ("I loved it.", "positive"), ("What a mess.", "negative"),
+                                     ("Not bad at all.", "positive"), ("Boring.", "negative")]]
+    kv = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1,
+                                                               batch_size=4))
+    full = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1,
+                                                                 batch_size=4, extractor_kv=False))
+    prompt = kv.encode_prompt("Think briefly, then answer.")
+    expected, expected_chains = full.predict_items(prompt, items), full.chains(prompt, items)
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("generate called: the decoding-cache path was not used")
+
+    monkeypatch.setattr(real_tm.model, "generate", no_generate)
+    assert kv.predict_items(prompt, items) == expected
+    assert kv.chains(prompt, items) == expected_chains  # cached by predict_items, and the same chains

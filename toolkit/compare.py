@@ -105,8 +105,8 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
             part = todo[start : start + size]
             items = [Item(ex["input"], ex["answer"]) for ex, _ in part]
             tb = time.perf_counter()
-            chains = engine.chains(prompt_ids, items)
             preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
+            chains = engine.chains(prompt_ids, items)  # cached by predict_items
             per = (time.perf_counter() - tb) / len(part)
             calls += len(part)
             for (ex, key), chain, (ok, pred) in zip(part, chains, preds):

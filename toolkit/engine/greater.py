@@ -447,7 +447,13 @@ class GreaterEngine:
         return [t for chunk in self._map_chunks(len(jobs), run) for t in chunk]
 
     def _chains_and_terms(self, pairs: Sequence[tuple[Sequence[int], Item]]):
-        """Chains and (loss, nll, correct) for (prompt, item) pairs in one pass per batch (reasoning mode).
+        """Chains and (loss, nll, correct) for (prompt, item) pairs in one pass per batch (reasoning mode)."""
+        chains, terms, _ = self._chains_terms_labels(pairs)
+        return chains, terms
+
+    def _chains_terms_labels(self, pairs: Sequence[tuple[Sequence[int], Item]]):
+        """Chains, (loss, nll, correct) and, when the labels' first tokens differ, the predicted label, for
+        (prompt, item) pairs in one pass per batch (reasoning mode).
 
         Prefill [input, prompt, end of turn] (left-padded), read the prompt-token logits from it, decode
         greedily with the KV cache, then feed only [last chain token, extractor, answer] on top of that cache.
@@ -544,11 +550,13 @@ class GreaterEngine:
                     first = len(blocks[b]) - len(answers[b]) - 1  # predicts the first answer token
                     ans_logits = logits_of(out[b, first : first + n_rows])
                     logits = torch.cat([prompt_logits[b], ans_logits], dim=0)
-                    results.append((chains[b], self._terms(logits, pairs[i][0], pairs[i][1], answers[b])))
+                    label = (self.spec.labels[int(ans_logits[0, self.label_first].argmax())]
+                             if self.label_first is not None else None)
+                    results.append((chains[b], self._terms(logits, pairs[i][0], pairs[i][1], answers[b]), label))
             return results
 
         flat = [r for chunk in self._map_chunks(len(pairs), run_chunk) for r in chunk]
-        return [c for c, _ in flat], [t for _, t in flat]
+        return [c for c, _, _ in flat], [t for _, t, _ in flat], [lab for _, _, lab in flat]
 
     def _score_value(self, accuracy: float, nll: float, loss: float) -> float:
         return (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
@@ -660,6 +668,13 @@ class GreaterEngine:
         """
         from ..evaluate import is_correct
 
+        key = self._chain_key(prompt, items)
+        if (self.config.mode == "reasoning" and self.config.extractor_kv and not self.naive
+                and self.spec.kind == "label" and self.label_first is not None and key not in self._chains):
+            # Chain, extractor and label in one pass over the decoding cache (no second forward).
+            chains, _, preds = self._chains_terms_labels([(prompt, item) for item in items])
+            self._chains[key] = chains
+            return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
         chains = self.chains(prompt, items)
         heads = [self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
                  for item, chain in zip(items, chains)]
