@@ -61,8 +61,11 @@ def cli(ctx, project_path):
     Start here:
       gradprompt demo                 the whole path on the embedded default model (a few minutes)
       gradprompt tasks import FILE    add your own task (CSV, TSV, JSONL, JSON)
+      gradprompt tasks check TASK     try its answer format on a few examples
       gradprompt optimize TASK        optimize a prompt for it
       gradprompt eval PROMPT_ID       score a prompt with llama.cpp
+      gradprompt compare A B          both prompts on torch fp32/8bit/4bit and the GGUF
+      gradprompt evals show EVAL_ID   every example's output
     """
     ctx.ensure_object(dict)["project_path"] = project_path
     if ctx.invoked_subcommand is None:
