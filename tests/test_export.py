@@ -40,3 +40,43 @@ def test_text_json_llm_and_promptfoo_exports(project):
     tests = pf["tests"]
     assert len(tests) == len(project.store.examples(task["id"], "test"))
     assert all(t["vars"]["input"] and t["assert"][0]["type"] == "javascript" for t in tests)
+
+
+def _run_js_assertion(js: str, output: str) -> bool:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        import pytest
+
+        pytest.skip("node is not installed: the promptfoo assertions' JavaScript is checked with it")
+    code = f"const output = {json.dumps(output)}; const f = () => {{ {js} }}; process.stdout.write(String(f()));"
+    return subprocess.run([node, "-e", code], capture_output=True, text=True, check=True).stdout == "true"
+
+
+def test_promptfoo_assertions_judge_answers_like_gradprompt(project, tmp_path):
+    from toolkit.tasks import ImportOptions, read_task_file
+
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"input": f"{a} + {a}?", "target": str(2 * a * 500)}) + "\n"
+                            for a in range(1, 5)))
+    project.store.add_task(project.id, read_task_file(path, name="sums", options=ImportOptions(split=(0, 0, 1))))
+    num_task = project.store.find_task(project.id, "sums")
+    pid = project.add_prompt(num_task, "Add them.", origin="manual")
+    tests = yaml.safe_load(export_prompt(project, pid, "promptfoo").read_text())["tests"]
+    first = tests[0]["assert"][0]
+    assert first["type"] == "javascript"  # gold 1000
+    assert _run_js_assertion(first["value"], "So the answer is 1,000.")
+    assert _run_js_assertion(first["value"], "500 + 500 = 1000")
+    assert not _run_js_assertion(first["value"], "The answer is 10000.")
+    assert not _run_js_assertion(first["value"], "no idea")
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, PROMPT, origin="manual")
+    tests = yaml.safe_load(export_prompt(project, pid, "promptfoo").read_text())["tests"]
+    ex = project.store.examples(task["id"], "test")[0]
+    js = tests[0]["assert"][0]["value"]
+    other = "negative" if ex["answer"] == "positive" else "positive"
+    assert _run_js_assertion(js, f"It is {other}... no, {ex['answer'].upper()}.")  # the last label counts
+    assert not _run_js_assertion(js, f"Maybe {ex['answer']}, but {other}.")

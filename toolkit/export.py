@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from .errors import ConfigError
+from .tasks import parse_number
 
 FORMATS = {"text": ".txt", "json": ".json", "llamacpp": ".llamacpp.json", "llm": ".llm.yaml", "promptfoo": ".promptfooconfig.yaml"}
 
@@ -140,8 +141,14 @@ def promptfoo_config(project, bundle: dict) -> dict:
     tests = []
     if task_row:
         labels = bundle["answer"]["labels"] if bundle["answer"] else []
+        kind = bundle["answer"]["kind"] if bundle["answer"] else "text"
         for ex in store.examples(task_row["id"], "test"):
-            if labels:
+            gold_number = parse_number(ex["answer"]) if kind == "number" else None
+            if gold_number is not None:  # the last number in the output, compared as a number ("1,000." == 1000)
+                js = ("const m = output.replace(/(\\d),(?=\\d)/g, '$1').match(/-?\\d+(\\.\\d+)?/g); "
+                      f"return m !== null && Number(m[m.length - 1]) === {json.dumps(gold_number)};")
+                assertion = {"type": "javascript", "value": js}
+            elif labels:
                 pattern = "|".join(re.escape(label) for label in labels)
                 js = (f"const m = [...output.matchAll(/\\b({pattern})\\b/gi)]; "
                       f"return m.length > 0 && m[m.length - 1][1].toLowerCase() === {json.dumps(ex['answer'].lower())};")
