@@ -40,3 +40,24 @@ def test_add_refuses_non_gguf_and_builtin_removal(tmp_path):
         add_model("bad", gguf=str(bad))
     with pytest.raises(ConfigError, match="cannot be removed"):
         remove_model("smollm2-135m")
+
+
+def test_a_chat_template_written_in_the_manifest_is_used_by_both_runtimes(llama, real_tm):
+    """For model files without a template (the packaged Gemma GGUF): the manifest's own template wins."""
+    import dataclasses
+
+    from toolkit.engine.torch_backend import TorchModel
+    from toolkit.layout import ChatLayout
+    from toolkit.llamacpp import LlamaCppModel
+
+    gemma = get_model("gemma3-270m")  # only the manifest is read: the model package need not be installed
+    before, after = ChatLayout(gemma.template_for(""), "<bos>", "<eos>").split("Is it good?")
+    assert before == "<bos><start_of_turn>user\nIs it good?\n\n"
+    assert after == "<end_of_turn>\n<start_of_turn>model\n"
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} [bot]{% endif %}"
+    info = dataclasses.replace(get_model(), chat_template=template)
+    assert LlamaCppModel(info, n_ctx=256).chat_template == template
+    assert TorchModel(model=real_tm.model, tokenizer=real_tm.tokenizer, info=info, sha256=real_tm.sha256,
+                      precision="fp32", device="cpu").chat_template == template
+    assert llama.chat_template == get_model().template_for(llama.llm.metadata["tokenizer.chat_template"])
+    assert "<|im_start|>" in llama.chat_template  # "gguf": the file's own template

@@ -74,7 +74,7 @@ class LlamaCppModel:
             if len(ids) == 1:
                 self.stop_ids.add(ids[0])
         meta = getattr(self.llm, "metadata", {}) or {}
-        self.chat_template = meta.get("tokenizer.chat_template", "")
+        self.chat_template = self.info.template_for(meta.get("tokenizer.chat_template", ""))
         self.bos_token = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
         self.eos_token = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
 

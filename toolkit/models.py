@@ -55,6 +55,13 @@ class ModelInfo:
     manifest_path: str = ""
     extra: dict = field(default_factory=dict)
 
+    def template_for(self, file_template: str) -> str:
+        """The chat template to render: one written in the manifest (``chat_template`` holding a Jinja template,
+        for model files that carry none), else the one in the model file ("" means a plain fallback)."""
+        if "{{" in self.chat_template or "{%" in self.chat_template:
+            return self.chat_template
+        return file_template or ""
+
     @property
     def source(self) -> str:
         if self.gguf_package:

@@ -87,7 +87,7 @@ def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, preci
              device: str = "cpu", initial_prompt: str = "", peak_gflops: float | None = None) -> Plan:
     shape = _shape(info)
     llm = shape["llm"]
-    layout = ChatLayout(shape["template"])
+    layout = ChatLayout(info.template_for(shape["template"]))
     enc = lambda text: llm.tokenize(text.encode(), add_bos=False, special=True)  # noqa: E731
     prompt_len = len(enc(initial_prompt)) if initial_prompt else 16
     lengths = []

@@ -33,7 +33,7 @@ class TorchModel:
 
     @property
     def chat_template(self) -> str:
-        return self.tokenizer.chat_template or ""
+        return self.info.template_for(self.tokenizer.chat_template or "")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` with special tokens parsed and no BOS added (the template adds it)."""
