@@ -61,3 +61,32 @@ def test_a_chat_template_written_in_the_manifest_is_used_by_both_runtimes(llama,
                       precision="fp32", device="cpu").chat_template == template
     assert llama.chat_template == get_model().template_for(llama.llm.metadata["tokenizer.chat_template"])
     assert "<|im_start|>" in llama.chat_template  # "gguf": the file's own template
+
+
+def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
+    import gguf as gguf_py
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    path = tmp_path / "bare.gguf"  # metadata only: enough for registration
+    writer = gguf_py.GGUFWriter(str(path), "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    res = CliRunner().invoke(cli, ["models", "add", "bare-one", "--gguf", str(path)])
+    assert res.exit_code == 0 and "carries no chat template" in res.output, res.output
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<bot>")
+    res = CliRunner().invoke(cli, ["models", "add", "bare-two", "--gguf", str(path), "--chat-template-file", str(template)])
+    assert res.exit_code == 0 and "carries no chat template" not in res.output, res.output
+    assert get_model("bare-two").template_for("") == template.read_text()
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("just text")
+    res = CliRunner().invoke(cli, ["models", "add", "bare-three", "--gguf", str(path), "--chat-template-file", str(bad)])
+    assert res.exit_code == 1 and "not a Jinja template" in res.output
+    from toolkit.models import gguf_chat_template
+
+    assert gguf_chat_template(get_model().gguf_path()).startswith("{% for message in messages %}")
+    remove_model("bare-one"), remove_model("bare-two")

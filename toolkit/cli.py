@@ -137,12 +137,21 @@ def models_info(model_id, do_hash):
 @click.option("--hub-id", help="A Hugging Face hub id (only used when you are online).")
 @click.option("--name", help="Display name.")
 @click.option("--licence", default="", help="Licence of the weights, for your records.")
-def models_add(model_id, gguf, hf, hub_id, name, licence):
+@click.option("--chat-template-file", type=click.Path(dir_okay=False, exists=True),
+              help="A Jinja chat template, for a GGUF that carries none.")
+def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
     """Register your own model (stored in the user data directory, not in the project)."""
-    from .models import add_model
+    from pathlib import Path
 
-    info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence)
+    from .models import add_model, gguf_chat_template
+
+    template = Path(chat_template_file).read_text(encoding="utf-8") if chat_template_file else None
+    info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
     console.print(f"Added model [bold]{info.id}[/] ({info.source})")
+    if gguf and template is None and not gguf_chat_template(gguf):
+        console.print(f"[yellow]Warning:[/] {gguf} carries no chat template, so prompts are laid out as plain "
+                      "'User: ... Assistant:' text. If the model expects its own turn format, remove it and add it "
+                      "again with --chat-template-file FILE.", highlight=False, soft_wrap=True)
 
 
 @models.command("quantize")

@@ -177,9 +177,19 @@ def get_model(model_id: str | None = None) -> ModelInfo:
     )
 
 
+def gguf_chat_template(path: str | Path) -> str:
+    """The chat template stored in a GGUF file ("" when it has none)."""
+    import gguf as gguf_py
+
+    field = gguf_py.GGUFReader(str(path)).fields.get("tokenizer.chat_template")
+    return str(field.contents()) if field is not None else ""
+
+
 def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, hub_id: str | None = None,
-              name: str | None = None, licence: str = "", verify: bool = True) -> ModelInfo:
-    """Register a user model. The GGUF (if any) is hashed now and verified at every load."""
+              name: str | None = None, licence: str = "", verify: bool = True,
+              chat_template: str | None = None) -> ModelInfo:
+    """Register a user model. The GGUF (if any) is hashed now and verified at every load. ``chat_template``
+    (Jinja) is for model files that carry none."""
     if not _ID_RE.match(model_id):
         raise ConfigError(f"Model id {model_id!r} is not allowed: use lower-case letters, digits, '_', '-', '.'.")
     if any(m.id == model_id for m in list_models()):
@@ -187,6 +197,10 @@ def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, 
     if not (gguf or hf or hub_id):
         raise ConfigError("Give --gguf FILE, --hf FOLDER or --hub-id ID.")
     data: dict = {"id": model_id, "name": name or model_id, "licence": licence, "chat_template": "gguf" if gguf else "hf"}
+    if chat_template is not None:
+        if "{{" not in chat_template and "{%" not in chat_template:
+            raise ConfigError("The chat template is not a Jinja template (no {{ }} or {% %}).")
+        data["chat_template"] = chat_template
     if gguf:
         path = Path(gguf).expanduser().resolve()
         if not path.is_file():
