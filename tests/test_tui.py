@@ -290,6 +290,25 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
         await app.workers.wait_for_complete()
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog), limit=50)
         assert "not a GGUF file" in str(app.screen.query_one("#error-text").render())
+        await pilot.press("escape")
+        import gguf as gguf_py  # a GGUF with no chat template: added with a template file, no warning
+
+        bare = tmp_path / "bare.gguf"
+        writer = gguf_py.GGUFWriter(str(bare), "llama")
+        writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+        writer.close()
+        template = tmp_path / "t.jinja"
+        template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+        await pilot.press("m")
+        await fill(pilot, app, {"id": "bare", "gguf": str(bare), "template": str(template)})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert get_model("bare").template_for("") == template.read_text()
+        assert not any("no chat template" in n.message for n in app._notifications)
+        await pilot.press("m")
+        await fill(pilot, app, {"id": "bare2", "gguf": str(bare)})
+        await app.workers.wait_for_complete()
+        await wait_for(pilot, lambda: any("no chat template" in n.message for n in app._notifications), limit=50)
 
 
 async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_path):

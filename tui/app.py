@@ -786,21 +786,35 @@ class GradpromptApp(App):
 
         self.push_screen(InputDialog("Add a local model (GGUF file and/or Hugging Face folder)", [
             ("id", "Model id", ""), ("gguf", "GGUF file", ""), ("hf", "HF folder", ""), ("name", "Name", ""),
-            ("licence", "Licence", ""),
+            ("licence", "Licence", ""), ("template", "Chat template file", ""),
         ]), done)
 
     @work(thread=True, group="models")
     def add_model(self, values: dict) -> None:
-        from toolkit.models import add_model
+        from toolkit.errors import ConfigError
+        from toolkit.models import add_model, gguf_chat_template
 
         try:  # hashing a large GGUF takes a while: off the UI thread
-            info = add_model(values["id"].strip(), gguf=values["gguf"].strip() or None, hf=values["hf"].strip() or None,
-                             name=values["name"].strip() or None, licence=values["licence"].strip())
+            template = None
+            if values.get("template", "").strip():
+                try:
+                    template = Path(values["template"].strip()).expanduser().read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(f"Cannot read the chat template file: {exc}") from None
+            gguf = values["gguf"].strip() or None
+            info = add_model(values["id"].strip(), gguf=gguf, hf=values["hf"].strip() or None,
+                             name=values["name"].strip() or None, licence=values["licence"].strip(),
+                             chat_template=template)
+            bare = gguf is not None and template is None and not gguf_chat_template(gguf)
         except BaseException as exc:
             self.report(exc)
             return
         self.call_from_thread(self.refresh_models, True)
         self.call_from_thread(self.notify, f"Added model {info.id} ({info.source})")
+        if bare:
+            self.call_from_thread(self.notify, "That GGUF carries no chat template: prompts are laid out as plain "
+                                  "'User: ... Assistant:' text. Add it again with a chat template file if the model "
+                                  "expects its own turn format.", severity="warning", timeout=15)
 
     def action_diff(self) -> None:
         def done(values: dict | None) -> None:
