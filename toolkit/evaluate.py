@@ -245,7 +245,7 @@ def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, 
         row = confusion.setdefault(r["answer"], {})
         row[str(r["predicted"])] = row.get(str(r["predicted"]), 0) + 1
     shown = [{**r, "correct": bool(r["correct"])} for r in results if not (errors_only and r["correct"])]
-    task_row = store.db["tasks"].get(ev["task_id"])
+    task_row = store.task_by_id(ev["task_id"])
     return {
         "evaluation": ev, "prompt": store.prompt(ev["prompt_id"]), "task": task_row,
         "kind": task_row["answer_kind"], "scored": len(results), "correct": sum(r["correct"] for r in results),
@@ -340,7 +340,7 @@ def vote(store, evaluation_ids: Sequence[int]) -> dict:
     evals = [store.evaluation(i) for i in evaluation_ids]
     if len({e["task_id"] for e in evals}) != 1:
         raise ConfigError("The evaluations are of different tasks; votes only make sense on one task.")
-    kind = store.db["tasks"].get(evals[0]["task_id"])["answer_kind"]
+    kind = store.task_by_id(evals[0]["task_id"])["answer_kind"]
     results = [{r["example_id"]: r for r in store.example_results(e["id"])} for e in evals]
     shared = sorted(set.intersection(*(set(r) for r in results)))
     if not shared:

@@ -17,7 +17,7 @@ def prompt_bundle(project, prompt_id: int) -> dict:
     """Everything known about a prompt: text, task answer format, lineage, evaluations."""
     store = project.store
     row = store.prompt(prompt_id)
-    task_row = store.db["tasks"].get(row["task_id"]) if row["task_id"] is not None else None
+    task_row = store.task_by_id(row["task_id"]) if row["task_id"] is not None else None
     spec = store.task_spec(task_row) if task_row else None
     run = store.run(row["run_id"]) if row["run_id"] else None
     return {

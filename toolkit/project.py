@@ -70,7 +70,7 @@ class Project:
         row = self.store.prompt(prompt_id)
         task = "untitled"
         if row["task_id"] is not None:
-            task = self.store.db["tasks"].get(row["task_id"])["name"]
+            task = self.store.task_by_id(row["task_id"])["name"]
         folder = self.path / "prompts" / task
         folder.mkdir(parents=True, exist_ok=True)
         out = folder / f"{prompt_id:04d}.txt"

@@ -280,6 +280,13 @@ class Store:
             raise TaskNotFoundError(f"No task {name_or_id!r} in this project.{hint}")
         return row
 
+    def task_by_id(self, task_id: int) -> dict:
+        """A task row by id, whatever its project (evaluations and prompts point at tasks by id)."""
+        try:
+            return self.db["tasks"].get(int(task_id))
+        except (sqlite_utils.db.NotFoundError, ValueError):
+            raise TaskNotFoundError(f"No task with id {task_id}.") from None
+
     def task_spec(self, task_row: dict) -> AnswerSpec:
         return AnswerSpec(kind=task_row["answer_kind"], labels=tuple(_uj(task_row["labels"], [])),
                           extractor=task_row["extractor"])
