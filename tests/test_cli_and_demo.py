@@ -77,4 +77,5 @@ def test_demo_short_end_to_end(project):
     evs = project.store.evaluations()
     assert len(evs) == 2 and all(e["n"] == 6 and e["status"] == "done" for e in evs)
     assert f"gradprompt evals flipped {evs[0]['id']} {evs[1]['id']}" in text
+    assert "gradprompt compare " in text
     assert open(result["export"]).read().startswith(result["prompt"])

@@ -64,7 +64,9 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
                else "the intervals do not overlap")
     console.print(f"Change: {delta * 100:+.1f} points ({verdict}).")
     console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
-                  f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}[/]")
+                  f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
+                  f"change survives other runtimes and quantizations: gradprompt compare "
+                  f"{result.initial_prompt_id} {result.prompt_id}[/]")
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
