@@ -212,7 +212,7 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
         project.store.add_result(ev2, r["example_id"], f"k{i}", "out", r["answer"] if ok else "zzz", ok, 0.0)
     res = run("flipped", str(rep.evaluation_id), str(ev2))
     fixed = sum(1 for r in rows[:2] if not r["correct"])
-    assert res.exit_code == 0 and f"2 example(s) differ" in res.output, res.output
+    assert res.exit_code == 0 and "2 example(s) differ" in res.output, res.output
     assert f"{fixed} fixed, {2 - fixed} broken" in res.output
     assert res.output.count("zzz") == 2 - fixed
 

@@ -96,7 +96,7 @@ class BaselineOptimizer:
     def propose(self, state: dict, rng: random.Random) -> list[str]:
         cfg = self.config
         out = []
-        for i in range(cfg.candidates_per_step):
+        for _ in range(cfg.candidates_per_step):
             seed = rng.randrange(2**31)
             if cfg.method == "ape":
                 meta = APE_META.format(demos=self._demos(rng))

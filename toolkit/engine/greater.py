@@ -7,7 +7,6 @@ between phases. Tensor helpers are pure functions with their shapes documented.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import threading
