@@ -119,6 +119,11 @@ def test_eval_cli_both_backends(project):
         assert "accuracy" in res.output and "95% CI" in res.output
     backends = {e["backend"] for e in project.store.evaluations(prompt_id=pid)}
     assert backends == {"llamacpp", "torch"}
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "eval", str(pid), "--limit", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.output.strip().splitlines()[-1])
+    assert line["prompt_id"] == pid and line["n"] == 4 and line["cached"] == 4 and line["model_calls"] == 0
+    assert line["accuracy"] == line["correct"] / 4 and line["ci95"][0] <= line["accuracy"] <= line["ci95"][1]
 
 
 def test_gpu_offload_is_automatic_when_llama_cpp_has_it(llama, monkeypatch):

@@ -506,9 +506,10 @@ def _print_eval(label: str, report, out: Console | None = None) -> None:
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
 @click.pass_context
 def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_layers, mode, max_new_tokens, limit,
-             show_confusion):
+             show_confusion, as_json):
     """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
     repeated or interrupted evaluation only runs what it has not seen."""
     from .evaluate import EvalSettings, evaluate_prompt
@@ -538,15 +539,19 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
             else:
                 report = evaluate_prompt_torch(project.store, tm=tm, task_row=task_row, prompt_row=prompt_row,
                                                split=split, settings=settings, limit=limit, progress=progress)
+        if as_json:
+            click.echo(json.dumps({
+                "evaluation_id": report.evaluation_id, "prompt_id": pid, "prompt": report.prompt,
+                "task": task_row["name"], "split": split, "model": info.id, "backend": backend, "mode": mode,
+                "n": report.n, "correct": report.correct, "accuracy": report.accuracy, "ci95": list(report.ci),
+                "confusion": report.confusion, "seconds": report.seconds, "cached": report.cached,
+                "model_calls": report.model_calls}))
+            continue
         _print_eval(f"prompt {pid}", report)
         console.print(f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} "
                       "(--errors for the misses)[/]")
         if show_confusion and report.confusion:
-            predicted = sorted({p for row in report.confusion.values() for p in row})
-            table = Table("gold \\ predicted", *predicted)
-            for gold, row in sorted(report.confusion.items()):
-                table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
-            console.print(table)
+            console.print(_confusion_table(report.confusion))
 
 
 @cli.command("compare")
@@ -663,11 +668,7 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     if timings:
         console.print(f"[dim]timings: {timings}[/]", highlight=False)
     if d["kind"] == "label" and d["confusion"]:
-        predicted = sorted({p for row in d["confusion"].values() for p in row})
-        table = Table("gold \\ predicted", *predicted, title="Per-label confusion")
-        for gold, row in sorted(d["confusion"].items()):
-            table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
-        console.print(table)
+        console.print(_confusion_table(d["confusion"], title="Per-label confusion"))
     title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
     table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
     for r in d["examples"]:
@@ -718,6 +719,14 @@ def evals_vote(ctx, evaluation_ids):
     verdict = "beats" if res["vote_accuracy"] > best else "does not beat"
     console.print(f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
                   f"{len(res['evaluations'])} model calls per input.")
+
+
+def _confusion_table(confusion: dict, title: str | None = None) -> Table:
+    predicted = sorted({p for row in confusion.values() for p in row})
+    table = Table("gold \\ predicted", *predicted, title=title)
+    for gold, row in sorted(confusion.items()):
+        table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
+    return table
 
 
 def _clip(text: str, n: int) -> str:
