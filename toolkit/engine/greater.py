@@ -703,7 +703,8 @@ class GreaterEngine:
             scores = []
             for k, ids in enumerate(label_ids):
                 lp = torch.log_softmax(logits[e * len(labels) + k].double(), dim=-1)
-                scores.append(float(lp[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+                rows, cols = torch.arange(len(ids), device=lp.device), torch.tensor(ids, device=lp.device)
+                scores.append(float(lp[rows, cols].sum()))
             out.append(labels[max(range(len(labels)), key=scores.__getitem__)])
         return out
 
