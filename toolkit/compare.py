@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import ConfigError
-from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, interrupted_marks, wilson_interval
+from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, run_evaluation
 from .models import get_model
 
 
@@ -69,60 +68,19 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
         model_sha256=tm.sha256, backend="torch", quantization=tm.precision, mode=settings.mode,
         settings={**json.loads(settings.key()), "limit": limit, "device": str(engine.device)},
         n=len(examples))
-    t0 = time.perf_counter()
     model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
     keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
-    correct = cached = calls = done = 0
-    confusion: dict[str, dict[str, int]] = {}
+    prompt_ids = engine.encode_prompt(prompt_row["text"])
 
-    def record(ex, key, output, pred, ok, seconds):
-        nonlocal correct, done
-        store.add_result(ev_id, ex["id"], key, output, pred, ok, seconds)
-        correct += int(ok)
-        done += 1
-        if spec.kind == "label":
-            row = confusion.setdefault(ex["answer"], {})
-            row[str(pred)] = row.get(str(pred), 0) + 1
-        if progress:
-            progress(done, len(examples))
+    def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
+        items = [Item(ex["input"], ex["answer"]) for ex in batch]
+        preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
+        chains = engine.chains(prompt_ids, items)  # cached by predict_items
+        return [((engine.decode(chain).strip() + " " + str(pred)).strip(), pred)
+                for chain, (_, pred) in zip(chains, preds)]
 
-    with interrupted_marks(store, ev_id):
-        todo = []
-        for ex, key in keyed:
-            hit = store.cached_result(key)
-            if hit is None:
-                todo.append((ex, key))
-            else:
-                cached += 1
-                record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
-        prompt_ids = engine.encode_prompt(prompt_row["text"])
-        size = max(1, config.batch_size)
-        stopped = False
-        for start in range(0, len(todo), size):
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            part = todo[start : start + size]
-            items = [Item(ex["input"], ex["answer"]) for ex, _ in part]
-            tb = time.perf_counter()
-            preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
-            chains = engine.chains(prompt_ids, items)  # cached by predict_items
-            per = (time.perf_counter() - tb) / len(part)
-            calls += len(part)
-            for (ex, key), chain, (ok, pred) in zip(part, chains, preds):
-                output = (engine.decode(chain).strip() + " " + str(pred)).strip()
-                record(ex, key, output, pred, ok, per)
-    seconds = time.perf_counter() - t0
-    n = done
-    acc = correct / n if n else 0.0
-    lo, hi = wilson_interval(correct, n)
-    if stopped:
-        store.finish_evaluation(ev_id, status="stopped", timings={"seconds": seconds, "cached": cached,
-                                                                  "model_calls": calls})
-    else:
-        store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=acc, ci_low=lo, ci_high=hi,
-                                timings={"seconds": seconds, "cached": cached, "model_calls": calls})
-    return EvalReport(ev_id, prompt_row["text"], n, correct, acc, (lo, hi), confusion, seconds, cached, calls)
+    return run_evaluation(store, ev_id, prompt_text=prompt_row["text"], spec=spec, keyed=keyed,
+                          predict_batch=predict_batch, batch_size=config.batch_size, progress=progress, stop=stop)
 
 
 def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task: str | int | None = None,

@@ -176,6 +176,67 @@ def interrupted_marks(store, evaluation_id: int):
         raise
 
 
+def add_to_confusion(confusion: dict[str, dict[str, int]], gold: str, predicted: str | None) -> None:
+    row = confusion.setdefault(gold, {})
+    row[str(predicted)] = row.get(str(predicted), 0) + 1
+
+
+def run_evaluation(store, evaluation_id: int, *, prompt_text: str, spec: AnswerSpec, keyed: Sequence[tuple],
+                   predict_batch: Callable[[list[dict]], list[tuple[str, str | None]]], batch_size: int = 1,
+                   progress: Callable[[int, int], None] | None = None,
+                   stop: threading.Event | None = None) -> EvalReport:
+    """The evaluation loop both runtimes share. ``keyed`` is [(example, cache key)]; cached examples are
+    taken from the history, the rest go to ``predict_batch`` (-> [(output, predicted)]) ``batch_size`` at a
+    time, and each batch is stored as soon as it is done, so a stopped or interrupted evaluation continues
+    from there. A ``stop`` event ends it after the current batch (status ``stopped``)."""
+    t_start = time.perf_counter()
+    correct = cached = calls = done = 0
+    confusion: dict[str, dict[str, int]] = {}
+
+    def record(ex: dict, key: str, output: str, predicted: str | None, ok: bool, seconds: float) -> None:
+        nonlocal correct, done
+        store.add_result(evaluation_id, ex["id"], key, output, predicted, ok, seconds)
+        correct += int(ok)
+        done += 1
+        if spec.kind == "label":
+            add_to_confusion(confusion, ex["answer"], predicted)
+        if progress:
+            progress(done, len(keyed))
+
+    stopped = False
+    with interrupted_marks(store, evaluation_id):
+        todo = []
+        for ex, key in keyed:
+            hit = store.cached_result(key)
+            if hit is None:
+                todo.append((ex, key))
+            else:
+                cached += 1
+                record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
+        size = max(1, batch_size)
+        for start in range(0, len(todo), size):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            part = todo[start : start + size]
+            t0 = time.perf_counter()
+            outputs = predict_batch([ex for ex, _ in part])
+            per = (time.perf_counter() - t0) / len(part)
+            calls += len(part)
+            for (ex, key), (output, predicted) in zip(part, outputs):
+                record(ex, key, output, predicted, is_correct(predicted, ex["answer"], spec.kind), per)
+    seconds = time.perf_counter() - t_start
+    accuracy = correct / done if done else 0.0
+    lo, hi = wilson_interval(correct, done)
+    timings = {"seconds": seconds, "cached": cached, "model_calls": calls}
+    if stopped:
+        store.finish_evaluation(evaluation_id, status="stopped", timings=timings)
+    else:
+        store.finish_evaluation(evaluation_id, n=done, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
+                                timings=timings)
+    return EvalReport(evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls)
+
+
 def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: str = "test",
                     settings: EvalSettings | None = None, limit: int | None = None,
                     progress: Callable[[int, int], None] | None = None,
@@ -197,39 +258,13 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     )
     # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
     model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
-    t_start = time.perf_counter()
-    correct = cached = calls = 0
-    confusion: dict[str, dict[str, int]] = {}
-    with interrupted_marks(store, ev_id):
-        for i, ex in enumerate(examples):
-            if stop is not None and stop.is_set():
-                store.finish_evaluation(ev_id, status="stopped")
-                break
-            key = cache_key(prompt_row["text"], model_key, settings, spec, ex)
-            hit = store.cached_result(key)
-            t0 = time.perf_counter()
-            if hit is not None:
-                output, predicted, ok = hit["output"], hit["predicted"], bool(hit["correct"])
-                cached += 1
-            else:
-                output, predicted = predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
-                ok = is_correct(predicted, ex["answer"], spec.kind)
-                calls += 1
-            store.add_result(ev_id, ex["id"], key, output, predicted, ok, time.perf_counter() - t0)
-            correct += int(ok)
-            if spec.kind == "label":
-                row = confusion.setdefault(ex["answer"], {})
-                row[str(predicted)] = row.get(str(predicted), 0) + 1
-            if progress:
-                progress(i + 1, len(examples))
-    n = len(examples) if not (stop is not None and stop.is_set()) else max(1, i)
-    accuracy = correct / n if n else 0.0
-    lo, hi = wilson_interval(correct, n)
-    seconds = time.perf_counter() - t_start
-    if not (stop is not None and stop.is_set()):
-        store.finish_evaluation(ev_id, n=n, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
-                                timings={"seconds": seconds, "cached": cached, "model_calls": calls})
-    return EvalReport(ev_id, prompt_row["text"], n, correct, accuracy, (lo, hi), confusion, seconds, cached, calls)
+    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
+
+    def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
+        return [predict(model, layout, spec, prompt_row["text"], ex["input"], settings) for ex in batch]
+
+    return run_evaluation(store, ev_id, prompt_text=prompt_row["text"], spec=spec, keyed=keyed,
+                          predict_batch=predict_batch, progress=progress, stop=stop)
 
 
 def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, limit: int | None = None) -> dict:
@@ -242,8 +277,7 @@ def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, 
     results = store.example_results(evaluation_id)
     confusion: dict[str, dict[str, int]] = {}
     for r in results:
-        row = confusion.setdefault(r["answer"], {})
-        row[str(r["predicted"])] = row.get(str(r["predicted"]), 0) + 1
+        add_to_confusion(confusion, r["answer"], r["predicted"])
     shown = [{**r, "correct": bool(r["correct"])} for r in results if not (errors_only and r["correct"])]
     task_row = store.task_by_id(ev["task_id"])
     return {
