@@ -319,7 +319,7 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
     res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), str(b), "--limit", "3",
                                    "--runtime", "torch:smollm2-135m:fp32", "--runtime", "llamacpp:smollm2-135m"])
     assert res.exit_code == 0, res.output
-    evs = project.store.project_evaluations(project.id)
+    evs = project.store.evaluations(project_id=project.id)
     assert len(evs) == 4 and {e["backend"] for e in evs} == {"torch", "llamacpp"}
     for e in evs:
         assert f"eval {e['id']}" in res.output
@@ -328,7 +328,7 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
     res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), "--limit", "2", "--mode",
                                    "reasoning", "--max-new-tokens", "6", "--runtime", "llamacpp:smollm2-135m"])
     assert res.exit_code == 0, res.output
-    last = project.store.project_evaluations(project.id)[-1]
+    last = project.store.evaluations(project_id=project.id)[-1]
     assert last["mode"] == "reasoning" and last["settings"]["max_new_tokens"] == 6
 
 

@@ -622,7 +622,7 @@ def evals_list(ctx, prompt_id, task):
     task_id = project.store.task(project.id, task)["id"] if task else None
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     table = Table("id", "prompt", "task", "split", "model", "runtime", "mode", "accuracy (95% CI)", "n", "status")
-    for e in project.store.project_evaluations(project.id, prompt_id=prompt_id, task_id=task_id):
+    for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id):
         acc = (f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})"
                if e["accuracy"] is not None else "-")
         table.add_row(str(e["id"]), str(e["prompt_id"]), names.get(e["task_id"], "-"), e["split"], e["model_id"],

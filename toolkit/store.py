@@ -162,6 +162,13 @@ def _check_tag(tag: str) -> str:
     return tag
 
 
+def _decoded_evaluation(row: dict) -> dict:
+    row = dict(row)
+    row["settings"] = _uj(row["settings"], {})
+    row["timings"] = _uj(row["timings"], {})
+    return row
+
+
 class Store:
     """The history database of one project.
 
@@ -498,36 +505,19 @@ class Store:
     def cached_result(self, cache_key: str) -> dict | None:
         return next(self.db["results"].rows_where("cache_key = ?", [cache_key], limit=1), None)
 
-    def evaluations(self, prompt_id: int | None = None, task_id: int | None = None) -> list[dict]:
+    def evaluations(self, prompt_id: int | None = None, task_id: int | None = None,
+                    project_id: int | None = None) -> list[dict]:
+        """Evaluations, oldest first, optionally of one prompt, task or project."""
         where, args = [], []
-        if prompt_id is not None:
-            where.append("prompt_id = ?")
-            args.append(prompt_id)
-        if task_id is not None:
-            where.append("task_id = ?")
-            args.append(task_id)
-        rows = list(self.db["evaluations"].rows_where(" and ".join(where) or None, args or None, order_by="id"))
-        for row in rows:
-            row["settings"] = _uj(row["settings"], {})
-            row["timings"] = _uj(row["timings"], {})
-        return rows
-
-    def project_evaluations(self, project_id: int, *, prompt_id: int | None = None,
-                            task_id: int | None = None) -> list[dict]:
-        """A project's evaluations (newest last), optionally for one prompt or task."""
-        sql = ("select v.* from evaluations v join prompts p on p.id = v.prompt_id where p.project_id = ?")
-        args: list = [project_id]
-        if prompt_id is not None:
-            sql += " and v.prompt_id = ?"
-            args.append(prompt_id)
-        if task_id is not None:
-            sql += " and v.task_id = ?"
-            args.append(task_id)
-        rows = [dict(r) for r in self.db.query(sql + " order by v.id", args)]
-        for row in rows:
-            row["settings"] = _uj(row["settings"], {})
-            row["timings"] = _uj(row["timings"], {})
-        return rows
+        for column, value in (("prompt_id", prompt_id), ("task_id", task_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if project_id is not None:
+            where.append("prompt_id in (select id from prompts where project_id = ?)")
+            args.append(project_id)
+        rows = self.db["evaluations"].rows_where(" and ".join(where) or None, args or None, order_by="id")
+        return [_decoded_evaluation(row) for row in rows]
 
     def evaluation(self, evaluation_id: int) -> dict:
         try:
@@ -536,9 +526,7 @@ class Store:
             raise EvaluationNotFoundError(
                 f"No evaluation with id {evaluation_id}. `gradprompt evals list` shows the evaluations."
             ) from None
-        row["settings"] = _uj(row["settings"], {})
-        row["timings"] = _uj(row["timings"], {})
-        return row
+        return _decoded_evaluation(row)
 
     def results(self, evaluation_id: int) -> list[dict]:
         return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
