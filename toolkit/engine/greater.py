@@ -728,11 +728,18 @@ class GreaterEngine:
         kind = self.spec.kind
         texts = self._token_texts()
         stop = sorted(self.stop_ids)
-        if kind == "number":
+        if kind == "number":  # few candidates: each checked against the grammar as the answer grows
             chars = set(" -0123456789,.")
             pool = [i for i, t in enumerate(texts) if t and set(t) <= chars]
-        else:
+
+            def allowed(text: str) -> list[int]:
+                return [i for i in pool if answer_prefix_ok(text + texts[i], kind)]
+        else:  # one line: a first token that starts with the space, then any token without a newline
             pool = [i for i, t in enumerate(texts) if t and "\n" not in t]
+            first = [i for i in pool if texts[i].startswith(" ")]
+
+            def allowed(text: str) -> list[int]:
+                return list(pool if text else first)
         engine = self
 
         class AnswerShape(LogitsProcessor):
@@ -745,7 +752,7 @@ class GreaterEngine:
                     if any(t in engine.stop_ids for t in gen):
                         continue  # finished; generate pads it
                     text = "".join(texts[t] for t in gen)
-                    ok = [i for i in pool if answer_prefix_ok(text + texts[i], kind)]
+                    ok = allowed(text)
                     if answer_complete(text, kind) or not ok:
                         ok += stop
                     keep = torch.full_like(scores[b], float("-inf"))
