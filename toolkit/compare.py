@@ -85,8 +85,13 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
 
 def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task: str | int | None = None,
                     split: str = "test", limit: int | None = None, settings: EvalSettings | None = None,
-                    progress: Callable[[str], None] | None = None, loaded: dict | None = None) -> CompareResult:
-    """Evaluate every prompt on every runtime. ``loaded`` may map runtime strings to already-loaded models."""
+                    progress: Callable[[str], None] | None = None, loaded: dict | None = None,
+                    load: Callable[[str, str, str], object] | None = None) -> CompareResult:
+    """Evaluate every prompt on every runtime. ``loaded`` may map runtime strings to already-loaded models;
+    the others are loaded with ``load(kind, model_id, precision)`` (default: from the model registry), one at
+    a time, and freed after their column. Every runtime string is checked before anything loads."""
+    for rt in runtimes:
+        parse_runtime(rt)
     store = project.store
     prompts = [store.prompt(pid) for pid in prompt_ids]
     task_row = store.task(project.id, task if task is not None else prompts[0]["task_id"])
@@ -98,14 +103,7 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
         if own:
             if progress:
                 progress(f"loading {rt}")
-            if kind == "llamacpp":
-                from .llamacpp import LlamaCppModel
-
-                loaded[rt] = LlamaCppModel(get_model(model_id))
-            else:
-                from .engine.torch_backend import load_torch_model
-
-                loaded[rt] = load_torch_model(get_model(model_id), precision=precision)
+            loaded[rt] = (load or load_runtime)(kind, model_id, precision)
         for p in prompts:
             if progress:
                 progress(f"{rt}: prompt {p['id']}")
@@ -125,6 +123,17 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
             del loaded[rt]
             _free_memory()
     return result
+
+
+def load_runtime(kind: str, model_id: str, precision: str):
+    """The model for one runtime: llama.cpp's GGUF, or torch at ``precision``."""
+    if kind == "llamacpp":
+        from .llamacpp import LlamaCppModel
+
+        return LlamaCppModel(get_model(model_id))
+    from .engine.torch_backend import load_torch_model
+
+    return load_torch_model(get_model(model_id), precision=precision)
 
 
 def _free_memory() -> None:

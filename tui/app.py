@@ -671,41 +671,47 @@ class GradpromptApp(App):
             ("max_new_tokens", "Reasoning chain cap", "256"), ("limit", "Only the first N (blank: all)", ""),
         ]), done)
 
+    @staticmethod
+    def _eval_form(values: dict) -> tuple[str, str, int, int | None]:
+        """(split, mode, chain cap, limit) from an evaluation form, or a ConfigError saying what is wrong."""
+        from toolkit.errors import ConfigError
+
+        split, mode = values["split"].strip(), values["mode"].strip()
+        if split not in ("train", "dev", "test"):
+            raise ConfigError(f"Split {split!r}: use train, dev or test.")
+        if mode not in ("direct", "reasoning"):
+            raise ConfigError(f"Mode {mode!r}: use direct or reasoning.")
+        try:
+            return split, mode, int(values["max_new_tokens"]), (int(values["limit"]) if values["limit"].strip() else None)
+        except ValueError:
+            raise ConfigError("The chain cap and the limit must be whole numbers.") from None
+
+    def _status(self, text: str) -> None:
+        """Progress of a worker, in the title bar (callable from the worker's thread)."""
+        self.call_from_thread(setattr, self, "sub_title", text)
+
     @work(thread=True, group="eval", exclusive=True)
     def evaluate(self, prompt_id: int, values: dict) -> None:
-        from toolkit.errors import ConfigError
         from toolkit.evaluate import EvalSettings, evaluate_prompt
 
         store = self.project.store
         try:
-            split, mode = values["split"].strip(), values["mode"].strip()
-            if split not in ("train", "dev", "test"):
-                raise ConfigError(f"Split {split!r}: use train, dev or test.")
-            if mode not in ("direct", "reasoning"):
-                raise ConfigError(f"Mode {mode!r}: use direct or reasoning.")
-            try:
-                cap = int(values["max_new_tokens"])
-                limit = int(values["limit"]) if values["limit"].strip() else None
-            except ValueError:
-                raise ConfigError("The chain cap and the limit must be whole numbers.") from None
+            split, mode, cap, limit = self._eval_form(values)
             task_row = store.task(self.project.id, values["task"].strip())
             model_id = values["model"].strip()
             if model_id not in self._llama:
                 self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
                 self._llama[model_id] = self.backends.load_llama_model(model_id)
-
-            def progress(done: int, total: int) -> None:
-                self.call_from_thread(setattr, self, "sub_title", f"evaluating prompt {prompt_id}: {done}/{total}")
-
-            report = evaluate_prompt(store, model=self._llama[model_id], task_row=task_row,
-                                     prompt_row=store.prompt(prompt_id), split=split, limit=limit,
-                                     settings=EvalSettings(mode=mode, max_new_tokens=cap), progress=progress)
+            report = evaluate_prompt(
+                store, model=self._llama[model_id], task_row=task_row, prompt_row=store.prompt(prompt_id),
+                split=split, limit=limit, settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                progress=lambda done, total: self._status(f"evaluating prompt {prompt_id}: {done}/{total}"))
         except BaseException as exc:
-            self.call_from_thread(setattr, self, "sub_title", "")
+            self._status("")
             self.report(exc)
             return
         lo, hi = report.ci
-        self.call_from_thread(setattr, self, "sub_title", "")
+        self._status("")
         self.call_from_thread(self.refresh_all)
         self.call_from_thread(self.notify, f"Prompt {prompt_id}: {100 * report.accuracy:.1f}% "
                               f"({report.correct}/{report.n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%), "
@@ -734,49 +740,38 @@ class GradpromptApp(App):
 
     @work(thread=True, group="eval", exclusive=True)
     def compare(self, values: dict) -> None:
-        from toolkit.compare import CompareResult, compare_prompts, parse_runtime
+        from toolkit.compare import compare_prompts
         from toolkit.errors import ConfigError
         from toolkit.evaluate import EvalSettings
 
+        def load(kind: str, model_id: str, precision: str):
+            if kind == "llamacpp":
+                return self.backends.load_llama_model(model_id)
+            return self.backends.load_torch_model(model_id, precision)
+
         try:
+            split, mode, cap, limit = self._eval_form(values)
             try:
                 prompt_ids = [int(x) for x in values["prompts"].replace(",", " ").split()]
-                limit = int(values["limit"]) if values["limit"].strip() else None
-                cap = int(values["max_new_tokens"])
             except ValueError:
-                raise ConfigError("Prompt ids, the chain cap and the limit must be whole numbers.") from None
+                raise ConfigError("Prompt ids must be whole numbers.") from None
             runtimes = [r.strip() for r in values["runtimes"].split(",") if r.strip()]
             if not prompt_ids or not runtimes:
                 raise ConfigError("Give at least one prompt id and one runtime.")
-            split, mode = values["split"].strip(), values["mode"].strip()
-            if split not in ("train", "dev", "test") or mode not in ("direct", "reasoning"):
-                raise ConfigError("Split: train, dev or test; mode: direct or reasoning.")
-            for rt in runtimes:
-                parse_runtime(rt)  # every runtime checked before anything loads
-            cells = {}
-            for i, rt in enumerate(runtimes):  # one model in memory at a time
-                kind, model_id, precision = parse_runtime(rt)
-                self.call_from_thread(setattr, self, "sub_title", f"compare: loading {rt} ({i + 1}/{len(runtimes)})")
-                model = (self.backends.load_llama_model(model_id) if kind == "llamacpp"
-                         else self.backends.load_torch_model(model_id, precision))
-                res = compare_prompts(
-                    self.project, prompt_ids, [rt], split=split, limit=limit,
-                    settings=EvalSettings(mode=mode, max_new_tokens=cap),
-                    loaded={rt: model},
-                    progress=lambda text: self.call_from_thread(setattr, self, "sub_title", f"compare: {text}"))
-                cells.update(res.cells)
-                del model
-            lost = [f"prompt {pid} on {rt}" for pid, rt in
-                    CompareResult(prompts=res.prompts, runtimes=runtimes, cells=cells).lost_improvements()]
+            res = compare_prompts(self.project, prompt_ids, runtimes, split=split, limit=limit,
+                                  settings=EvalSettings(mode=mode, max_new_tokens=cap), load=load,
+                                  progress=lambda text: self._status(f"compare: {text}"))
         except BaseException as exc:
-            self.call_from_thread(setattr, self, "sub_title", "")
+            self._status("")
             self.report(exc)
             return
-        self.call_from_thread(setattr, self, "sub_title", "")
+        lost = [f"prompt {pid} on {rt}" for pid, rt in res.lost_improvements()]
+        self._status("")
         self.call_from_thread(self.refresh_all)
         self.call_from_thread(self.show_results)
-        text = (f"{len(cells)} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
-                + "; ".join(lost)) if lost else f"{len(cells)} cells scored; see the heat map."
+        n = len(res.cells)
+        text = (f"{n} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
+                + "; ".join(lost)) if lost else f"{n} cells scored; see the heat map."
         self.call_from_thread(self.notify, text, severity="warning" if lost else "information", timeout=15)
 
     def action_add_model(self) -> None:
