@@ -226,7 +226,9 @@ def test_shared_prefix_cache_is_exact(tiny_tm):
 @pytest.mark.parametrize("mode", ["direct", "reasoning"])
 def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
     """Racing drops hopeless candidates early; the chosen prompts and scores are those of a full scoring."""
-    kw = {"steps": 4, "mode": mode, "max_new_tokens": 3, "n_train": 6, "batch_size": 2}
+    # Direct mode scores single swaps on the cached prefix instead (all at once, nothing to race): test the
+    # racing scorer there with that saving off.
+    kw = {"steps": 4, "mode": mode, "max_new_tokens": 3, "n_train": 6, "batch_size": 2, "suffix_kv": False}
     raced = engine(tiny_tm, race=True, race_chunk=1, **kw)
     full = engine(tiny_tm, race=False, **kw)
     a = list(raced.run(raced.initial_state(PROMPT)))
@@ -360,3 +362,152 @@ def test_reasoning_label_prediction_on_the_decoding_cache_matches_the_full_forwa
     monkeypatch.setattr(real_tm.model, "generate", no_generate)
     assert kv.predict_items(prompt, items) == expected
     assert kv.chains(prompt, items) == expected_chains  # cached by predict_items, and the same chains
+
+
+# ---------------------------------------------------------------------------------------------- the wide search
+
+NUMBER_SPEC = AnswerSpec(kind="number")
+NUMBER_TRAIN = [Item(f"what is {i} plus {i}?", str(2 * i)) for i in range(1, 6)]
+
+
+@pytest.mark.parametrize("spec,items", [(SPEC, TRAIN), (NUMBER_SPEC, NUMBER_TRAIN)], ids=["label", "number"])
+@pytest.mark.parametrize("where", ["first", "middle", "last", "grown"])
+def test_suffix_scoring_equals_full_sequence_scoring(tiny_tm, spec, items, where):
+    """Scoring candidates on each example's cached prefix gives the terms of scoring each full sequence."""
+    eng = GreaterEngine(tiny_tm, spec, items, [], GreaterConfig(n_train=len(items), batch_size=2, topk=8, topq=3,
+                                                                intersect=2))
+    prompt = eng.encode_prompt(PROMPT)
+    if where == "grown":
+        prompt = prompt + [eng.tm.encode(" _")[-1]]
+    pos = {"first": 0, "middle": 2, "last": len(prompt) - 1, "grown": len(prompt) - 1}[where]
+    cands = sorted(set(eng.propose(prompt, pos, random.Random(0))))[:7]
+    assert len(cands) > eng.batch_size  # several suffix groups and example chunks
+    fast = eng.suffix_terms(prompt, pos, cands)
+    for c, rows in zip(cands, fast):
+        p = list(prompt)
+        p[pos] = c
+        full = eng._item_terms([(p, item, []) for item in items])
+        for (l1, n1, c1), (l2, n2, c2) in zip(rows, full):
+            assert c1 == c2
+            assert float(l1) == pytest.approx(float(l2), abs=1e-4)
+            assert float(n1) == pytest.approx(float(n2), abs=1e-4)
+
+
+def test_suffix_scoring_and_plain_scoring_choose_the_same(tiny_tm):
+    kw = {"steps": 5, "width": 6, "probe": 2}
+    fast, plain = engine(tiny_tm, **kw), engine(tiny_tm, suffix_kv=False, race=False, **kw)
+    a = list(fast.run(fast.initial_state(PROMPT)))
+    b = list(plain.run(plain.initial_state(PROMPT)))
+    assert [r["prompt_ids"] for r in a] == [r["prompt_ids"] for r in b]
+    assert [[c["token"] for c in r["candidates"]] for r in a] == [[c["token"] for c in r["candidates"]] for r in b]
+    for ra, rb in zip(a, b):
+        assert [c["score"] for c in ra["candidates"]] == pytest.approx([c["score"] for c in rb["candidates"]], abs=1e-6)
+
+
+def test_wide_search_scores_width_plus_probe_and_stores_rank_agreement(tiny_tm):
+    eng = engine(tiny_tm, steps=3, width=5, probe=3, pool=16)
+    records = list(eng.run(eng.initial_state(PROMPT)))
+    for r in records:
+        s = r["search"]
+        assert s["pool"] >= 10 and s["scored"] == len(r["candidates"]) <= s["width"] + s["probe"]
+        assert sum(c["probe"] for c in r["candidates"]) == s["probe"] == 3
+        ranks = [c["rank"] for c in r["candidates"] if not c["probe"]]
+        assert ranks == list(range(len(ranks)))  # the gradient's top, in order
+        assert all(c["rank"] >= len(ranks) for c in r["candidates"] if c["probe"])
+        assert s["agreement"] is None or -1 <= s["agreement"] <= 1
+        assert s["better"] == sum(1 for c in r["candidates"] if c["score"] < s["bound"])
+    assert any(r["search"]["agreement"] is not None for r in records)
+
+
+def test_every_scored_candidate_round_trips_through_its_text(tiny_tm):
+    eng = engine(tiny_tm, steps=4, width=8, pool=24, token_filter=r"^.+$")  # any token: many do not round-trip
+    prompt = eng.encode_prompt(PROMPT)
+    proposed = eng.propose(prompt, 1, random.Random(1))
+    kept = eng.deployable(prompt, 1, proposed)
+    assert len(kept) < len(proposed)  # the filter does drop some with this token filter
+    for c in kept:
+        p = list(prompt)
+        p[1] = c
+        assert eng.encode_prompt(eng.decode(p)) == p
+    for r in eng.run(eng.initial_state(PROMPT)):
+        assert eng.encode_prompt(eng.decode(r["prompt_ids"])) == r["prompt_ids"]
+
+
+def test_schedule_never_repeats_a_state_and_stops_with_a_reason(tiny_tm):
+    """Run to convergence on a short prompt: no (position, prompt) is searched twice, a fruitless sweep is
+    followed by another position, a pair step or a stop with its reason."""
+    eng = engine(tiny_tm, steps=200, width=3, probe=1, pool=8, max_prompt_tokens=5)
+    records = list(eng.run(eng.initial_state("Decide now.")))
+    assert len(records) < 200  # it stopped early
+    keys = [(r["position"], tuple(eng.encode_prompt(r["prompt_before"])), r["search"]["kind"]) for r in records]
+    assert len(keys) == len(set(keys))
+    last = records[-1]
+    assert last["search"]["stop_reason"].startswith("converged") and last["state"]["done"]
+    assert list(eng.run(last["state"])) == []  # a finished search does not start again
+    for prev, nxt in zip(records, records[1:]):  # after a step that changed nothing, the position moves on
+        if not prev["accepted"]:
+            assert (nxt["position"], nxt["search"]["kind"]) != (prev["position"], prev["search"]["kind"])
+    assert all(not r["accepted"] or r["train_score"] < r["search"]["bound"] for r in records)
+
+
+def test_rejected_growth_is_not_stored_as_a_change(tiny_tm):
+    eng = engine(tiny_tm, steps=40, width=2, probe=0, pool=6, max_prompt_tokens=12)
+    records = list(eng.run(eng.initial_state("Decide now")))  # no full stop: the sweep ends with a growth step
+    grows = [r for r in records if r["search"]["kind"] == "grow"]
+    assert grows
+    for r in grows:
+        assert r["accepted"] == (len(r["prompt_ids"]) > len(eng.encode_prompt(r["prompt_before"])))
+        if not r["accepted"]:
+            assert r["prompt_after"] == r["prompt_before"] and r["chosen_token"] == ""
+
+
+def test_one_more_right_answer_outweighs_any_fluency_or_loss(tiny_tm):
+    eng = engine(tiny_tm, n_train=6)
+    n = 6
+    for k in range(n):
+        worse = eng._score_value(k / n, nll=0.0, loss=0.0, n=n)
+        better = eng._score_value((k + 1) / n, nll=1e6, loss=1e6, n=n)
+        assert better < worse
+    # Among equal accuracies, fluency and loss decide.
+    assert eng._score_value(0.5, 2.0, 1.0, n) < eng._score_value(0.5, 4.0, 1.0, n)
+    assert eng._score_value(0.5, 2.0, 1.0, n) < eng._score_value(0.5, 2.0, 3.0, n)
+    ref = engine(tiny_tm, schedule="reference")  # the published score lets fluency outweigh an answer
+    assert ref._score_value(4 / 6, 20.0, 0.0, 6) > ref._score_value(3 / 6, 0.0, 0.0, 6)
+
+
+def test_random_ranking_ablation_uses_no_gradient(tiny_tm, monkeypatch):
+    eng = engine(tiny_tm, steps=2, rank="random", width=4, probe=0)
+
+    def no_gradient(*a, **k):
+        raise AssertionError("the ablation must not compute the gradient")
+
+    monkeypatch.setattr(eng, "gradient", no_gradient)
+    records = list(eng.run(eng.initial_state(PROMPT)))
+    assert len(records) == 2 and all(r["search"]["agreement"] is None for r in records)
+    assert all(c["grad"] is None for r in records for c in r["candidates"])
+
+
+def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_tm, monkeypatch):
+    dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(20)]
+    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, GreaterConfig(steps=2, n_train=6, n_dev=20, topk=8, topq=3,
+                                                                 intersect=2, dev_top=3))
+    state = eng.initial_state(PROMPT)
+    initial = state["initial_ids"]
+    others = [eng.encode_prompt(t) for t in ("Decide the sentiment now.", "Say it.", "Label the review.", "Guess.")]
+    state["top"] = [[0.1, others[0]], [0.2, others[1]], [0.3, initial], [0.4, others[2]], [0.5, others[3]]]
+    answers = {}  # prompt -> number of dev examples right (the first ones)
+
+    def fake_predict(prompt, items):
+        k = answers[tuple(prompt)]
+        return [(i < k, None) for i in range(len(items))]
+
+    monkeypatch.setattr(eng, "predict_items", fake_predict)
+    answers.update({tuple(initial): 8, tuple(others[0]): 10, tuple(others[1]): 9, tuple(others[2]): 8,
+                    tuple(others[3]): 20})
+    res = eng.finish(state)  # +2 over the initial prompt: not significant; others[3] is not among the top 3 others
+    assert res.prompt_ids == initial and not res.selection["significant"]
+    assert res.selection["compared"] == 3 and "kept" in res.selection["reason"]
+    answers[tuple(others[1])] = 16  # +8, 0 broken: one-sided p = 1/256, x3 < 0.05
+    res = eng.finish(state)
+    assert res.prompt_ids == others[1] and res.selection["significant"]
+    assert res.dev_accuracy == 16 / 20

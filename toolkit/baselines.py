@@ -69,10 +69,12 @@ class BaselineOptimizer:
         self.layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
         self._scores: dict[str, float] = {}
 
+    def correct(self, prompt: str, items: list[dict]) -> list[bool]:
+        return [bool(self.spec.is_correct(predict(self.model, self.layout, self.spec, prompt, ex["input"],
+                                                  EvalSettings())[1], ex["answer"])) for ex in items]
+
     def accuracy(self, prompt: str, items: list[dict]) -> float:
-        correct = sum(self.spec.is_correct(predict(self.model, self.layout, self.spec, prompt, ex["input"],
-                                                   EvalSettings())[1], ex["answer"]) for ex in items)
-        return correct / max(1, len(items))
+        return sum(self.correct(prompt, items)) / max(1, len(items))
 
     def train_accuracy(self, prompt: str) -> float:
         if prompt not in self._scores:
@@ -148,21 +150,44 @@ class BaselineOptimizer:
                 "state": dict(state), "events": [],
             }
 
-    def finish(self, state: dict) -> tuple[str, float, float | None, list[dict]]:
-        """(prompt, train accuracy, dev accuracy, table) - the best of the top prompts on dev."""
-        top = sorted(state["pool"], key=lambda t: -t[0])[: self.config.top_keep]
-        table = [{"prompt": text, "train_accuracy": acc,
-                  "dev_accuracy": self.accuracy(text, self.dev) if self.dev else None} for acc, text in top]
-        best = max(table, key=lambda r: ((r["dev_accuracy"] or 0), r["train_accuracy"]))
-        return best["prompt"], best["train_accuracy"], best["dev_accuracy"], table
+    def finish(self, state: dict) -> tuple[str, float, float | None, list[dict], dict | None]:
+        """(prompt, train accuracy, dev accuracy, table, selection).
+
+        ape / opro: the best of the top prompts by training accuracy replaces the starting prompt only if it is
+        significantly better on the same dev examples (the paired test every optimizer uses:
+        :func:`toolkit.selection.select_final`). initial / cot: their one prompt.
+        """
+        from .selection import select_final
+
+        initial = state["initial"]
+        if self.config.method in ("initial", "cot") or not self.dev:
+            top = sorted(state["pool"], key=lambda t: -t[0])[: self.config.top_keep]
+            table = [{"prompt": text, "train_accuracy": acc,
+                      "dev_accuracy": self.accuracy(text, self.dev) if self.dev else None} for acc, text in top]
+            best = max(table, key=lambda r: ((r["dev_accuracy"] or 0), r["train_accuracy"]))
+            return best["prompt"], best["train_accuracy"], best["dev_accuracy"], table, None
+        top = sorted((t for t in state["pool"] if t[1] != initial), key=lambda t: -t[0])[: self.config.top_keep]
+        init_ok = self.correct(initial, self.dev)
+        vectors = [self.correct(text, self.dev) for _, text in top]
+        sel = select_final(init_ok, vectors, train_scores=[-acc for acc, _ in top])
+        table = [{"prompt": text, "train_accuracy": acc, "dev_accuracy": sum(v) / len(v)}
+                 for (acc, text), v in zip(top, vectors)]
+        table.append({"prompt": initial, "train_accuracy": self.train_accuracy(initial),
+                      "dev_accuracy": sel.initial_accuracy, "initial": True})
+        if sel.chosen is not None:
+            acc, text = top[sel.chosen]
+            return text, acc, sel.best_accuracy, table, sel.to_dict()
+        return initial, self.train_accuracy(initial), sel.initial_accuracy, table, sel.to_dict()
 
 
 def clean_instruction(text: str) -> str:
     text = text.strip().strip('"').strip()
-    for prefix in ("The instruction was", "Instruction:", "instruction:", "text:"):
-        if text.startswith(prefix):
-            text = text[len(prefix):].strip(" :")
-    return text[:400]
+    import re
+
+    # "The instruction was: ...", "The instruction is to ...", "Instruction: ...", "text: ..."
+    text = re.sub(r"^(?:the\s+)?(?:instruction|text)(?:\s+(?:was|is))?(?:\s+to\b)?\s*:?\s*", "", text,
+                  flags=re.IGNORECASE).strip().strip('"').strip()
+    return text[:1].upper() + text[1:400] if text else text
 
 
 def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig,
@@ -206,9 +231,10 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
             state["pool"] = [[opt.train_accuracy(COT_PROMPT if config.method == "cot" else state["initial"]),
                               COT_PROMPT if config.method == "cot" else state["initial"]]]
         budget_s = time.perf_counter() - t0
-        prompt, train_acc, dev_acc, table = opt.finish(state)
+        prompt, train_acc, dev_acc, table, selection = opt.finish(state)
     except BaseException as exc:
-        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                         error=f"{type(exc).__name__}: {exc}")
         raise
     existing = store.find_prompt(project.id, task_row["id"], prompt)
     origin = config.method if config.method != "initial" else "initial"
@@ -219,5 +245,6 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
     seconds = time.perf_counter() - t0
     store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
                      timings={"seconds": seconds, "optimize_seconds": budget_s, "usage": usage, "top": table,
-                              "train_accuracy": train_acc, "dev_accuracy": dev_acc})
-    return OptimizeResult(run_id, "done", prompt_id, prompt, initial_id, train_acc, dev_acc, state["step"], seconds)
+                              "train_accuracy": train_acc, "dev_accuracy": dev_acc, "selection": selection})
+    return OptimizeResult(run_id, "done", prompt_id, prompt, initial_id, train_acc, dev_acc, state["step"], seconds,
+                          selection=selection)

@@ -17,13 +17,15 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
 
-ALL_METHODS = ("initial", "cot", "ape", "opro", "greater")
+ALL_METHODS = ("initial", "cot", "ape", "opro", "greater", "greater-random")
+DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "greater")
+# greater-random is the ablation: the same search with the gradient ranking replaced by a random order.
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     tasks: tuple[str, ...]
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     model_id: str = "smollm2-135m"
     budget_s: float = 60.0
     n_train: int = 16
@@ -31,6 +33,7 @@ class BenchConfig:
     n_test: int = 100
     seed: int = 0
     mode: str = "direct"
+    initial_prompt: str | None = None  # None: the paper's prompt (toolkit.optimize.DEFAULT_INITIAL_PROMPT)
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in ALL_METHODS]
@@ -51,6 +54,13 @@ class BenchCell:
     n: int
     seconds: float
     usage: dict = field(default_factory=dict)
+    evaluation_id: int | None = None
+    steps: int = 0
+    wins: int | None = None  # test examples this method's prompt gets right and the initial prompt's wrong
+    losses: int | None = None
+    p_value: float | None = None  # exact two-sided McNemar against the initial prompt on the same test examples
+    kept_initial: bool = False
+    agreement: list = field(default_factory=list)  # per step: the gradient's rank agreement with true scores
 
 
 def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = None,
@@ -60,7 +70,7 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
     from .engine.greater import GreaterConfig
     from .llamacpp import LlamaCppModel
     from .models import get_model
-    from .optimize import optimize
+    from .optimize import DEFAULT_INITIAL_PROMPT, optimize
 
     store = project.store
     say = progress or (lambda text: None)
@@ -70,15 +80,17 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
         name = f"{len(config.tasks)} tasks x {len(config.methods)} methods, {config.budget_s:.0f}s each"
         bench_id = store.create_bench(project.id, name, asdict(config) | {"machine": machine()})
     else:
+        names = set(BenchConfig.__dataclass_fields__)
         config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in store.bench(bench_id)["config"].items() if k != "machine"})
+                                for k, v in store.bench(bench_id)["config"].items() if k in names})
         store.update_bench(bench_id, status="running")
     for task in config.tasks:
         store.task(project.id, task)  # fail early on a missing task
     info = get_model(config.model_id)
     llama = LlamaCppModel(info)
     tm = None
-    done = {(r["config"].get("task"), r["method"]) for r in store.bench_runs(bench_id) if r["status"] == "done"}
+    done = {(r["config"].get("task"), r["config"].get("bench_method", r["method"]))
+            for r in store.bench_runs(bench_id) if r["status"] == "done"}
     for task in config.tasks:
         for method in config.methods:
             if stop is not None and stop.is_set():
@@ -87,45 +99,74 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
             if (task, method) in done:
                 continue
             say(f"{task}: {method}")
-            if method == "greater":
+            initial_prompt = config.initial_prompt or DEFAULT_INITIAL_PROMPT
+            if method.startswith("greater"):
                 if tm is None:
                     from .engine.torch_backend import load_torch_model
 
                     tm = load_torch_model(info)
                 gcfg = GreaterConfig(mode=config.mode, steps=10_000, n_train=config.n_train, n_dev=config.n_dev,
-                                     seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=48)
+                                     seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=48,
+                                     rank="random" if method == "greater-random" else "gradient")
                 result = optimize(project, task, model_id=info.id, config=gcfg, torch_model=tm, bench_id=bench_id,
-                                  stop=stop)
+                                  stop=stop, initial_prompt=initial_prompt, method_name=method)
             else:
                 bcfg = BaselineConfig(method=method, budget_s=config.budget_s, n_train=config.n_train,
                                       n_dev=config.n_dev, seed=config.seed)
-                result = optimize_baseline(project, task, model=llama, config=bcfg, bench_id=bench_id, stop=stop)
+                result = optimize_baseline(project, task, model=llama, config=bcfg, bench_id=bench_id, stop=stop,
+                                           initial_prompt=initial_prompt)
             if result.status != "done":
                 continue
             say(f"{task}: {method}: test")
             evaluate_prompt(store, model=llama, task_row=store.task(project.id, task),
                             prompt_row=store.prompt(result.prompt_id), split="test",
                             settings=EvalSettings(mode=config.mode), limit=config.n_test)
+            if result.initial_prompt_id != result.prompt_id:  # the paired test needs the initial prompt's answers
+                evaluate_prompt(store, model=llama, task_row=store.task(project.id, task),
+                                prompt_row=store.prompt(result.initial_prompt_id), split="test",
+                                settings=EvalSettings(mode=config.mode), limit=config.n_test)
     store.update_bench(bench_id, status="done", finished=time.time())
     return bench_id, collect(project, bench_id)
 
 
+def _test_evaluation(store, prompt_id: int, task_id: int, mode: str):
+    evs = [e for e in store.evaluations(prompt_id=prompt_id, task_id=task_id)
+           if e["split"] == "test" and e["status"] == "done" and e["backend"] == "llamacpp"
+           and e["mode"] == mode]
+    return evs[-1] if evs else None
+
+
 def collect(project, bench_id: int) -> list[BenchCell]:
+    from .selection import mcnemar_two_sided
+
     store = project.store
+    mode = store.bench(bench_id)["config"].get("mode", "direct")
     cells = []
     for run in store.bench_runs(bench_id):
         if run["status"] != "done" or not run["best_prompt_id"]:
             continue
-        evs = [e for e in store.evaluations(prompt_id=run["best_prompt_id"], task_id=run["task_id"])
-               if e["split"] == "test" and e["status"] == "done" and e["backend"] == "llamacpp"]
-        if not evs:
+        ev = _test_evaluation(store, run["best_prompt_id"], run["task_id"], mode)
+        if ev is None:
             continue
-        ev = evs[-1]
         t = run["timings"]
-        cells.append(BenchCell(task=run["config"]["task"], method=run["method"], run_id=run["id"],
-                               prompt=store.prompt(run["best_prompt_id"])["text"], accuracy=ev["accuracy"],
-                               ci=(ev["ci_low"], ev["ci_high"]), n=ev["n"],
-                               seconds=t.get("optimize_seconds", t.get("seconds", 0.0)), usage=t.get("usage", {})))
+        cell = BenchCell(task=run["config"]["task"], method=run["config"].get("bench_method", run["method"]),
+                         run_id=run["id"], prompt=store.prompt(run["best_prompt_id"])["text"],
+                         accuracy=ev["accuracy"], ci=(ev["ci_low"], ev["ci_high"]), n=ev["n"],
+                         seconds=t.get("optimize_seconds", t.get("seconds", 0.0)), usage=t.get("usage", {}),
+                         evaluation_id=ev["id"], kept_initial=run["best_prompt_id"] == run["initial_prompt_id"])
+        steps = store.steps(run["id"])
+        cell.steps = len(steps)
+        cell.agreement = [s["search"]["agreement"] for s in steps
+                          if s.get("search") and s["search"].get("agreement") is not None]
+        base = _test_evaluation(store, run["initial_prompt_id"], run["task_id"], mode)
+        if base is not None:
+            a = {r["example_id"]: bool(r["correct"]) for r in store.results(ev["id"])}
+            b = {r["example_id"]: bool(r["correct"]) for r in store.results(base["id"])}
+            shared = sorted(set(a) & set(b))
+            cell.wins = sum(1 for k in shared if a[k] and not b[k])
+            cell.losses = sum(1 for k in shared if b[k] and not a[k])
+            cell.p_value = mcnemar_two_sided(cell.wins, cell.losses)
+        cells.append(cell)
     return cells
 
 
@@ -141,7 +182,14 @@ def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str])
         row = []
         for m in methods:
             c = by.get((task, m))
-            row.append("-" if c is None else f"{100 * c.accuracy:.1f} ({100 * c.ci[0]:.0f}-{100 * c.ci[1]:.0f})")
+            if c is None:
+                row.append("-")
+                continue
+            text = f"{100 * c.accuracy:.1f} ({100 * c.ci[0]:.0f}-{100 * c.ci[1]:.0f})"
+            if m != "initial" and c.p_value is not None:
+                sig = "**" if c.p_value < 0.05 else ""
+                text += f" {sig}+{c.wins}/-{c.losses} p={c.p_value:.2f}{sig}"
+            row.append(text)
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     avg, secs = [], []
     for m in methods:
@@ -151,6 +199,37 @@ def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str])
         secs.append("-" if not s else f"{sum(s) / len(s):.0f}")
     lines.append("| **average** | " + " | ".join(avg) + " |")
     lines.append("| seconds used (mean) | " + " | ".join(secs) + " |")
+    sig = []
+    for m in methods:
+        cs = [by[(t, m)] for t in tasks if (t, m) in by]
+        if m == "initial" or not cs:
+            sig.append("-")
+            continue
+        up = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and c.wins > c.losses)
+        down = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and c.wins < c.losses)
+        sig.append(f"{up} better, {down} worse")
+    lines.append("| significant vs initial (p < 0.05) | " + " | ".join(sig) + " |")
+    kept = []
+    for m in methods:
+        cs = [by[(t, m)] for t in tasks if (t, m) in by]
+        kept.append("-" if m in ("initial", "cot") or not cs else f"{sum(c.kept_initial for c in cs)}/{len(cs)}")
+    lines.append("| kept the initial prompt (dev test) | " + " | ".join(kept) + " |")
+    return "\n".join(lines)
+
+
+def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
+    """The gradient's rank agreement (Spearman, gradient rank vs true score of the fully scored candidates)
+    per task: how often the gradient ranks candidates better than chance."""
+    lines = ["| task | steps | median | quartiles | share > 0 |", "|---|---|---|---|---|"]
+    by = {(c.task, c.method): c for c in cells}
+    for t in tasks:
+        c = by.get((t, "greater"))
+        if c is None or not c.agreement:
+            continue
+        v = sorted(c.agreement)
+        q = lambda f: v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))]  # noqa: E731
+        lines.append(f"| {t} | {len(v)} | {q(0.5):+.2f} | {q(0.25):+.2f} to {q(0.75):+.2f} | "
+                     f"{sum(1 for x in v if x > 0)}/{len(v)} |")
     return "\n".join(lines)
 
 
@@ -195,12 +274,20 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
     text = [f"# Bench {bench_id}: {bench['name']}", "",
             f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (proposal + scoring; "
             f"dev selection and the test evaluation not counted); {cfg['n_train']} train / {cfg['n_dev']} dev / "
-            f"up to {cfg['n_test']} test examples; seed {cfg['seed']}; {cfg['mode']} mode. Test accuracy % with "
-            "95% Wilson intervals, scored with llama.cpp on the GGUF.", "",
-            markdown_table(cells, methods, tasks), "", f"![chart]({png.name})", "", "## Final prompts", ""]
+            f"up to {cfg['n_test']} test examples; seed {cfg['seed']}; {cfg['mode']} mode; initial prompt "
+            f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}. Test accuracy % with 95% Wilson "
+            "intervals, scored with llama.cpp on the GGUF; +W/-L: test examples fixed / broken against the "
+            "initial prompt, p: exact two-sided McNemar test on the same examples (bold: p < 0.05).", "",
+            markdown_table(cells, methods, tasks), "", f"![chart]({png.name})", ""]
+    if any(c.agreement for c in cells):
+        text += ["## The gradient's rank agreement with the true scores (GReaTer runs)", "",
+                 agreement_table(cells, tasks), ""]
+    text += ["## Final prompts", ""]
     for c in sorted(cells, key=lambda c: (c.task, methods.index(c.method))):
         usage = ", ".join(f"{k} {v}" for k, v in c.usage.items()) if c.usage else ""
-        text.append(f"* **{c.task} / {c.method}** (run {c.run_id}{'; ' + usage if usage else ''}): `{c.prompt}`")
+        kept = "; kept the initial prompt" if c.kept_initial and c.method not in ("initial", "cot") else ""
+        text.append(f"* **{c.task} / {c.method}** (run {c.run_id}; {c.steps} steps{kept}"
+                    f"{'; ' + usage if usage else ''}): `{c.prompt}`")
     text += ["", f"Machine: {cfg.get('machine', {})}"]
     md.write_text("\n".join(text) + "\n", encoding="utf-8")
     store.update_bench(bench_id, report=str(md))

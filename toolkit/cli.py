@@ -9,6 +9,7 @@ import time
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -344,17 +345,27 @@ def _greater_options(f):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--dev-every", type=int, default=0, show_default=True,
                      help="Also score the current prompt on the dev split every N steps (0: only at the end)."),
+        click.option("--width", type=int, default=0, show_default=True,
+                     help="Candidates scored in full per step, by gradient rank (0: automatic: 16 in direct mode, 4 "
+                          "with reasoning, or what fits two sweeps of the prompt in --budget; widened when the "
+                          "gradient's ranking disagrees with the true scores)."),
+        click.option("--probe", type=int, default=4, show_default=True,
+                     help="Random extra candidates scored in full per step to measure how well the gradient ranks."),
+        click.option("--rank", type=click.Choice(["gradient", "random"]), default="gradient", show_default=True,
+                     help="How candidates are ranked before scoring; random is the ablation (no gradient)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
-def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every=0):
+def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every=0, width=0,
+            probe=4, rank="gradient"):
     from .engine.greater import GreaterConfig
 
     return GreaterConfig(mode=mode, schedule=schedule, steps=steps, n_train=train_size, n_dev=dev_size,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dev_every=dev_every)
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dev_every=dev_every,
+                         width=width, probe=probe, rank=rank)
 
 
 class StepPrinter:
@@ -367,16 +378,37 @@ class StepPrinter:
         done = record["step"] + 1
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - done)
-        mark = "[green]changed[/]" if record["accepted"] else "[dim]kept[/]"
+        search = record.get("search") or {}
+        kind = search.get("kind", "single")
+        if record["accepted"]:
+            mark = "[green]changed[/]" if kind != "grow" else "[green]grew[/]"
+            what = record["chosen_token"] if kind == "pair" else repr(record["chosen_token"])
+        elif kind == "grow":
+            mark, what = "[dim]no growth[/]", ""
+        elif kind == "pair":
+            mark, what = "[dim]no pair helped[/]", ""
+        else:
+            mark, what = "[dim]kept[/]", repr(record["chosen_token"])
+        where = "pairs " if kind == "pair" else f"pos {record['position']:>2}"
         self.out.print(
-            f"step {done:>3}/{self.total}  pos {record['position']:>2}  train acc {_pct(record['train_accuracy'])}  "
+            f"step {done:>3}/{self.total}  {where}  train acc {_pct(record['train_accuracy'])}  "
             + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "") +
-            f"score {record['train_score']:.3f}  {mark} {record['chosen_token']!r:<14} "
-            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]"
+            f"score {record['train_score']:.3f}  {mark} {escape(what):<14} "
+            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]", highlight=False
         )
-        self.out.print(f"        [cyan]{record['prompt_after']}[/]", highlight=False)
+        if search:
+            agree = search.get("agreement")
+            self.out.print(
+                f"        [dim]scored {search.get('scored', 0)} of {search.get('pool', 0)} candidates "
+                f"({search.get('probe', 0)} random probe), {search.get('better', 0)} better than the current prompt"
+                + (f"; gradient rank agreement {agree:+.2f}" if agree is not None else "")
+                + (f"; prompt NLL {record['train_nll']:.2f}" if record.get("train_nll") is not None else "")
+                + "[/]", highlight=False)
+        self.out.print(f"        [cyan]{escape(record['prompt_after'])}[/]", highlight=False)
         for event in record.get("events", []):
-            self.out.print(f"        [yellow]{event}[/]")
+            self.out.print(f"        [yellow]{escape(event)}[/]")
+        if search.get("stop_reason"):
+            self.out.print(f"        [yellow]Stopping early: {escape(search['stop_reason'])}.[/]")
 
 
 @cli.command("optimize")
@@ -390,7 +422,8 @@ class StepPrinter:
 @click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
 @click.pass_context
 def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
-                 max_new_tokens, batch_size, seed, dev_every, initial_prompt, method, budget, dry_run):
+                 max_new_tokens, batch_size, seed, dev_every, width, probe, rank, initial_prompt, method, budget,
+                 dry_run):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, optimize
@@ -419,7 +452,8 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
             raise
         _print_run_result(result, "llama.cpp")
         return
-    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every)
+    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every, width,
+                     probe, rank)
     if budget:
         from dataclasses import replace
 
@@ -467,8 +501,12 @@ def _print_run_result(result, scorer: str = "torch") -> None:
     if result.status != "done":
         console.print(f"Continue it with `gradprompt runs resume {result.run_id}`.")
         return
-    console.print(f"Prompt {result.prompt_id}: [bold cyan]{result.prompt}[/]", highlight=False)
+    console.print(f"Prompt {result.prompt_id}: [bold cyan]{escape(result.prompt)}[/]", highlight=False)
     console.print(f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)")
+    selection = getattr(result, "selection", None)
+    if selection:
+        verdict = "[green]Chosen on dev[/]" if selection.get("significant") else "[yellow]Kept the starting prompt[/]"
+        console.print(f"{verdict}: {escape(selection['reason'])}.", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -957,8 +995,13 @@ def history_backup(ctx, dest):
 
 @cli.command("bench")
 @click.option("--task", "tasks", multiple=True, help="Task in this project; repeat.")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["initial", "cot", "ape", "opro", "greater"]),
-              help="Repeat; default: all five.")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["initial", "cot", "ape", "opro", "greater", "greater-random"]),
+              help="Repeat; default: initial, cot, ape, opro, greater. greater-random is the ablation: the same "
+                   "search with a random ranking instead of the gradient.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True,
+              help="direct: the answer follows the prompt; reasoning: the model writes a chain first.")
+@click.option("--initial-prompt", default=None, help="Starting prompt of every method (default: the paper's).")
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
 @click.option("--train-size", type=int, default=16, show_default=True)
@@ -969,20 +1012,22 @@ def history_backup(ctx, dest):
 @click.option("--report", "report_id", type=int, help="Only (re)write the report of a bench.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
 @click.pass_context
-def bench_cmd(ctx, tasks, methods, model_id, budget, train_size, dev_size, test_size, seed, resume_id, report_id, out):
+def bench_cmd(ctx, tasks, methods, mode, initial_prompt, model_id, budget, train_size, dev_size, test_size, seed,
+              resume_id, report_id, out):
     """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
 
     Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
     """
-    from .bench import ALL_METHODS, BenchConfig, run_bench, write_report
+    from .bench import DEFAULT_METHODS, BenchConfig, run_bench, write_report
 
     project = _project(ctx)
     if report_id is None:
         config = None
         if resume_id is None:
-            config = BenchConfig(tasks=tuple(tasks), methods=tuple(methods) or ALL_METHODS,
+            config = BenchConfig(tasks=tuple(tasks), methods=tuple(methods) or DEFAULT_METHODS,
                                  model_id=model_id or project.default_model, budget_s=budget, n_train=train_size,
-                                 n_dev=dev_size, n_test=test_size, seed=seed)
+                                 n_dev=dev_size, n_test=test_size, seed=seed, mode=mode,
+                                 initial_prompt=initial_prompt)
         stop = threading.Event()
         try:
             with console.status("Bench...") as status:

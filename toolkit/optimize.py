@@ -30,6 +30,8 @@ class OptimizeResult:
     dev_accuracy: float | None
     steps: int
     seconds: float
+    selection: dict | None = None  # the paired dev test against the starting prompt (see toolkit.selection)
+    stop_reason: str | None = None  # why the search ended early (converged), if it did
 
 
 def library_versions() -> dict:
@@ -65,7 +67,7 @@ def _engine(project, task_row, model_id, config: GreaterConfig, precision: str, 
 def optimize(project, task: str | int, *, model_id: str | None = None, config: GreaterConfig | None = None,
              precision: str = "auto", device: str = "auto", initial_prompt: str = DEFAULT_INITIAL_PROMPT,
              on_step: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-             torch_model=None, bench_id: int | None = None) -> OptimizeResult:
+             torch_model=None, bench_id: int | None = None, method_name: str = "greater") -> OptimizeResult:
     config = config or GreaterConfig()
     store = project.store
     task_row = store.task(project.id, task)
@@ -74,7 +76,7 @@ def optimize(project, task: str | int, *, model_id: str | None = None, config: G
     existing = store.find_prompt(project.id, task_row["id"], initial_prompt)
     initial_id = existing["id"] if existing else project.add_prompt(task_row, initial_prompt, origin="initial")
     run_config = {"method": "greater", "greater": config.to_dict(), "precision": tm.precision, "device": tm.device,
-                  "initial_prompt": initial_prompt, "task": task_row["name"]}
+                  "initial_prompt": initial_prompt, "task": task_row["name"], "bench_method": method_name}
     run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method="greater", model_id=model_id,
                               model_sha256=tm.sha256, config=run_config, seed=config.seed,
                               versions=library_versions(), initial_prompt_id=initial_id, bench_id=bench_id)
@@ -94,6 +96,7 @@ def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = Non
     engine, _ = _engine(project, task_row, run["model_id"], config, cfg["precision"], cfg["device"], torch_model)
     steps = store.steps(run_id)
     state = steps[-1]["state"] if steps else engine.initial_state(cfg["initial_prompt"])
+    state.setdefault("initial_ids", engine.encode_prompt(cfg["initial_prompt"]))  # runs stored before it was kept
     store.update_run(run_id, status="running", error="")
     return _drive(project, task_row, run_id, engine, state, run["initial_prompt_id"], on_step, stop)
 
@@ -105,7 +108,8 @@ STEP_FIELDS = ("step", "position", "prompt_before", "prompt_after", "prompt_ids"
 def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None] | None) -> None:
     """Store one step record of any optimizer (it carries the state to resume from), then report it."""
     store.add_step(run_id, {k: record[k] for k in STEP_FIELDS}
-                   | {"accepted": int(record["accepted"]), "dev_accuracy": record.get("dev_accuracy")})
+                   | {"accepted": int(record["accepted"]), "dev_accuracy": record.get("dev_accuracy"),
+                      "search": record.get("search")})
     if on_step:
         on_step(record)
 
@@ -138,9 +142,10 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
     store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
                      timings={"seconds": seconds, "optimize_seconds": optimize_seconds, "top": result.top,
                               "train_accuracy": result.train.accuracy if result.train else None,
-                              "dev_accuracy": result.dev_accuracy,
+                              "dev_accuracy": result.dev_accuracy, "selection": result.selection,
+                              "stop_reason": result.stop_reason,
                               "usage": {"torch_forward_tokens": engine.stats["forward_tokens"],
                                         "torch_gradient_tokens": engine.stats["grad_tokens"]}})
     return OptimizeResult(run_id, "done", prompt_id, result.prompt, initial_id,
                           result.train.accuracy if result.train else None, result.dev_accuracy,
-                          result.steps_done, seconds)
+                          result.steps_done, seconds, selection=result.selection, stop_reason=result.stop_reason)

@@ -99,11 +99,16 @@ def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, preci
     chain = config.max_new_tokens if config.mode == "reasoning" else 0
     seq = mean_len + chain
     P = shape["body_params"]
-    k = config.n_grad_candidates
+    if config.schedule == "improved":  # the wide search scores width + probe candidates (auto width: see search.py)
+        k = (config.width or (16 if config.mode == "direct" else 4)) + config.probe
+    else:
+        k = config.n_grad_candidates
     flops = {
         "proposal": 2 * P * n * (mean_len - 20),
         "gradient": 4 * P * n * seq,
-        "scoring": 2 * P * n * seq * k,
+        # direct mode scores each candidate on the cached prefix: only the prompt's tail, the end of the turn and
+        # the extractor are computed (~half the prompt + 20 tokens)
+        "scoring": 2 * P * n * k * (prompt_len / 2 + 20 if chain == 0 and config.schedule == "improved" else seq),
     }
     peak = peak_gflops or (measured_peak_gflops() if device == "cpu" else 100_000.0)
     efficiency = 1.0  # calibrated: demo (direct, 16 examples) measured 7.5 s/step on 2 cores (prefix KV, racing)
@@ -123,7 +128,11 @@ def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, preci
     peak_mb = 450 + weights_mb * (2 if precision in ("8bit", "4bit") else 1.3) + activations_mb + logits_mb
     notes = ("fp32 weights are read once more while quantizing" if precision in ("8bit", "4bit") else
              "weights + activations kept for the backward pass + the torch runtime")
+    total = seconds * config.steps
+    if config.time_budget_s is not None and config.time_budget_s < total:
+        total = config.time_budget_s  # no step starts after the budget (then the dev pick)
+        notes += f"; the {config.time_budget_s:.0f} s budget ends the search after ~{total / seconds:.0f} steps"
     return Plan(params_millions=(P + shape["embed_params"]) / 1e6, precision=precision, device=device, n_train=n,
-                mean_tokens=seq, seconds_per_step=seconds, total_seconds=seconds * config.steps,
+                mean_tokens=seq, seconds_per_step=seconds, total_seconds=total,
                 peak_memory_mb=peak_mb, flops_per_step=sum(flops.values()), assumed_gflops=peak * efficiency,
                 notes=notes)

@@ -118,6 +118,11 @@ def m004_step_dev_accuracy(db: sqlite_utils.Database) -> None:
     db["steps"].add_column("dev_accuracy", float)
 
 
+@migrations()
+def m005_step_search(db: sqlite_utils.Database) -> None:
+    db["steps"].add_column("search", str)  # JSON: the step's search (pool, width, probe, rank agreement, ...)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
@@ -462,7 +467,7 @@ class Store:
 
     def add_step(self, run_id: int, record: dict) -> int:
         row = dict(record)
-        for key in ("candidates", "timings", "state", "prompt_ids"):
+        for key in ("candidates", "timings", "state", "prompt_ids", "search"):
             if key in row and not isinstance(row[key], str):
                 row[key] = _j(row[key])
         row["run_id"] = run_id
@@ -472,8 +477,8 @@ class Store:
     def steps(self, run_id: int) -> list[dict]:
         rows = list(self.db["steps"].rows_where("run_id = ?", [run_id], order_by="step"))
         for row in rows:
-            for key in ("candidates", "timings", "state", "prompt_ids"):
-                row[key] = _uj(row[key])
+            for key in ("candidates", "timings", "state", "prompt_ids", "search"):
+                row[key] = _uj(row[key]) if row.get(key) is not None else None
         return rows
 
     # -- evaluations -------------------------------------------------------------------------------

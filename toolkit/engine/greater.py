@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 from ..errors import ConfigError, OutOfMemoryError
 from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
 from ..tasks import AnswerSpec
+from .search import WideSearch
 
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
 
@@ -59,6 +60,17 @@ class GreaterConfig:
     # answer from that KV cache (and the prompt tokens from the prefill), instead of a second full forward.
     extractor_kv: bool = True
     dev_every: int = 0  # also score the step's prompt on the dev split every N steps (progress only; 0: never)
+    # ---- the improved schedule's wide search (docs/engine.md, "Wide search") ----
+    pool: int = 32  # improved: grow the proposal's k until the candidate pool has this many tokens
+    width: int = 0  # improved: candidates fully scored per step by gradient rank (0: automatic, from the budget)
+    width_max: int = 64  # the adaptive width never exceeds this
+    probe: int = 4  # improved: random extra candidates fully scored each step to measure the gradient's worth
+    rank: str = "gradient"  # improved: "gradient" (GReaTer) or "random" (the ablation: same pool, random order)
+    suffix_kv: bool = True  # direct mode: score candidates on each example's KV cache of the unchanged prefix (exact)
+    roundtrip: bool = True  # keep only candidates whose prompt text tokenizes back to the same tokens
+    pair_swaps: int = 6  # improved: after a fruitless sweep, try two-token changes among this many best single swaps
+    dev_top: int = 4  # improved: best prompts by training score compared with the starting prompt on dev
+    alpha: float = 0.05  # improved: significance level of that paired test (Bonferroni over dev_top)
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -67,6 +79,13 @@ class GreaterConfig:
             raise ConfigError(f"Unknown schedule {self.schedule!r}: use improved or reference.")
         if self.mode not in ("direct", "reasoning"):
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
+        if self.rank not in ("gradient", "random"):
+            raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
+        for name in ("width", "probe", "pair_swaps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more.")
+        if not 0 < self.alpha < 1:
+            raise ConfigError("alpha must be between 0 and 1.")
         for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size", "race_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1.")
@@ -79,7 +98,7 @@ class GreaterConfig:
     def effective_loss_weight(self) -> float:
         if self.loss_weight is not None:
             return self.loss_weight
-        return 0.0 if self.schedule == "reference" else 0.01
+        return 0.0 if self.schedule == "reference" else 0.05
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,9 +141,11 @@ class RunResult:
     dev_accuracy: float | None
     top: list[dict] = field(default_factory=list)
     steps_done: int = 0
+    selection: dict | None = None  # improved schedule: the paired dev test against the starting prompt
+    stop_reason: str | None = None  # why the search ended before its steps or budget ran out
 
 
-class GreaterEngine:
+class GreaterEngine(WideSearch):
     def __init__(self, tm, spec: AnswerSpec, train: Sequence[Item], dev: Sequence[Item], config: GreaterConfig):
         import torch
 
@@ -341,18 +362,129 @@ class GreaterEngine:
         p_logits = logits[:n_prompt]
         target = torch.tensor(list(prompt_ids), device=logits.device)
         nll = F.cross_entropy(p_logits, target) if n_prompt else logits.new_zeros(())
-        a_logits = logits[n_prompt:]
-        if self.spec.kind == "label" and self.label_first is not None and self.config.schedule == "improved":
+        loss, correct = self._answer_terms(logits[n_prompt:], item, ans)
+        return loss, nll, correct
+
+    def _answer_terms(self, a_logits, item: Item, ans: list[int]):
+        """(answer loss, correct) from the answer rows' logits [n_answer_rows, V]."""
+        torch = self.torch
+        F = torch.nn.functional
+        T = self.config.ce_temperature
+        if self._label_fast():
             # Score the answer among the labels (first tokens are distinct).
             lab = a_logits[0, self.label_first]  # [K]
             gold = self.spec.labels.index(item.answer) if item.answer in self.spec.labels else -1
-            loss = F.cross_entropy((lab / T).unsqueeze(0), torch.tensor([gold], device=logits.device))
+            loss = F.cross_entropy((lab / T).unsqueeze(0), torch.tensor([gold], device=a_logits.device))
             correct = bool(int(lab.argmax()) == gold)
         else:
-            gold_ids = torch.tensor(ans, device=logits.device)
+            gold_ids = torch.tensor(ans, device=a_logits.device)
             loss = F.cross_entropy(a_logits / T, gold_ids)
             correct = bool((a_logits.argmax(-1) == gold_ids).all())
-        return loss, nll, correct
+        return loss, correct
+
+    def _logits_of(self, hidden):
+        """Logits (float32, soft-capped where the model does) from hidden states [..., D]."""
+        torch = self.torch
+        out = self.head(hidden)
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+    def suffix_terms(self, prompt: Sequence[int], pos: int, cands: Sequence[int],
+                     items: Sequence[Item] | None = None) -> list[list[tuple]]:
+        """(loss, nll, correct) for every candidate token at slot ``pos`` x every item (direct mode).
+
+        An exact saving: everything before the slot ([chat head, input, prompt[:pos]]) is the same for all
+        candidates, so each example's prefix is forwarded once (left-padded batch) and its KV cache expanded
+        over the candidates; only [candidate, prompt[pos+1:], end of turn, extractor, answer] is computed per
+        candidate, with logits only at the prompt tokens (fluency) and the answer. The NLL of the unchanged
+        prompt tokens comes from the prefix pass. Same numbers as :meth:`_item_terms` on the full sequences
+        (tested), up to float rounding. Returns ``result[c][j]``.
+        """
+        from transformers import DynamicCache
+        import copy
+
+        torch = self.torch
+        F = torch.nn.functional
+        items = self.train if items is None else list(items)
+        if self.config.mode != "direct":
+            raise ValueError("suffix_terms scores direct mode only (reasoning needs fresh chains).")
+        prompt = list(prompt)
+        n_p = len(prompt)
+        tail = prompt[pos + 1:] + self.after_ids + self.extractor_ids
+        label_fast = self._label_fast()
+        pad_id = self._pad_id()
+        dev = self.device
+        C = len(cands)
+        cand_t = torch.tensor(list(cands), device=dev)
+        out: list[list[tuple]] = [[None] * len(items) for _ in range(C)]
+
+        def run(idx):
+            prefixes = [self._split(items[j].input) + prompt[:pos] for j in idx]
+            starts = [len(self._split(items[j].input)) for j in idx]
+            B, L = len(idx), max(len(x) for x in prefixes)
+            ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
+            mask = torch.zeros((B, L), dtype=torch.long, device=dev)
+            for b, x in enumerate(prefixes):
+                ids[b, L - len(x):] = torch.tensor(x, device=dev)
+                mask[b, L - len(x):] = 1
+            cache = DynamicCache(config=self.model.config)
+            with torch.no_grad():
+                hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                   past_key_values=cache, use_cache=True).last_hidden_state
+                self.stats["forward_tokens"] += int(mask.sum())
+                fixed_nll, slot_lsm = [], []
+                for b in range(B):
+                    off = L - len(prefixes[b])
+                    rows = [off + r for r in self._prompt_positions(starts[b], n_p)[:pos]]
+                    if rows:
+                        lg = self._logits_of(hidden[b, rows])
+                        fixed_nll.append(F.cross_entropy(lg, torch.tensor(prompt[:pos], device=dev), reduction="sum"))
+                    else:
+                        fixed_nll.append(hidden.new_zeros((), dtype=torch.float32))
+                    slot_lsm.append(torch.log_softmax(self._logits_of(hidden[b, L - 1]), dim=-1))  # predicts the slot
+                lengths = mask.sum(-1)
+                answers = [self._answer_ids(items[j].answer) for j in idx]
+                n_ans_rows = [1 if label_fast else len(a) for a in answers]
+                W = 1 + len(tail) + (max(len(a) for a in answers) if not label_fast else 0)
+                group = max(1, (4 * max(1, self.batch_size)) // B)  # rows per suffix pass ~ 4 x batch size
+                for g0 in range(0, C, group):
+                    gc = list(range(g0, min(C, g0 + group)))
+                    G = len(gc)
+                    rows_cache = copy.deepcopy(cache)
+                    rows_cache.batch_repeat_interleave(G)  # row b * G + g: example b, candidate gc[g]
+                    feed = torch.full((B * G, W), pad_id, dtype=torch.long, device=dev)
+                    block = torch.zeros((B * G, W), dtype=torch.long, device=dev)
+                    for b in range(B):
+                        body = tail + ([] if label_fast else answers[b])
+                        for g, c in enumerate(gc):
+                            r = b * G + g
+                            feed[r, 0] = cand_t[c]
+                            feed[r, 1: 1 + len(body)] = torch.tensor(body, device=dev) if body else feed[r, 1:1]
+                            block[r, : 1 + len(body)] = 1
+                    full_mask = torch.cat([mask.repeat_interleave(G, dim=0), block], dim=1)
+                    position_ids = lengths.repeat_interleave(G).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
+                    hs = self.base(input_ids=feed, attention_mask=full_mask, position_ids=position_ids,
+                                   past_key_values=rows_cache, use_cache=True).last_hidden_state  # [B*G, W, D]
+                    self.stats["forward_tokens"] += int(block.sum())
+                    n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
+                    a_row = 1 + len(tail) - 1  # predicts the first answer token
+                    for b, j in enumerate(idx):
+                        for g, c in enumerate(gc):
+                            r = b * G + g
+                            nll = fixed_nll[b] - slot_lsm[b][cands[c]]
+                            if n_rest:
+                                lg = self._logits_of(hs[r, :n_rest])
+                                nll = nll + F.cross_entropy(lg, torch.tensor(prompt[pos + 1:], device=dev), reduction="sum")
+                            a_logits = self._logits_of(hs[r, a_row: a_row + n_ans_rows[b]])
+                            loss, correct = self._answer_terms(a_logits, items[j], answers[b])
+                            out[c][j] = (loss, nll / n_p, correct)
+            return None
+
+        self._map_chunks(len(items), run)
+        return out
 
     # ------------------------------------------------------------------ phases
 
@@ -557,8 +689,20 @@ class GreaterEngine:
         flat = [r for chunk in self._map_chunks(len(pairs), run_chunk) for r in chunk]
         return [c for c, _, _ in flat], [t for _, t, _ in flat], [lab for _, _, lab in flat]
 
-    def _score_value(self, accuracy: float, nll: float, loss: float) -> float:
-        return (1 - accuracy) + self.config.score_fluency_weight * nll + self.config.effective_loss_weight * loss
+    def _score_value(self, accuracy: float, nll: float, loss: float, n: int) -> float:
+        """The training score (lower is better).
+
+        reference: error rate + score_fluency_weight * prompt NLL + loss_weight * answer CE, so ~2 nats of
+        prompt NLL can outweigh one more correct example. improved: error rate + tie-break / n, with the
+        tie-break x / (1 + x) in [0, 1) for x = score_fluency_weight * NLL + loss_weight * CE: one more
+        correct training example always beats any change of fluency or loss, and among prompts with the same
+        number of right answers the more fluent, more confident one wins.
+        """
+        cfg = self.config
+        x = cfg.score_fluency_weight * nll + cfg.effective_loss_weight * loss
+        if cfg.schedule == "reference":
+            return (1 - accuracy) + x
+        return (1 - accuracy) + (x / (1 + x)) / max(1, n)
 
     def race_prompts(self, prompts: Sequence[Sequence[int]], bound: float) -> list[Score]:
         """Score candidate prompts on the training set, racing them against ``bound`` (an exact saving).
@@ -600,7 +744,8 @@ class GreaterEngine:
             still = []
             for k in alive:
                 a = acc[k]
-                lower = (seen - a["correct"]) / n + fw * a["nll"] / n + lw * a["loss"] / n
+                x = fw * a["nll"] / n + lw * a["loss"] / n  # a lower bound of the final x: terms are >= 0
+                lower = (seen - a["correct"]) / n + (x if self.config.schedule == "reference" else x / (1 + x) / n)
                 if lower >= bound:
                     self.stats["raced_out"] += 1
                     self.stats["race_examples_skipped"] += n - seen
@@ -611,7 +756,7 @@ class GreaterEngine:
             alive = still
         for k in alive:
             a = acc[k]
-            self._scores[k] = Score(value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n),
+            self._scores[k] = Score(value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n, n),
                                     accuracy=a["correct"] / n, loss=a["loss"] / n, fluency_nll=a["nll"] / n, n=n)
             if self.config.mode == "reasoning":
                 self._chains[(k, 0)] = a["chains"]
@@ -650,7 +795,7 @@ class GreaterEngine:
                     nll += float(n_i)
                     correct += int(c_i)
                 accuracy, loss, nll = correct / n, loss / n, nll / n
-                results[p] = Score(value=self._score_value(accuracy, nll, loss), accuracy=accuracy, loss=loss,
+                results[p] = Score(value=self._score_value(accuracy, nll, loss, n), accuracy=accuracy, loss=loss,
                                    fluency_nll=nll, n=n)
                 if cacheable:
                     self._scores[p] = results[p]
@@ -819,7 +964,8 @@ class GreaterEngine:
                 group = rng.sample(range(len(top_sets)), min(self.config.intersect, len(top_sets)))
                 inter = set.intersection(*(top_sets[g] for g in group))
                 cands |= inter
-            if len(cands) >= self.config.min_candidates or k >= n_allowed:
+            target = self.config.pool if self.config.schedule == "improved" else self.config.min_candidates
+            if len(cands) >= target or k >= n_allowed:
                 break
             k = min(n_allowed, k + 2)
         result = sorted(cands)
@@ -876,13 +1022,21 @@ class GreaterEngine:
         ids = self.encode_prompt(prompt_text)
         if not ids:
             raise ConfigError("The initial prompt is empty.")
-        return {"prompt_ids": ids, "pos": 0, "step": 0, "visited": [], "top": [], "initial_len": len(ids)}
+        return {"prompt_ids": ids, "pos": 0, "step": 0, "visited": [], "top": [], "initial_len": len(ids),
+                "initial_ids": list(ids)}
 
     def run(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
         """Optimize from ``state`` (see :meth:`initial_state`), yielding one record per step.
 
         Each record carries ``state``: pass it back to continue exactly where the run stopped.
         """
+        if self.config.schedule == "improved":
+            return self._run_improved(state, stop)
+        return self._run_reference(state, stop)
+
+    def _run_reference(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
+        """The published schedule (see docs/engine.md): the gradient's top ``n_grad_candidates``, one position
+        per step, left to right."""
         cfg = self.config
         torch = self.torch
         torch.manual_seed(cfg.seed)
@@ -1007,7 +1161,10 @@ class GreaterEngine:
             yield record
 
     def finish(self, state: dict) -> RunResult:
-        """Pick the final prompt: best dev accuracy among the top prompts (train score breaks ties)."""
+        """Pick the final prompt. improved: a paired dev test against the starting prompt (see
+        :meth:`_finish_improved`); reference: best dev accuracy among the top prompts (train score breaks ties)."""
+        if self.config.schedule == "improved":
+            return self._finish_improved(state)
         top = state["top"] or [[self.score_prompts([state["prompt_ids"]])[0].value, state["prompt_ids"]]]
         best_ids, best_dev, table = top[0][1], None, []
         if self.config.select_on_dev and self.dev:

@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 from ..errors import ConfigError, ModelFileError
 from ..models import ModelInfo, offline_env, verified_gguf
 from ..paths import cache_dir
+
+# transformers 5.x renames the model's `past_key_values` argument; the engine passes it by that name (which
+# every supported version accepts), so the deprecation notice is ours to handle, not the user's to read.
+warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "8bit", "4bit")
 
