@@ -6,6 +6,10 @@ its own subprocess so its peak RSS is its own. Prints a table, then one JSON obj
     python benchmarks/engine.py            # default: reasoning mode, 2 steps, 8 training examples, 16-token chains
     python benchmarks/engine.py --mode direct --train-size 8
     python benchmarks/engine.py --race-compare --train-size 32 --race-chunk 8 --skip-4bit   # racing on vs off
+    python benchmarks/engine.py --mode direct --train-size 16 --width 16 --skip-4bit   # the wide direct search
+
+candidates_per_s: candidates scored in full on every training example per second of the whole run (all
+phases); scoring_candidates_per_s: the same per second of the scoring phase only.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def worker(args) -> dict:
     load_s = time.perf_counter() - t0
     cfg = GreaterConfig(steps=args.steps, n_train=args.train_size, n_dev=0, mode=args.mode, seed=0,
                         batch_size=args.batch_size, execution=args.execution, max_new_tokens=args.max_new_tokens,
-                        select_on_dev=False, race=not args.no_race, race_chunk=args.race_chunk)
+                        select_on_dev=False, race=not args.no_race, race_chunk=args.race_chunk,
+                        width=args.width, probe=args.probe)
     eng = GreaterEngine(tm, task.spec, items, [], cfg)
     state = eng.initial_state("proper logical reasoning and think step by step. Finally give the actual correct answer.")
     records = []
@@ -64,6 +69,8 @@ def worker(args) -> dict:
             phases[k] = phases.get(k, 0.0) + v / len(records)
     # Gradient FLOPs: forward (2 * params * tokens) + backward to the inputs only (the weights are frozen:
     # another 2 * params * tokens), body parameters only; lm_head work at the few picked positions is ignored.
+    scored = sum(len(r["candidates"]) for r in records)
+    scoring_s = sum(r["timings"].get("scoring", 0.0) for r in records)
     body_params = sum(p.numel() for n, p in tm.model.named_parameters() if "embed" not in n and "lm_head" not in n)
     grad_tokens = eng.stats["grad_tokens"] / max(1, len(records))
     grad_flops = 4 * body_params * grad_tokens
@@ -75,13 +82,16 @@ def worker(args) -> dict:
         "candidates": [[c["token"] for c in r["candidates"]] for r in records],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "raced_out": eng.stats["raced_out"], "race_examples_skipped": eng.stats["race_examples_skipped"],
+        "candidates_scored": scored, "candidates_per_s": scored / max(total, 1e-9),
+        "scoring_candidates_per_s": scored / max(scoring_s, 1e-9),
     }
 
 
 def run_worker(args, **overrides) -> dict:
     cmd = [sys.executable, __file__, "--worker"]
     opts = {**vars(args), **overrides}
-    for key in ("steps", "train_size", "batch_size", "mode", "execution", "precision", "max_new_tokens", "race_chunk"):
+    for key in ("steps", "train_size", "batch_size", "mode", "execution", "precision", "max_new_tokens", "race_chunk",
+                "width", "probe"):
         cmd += [f"--{key.replace('_', '-')}", str(opts[key])]
     if opts["no_race"]:
         cmd.append("--no-race")
@@ -107,6 +117,8 @@ def main() -> None:
     parser.add_argument("--race-chunk", type=int, default=8,
                         help="candidate racing: examples scored between checks (default 8, the engine's default)")
     parser.add_argument("--no-race", action="store_true", help="turn candidate racing off in the fast engine")
+    parser.add_argument("--width", type=int, default=4, help="candidates scored per step by gradient rank (default 4)")
+    parser.add_argument("--probe", type=int, default=2, help="random probe candidates per step (default 2)")
     parser.add_argument("--race-compare", action="store_true",
                         help="also run the fast engine with racing off and report the saving")
     args = parser.parse_args()
@@ -132,6 +144,9 @@ def main() -> None:
     ratio = naive["s_per_step"] / fast["s_per_step"]
     print(f"naive/fast = {ratio:.2f}x, same choices: {same}; matmul peak {peak:.1f} GFLOP/s; "
           f"gradient phase at {100 * fast['grad_gflops'] / peak:.0f}% of peak")
+    print(f"candidates scored per second (whole run / scoring phase): fast {fast['candidates_per_s']:.2f} / "
+          f"{fast['scoring_candidates_per_s']:.2f}, naive {naive['candidates_per_s']:.3f} / "
+          f"{naive['scoring_candidates_per_s']:.3f} ({args.width} by rank + {args.probe} probe per step)")
     if norace:
         same_race = norace["choices"] == fast["choices"]
         print(f"racing: {fast['raced_out']} candidates dropped early, {fast['race_examples_skipped']} example "
@@ -146,6 +161,9 @@ def main() -> None:
         "mode": args.mode, "raced_out": fast["raced_out"], "race_examples_skipped": fast["race_examples_skipped"],
         "fast_norace_s_per_step": norace["s_per_step"] if norace else None,
         "race_same_choices": (norace["choices"] == fast["choices"]) if norace else None,
+        "candidates_per_s": fast["candidates_per_s"], "naive_candidates_per_s": naive["candidates_per_s"],
+        "scoring_candidates_per_s": fast["scoring_candidates_per_s"],
+        "naive_scoring_candidates_per_s": naive["scoring_candidates_per_s"], "width": args.width, "probe": args.probe,
     }))
 
 

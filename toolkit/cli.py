@@ -369,15 +369,21 @@ def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_s
 
 
 class StepPrinter:
-    def __init__(self, total: int, out: Console | None = None):
+    def __init__(self, total: int, out: Console | None = None, budget_s: float | None = None):
         self.total = total
         self.out = out or console
+        self.budget_s = budget_s
         self.t0 = time.perf_counter()
+        self.first = None
 
     def __call__(self, record: dict) -> None:
         done = record["step"] + 1
+        if self.first is None:
+            self.first = record["step"]  # a resumed run starts later
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / done * (self.total - done)
+        eta = elapsed / max(1, done - self.first) * (self.total - done)
+        if self.budget_s is not None:
+            eta = min(eta, max(0.0, self.budget_s - elapsed))
         search = record.get("search") or {}
         kind = search.get("kind", "single")
         if record["accepted"]:
@@ -476,7 +482,7 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         tm = load_torch_model(info, precision=precision, device=device)
     try:
         result = optimize(project, task, model_id=model_id, config=config, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
-                          on_step=StepPrinter(steps), stop=stop, torch_model=tm)
+                          on_step=StepPrinter(steps, budget_s=budget), stop=stop, torch_model=tm)
     except KeyboardInterrupt:
         stop.set()
         raise

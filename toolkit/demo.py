@@ -42,8 +42,14 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
                   f"({mode} mode; the final prompt is chosen on {dev_size} dev examples).")
     config = GreaterConfig(mode=mode, steps=steps, n_train=train_size, n_dev=dev_size, seed=seed, batch_size=16,
                            max_new_tokens=48)
-    result = optimize(project, task_row["id"], model_id=info.id, config=config, initial_prompt=DEFAULT_INITIAL_PROMPT,
-                      on_step=StepPrinter(steps, console), torch_model=tm)
+    result = optimize(project, task_row["id"], model_id=info.id, config=config, initial_prompt=initial_prompt,
+                      on_step=StepPrinter(steps, console, budget_s=budget_s), torch_model=tm)
+    if result.stop_reason:
+        console.print(f"The search stopped early: {result.stop_reason}.")
+    if result.selection:
+        sel = result.selection
+        console.print(("Chosen on dev: " if sel["significant"] else "Kept the starting prompt: ") + sel["reason"] + ".",
+                      highlight=False, markup=False)
     del tm
     console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring both prompts on {test_size} held-out test examples "
                   "with llama.cpp (the GGUF you would deploy)...")
@@ -59,10 +65,23 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
         _print_eval(f"{label} prompt {pid}", reports[label.strip()], console)
     init, opt = reports["initial"], reports["optimized"]
     delta = opt.accuracy - init.accuracy
-    overlap = not (opt.ci[0] > init.ci[1] or init.ci[0] > opt.ci[1])
-    verdict = ("the intervals overlap: on this many examples the difference is not significant" if overlap
-               else "the intervals do not overlap")
-    console.print(f"Change: {delta * 100:+.1f} points ({verdict}).")
+    wins = losses = 0
+    p_value = 1.0
+    if result.prompt_id == result.initial_prompt_id:
+        console.print("Change: none. The search found no prompt significantly better than the starting prompt on "
+                      "the dev split, so the starting prompt was kept (it is not presented as an improvement).")
+    else:
+        from .selection import mcnemar_two_sided
+
+        a = {r["example_id"]: bool(r["correct"]) for r in project.store.results(opt.evaluation_id)}
+        b = {r["example_id"]: bool(r["correct"]) for r in project.store.results(init.evaluation_id)}
+        wins = sum(1 for k in a if k in b and a[k] and not b[k])
+        losses = sum(1 for k in a if k in b and b[k] and not a[k])
+        p_value = mcnemar_two_sided(wins, losses)
+        verdict = (f"significant: exact McNemar p={p_value:.3f} on the same {opt.n} examples" if p_value < 0.05 else
+                   f"not significant on {opt.n} test examples (exact McNemar p={p_value:.2f}): treat it as no "
+                   "difference")
+        console.print(f"Change: {delta * 100:+.1f} points, {wins} examples fixed and {losses} broken ({verdict}).")
     console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
                   f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
                   f"change survives other runtimes and quantizations: gradprompt compare "
@@ -77,4 +96,5 @@ def run_demo(project, console, *, steps: int = 16, train_size: int = 16, dev_siz
     console.print(f"Total time {total:.0f}s.")
     return {"run_id": result.run_id, "initial_accuracy": init.accuracy, "optimized_accuracy": opt.accuracy,
             "initial_ci": init.ci, "optimized_ci": opt.ci, "seconds": total, "prompt": result.prompt,
-            "export": str(path)}
+            "export": str(path), "wins": wins, "losses": losses, "p_value": p_value,
+            "kept_initial": result.prompt_id == result.initial_prompt_id, "selection": result.selection}

@@ -471,14 +471,25 @@ class GreaterEngine(WideSearch):
                     self.stats["forward_tokens"] += int(block.sum())
                     n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
                     a_row = 1 + len(tail) - 1  # predicts the first answer token
+                    # One head matmul for every row needed in this pass (the [V, D] head is read once, not per row).
+                    rows_r, rows_c, spans = [], [], []
+                    for b in range(B):
+                        for g in range(G):
+                            r = b * G + g
+                            start = len(rows_r)
+                            rows_r += [r] * (n_rest + n_ans_rows[b])
+                            rows_c += list(range(n_rest)) + list(range(a_row, a_row + n_ans_rows[b]))
+                            spans.append(start)
+                    logits = self._logits_of(hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)])
+                    if n_rest:
+                        rest_t = torch.tensor(prompt[pos + 1:], device=dev)
                     for b, j in enumerate(idx):
                         for g, c in enumerate(gc):
-                            r = b * G + g
+                            start = spans[b * G + g]
                             nll = fixed_nll[b] - slot_lsm[b][cands[c]]
                             if n_rest:
-                                lg = self._logits_of(hs[r, :n_rest])
-                                nll = nll + F.cross_entropy(lg, torch.tensor(prompt[pos + 1:], device=dev), reduction="sum")
-                            a_logits = self._logits_of(hs[r, a_row: a_row + n_ans_rows[b]])
+                                nll = nll + F.cross_entropy(logits[start: start + n_rest], rest_t, reduction="sum")
+                            a_logits = logits[start + n_rest: start + n_rest + n_ans_rows[b]]
                             loss, correct = self._answer_terms(a_logits, items[j], answers[b])
                             out[c][j] = (loss, nll / n_p, correct)
             return None
