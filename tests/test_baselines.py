@@ -38,14 +38,24 @@ def test_bench_runs_resumes_and_reports(project, llama, tmp_path):
 
     task = ensure_demo_task(project)
     cfg = BenchConfig(tasks=(task["name"],), methods=("initial", "cot", "ape"), budget_s=3, n_train=3, n_dev=3,
-                      n_test=4)
+                      n_test=4, initial_prompt="Say positive or negative.")
     bench_id, cells = run_bench(project, cfg)
     assert {c.method for c in cells} == {"initial", "cot", "ape"} and all(c.n == 4 for c in cells)
+    by = {c.method: c for c in cells}
+    assert by["initial"].prompt == "Say positive or negative."  # --initial-prompt reaches every method
+    for m in ("cot", "ape"):  # the paired test against the initial prompt, on the same test examples
+        c = by[m]
+        assert c.wins is not None and c.wins + c.losses <= 4 and 0 <= c.p_value <= 1
+        if c.prompt == by["initial"].prompt:
+            assert c.wins == c.losses == 0 and c.p_value == 1.0
+    assert by["cot"].prompt == COT_PROMPT
     runs_before = len(project.store.bench_runs(bench_id))
     bench_id2, cells2 = run_bench(project, None, bench_id=bench_id)  # nothing left to do
     assert bench_id2 == bench_id and len(project.store.bench_runs(bench_id)) == runs_before
     md, png = write_report(project, bench_id, tmp_path)
     text = md.read_text()
     assert "| task | initial | cot | ape |" in text and "**average**" in text
+    assert "| significant vs initial (p < 0.05) |" in text and "McNemar" in text
+    assert "'Say positive or negative.'" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(collect(project, bench_id)) == 3

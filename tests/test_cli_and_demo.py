@@ -67,8 +67,19 @@ def test_demo_short_end_to_end(project):
     from toolkit.demo import run_demo
 
     console = Console(file=io.StringIO(), width=100)
-    result = run_demo(project, console, steps=2, train_size=4, dev_size=4, test_size=6)
+    result = run_demo(project, console, steps=2, train_size=4, dev_size=4, test_size=6, budget_s=None)
     text = console.file.getvalue()
+    # The verdict is the paired dev test's, said plainly either way.
+    assert ("Kept the starting prompt: " in text) != ("Chosen on dev: " in text), text
+    assert result["kept_initial"] == ("Kept the starting prompt" in text)
+    if result["kept_initial"]:
+        assert "Change: none." in text and result["prompt"] == project.store.prompt(
+            project.store.run(result["run_id"])["initial_prompt_id"])["text"]
+    from toolkit.tasks import DEMO_TASK_NAME
+
+    task = project.store.find_task(project.id, DEMO_TASK_NAME)
+    sizes = {s: len(project.store.examples(task["id"], s)) for s in ("train", "dev", "test")}
+    assert sizes == {"train": 40, "dev": 60, "test": 100}
     assert "initial" in text and "optimized" in text and text.count("95% CI") == 2, text
     run_row = project.store.run(result["run_id"])
     assert run_row["status"] == "done" and run_row["model_sha256"] == project.store.run(result["run_id"])["model_sha256"]

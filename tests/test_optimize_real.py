@@ -16,7 +16,7 @@ def test_short_real_run_is_stored(project, real_tm, mode):
 
     from rich.console import Console
 
-    from toolkit.cli import StepPrinter
+    from toolkit.render import StepPrinter
 
     cfg = GreaterConfig(mode=mode, steps=2, n_train=3, n_dev=3, max_new_tokens=8, topk=20, topq=3, dev_every=1)
     out = Console(file=io.StringIO(), width=120)

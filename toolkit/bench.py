@@ -227,8 +227,8 @@ def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
         if c is None or not c.agreement:
             continue
         v = sorted(c.agreement)
-        q = lambda f: v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))]  # noqa: E731
-        lines.append(f"| {t} | {len(v)} | {q(0.5):+.2f} | {q(0.25):+.2f} to {q(0.75):+.2f} | "
+        q = [v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))] for f in (0.25, 0.5, 0.75)]
+        lines.append(f"| {t} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | "
                      f"{sum(1 for x in v if x > 0)}/{len(v)} |")
     return "\n".join(lines)
 

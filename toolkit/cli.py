@@ -10,6 +10,8 @@ import time
 import click
 from rich.console import Console
 from rich.markup import escape
+
+from .render import StepPrinter, _pct, _print_eval, eval_progress  # noqa: F401  (shared with the demo)
 from rich.table import Table
 
 from . import __version__
@@ -41,10 +43,6 @@ def _project(ctx):
     if "project" not in obj:
         obj["project"] = open_project(obj.get("project_path"))
     return obj["project"]
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 @click.group(cls=GradpromptGroup, invoke_without_command=True)
@@ -368,55 +366,6 @@ def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_s
                          width=width, probe=probe, rank=rank)
 
 
-class StepPrinter:
-    def __init__(self, total: int, out: Console | None = None, budget_s: float | None = None):
-        self.total = total
-        self.out = out or console
-        self.budget_s = budget_s
-        self.t0 = time.perf_counter()
-        self.first = None
-
-    def __call__(self, record: dict) -> None:
-        done = record["step"] + 1
-        if self.first is None:
-            self.first = record["step"]  # a resumed run starts later
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / max(1, done - self.first) * (self.total - done)
-        if self.budget_s is not None:
-            eta = min(eta, max(0.0, self.budget_s - elapsed))
-        search = record.get("search") or {}
-        kind = search.get("kind", "single")
-        if record["accepted"]:
-            mark = "[green]changed[/]" if kind != "grow" else "[green]grew[/]"
-            what = record["chosen_token"] if kind == "pair" else repr(record["chosen_token"])
-        elif kind == "grow":
-            mark, what = "[dim]no growth[/]", ""
-        elif kind == "pair":
-            mark, what = "[dim]no pair helped[/]", ""
-        else:
-            mark, what = "[dim]kept[/]", repr(record["chosen_token"])
-        where = "pairs " if kind == "pair" else f"pos {record['position']:>2}"
-        self.out.print(
-            f"step {done:>3}/{self.total}  {where}  train acc {_pct(record['train_accuracy'])}  "
-            + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "") +
-            f"score {record['train_score']:.3f}  {mark} {escape(what):<14} "
-            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]", highlight=False
-        )
-        if search:
-            agree = search.get("agreement")
-            self.out.print(
-                f"        [dim]scored {search.get('scored', 0)} of {search.get('pool', 0)} candidates "
-                f"({search.get('probe', 0)} random probe), {search.get('better', 0)} better than the current prompt"
-                + (f"; gradient rank agreement {agree:+.2f}" if agree is not None else "")
-                + (f"; prompt NLL {record['train_nll']:.2f}" if record.get("train_nll") is not None else "")
-                + "[/]", highlight=False)
-        self.out.print(f"        [cyan]{escape(record['prompt_after'])}[/]", highlight=False)
-        for event in record.get("events", []):
-            self.out.print(f"        [yellow]{escape(event)}[/]")
-        if search.get("stop_reason"):
-            self.out.print(f"        [yellow]Stopping early: {escape(search['stop_reason'])}.[/]")
-
-
 @cli.command("optimize")
 @click.argument("task")
 @_greater_options
@@ -482,7 +431,7 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         tm = load_torch_model(info, precision=precision, device=device)
     try:
         result = optimize(project, task, model_id=model_id, config=config, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
-                          on_step=StepPrinter(steps, budget_s=budget), stop=stop, torch_model=tm)
+                          on_step=StepPrinter(steps, console, budget_s=budget), stop=stop, torch_model=tm)
     except KeyboardInterrupt:
         stop.set()
         raise
@@ -516,23 +465,6 @@ def _print_run_result(result, scorer: str = "torch") -> None:
 
 
 # ---------------------------------------------------------------------------------------------- eval
-
-
-def eval_progress(status, label: str):
-    """A progress callback for evaluate_prompt that updates a rich status line: done/total and examples/s."""
-    t_start = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(1e-9, time.perf_counter() - t_start)
-        status.update(f"{label}: {done}/{total} examples ({rate:.1f}/s)")
-
-    return progress
-
-
-def _print_eval(label: str, report, out: Console | None = None) -> None:
-    lo, hi = report.ci
-    (out or console).print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
-                  f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]")
 
 
 @cli.command("eval")
@@ -591,7 +523,7 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
                 "confusion": report.confusion, "seconds": report.seconds, "cached": report.cached,
                 "model_calls": report.model_calls}))
             continue
-        _print_eval(f"prompt {pid}", report)
+        _print_eval(f"prompt {pid}", report, console)
         console.print(f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} "
                       "(--errors for the misses)[/]")
         if show_confusion and report.confusion:
@@ -967,7 +899,7 @@ def runs_resume(ctx, run_id):
                                        config=BaselineConfig.from_dict(run["config"]["baseline"]),
                                        on_step=BaselinePrinter(), stop=stop, run_id=run_id)
         else:
-            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"]), stop=stop)
+            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"], console), stop=stop)
     except KeyboardInterrupt:
         stop.set()
         raise
@@ -1053,13 +985,16 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, model_id, budget, train
 
 
 @cli.command()
-@click.option("--steps", type=int, default=16, show_default=True, help="Optimization steps.")
+@click.option("--budget", type=float, default=120, show_default=True, help="Seconds of search (0: use --steps).")
+@click.option("--steps", type=int, default=1000, show_default=True, help="At most this many optimization steps.")
 @click.option("--train-size", type=int, default=16, show_default=True)
-@click.option("--dev-size", type=int, default=32, show_default=True)
+@click.option("--dev-size", type=int, default=60, show_default=True,
+              help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.")
 @click.option("--test-size", type=int, default=100, show_default=True, help="Test examples scored by llama.cpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
 @click.pass_context
-def demo(ctx, steps, train_size, dev_size, test_size, seed):
+def demo(ctx, budget, steps, train_size, dev_size, test_size, seed, initial_prompt):
     """The whole path on the embedded default model, on the CPU, in a few minutes.
 
     Imports the demo task (movie-review sentiment), optimizes a prompt with gradients (torch), scores the
@@ -1068,7 +1003,7 @@ def demo(ctx, steps, train_size, dev_size, test_size, seed):
     from .demo import run_demo
 
     run_demo(_project(ctx), console, steps=steps, train_size=train_size, dev_size=dev_size, test_size=test_size,
-             seed=seed)
+             seed=seed, budget_s=budget or None, initial_prompt=initial_prompt)
 
 
 @cli.command()

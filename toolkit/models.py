@@ -250,6 +250,8 @@ def file_sha256(path: str | Path) -> str:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
+    if not isinstance(cache, dict):  # a damaged cache is only a cache: start again
+        cache = {}
     if key in cache:
         return cache[key]
     digest = hashlib.sha256()

@@ -24,6 +24,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import sqlite3
+
 import tomli_w
 
 from .errors import ProjectError
@@ -61,9 +63,14 @@ class Project:
         return path
 
     def add_prompt(self, task_row: dict | None, text: str, **kwargs) -> int:
-        """Store a prompt version and write it to the prompt library folder."""
+        """Store a prompt version and write it to the prompt library folder: both or neither."""
         prompt_id = self.store.add_prompt(self.id, task_row["id"] if task_row else None, text, **kwargs)
-        self.write_prompt_file(prompt_id)
+        try:
+            self.write_prompt_file(prompt_id)
+        except OSError as exc:
+            self.store.delete_prompt(prompt_id)
+            raise ProjectError(f"Could not write the prompt library file under {self.path / 'prompts'} ({exc}); "
+                               "nothing was stored. Free some space or fix the folder, then try again.") from None
         return prompt_id
 
     def write_prompt_file(self, prompt_id: int) -> Path:
@@ -71,7 +78,9 @@ class Project:
         task = "untitled"
         if row["task_id"] is not None:
             task = self.store.task_by_id(row["task_id"])["name"]
-        folder = self.path / "prompts" / task
+        # A task name becomes one folder name inside prompts/, never a path (no "..", no separators).
+        safe = re.sub(r"[^\w .-]", "_", task).strip(" .") or "untitled"
+        folder = self.path / "prompts" / safe
         folder.mkdir(parents=True, exist_ok=True)
         out = folder / f"{prompt_id:04d}.txt"
         header = [
@@ -102,10 +111,19 @@ def recent_projects() -> list[dict]:
     import json
 
     try:
-        items = json.loads(_recent_file().read_text())
+        items = json.loads(_recent_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         items = []
-    return [i for i in items if (Path(i["path"]) / SETTINGS_FILE).is_file()]
+    if not isinstance(items, list):  # a damaged list of recent projects must never lock anyone out
+        items = []
+    out = []
+    for i in items:
+        try:
+            if isinstance(i, dict) and isinstance(i.get("path"), str) and (Path(i["path"]) / SETTINGS_FILE).is_file():
+                out.append(i)
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def _remember(project: "Project") -> None:
@@ -163,8 +181,21 @@ def open_project(path: str | Path | None = None) -> Project:
     try:
         settings = tomllib.loads(settings_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ProjectError(f"{settings_path}: not valid TOML ({exc}).") from None
-    store = Store(path / ".gradprompt" / "history.db")
+        raise ProjectError(f"{settings_path}: not valid TOML ({exc}). Fix the file or re-create it with "
+                           "`gradprompt init` in another folder.") from None
+    except UnicodeDecodeError as exc:
+        raise ProjectError(f"{settings_path}: not a text file (byte {exc.start} is not UTF-8). Fix the file or "
+                           "re-create it with `gradprompt init` in another folder.") from None
+    if not isinstance(settings.get("name", ""), str) or not isinstance(settings.get("default_model", ""), str):
+        raise ProjectError(f"{settings_path}: 'name' and 'default_model' must be strings.")
+    history = path / ".gradprompt" / "history.db"
+    try:
+        store = Store(history)
+    except sqlite3.DatabaseError as exc:
+        raise ProjectError(
+            f"{history} is not a readable gradprompt history ({exc}). Nothing was changed. If you have a copy "
+            "made with `gradprompt history backup`, put it in its place; otherwise move the file away and the "
+            "project starts a new, empty history.", title="History database problem") from None
     project_id = store.ensure_project(settings.get("name", path.name), str(path))
     project = Project(path=path, settings=settings, store=store, id=project_id)
     _remember(project)

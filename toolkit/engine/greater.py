@@ -358,7 +358,6 @@ class GreaterEngine(WideSearch):
         torch = self.torch
         F = torch.nn.functional
         n_prompt = len(prompt_ids)
-        T = self.config.ce_temperature
         p_logits = logits[:n_prompt]
         target = torch.tensor(list(prompt_ids), device=logits.device)
         nll = F.cross_entropy(p_logits, target) if n_prompt else logits.new_zeros(())
@@ -403,8 +402,9 @@ class GreaterEngine(WideSearch):
         prompt tokens comes from the prefix pass. Same numbers as :meth:`_item_terms` on the full sequences
         (tested), up to float rounding. Returns ``result[c][j]``.
         """
-        from transformers import DynamicCache
         import copy
+
+        from transformers import DynamicCache
 
         torch = self.torch
         F = torch.nn.functional
@@ -462,7 +462,7 @@ class GreaterEngine(WideSearch):
                         for g, c in enumerate(gc):
                             r = b * G + g
                             feed[r, 0] = cand_t[c]
-                            feed[r, 1: 1 + len(body)] = torch.tensor(body, device=dev) if body else feed[r, 1:1]
+                            feed[r, 1: 1 + len(body)] = torch.tensor(body, device=dev)  # never empty: end of turn
                             block[r, : 1 + len(body)] = 1
                     full_mask = torch.cat([mask.repeat_interleave(G, dim=0), block], dim=1)
                     position_ids = lengths.repeat_interleave(G).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
