@@ -121,3 +121,15 @@ def test_bbh_rows_that_break_the_option_pattern_are_reported():
     task = read_task_file(SHARED / "bbh" / "movie_recommendation.csv")
     assert task.spec.labels == ("A", "B", "C", "D", "E", "Monsters, Inc")
     assert "Monsters, Inc" in task.options["warnings"][0] and "not an option letter" in task.options["warnings"][0]
+
+
+def test_labels_differing_only_by_case_are_merged_and_reported(tmp_path):
+    from toolkit.tasks import read_task_file
+
+    rows = ["negative", "Negative", "NEGATIVE", "negative", "positive", "Positive ", "POSITIVE", "positive"] * 3
+    f = tmp_path / "case.csv"
+    f.write_text("input,target\n" + "".join(f"review {i},{a}\n" for i, a in enumerate(rows)))
+    task = read_task_file(f)
+    assert task.spec.labels == ("negative", "positive")
+    assert {e.answer for e in task.examples} == {"negative", "positive"}
+    assert any("differ only by case" in w for w in task.options["warnings"])

@@ -359,6 +359,10 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
             )
         answers = [_PAREN_LABEL_RE.match(a).group(1) if ok else a for a, ok in zip(answers, paren)]
 
+    merged, merge_note = _merge_case_variants(answers)
+    if merge_note and (opts.answer_kind or detect_answer_kind(merged, opts.max_labels)) == "label":
+        answers = merged  # scoring ignores case and spaces: one label each, not six split ways
+        warnings.append(merge_note)
     kind = opts.answer_kind or detect_answer_kind(answers, opts.max_labels)
     labels: tuple[str, ...] = ()
     if kind == "label":
@@ -394,6 +398,23 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         "warnings": warnings,
     }
     return TaskData(name=name, examples=examples, spec=spec, source=str(path), options=options)
+
+
+def _merge_case_variants(answers: list[str]) -> tuple[list[str], str | None]:
+    """Answers that differ only by case or spaces, merged into their most frequent spelling."""
+    from collections import Counter
+
+    groups: dict[str, Counter] = {}
+    for a in answers:
+        groups.setdefault(" ".join(a.split()).casefold(), Counter())[a] += 1
+    variants = [c for c in groups.values() if len(c) > 1]
+    if not variants:
+        return answers, None
+    canon = {a: c.most_common(1)[0][0] for c in groups.values() for a in c}
+    note = ("Answers that differ only by case or spaces were merged into one label each: "
+            + "; ".join(f"{', '.join(repr(v) for v in c)} -> {c.most_common(1)[0][0]!r}" for c in variants[:5])
+            + (f" (and {len(variants) - 5} more)" if len(variants) > 5 else "") + ".")
+    return [canon[a] for a in answers], note
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
