@@ -18,13 +18,28 @@ def test_default_model_file_verifies():
     assert digest == get_model().gguf_sha256
 
 
+def tiny_gguf(path):
+    """A small valid GGUF file (one 16x16 float tensor)."""
+    import gguf as gguf_py
+    import numpy as np
+
+    w = gguf_py.GGUFWriter(str(path), "llama")
+    w.add_tensor("t", np.arange(256, dtype=np.float32).reshape(16, 16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def test_add_hash_verify_remove(tmp_path):
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF" + b"\0" * 100)
+    gguf = tiny_gguf(tmp_path / "m.gguf")
     info = add_model("mine", gguf=str(gguf))
     assert info.gguf_sha256 == file_sha256(gguf) and not info.builtin
     assert verified_gguf(info)[1] == info.gguf_sha256
-    gguf.write_bytes(b"GGUF" + b"\1" * 100)  # the file changes under us
+    data = bytearray(gguf.read_bytes())
+    data[-5] ^= 0xFF  # the file changes under us (a weight byte: it still parses)
+    gguf.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="corrupt or was replaced"):
         verified_gguf(get_model("mine"))
     with pytest.raises(ConfigError, match="already exists"):
@@ -69,12 +84,8 @@ def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
 
     from toolkit.cli import cli
 
-    path = tmp_path / "bare.gguf"  # metadata only: enough for registration
-    writer = gguf_py.GGUFWriter(str(path), "llama")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = tiny_gguf(tmp_path / "bare.gguf")  # no tokenizer metadata, so no chat template
+    assert gguf_py.GGUFReader(str(path)).fields.get("tokenizer.chat_template") is None
     res = CliRunner().invoke(cli, ["models", "add", "bare-one", "--gguf", str(path)])
     assert res.exit_code == 0 and "carries no chat template" in res.output, res.output
     template = tmp_path / "t.jinja"
@@ -90,3 +101,20 @@ def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
 
     assert gguf_chat_template(get_model().gguf_path()).startswith("{% for message in messages %}")
     remove_model("bare-one"), remove_model("bare-two")
+
+
+def test_add_refuses_truncated_or_broken_gguf_and_pickled_hf_folders(tmp_path):
+    good = tiny_gguf(tmp_path / "good.gguf").read_bytes()
+    for name, data in (("five.gguf", b"GGUF\x03"), ("half.gguf", good[: len(good) // 2]),
+                       ("short.gguf", good[:-64]), ("zeros.gguf", b"GGUF" + b"\0" * 100)):
+        f = tmp_path / name
+        f.write_bytes(data)
+        with pytest.raises(ModelFileError, match="GGUF file"):
+            add_model("broken", gguf=str(f))
+        assert "broken" not in [m.id for m in list_models()]  # nothing registered
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelFileError, match="safetensors only"):
+        add_model("pickled", hf=str(folder))

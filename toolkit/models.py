@@ -177,6 +177,30 @@ def get_model(model_id: str | None = None) -> ModelInfo:
     )
 
 
+def check_gguf(path: str | Path) -> None:
+    """Raise ModelFileError unless ``path`` is a complete GGUF file: the magic bytes, a header and tensor table
+    that parse, and every tensor's data inside the file (a truncated download fails here, not at load)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelFileError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes).")
+    import gguf as gguf_py
+
+    size = path.stat().st_size
+    try:
+        reader = gguf_py.GGUFReader(str(path))
+        tensors = list(reader.tensors)
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in tensors), default=0)
+    except Exception as exc:  # the reader raises many kinds (ValueError, IndexError, struct errors) on bad files
+        raise ModelFileError(f"{path}: not a complete GGUF file (truncated or corrupted: {type(exc).__name__}: "
+                             f"{str(exc)[:120]}). Download or convert it again.") from None
+    if not tensors:
+        raise ModelFileError(f"{path}: the GGUF file holds no tensors. Download or convert it again.")
+    if end > size:
+        raise ModelFileError(f"{path}: the GGUF file is truncated ({size} bytes, its tensors need {end}). "
+                             "Download or convert it again.")
+
+
 def gguf_chat_template(path: str | Path) -> str:
     """The chat template stored in a GGUF file ("" when it has none)."""
     import gguf as gguf_py
@@ -205,9 +229,7 @@ def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, 
         path = Path(gguf).expanduser().resolve()
         if not path.is_file():
             raise ModelFileError(f"{path}: no such GGUF file.")
-        with path.open("rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise ModelFileError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes).")
+        check_gguf(path)  # before anything is written: a broken file is never registered
         data["gguf"] = {"path": str(path), "sha256": file_sha256(path) if verify else ""}
     if hf or hub_id:
         hf_data = {}
@@ -215,6 +237,10 @@ def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, 
             folder = Path(hf).expanduser().resolve()
             if not (folder / "config.json").is_file():
                 raise ModelFileError(f"{folder}: not a Hugging Face model folder (no config.json).")
+            if not any(folder.glob("*.safetensors")):
+                raise ModelFileError(
+                    f"{folder}: no *.safetensors weights. gradprompt loads safetensors only (a .bin file is a "
+                    "pickle, which can run code when loaded). Convert the weights to safetensors first.")
             hf_data["path"] = str(folder)
         if hub_id:
             hf_data["hub_id"] = hub_id
