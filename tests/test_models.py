@@ -118,3 +118,19 @@ def test_add_refuses_truncated_or_broken_gguf_and_pickled_hf_folders(tmp_path):
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ModelFileError, match="safetensors only"):
         add_model("pickled", hf=str(folder))
+
+
+def test_a_hash_check_reads_the_file_even_when_size_and_mtime_are_restored(tmp_path):
+    import os
+
+    gguf = tiny_gguf(tmp_path / "m.gguf")
+    info = add_model("touched", gguf=str(gguf))
+    st = os.stat(gguf)
+    data = bytearray(gguf.read_bytes())
+    data[-3] ^= 0x01
+    gguf.write_bytes(bytes(data))
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns))  # `touch -d`: same size, same mtime
+    assert verified_gguf(info)[1] == info.gguf_sha256  # the everyday cached check is fooled...
+    with pytest.raises(ModelFileError, match="corrupt or was replaced"):
+        verified_gguf(info, fresh=True)  # ...the one `models info --hash` runs is not
+    remove_model("touched")

@@ -122,7 +122,7 @@ def models_info(model_id, do_hash):
     info = get_model(model_id)
     data = info.to_dict()
     if do_hash:
-        path, digest = verified_gguf(info)
+        path, digest = verified_gguf(info, fresh=True)  # reads the whole file: a cache cannot vouch for it
         data["gguf_path"], data["sha256_checked"] = str(path), digest
     data.update(info.extra)
     for key, value in data.items():

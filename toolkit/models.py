@@ -267,7 +267,9 @@ def _hash_cache_path() -> Path:
     return cache_dir() / "sha256.json"
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, *, fresh: bool = False) -> str:
+    """The file's sha256. Cached by (path, size, mtime) for everyday loads; ``fresh`` reads the whole file
+    (what a check that says "checked" must do: an mtime can be restored with `touch -d`)."""
     path = Path(path).resolve()
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
@@ -278,7 +280,7 @@ def file_sha256(path: str | Path) -> str:
         cache = {}
     if not isinstance(cache, dict):  # a damaged cache is only a cache: start again
         cache = {}
-    if key in cache:
+    if key in cache and not fresh:
         return cache[key]
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -292,10 +294,10 @@ def file_sha256(path: str | Path) -> str:
     return value
 
 
-def verified_gguf(info: ModelInfo) -> tuple[Path, str]:
-    """The GGUF path and its sha256, checked against the manifest."""
+def verified_gguf(info: ModelInfo, *, fresh: bool = False) -> tuple[Path, str]:
+    """The GGUF path and its sha256, checked against the manifest (``fresh``: the file is read, not the cache)."""
     path = info.gguf_path()
-    digest = file_sha256(path)
+    digest = file_sha256(path, fresh=fresh)
     if info.gguf_sha256 and digest != info.gguf_sha256:
         raise ModelFileError(
             f"Model {info.id!r}: {path} has sha256 {digest[:16]}..., but the manifest expects "
