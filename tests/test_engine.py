@@ -228,7 +228,7 @@ def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
     """Racing drops hopeless candidates early; the chosen prompts and scores are those of a full scoring."""
     # Direct mode scores single swaps on the cached prefix instead (all at once, nothing to race): test the
     # racing scorer there with that saving off.
-    kw = {"steps": 4, "mode": mode, "max_new_tokens": 3, "n_train": 6, "batch_size": 2, "suffix_kv": False}
+    kw = {"steps": 4, "mode": mode, "max_new_tokens": 3, "n_train": 6, "batch_size": 2, "suffix_kv": False, "fresh": 0}
     raced = engine(tiny_tm, race=True, race_chunk=1, **kw)
     full = engine(tiny_tm, race=False, **kw)
     a = list(raced.run(raced.initial_state(PROMPT)))
@@ -239,6 +239,9 @@ def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
     for ra, rb in zip(a, b):
         full_by_token = {c["token"]: c for c in rb["candidates"]}
         for c in ra["candidates"]:
+            if "score" not in c:  # reasoning mode: pre-ranked only (no fresh chains), in both runs
+                assert "score" not in full_by_token[c["token"]]
+                continue
             if "raced_after" in c:  # a lower bound that already loses to the chosen score, never chosen
                 assert 1 <= c["raced_after"] < 6
                 assert c["score"] <= full_by_token[c["token"]]["score"] + 1e-6
@@ -511,3 +514,29 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
     res = eng.finish(state)
     assert res.prompt_ids == others[1] and res.selection["significant"]
     assert res.dev_accuracy == 16 / 20
+
+
+def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
+    """Reasoning mode's pre-rank: candidates teacher-forced on given chains; exact for those chains."""
+    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", n_train=6, batch_size=4, topk=8,
+                                                                topq=3, intersect=2, max_new_tokens=4))
+    prompt = eng.encode_prompt(PROMPT)
+    chains = [eng.tm.encode(f" step {i} of {'the ' * i}chain")[: 1 + i] for i in range(6)]  # different lengths
+    cands = sorted(set(eng.propose(prompt, 2, random.Random(0))))[:5]
+    fast = eng.suffix_terms(prompt, 2, cands, chains=chains)
+    for c, rows in zip(cands, fast):
+        full = eng._item_terms([(eng._swap(prompt, 2, c), item, ch) for item, ch in zip(TRAIN, chains)])
+        for (l1, n1, c1), (l2, n2, c2) in zip(rows, full):
+            assert c1 == c2
+            assert float(l1) == pytest.approx(float(l2), abs=1e-4) and float(n1) == pytest.approx(float(n2), abs=1e-4)
+
+
+def test_reasoning_prerank_gives_fresh_chains_to_a_few(tiny_tm):
+    eng = engine(tiny_tm, mode="reasoning", steps=2, max_new_tokens=3, width=6, probe=2, fresh=2, n_train=4)
+    records = list(eng.run(eng.initial_state(PROMPT)))
+    for r in records:
+        pre = [c for c in r["candidates"] if "prerank_score" in c]
+        full = [c for c in r["candidates"] if "score" in c]
+        assert len(pre) == len(r["candidates"]) == 8 and len(full) == 2 == r["search"]["fully_scored"]
+        best_pre = sorted(pre, key=lambda c: (c["prerank_score"], c["token"]))[:2]
+        assert {c["token"] for c in full} == {c["token"] for c in best_pre}

@@ -68,6 +68,8 @@ class GreaterConfig:
     rank: str = "gradient"  # improved: "gradient" (GReaTer) or "random" (the ablation: same pool, random order)
     suffix_kv: bool = True  # direct mode: score candidates on each example's KV cache of the unchanged prefix (exact)
     roundtrip: bool = True  # keep only candidates whose prompt text tokenizes back to the same tokens
+    fresh: int = 4  # reasoning mode: after a teacher-forced pre-rank on the current chains (approximate), only
+    # this many candidates get fresh chains and a full score (0: every scored candidate gets fresh chains)
     pair_swaps: int = 6  # improved: after a fruitless sweep, try two-token changes among this many best single swaps
     dev_top: int = 4  # improved: best prompts by training score compared with the starting prompt on dev
     alpha: float = 0.05  # improved: significance level of that paired test (Bonferroni over dev_top)
@@ -81,7 +83,7 @@ class GreaterConfig:
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
         if self.rank not in ("gradient", "random"):
             raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
-        for name in ("width", "probe", "pair_swaps"):
+        for name in ("width", "probe", "pair_swaps", "fresh"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more.")
         if not 0 < self.alpha < 1:
@@ -392,15 +394,20 @@ class GreaterEngine(WideSearch):
         return out
 
     def suffix_terms(self, prompt: Sequence[int], pos: int, cands: Sequence[int],
-                     items: Sequence[Item] | None = None) -> list[list[tuple]]:
-        """(loss, nll, correct) for every candidate token at slot ``pos`` x every item (direct mode).
+                     items: Sequence[Item] | None = None,
+                     chains: Sequence[Sequence[int]] | None = None) -> list[list[tuple]]:
+        """(loss, nll, correct) for every candidate token at slot ``pos`` x every item.
 
         An exact saving: everything before the slot ([chat head, input, prompt[:pos]]) is the same for all
         candidates, so each example's prefix is forwarded once (left-padded batch) and its KV cache expanded
-        over the candidates; only [candidate, prompt[pos+1:], end of turn, extractor, answer] is computed per
-        candidate, with logits only at the prompt tokens (fluency) and the answer. The NLL of the unchanged
-        prompt tokens comes from the prefix pass. Same numbers as :meth:`_item_terms` on the full sequences
-        (tested), up to float rounding. Returns ``result[c][j]``.
+        over the candidates; only [candidate, prompt[pos+1:], end of turn, chain, extractor, answer] is
+        computed per candidate, with logits only at the prompt tokens (fluency) and the answer. The NLL of the
+        unchanged prompt tokens comes from the prefix pass. Same numbers as :meth:`_item_terms` on the full
+        sequences with the same ``chains`` (tested), up to float rounding. Returns ``result[c][j]``.
+
+        Direct mode: no chains. Reasoning mode: ``chains`` are held fixed (default: the current prompt's), so
+        the result is a teacher-forced *approximation* of each candidate's score (its own chains would
+        differ); the wide search uses it only to pre-rank candidates before fresh chains.
         """
         import copy
 
@@ -409,11 +416,11 @@ class GreaterEngine(WideSearch):
         torch = self.torch
         F = torch.nn.functional
         items = self.train if items is None else list(items)
-        if self.config.mode != "direct":
-            raise ValueError("suffix_terms scores direct mode only (reasoning needs fresh chains).")
         prompt = list(prompt)
         n_p = len(prompt)
-        tail = prompt[pos + 1:] + self.after_ids + self.extractor_ids
+        if chains is None:
+            chains = self.chains(prompt, items) if self.config.mode == "reasoning" else [[] for _ in items]
+        tails = [prompt[pos + 1:] + self.after_ids + list(ch) + self.extractor_ids for ch in chains]
         label_fast = self._label_fast()
         pad_id = self._pad_id()
         dev = self.device
@@ -448,7 +455,8 @@ class GreaterEngine(WideSearch):
                 lengths = mask.sum(-1)
                 answers = [self._answer_ids(items[j].answer) for j in idx]
                 n_ans_rows = [1 if label_fast else len(a) for a in answers]
-                W = 1 + len(tail) + (max(len(a) for a in answers) if not label_fast else 0)
+                bodies = [tails[j] + ([] if label_fast else answers[b]) for b, j in enumerate(idx)]
+                W = 1 + max(len(x) for x in bodies)
                 group = max(1, (4 * max(1, self.batch_size)) // B)  # rows per suffix pass ~ 4 x batch size
                 for g0 in range(0, C, group):
                     gc = list(range(g0, min(C, g0 + group)))
@@ -458,7 +466,7 @@ class GreaterEngine(WideSearch):
                     feed = torch.full((B * G, W), pad_id, dtype=torch.long, device=dev)
                     block = torch.zeros((B * G, W), dtype=torch.long, device=dev)
                     for b in range(B):
-                        body = tail + ([] if label_fast else answers[b])
+                        body = bodies[b]
                         for g, c in enumerate(gc):
                             r = b * G + g
                             feed[r, 0] = cand_t[c]
@@ -470,7 +478,7 @@ class GreaterEngine(WideSearch):
                                    past_key_values=rows_cache, use_cache=True).last_hidden_state  # [B*G, W, D]
                     self.stats["forward_tokens"] += int(block.sum())
                     n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
-                    a_row = 1 + len(tail) - 1  # predicts the first answer token
+                    a_rows = [len(tails[j]) for j in idx]  # row a_rows[b] predicts example b's first answer token
                     # One head matmul for every row needed in this pass (the [V, D] head is read once, not per row).
                     rows_r, rows_c, spans = [], [], []
                     for b in range(B):
@@ -478,7 +486,7 @@ class GreaterEngine(WideSearch):
                             r = b * G + g
                             start = len(rows_r)
                             rows_r += [r] * (n_rest + n_ans_rows[b])
-                            rows_c += list(range(n_rest)) + list(range(a_row, a_row + n_ans_rows[b]))
+                            rows_c += list(range(n_rest)) + list(range(a_rows[b], a_rows[b] + n_ans_rows[b]))
                             spans.append(start)
                     logits = self._logits_of(hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)])
                     if n_rest:

@@ -59,28 +59,50 @@ class WideSearch:
     def _auto_width(self) -> int:
         if self.config.width:
             return self.config.width
-        return 16 if self.config.mode == "direct" else 4
+        if self.config.mode == "direct":
+            return 16
+        return 12 if self.config.fresh else 4  # with the teacher-forced pre-rank, a wider set is cheap
 
-    def _score_singles(self, prompt: list[int], pos: int, tokens: list[int], current_tok: int | None,
-                       bound_score) -> dict[int, object]:
-        """Full training scores of the prompts with ``tokens`` at ``pos`` (and the current token, when given).
-
-        Direct mode with ``suffix_kv``: one pass over each example's cached prefix for all of them; otherwise
-        the racing scorer (fresh chains in reasoning mode) against ``bound_score``."""
+    def _suffix_scores(self, prompt, pos, tokens, chains=None) -> dict[int, object]:
+        """Scores of the single swaps ``tokens`` at ``pos``: on the cached prefix (fast execution with
+        ``suffix_kv``) or on each full sequence (naive execution, or ``suffix_kv`` off); the same numbers."""
         from .greater import Score
 
-        todo = list(dict.fromkeys(tokens + ([current_tok] if current_tok is not None else [])))
         n = len(self.train)
-        if self.config.mode == "direct" and self.config.suffix_kv and not self.naive:
-            terms = self.suffix_terms(prompt, pos, todo)
-            out = {}
-            for tok, rows in zip(todo, terms):
-                loss = sum(float(t[0]) for t in rows) / n
-                nll = sum(float(t[1]) for t in rows) / n
-                acc = sum(int(t[2]) for t in rows) / n
-                out[tok] = Score(value=self._score_value(acc, nll, loss, n), accuracy=acc, loss=loss,
-                                 fluency_nll=nll, n=n)
-            return out
+        if self.naive or not self.config.suffix_kv:
+            chains = chains if chains is not None else [[] for _ in self.train]
+            terms = self._item_terms([(self._swap(prompt, pos, t), item, ch)
+                                      for t in tokens for item, ch in zip(self.train, chains)])
+            per_token = [terms[i * n:(i + 1) * n] for i in range(len(tokens))]
+        else:
+            per_token = self.suffix_terms(prompt, pos, tokens, chains=chains)
+        out = {}
+        for tok, rows in zip(tokens, per_token):
+            loss = sum(float(t[0]) for t in rows) / n
+            nll = sum(float(t[1]) for t in rows) / n
+            acc = sum(int(t[2]) for t in rows) / n
+            out[tok] = Score(value=self._score_value(acc, nll, loss, n), accuracy=acc, loss=loss, fluency_nll=nll, n=n)
+        return out
+
+    def _score_singles(self, prompt: list[int], pos: int, tokens: list[int], current_tok: int | None,
+                       bound_score) -> tuple[dict[int, object], dict[int, object]]:
+        """(full scores, teacher-forced pre-rank scores) of the prompts with ``tokens`` at ``pos`` (and the
+        current token, when given).
+
+        Direct mode with ``suffix_kv``: every one in one pass over each example's cached prefix (exact).
+        Reasoning mode with ``fresh``: all of them teacher-forced on the current chains (cheap, approximate),
+        then the ``fresh`` best of those get fresh chains and a full score, raced against ``bound_score``.
+        Otherwise every one is fully scored by the racing scorer."""
+        todo = list(dict.fromkeys(tokens + ([current_tok] if current_tok is not None else [])))
+        cfg = self.config
+        if cfg.mode == "direct" and cfg.suffix_kv and not self.naive:
+            return self._suffix_scores(prompt, pos, todo), {}
+        pre = {}
+        if cfg.mode == "reasoning" and cfg.fresh and len(tokens) > cfg.fresh:
+            chains = self.chains(prompt if current_tok is not None else prompt[:-1])  # grown: the shorter one's
+            pre = self._suffix_scores(prompt, pos, todo, chains=chains)
+            ranked = sorted((t for t in tokens if t != current_tok), key=lambda t: (pre[t].value, t))
+            todo = ranked[: cfg.fresh] + ([current_tok] if current_tok is not None else [])
         prompts = []
         for tok in todo:
             p = list(prompt)
@@ -90,7 +112,7 @@ class WideSearch:
             scores = self.score_prompts(prompts)
         else:
             scores = self.race_prompts(prompts, bound_score.value)
-        return dict(zip(todo, scores))
+        return dict(zip(todo, scores)), pre
 
     # ------------------------------------------------------------------ the loop
 
@@ -186,7 +208,7 @@ class WideSearch:
         if grown:  # a grown prompt must beat the shorter one (which wins ties)
             shorter = self.score_prompts([before])[0]
         bound = shorter if grown else current_score
-        scores = self._score_singles(prompt, pos, top + probe, None if grown else current_tok, bound)
+        scores, pre = self._score_singles(prompt, pos, top + probe, None if grown else current_tok, bound)
         timings["scoring"] = time.perf_counter() - t0
         if not grown and current_tok in scores and not scores[current_tok].raced:
             current_score = scores[current_tok]  # the same pass as the candidates: compared like with like
@@ -194,12 +216,22 @@ class WideSearch:
         ranks = {c: i for i, c in enumerate(order)}
         candidates = []
         for c in top + probe:
-            s = scores[c]
-            candidates.append({"token": c, "text": self.decode([c]), "grad": None if grad is None else grad[c],
-                               "rank": ranks[c], "probe": c in probe, "score": s.value, "accuracy": s.accuracy,
-                               "loss": s.loss, "nll": s.fluency_nll, **({"raced_after": s.seen} if s.raced else {})})
-        full = [c for c in top + probe if not scores[c].raced]
-        agreement = spearman([ranks[c] for c in full], [scores[c].value for c in full]) if grad is not None else None
+            s = scores.get(c)
+            row = {"token": c, "text": self.decode([c]), "grad": None if grad is None else grad[c],
+                   "rank": ranks[c], "probe": c in probe}
+            if c in pre:  # reasoning mode: the teacher-forced pre-rank score (approximate)
+                row["prerank_score"] = pre[c].value
+            if s is not None:
+                row.update(score=s.value, accuracy=s.accuracy, loss=s.loss, nll=s.fluency_nll,
+                           **({"raced_after": s.seen} if s.raced else {}))
+            candidates.append(row)
+        full = [c for c in top + probe if c in scores and not scores[c].raced]
+        # The gradient's worth: its ranking against the true scores (reasoning mode with a pre-rank: against the
+        # teacher-forced scores of the whole scored set, since only a few get fresh chains).
+        judged = [c for c in top + probe if c in pre] if pre else full
+        truth = pre if pre else scores
+        agreement = (spearman([ranks[c] for c in judged], [truth[c].value for c in judged])
+                     if grad is not None else None)
         better = [c for c in full if scores[c].value < bound.value]
         best = min(better, key=lambda c: (scores[c].value, ranks[c])) if better else None
         if best is not None:
@@ -227,6 +259,7 @@ class WideSearch:
                 "search": {"kind": "grow" if grown else "single", "pool": len(pool),
                            "dropped_roundtrip": len(proposed) - len(pool), "width": width, "probe": len(probe),
                            "scored": len(top) + len(probe), "fully_scored": len(full), "better": len(better),
+                           "preranked": len(pre),
                            "agreement": agreement, "rank": cfg.rank, "bound": bound.value},
                 "_score": new_score, "_scored": scored}
 
