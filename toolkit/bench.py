@@ -34,6 +34,8 @@ class BenchConfig:
     seed: int = 0
     mode: str = "direct"
     initial_prompt: str | None = None  # None: the paper's prompt (toolkit.optimize.DEFAULT_INITIAL_PROMPT)
+    width: int = 0  # GReaTer: candidates scored per step; 0: automatic and adaptive; N: fixed at N (no widening),
+    # so that greater and greater-random differ only in how they rank the same pool (the ablation)
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in ALL_METHODS]
@@ -107,7 +109,8 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
                     tm = load_torch_model(info)
                 gcfg = GreaterConfig(mode=config.mode, steps=10_000, n_train=config.n_train, n_dev=config.n_dev,
                                      seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=48,
-                                     rank="random" if method == "greater-random" else "gradient")
+                                     rank="random" if method == "greater-random" else "gradient",
+                                     width=config.width, width_max=config.width or 64)
                 result = optimize(project, task, model_id=info.id, config=gcfg, torch_model=tm, bench_id=bench_id,
                                   stop=stop, initial_prompt=initial_prompt, method_name=method)
             else:

@@ -940,6 +940,8 @@ def history_backup(ctx, dest):
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True,
               help="direct: the answer follows the prompt; reasoning: the model writes a chain first.")
 @click.option("--initial-prompt", default=None, help="Starting prompt of every method (default: the paper's).")
+@click.option("--width", type=int, default=0, show_default=True,
+              help="GReaTer candidates scored per step (0: automatic and adaptive; N: fixed, for the ablation).")
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
 @click.option("--train-size", type=int, default=16, show_default=True)
@@ -950,8 +952,8 @@ def history_backup(ctx, dest):
 @click.option("--report", "report_id", type=int, help="Only (re)write the report of a bench.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
 @click.pass_context
-def bench_cmd(ctx, tasks, methods, mode, initial_prompt, model_id, budget, train_size, dev_size, test_size, seed,
-              resume_id, report_id, out):
+def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget, train_size, dev_size, test_size,
+              seed, resume_id, report_id, out):
     """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
 
     Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
@@ -965,7 +967,7 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, model_id, budget, train
             config = BenchConfig(tasks=tuple(tasks), methods=tuple(methods) or DEFAULT_METHODS,
                                  model_id=model_id or project.default_model, budget_s=budget, n_train=train_size,
                                  n_dev=dev_size, n_test=test_size, seed=seed, mode=mode,
-                                 initial_prompt=initial_prompt)
+                                 initial_prompt=initial_prompt, width=width)
         stop = threading.Event()
         try:
             with console.status("Bench...") as status:
