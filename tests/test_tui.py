@@ -294,7 +294,10 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
         import gguf as gguf_py  # a GGUF with no chat template: added with a template file, no warning
 
         bare = tmp_path / "bare.gguf"
+        import numpy as np
+
         writer = gguf_py.GGUFWriter(str(bare), "llama")
+        writer.add_tensor("t", np.zeros((4, 4), dtype=np.float32))  # a complete file: models add checks that
         writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
         writer.close()
         template = tmp_path / "t.jinja"

@@ -59,25 +59,32 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
         console.print(("Chosen on dev: " if sel["significant"] else "Kept the starting prompt: ") + sel["reason"] + ".",
                       highlight=False, markup=False)
     del tm
-    console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring both prompts on {test_size} held-out test examples "
+    what = "the starting prompt" if result.prompt_id == result.initial_prompt_id else "both prompts"
+    console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring {what} on {test_size} held-out test examples "
                   "with llama.cpp (the GGUF you would deploy)...")
     model = LlamaCppModel(info)
     settings = EvalSettings(mode=mode, max_new_tokens=48)
     reports = {}
-    for label, pid in (("initial  ", result.initial_prompt_id), ("optimized", result.prompt_id)):
+    kept = result.prompt_id == result.initial_prompt_id
+    scored = (("initial  ", result.initial_prompt_id),) if kept else (
+        ("initial  ", result.initial_prompt_id), ("optimized", result.prompt_id))
+    for label, pid in scored:
         with console.status(f"llama.cpp: {label.strip()} prompt...") as status:
             reports[label.strip()] = evaluate_prompt(project.store, model=model, task_row=task_row,
                                                      prompt_row=project.store.prompt(pid), split="test",
                                                      settings=settings, limit=test_size,
                                                      progress=eval_progress(status, f"llama.cpp: {label.strip()} prompt"))
         _print_eval(f"{label} prompt {pid}", reports[label.strip()], console)
-    init, opt = reports["initial"], reports["optimized"]
+    init = reports["initial"]
+    opt = reports.get("optimized", init)
     delta = opt.accuracy - init.accuracy
     wins = losses = 0
     p_value = 1.0
-    if result.prompt_id == result.initial_prompt_id:
+    if kept:
         console.print("Change: none. The search found no prompt significantly better than the starting prompt on "
-                      "the dev split, so the starting prompt was kept (it is not presented as an improvement).")
+                      "the dev split, so the starting prompt was kept (it is not presented as an improvement). "
+                      "Try a weaker start (--initial-prompt), more training examples (--train-size) or a longer "
+                      "--budget.")
     else:
         from .selection import mcnemar_two_sided
 
@@ -90,10 +97,14 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
                    f"not significant on {opt.n} test examples (exact McNemar p={p_value:.2f}): treat it as no "
                    "difference")
         console.print(f"Change: {delta * 100:+.1f} points, {wins} examples fixed and {losses} broken ({verdict}).")
-    console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
-                  f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
-                  f"change survives other runtimes and quantizations: gradprompt compare "
-                  f"{result.initial_prompt_id} {result.prompt_id}[/]")
+    if kept:
+        console.print(f"[dim]Every output: gradprompt evals show {init.evaluation_id}; the candidates the search "
+                      f"scored: gradprompt runs show {result.run_id}[/]")
+    else:
+        console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
+                      f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
+                      f"change survives other runtimes and quantizations: gradprompt compare "
+                      f"{result.initial_prompt_id} {result.prompt_id}[/]")
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
