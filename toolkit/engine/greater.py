@@ -314,6 +314,11 @@ class GreaterEngine(WideSearch):
         cache.batch_repeat_interleave(batch)
         return cache
 
+    def _out_of_time(self, stop, t_start: float) -> bool:
+        """A stop was asked for, or the time budget is spent: no new step starts."""
+        budget = self.config.time_budget_s
+        return (stop is not None and stop.is_set()) or (budget is not None and time.perf_counter() - t_start >= budget)
+
     def _map_chunks(self, n: int, fn) -> list:
         """Call ``fn(indices)`` over ``range(n)`` in chunks of the batch size; returns the results in order.
 
@@ -613,14 +618,7 @@ class GreaterEngine(WideSearch):
         torch = self.torch
         pad_id = self._pad_id()
         max_new = self.config.max_new_tokens
-
-        def logits_of(hidden):
-            out = self.head(hidden)
-            if out.dtype in (torch.float16, torch.bfloat16):
-                out = out.float()
-            if self.softcap:
-                out = torch.tanh(out / self.softcap) * self.softcap
-            return out
+        logits_of = self._logits_of
 
         def run_chunk(idx):
             from transformers import DynamicCache
@@ -1064,9 +1062,7 @@ class GreaterEngine(WideSearch):
         placeholder = self.tm.encode(" _")[-1]
         t_start = time.perf_counter()
         while state["step"] < cfg.steps:
-            if stop is not None and stop.is_set():
-                return
-            if cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s:
+            if self._out_of_time(stop, t_start):
                 return
             step = state["step"]
             rng = random.Random(f"{cfg.seed}-{step}")

@@ -127,11 +127,7 @@ class WideSearch:
         placeholder = self.tm.encode(" _")[-1]
         t_start = time.perf_counter()
         while state["step"] < cfg.steps:
-            if state.get("done"):
-                return
-            if stop is not None and stop.is_set():
-                return
-            if cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s:
+            if state.get("done") or self._out_of_time(stop, t_start):
                 return
             step = state["step"]
             rng = random.Random(f"{cfg.seed}-{step}")
