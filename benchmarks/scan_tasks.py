@@ -5,6 +5,13 @@ Scores two prompts (the GReaTer initial prompt and zero-shot CoT's) on the first
 one JSON object as the last line.
 
     python benchmarks/scan_tasks.py [--rows 60]
+
+With ``--sensitivity`` it scores five different prompts instead and reports how often they disagree (the share
+of rows where not all five give the same answer) and the spread of their accuracies: a task where every prompt
+gives the same answers cannot be moved by any prompt method, so a prompt-optimization benchmark should use
+tasks that react.
+
+    python benchmarks/scan_tasks.py --sensitivity --rows 40 [--only navigate snarks ...]
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PROMPTS = {"initial": "proper logical reasoning and think step by step. Finally give the actual correct answer.",
            "cot": "Let's think step by step."}
+# Five prompts of different kinds for --sensitivity: weak, instruction, persona, format, reasoning-flavoured.
+SENSITIVITY = {"weak": "Answer the question.",
+               "instruct": "Read the input carefully and choose the correct answer.",
+               "expert": "You are an expert. Give the right answer.",
+               "short": "Answer with one word.",
+               "paper": PROMPTS["initial"]}
 
 
 def task_files() -> dict[str, Path]:
@@ -31,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=60)
     parser.add_argument("--only", nargs="*", help="task names")
+    parser.add_argument("--sensitivity", action="store_true", help="five prompts; report how often they disagree")
     args = parser.parse_args()
 
     from toolkit.errors import DatasetError
@@ -58,10 +72,20 @@ def main() -> None:
         majority = max(counts.values()) / len(rows)
         t0 = time.perf_counter()
         accs = {}
-        for pname, prompt in PROMPTS.items():
-            correct = sum(predict(model, layout, task.spec, prompt, ex.input, EvalSettings())[1] == ex.answer for ex in rows)
-            accs[pname] = correct / len(rows)
+        prompts = SENSITIVITY if args.sensitivity else PROMPTS
+        answers = {}
+        for pname, prompt in prompts.items():
+            answers[pname] = [predict(model, layout, task.spec, prompt, ex.input, EvalSettings())[1] for ex in rows]
+            accs[pname] = sum(a == ex.answer for a, ex in zip(answers[pname], rows)) / len(rows)
         chance = 1 / len(task.spec.labels) if task.spec.labels else 0.0
+        if args.sensitivity:
+            disagree = sum(len({answers[p][i] for p in prompts}) > 1 for i in range(len(rows))) / len(rows)
+            spread = max(accs.values()) - min(accs.values())
+            out[name] = {"kind": task.spec.kind, "labels": len(task.spec.labels), "majority": majority,
+                         "disagree": disagree, "spread": spread, **accs, "seconds": time.perf_counter() - t0}
+            print(f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  majority {majority:.2f}  "
+                  f"disagree {disagree:.2f}  accuracy {min(accs.values()):.2f}-{max(accs.values()):.2f}", flush=True)
+            continue
         out[name] = {"kind": task.spec.kind, "labels": len(task.spec.labels), "chance": chance, "majority": majority,
                      **accs, "seconds": time.perf_counter() - t0}
         print(f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  chance {chance:.2f}  majority "

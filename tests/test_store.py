@@ -12,7 +12,8 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
     s = Store(path)
     assert s.db.journal_mode == "wal"
     assert [m.name for m in migrations.applied(s.db)] == ["m001_initial", "m002_prompt_search", "m003_benches",
-                                                         "m004_step_dev_accuracy", "m005_step_search"]
+                                                         "m004_step_dev_accuracy", "m005_step_search",
+                                                         "m006_owner"]
     s.close()
     s2 = Store(path)
     assert apply_migrations(s2.db) == []

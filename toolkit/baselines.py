@@ -193,7 +193,7 @@ def clean_instruction(text: str) -> str:
 def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig,
                       initial_prompt: str = DEFAULT_INITIAL_PROMPT, on_step: Callable[[dict], None] | None = None,
                       stop: threading.Event | None = None, bench_id: int | None = None,
-                      run_id: int | None = None) -> OptimizeResult:
+                      run_id: int | None = None, force: bool = False) -> OptimizeResult:
     """Run (or, with ``run_id``, resume) a baseline on a stored task with a loaded llama.cpp model."""
     store = project.store
     task_row = store.task(project.id, task)
@@ -212,11 +212,10 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
                                   bench_id=bench_id)
         state = opt.initial_state(initial_prompt)
     else:
-        run = store.run(run_id)
+        run = store.claim_run(run_id, force=force)  # refuses a finished run, or one a live process runs
         initial_id = run["initial_prompt_id"]
         steps = store.steps(run_id)
         state = steps[-1]["state"] if steps else opt.initial_state(run["config"]["initial_prompt"])
-        store.update_run(run_id, status="running", error="")
     calls0 = dict(model.stats)
     t0 = time.perf_counter()
     try:

@@ -881,13 +881,18 @@ def runs_show(ctx, run_id):
 
 @runs.command("resume")
 @click.argument("run_id", type=int)
+@click.option("--force", is_flag=True,
+              help="Take over a run marked running whose process cannot be checked (started on another machine).")
 @click.pass_context
-def runs_resume(ctx, run_id):
-    """Continue a stopped or failed run exactly where it stopped."""
+def runs_resume(ctx, run_id, force):
+    """Continue a stopped, failed or interrupted run exactly where it stopped.
+
+    A run whose process was killed shows as `interrupted` in `runs list`; a run that another process is still
+    running is refused (stop it first)."""
     from .optimize import resume
 
     project = _project(ctx)
-    run = project.store.run(run_id)
+    run = project.store.check_resumable(run_id, force=force)  # before the slow model load; resume claims it
     stop = threading.Event()
     try:
         if run["method"] != "greater":
@@ -897,9 +902,10 @@ def runs_resume(ctx, run_id):
 
             result = optimize_baseline(project, run["task_id"], model=LlamaCppModel(get_model(run["model_id"])),
                                        config=BaselineConfig.from_dict(run["config"]["baseline"]),
-                                       on_step=BaselinePrinter(), stop=stop, run_id=run_id)
+                                       on_step=BaselinePrinter(), stop=stop, run_id=run_id, force=force)
         else:
-            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"], console), stop=stop)
+            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"], console),
+                            stop=stop, force=force)
     except KeyboardInterrupt:
         stop.set()
         raise

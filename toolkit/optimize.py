@@ -85,11 +85,13 @@ def optimize(project, task: str | int, *, model_id: str | None = None, config: G
 
 
 def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
-           stop: threading.Event | None = None, torch_model=None) -> OptimizeResult:
+           stop: threading.Event | None = None, torch_model=None, force: bool = False) -> OptimizeResult:
+    """Continue a stopped, failed or interrupted run. Refused for a finished run and for one that a live
+    process is running (``force`` takes over a run whose owner cannot be checked, e.g. on another machine)."""
     store = project.store
-    run = store.run(run_id)
-    if run["status"] == "done":
-        raise ConfigError(f"Run {run_id} already finished; start a new run instead.")
+    run = store.check_resumable(run_id, force=force)
+    if run["method"] != "greater":
+        raise ConfigError(f"Run {run_id} is a {run['method']} run; `gradprompt runs resume {run_id}` continues it.")
     cfg = run["config"]
     config = GreaterConfig.from_dict(cfg["greater"])
     task_row = store.task(project.id, run["task_id"])
@@ -97,7 +99,7 @@ def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = Non
     steps = store.steps(run_id)
     state = steps[-1]["state"] if steps else engine.initial_state(cfg["initial_prompt"])
     state.setdefault("initial_ids", engine.encode_prompt(cfg["initial_prompt"]))  # runs stored before it was kept
-    store.update_run(run_id, status="running", error="")
+    store.claim_run(run_id, force=force)  # after the model loaded: a failed load leaves the run as it was
     return _drive(project, task_row, run_id, engine, state, run["initial_prompt_id"], on_step, stop)
 
 

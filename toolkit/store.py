@@ -19,6 +19,7 @@ from sqlite_utils.migrations import Migrations
 
 from .errors import (ConfigError, DatasetError, EvaluationNotFoundError, PromptNotFoundError, RunNotFoundError,
                      TaskNotFoundError)
+from . import owner
 from .tasks import AnswerSpec, TaskData
 
 
@@ -123,6 +124,14 @@ def m005_step_search(db: sqlite_utils.Database) -> None:
     db["steps"].add_column("search", str)  # JSON: the step's search (pool, width, probe, rank agreement, ...)
 
 
+@migrations()
+def m006_owner(db: sqlite_utils.Database) -> None:
+    # JSON {host, pid, start}: the process that set the row running (see toolkit.owner), to tell a killed run
+    # from a live one and to refuse a second resume of a live run.
+    for table in ("runs", "evaluations", "benches"):
+        db[table].add_column("owner", str)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
@@ -171,6 +180,7 @@ def _decoded_evaluation(row: dict) -> dict:
     row = dict(row)
     row["settings"] = _uj(row["settings"], {})
     row["timings"] = _uj(row["timings"], {})
+    row["status"] = owner.effective_status(row)
     return row
 
 
@@ -418,6 +428,7 @@ class Store:
                 "model_sha256": model_sha256, "config": _j(config), "seed": seed, "versions": _j(versions),
                 "status": "running", "started": _now(), "finished": None, "timings": _j({}),
                 "initial_prompt_id": initial_prompt_id, "best_prompt_id": None, "error": "",
+                "owner": owner.me(),
             }
         ).last_pk
 
@@ -434,17 +445,65 @@ class Store:
             raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.") from None
         for key in ("config", "versions", "timings"):
             row[key] = _uj(row[key], {})
+        row["status"] = owner.effective_status(row)
         return row
+
+    @staticmethod
+    def _check_resumable(run_id: int, status: str, who: str | None, force: bool) -> None:
+        if status == "done":
+            raise ConfigError(f"Run {run_id} already finished; start a new run instead.")
+        # A row from before owners were recorded (who is None) is taken as interrupted.
+        if status != "running" or not who or force or who == owner.me():
+            return
+        state = owner.alive(who)
+        if state is False:
+            return
+        if state:
+            raise ConfigError(
+                f"Run {run_id} is running in process {owner.pid_of(who)}; it cannot be resumed twice. Stop it "
+                f"first (Ctrl-C in its terminal, or s in the TUI's Live tab), then `gradprompt runs resume {run_id}`.")
+        raise ConfigError(
+            f"Run {run_id} is marked running by a process on another machine (or one that cannot be checked). "
+            f"If it is really gone, `gradprompt runs resume {run_id} --force` takes it over.")
+
+    def check_resumable(self, run_id: int, *, force: bool = False) -> dict:
+        """The run, if it may be resumed now (raises ConfigError saying why not); claims nothing."""
+        row = self.db["runs"].get(int(run_id)) if self.db["runs"].count_where("id = ?", [int(run_id)]) else None
+        if row is None:
+            raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.")
+        self._check_resumable(run_id, row["status"], row.get("owner"), force)
+        return self.run(run_id)
+
+    def claim_run(self, run_id: int, *, force: bool = False) -> dict:
+        """Take a stopped, failed or interrupted run over for this process (``running``, owned by it), in one
+        write transaction, so two ``runs resume`` of the same run cannot both go ahead."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("select status, owner from runs where id = ?", [int(run_id)]).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.")
+            self._check_resumable(run_id, row[0], row[1], force)
+            conn.execute("update runs set status = 'running', error = '', owner = ? where id = ?",
+                         [owner.me(), int(run_id)])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self.run(run_id)
 
     def list_runs(self, project_id: int) -> list[dict]:
         rows = list(self.db["runs"].rows_where("project_id = ?", [project_id], order_by="id"))
         for row in rows:
             row["n_steps"] = self.db["steps"].count_where("run_id = ?", [row["id"]])
+            row["status"] = owner.effective_status(row)
         return rows
 
     def create_bench(self, project_id: int, name: str, config: dict) -> int:
         return self.db["benches"].insert({"project_id": project_id, "name": name, "config": _j(config),
-                                          "status": "running", "created": _now()}).last_pk
+                                          "status": "running", "created": _now(), "owner": owner.me()}).last_pk
 
     def bench(self, bench_id: int) -> dict:
         try:
@@ -452,10 +511,14 @@ class Store:
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise RunNotFoundError(f"No bench with id {bench_id}. `gradprompt bench --list` shows them.") from None
         row["config"] = _uj(row["config"], {})
+        row["status"] = owner.effective_status(row)
         return row
 
     def list_benches(self, project_id: int) -> list[dict]:
-        return list(self.db["benches"].rows_where("project_id = ?", [project_id], order_by="id"))
+        rows = list(self.db["benches"].rows_where("project_id = ?", [project_id], order_by="id"))
+        for row in rows:
+            row["status"] = owner.effective_status(row)
+        return rows
 
     def update_bench(self, bench_id: int, **fields) -> None:
         if "config" in fields and not isinstance(fields["config"], str):
@@ -467,6 +530,7 @@ class Store:
         for row in rows:
             for key in ("config", "versions", "timings"):
                 row[key] = _uj(row[key], {})
+            row["status"] = owner.effective_status(row)
         return rows
 
     def add_step(self, run_id: int, record: dict) -> int:
@@ -490,6 +554,7 @@ class Store:
     def create_evaluation(self, **fields) -> int:
         fields.setdefault("started", _now())
         fields.setdefault("status", "running")
+        fields.setdefault("owner", owner.me())
         for key in ("settings", "timings"):
             if key in fields and not isinstance(fields[key], str):
                 fields[key] = _j(fields[key])

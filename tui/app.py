@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
 
-from toolkit.errors import GradpromptError
+from toolkit.errors import ConfigError, GradpromptError
 from toolkit.store import row_tags
 
 
@@ -918,9 +918,10 @@ class GradpromptApp(App):
         if run_id is None:
             self.notify("Select a run in the Runs tab first.", severity="warning")
             return
-        run = self.project.store.run(int(run_id))
-        if run["status"] == "done":
-            self.notify(f"Run {run_id} already finished.", severity="warning")
+        try:  # a finished run, or one another process is running, is refused with the reason
+            run = self.project.store.check_resumable(int(run_id))
+        except ConfigError as exc:
+            self.notify(str(exc), severity="warning")
             return
         past = self.project.store.steps(int(run_id))
         self.live_scores = [s["train_score"] for s in past]

@@ -1,0 +1,110 @@
+"""Crash safety with real processes: `gradprompt optimize` killed with SIGKILL in the middle of a run leaves a run
+that reads `interrupted`, whose history passes SQLite's integrity check, and that `runs resume` finishes with the
+same steps and final prompt as a run that was never killed (the default model, fp32 torch on the CPU)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit.project import init_project
+
+ARGS = ["--steps", "3", "--train-size", "3", "--dev-size", "3", "--width", "4", "--probe", "1",
+        "--precision", "fp32", "--device", "cpu", "--initial-prompt", "Answer the question."]
+
+
+GRADPROMPT = str(Path(sys.executable).with_name("gradprompt"))
+
+
+def _cli(project_dir, *args, timeout=600):
+    env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir), "COLUMNS": "200"}
+    return subprocess.run([GRADPROMPT, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def demo_project(tmp_path, real_tm):  # real_tm: the torch weights are converted once for the session
+    from toolkit.demo import ensure_demo_task
+
+    proj = init_project(tmp_path / "proj", name="crash")
+    task = ensure_demo_task(proj)
+    proj.close()
+    return tmp_path / "proj", task["name"]
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(demo_project, tmp_path):
+    project_dir, task = demo_project
+    env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
+    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    from toolkit.project import open_project
+
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill right after the first step is stored
+            proj = open_project(project_dir)
+            n = len(proj.store.steps(1)) if proj.store.db["runs"].count else 0
+            proj.close()
+            if n >= 1:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proj = open_project(project_dir)
+    assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert proj.store.run(1)["status"] == "interrupted"
+    killed_steps = len(proj.store.steps(1))
+    assert 1 <= killed_steps < 3
+    proj.close()
+    listed = _cli(project_dir, "runs", "list")
+    assert "interrupted" in listed.stdout, listed.stdout + listed.stderr
+    resumed = _cli(project_dir, "runs", "resume", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # The same run, never killed, in a second project with the same task.
+    fresh = _cli(project_dir, "optimize", task, *ARGS)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    proj = open_project(project_dir)
+    try:
+        a = [(s["step"], s["prompt_after"], s["train_score"], s["candidates"]) for s in proj.store.steps(1)]
+        b = [(s["step"], s["prompt_after"], s["train_score"], s["candidates"]) for s in proj.store.steps(2)]
+        assert [x[0] for x in a] == [0, 1, 2] and a == b
+        r1, r2 = proj.store.run(1), proj.store.run(2)
+        assert r1["status"] == r2["status"] == "done"
+        assert proj.store.prompt(r1["best_prompt_id"])["text"] == proj.store.prompt(r2["best_prompt_id"])["text"]
+        assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    finally:
+        proj.close()
+
+
+def test_a_live_run_cannot_be_resumed_twice(demo_project):
+    project_dir, task = demo_project
+    env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
+    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS[:-2], "--steps", "50"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from toolkit.project import open_project
+
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            proj = open_project(project_dir)
+            started = proj.store.db["runs"].count > 0
+            proj.close()
+            if started:
+                break
+            time.sleep(0.2)
+        second = _cli(project_dir, "runs", "resume", "1")
+        assert second.returncode != 0
+        assert f"running in process {proc.pid}" in second.stdout + second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    listed = _cli(project_dir, "runs", "list")
+    assert "interrupted" in listed.stdout
