@@ -397,3 +397,27 @@ def test_ctrl_c_or_an_error_marks_the_evaluation_and_keeps_its_examples(project,
         evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=4, batch_size=2,
                               progress=interrupt_at(3, RuntimeError("disk full")))
     assert project.store.evaluations(prompt_id=prompt["id"])[-1]["status"] == "failed"
+
+
+def test_an_input_longer_than_the_context_is_warned_at_import_and_skipped_at_evaluation(project, llama, tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    rows = [("great film, loved it", "positive"), ("dull and far too long", "negative"),
+            ("word " * 3000, "positive"), ("a joy from start to end", "positive"), ("I walked out", "negative")]
+    f = tmp_path / "long.csv"
+    f.write_text("input,target\n" + "".join(f'"{i}",{t}\n' for i, t in rows))
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "tasks", "import", str(f), "--split", "0,0,1"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "1 row(s) have an input over 14,000 characters" in said and "context: row 3." in said, said
+    task = project.store.task(project.id, "long")
+    pid = project.add_prompt(task, "Is the review positive or negative?", origin="manual")
+    report = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid))
+    assert report.n == 5 and report.skipped == 1 and report.correct <= 4
+    ev = project.store.evaluation(report.evaluation_id)
+    assert ev["status"] == "done" and ev["timings"]["skipped"] == 1
+    outputs = [r["output"] for r in project.store.example_results(report.evaluation_id)]
+    skipped = [o for o in outputs if o.startswith("[skipped] ")]
+    assert len(skipped) == 1 and "longer than the context (2048)" in skipped[0]

@@ -232,8 +232,11 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
         budget_s = time.perf_counter() - t0
         prompt, train_acc, dev_acc, table, selection = opt.finish(state)
     except BaseException as exc:
-        store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                         error=f"{type(exc).__name__}: {exc}")
+        try:
+            store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                             error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
+            pass
         raise
     existing = store.find_prompt(project.id, task_row["id"], prompt)
     origin = config.method if config.method != "initial" else "initial"

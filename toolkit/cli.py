@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -34,6 +36,30 @@ class GradpromptGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("[yellow]Interrupted.[/]")
             sys.exit(130)
+        except (MemoryError, OSError, RuntimeError, sqlite3.Error) as exc:
+            message = resource_error(exc)
+            if message is None:
+                raise
+            err_console.print(message, markup=False, highlight=False)
+            sys.exit(1)
+
+
+def resource_error(exc: BaseException) -> str | None:
+    """A plain message for running out of memory or disk, or None for any other error."""
+    after = ("Nothing finished is lost: the history keeps every stored step and result (SQLite rolls back the "
+             "unfinished write); `gradprompt runs list` shows an interrupted run and `gradprompt runs resume N` "
+             "continues it.")
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+            "can't allocate memory" in text or "out of memory" in text.lower())):
+        return ("Out of memory: " + (text or "the model or a batch did not fit") + ". Close other programs, or use "
+                "less: --precision 8bit or 4bit (GPU), a smaller --batch-size or --train-size, or a smaller model. "
+                + after)
+    if (isinstance(exc, sqlite3.Error) and ("full" in text or "disk I/O" in text)) or (
+            isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return ("Disk full: " + text + ". Free some space on the disk that holds the project (and "
+                "GRADPROMPT_HOME, where model weights are cached), then run the command again. " + after)
+    return None
 
 
 def _project(ctx):
@@ -858,6 +884,11 @@ def runs_list(ctx):
                       str(r["n_steps"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
                       str(r["best_prompt_id"] or ""))
     console.print(table)
+    interrupted = [r["id"] for r in project.store.list_runs(project.id) if r["status"] == "interrupted"]
+    if interrupted:
+        ids = ", ".join(map(str, interrupted))
+        console.print(f"Interrupted (the process that ran it is gone): {ids}. "
+                      f"`gradprompt runs resume {interrupted[-1]}` continues where it stopped.", markup=False)
 
 
 @runs.command("show")
@@ -870,7 +901,9 @@ def runs_show(ctx, run_id):
     console.print(f"[bold]Run {run_id}[/] {run['method']} on {run['model_id']} "
                   f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: {run['status']}")
     if run["error"]:
-        console.print(f"[red]{run['error']}[/]")
+        console.print(run["error"], style="red", markup=False)
+    if run["status"] in ("interrupted", "stopped", "failed"):
+        console.print(f"`gradprompt runs resume {run_id}` continues it where it stopped.", markup=False)
     console.print_json(json.dumps(run["config"]))
     table = Table("step", "pos", "token", "train acc", "score", "s", "prompt")
     for s in project.store.steps(run_id):

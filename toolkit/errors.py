@@ -30,6 +30,12 @@ class ModelFileError(GradpromptError):
     title = "Model file problem"
 
 
+class InputTooLongError(ModelFileError):
+    """One example does not fit the model's context: evaluation skips it (counted wrong) and goes on."""
+
+    title = "Input too long"
+
+
 class ProjectError(GradpromptError):
     title = "Project problem"
 

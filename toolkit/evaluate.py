@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from .errors import InputTooLongError
 from .layout import REASONING_SEPARATOR, ChatLayout, answer_text
 from .tasks import AnswerSpec, normalize_answer, parse_number
 
@@ -57,6 +58,11 @@ class EvalReport:
     seconds: float = 0.0
     cached: int = 0
     model_calls: int = 0
+    skipped: int = 0  # examples that did not fit the model's context (counted wrong; their output says why)
+
+
+# The stored output of an example that could not be evaluated (it is counted wrong).
+SKIPPED = "[skipped] "
 
 
 def predict(model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str,
@@ -168,11 +174,12 @@ def interrupted_marks(store, evaluation_id: int):
     examples stay in the cache, so running it again continues from there."""
     try:
         yield
-    except KeyboardInterrupt:
-        store.finish_evaluation(evaluation_id, status="stopped")
-        raise
-    except BaseException:
-        store.finish_evaluation(evaluation_id, status="failed")
+    except BaseException as exc:
+        try:
+            store.finish_evaluation(evaluation_id,
+                                    status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
+        except Exception:  # e.g. the disk is full: it then reads interrupted (its process is gone)
+            pass
         raise
 
 
@@ -193,11 +200,14 @@ def run_evaluation(store, evaluation_id: int, *, prompt_text: str, spec: AnswerS
     correct = cached = calls = done = 0
     confusion: dict[str, dict[str, int]] = {}
 
+    skipped = 0
+
     def record(ex: dict, key: str, output: str, predicted: str | None, ok: bool, seconds: float) -> None:
-        nonlocal correct, done
+        nonlocal correct, done, skipped
         store.add_result(evaluation_id, ex["id"], key, output, predicted, ok, seconds)
         correct += int(ok)
         done += 1
+        skipped += output.startswith(SKIPPED)
         if spec.kind == "label":
             add_to_confusion(confusion, ex["answer"], predicted)
         if progress:
@@ -228,13 +238,14 @@ def run_evaluation(store, evaluation_id: int, *, prompt_text: str, spec: AnswerS
     seconds = time.perf_counter() - t_start
     accuracy = correct / done if done else 0.0
     lo, hi = wilson_interval(correct, done)
-    timings = {"seconds": seconds, "cached": cached, "model_calls": calls}
+    timings = {"seconds": seconds, "cached": cached, "model_calls": calls, "skipped": skipped}
     if stopped:
         store.finish_evaluation(evaluation_id, status="stopped", timings=timings)
     else:
         store.finish_evaluation(evaluation_id, n=done, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
                                 timings=timings)
-    return EvalReport(evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls)
+    return EvalReport(evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls,
+                      skipped)
 
 
 def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: str = "test",
@@ -260,8 +271,14 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
     keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
 
+    def predict_one(ex: dict) -> tuple[str, str | None]:
+        try:
+            return predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
+        except InputTooLongError as exc:  # this example only: the rest of the evaluation goes on
+            return SKIPPED + str(exc), None
+
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
-        return [predict(model, layout, spec, prompt_row["text"], ex["input"], settings) for ex in batch]
+        return [predict_one(ex) for ex in batch]
 
     return run_evaluation(store, ev_id, prompt_text=prompt_row["text"], spec=spec, keyed=keyed,
                           predict_batch=predict_batch, progress=progress, stop=stop)

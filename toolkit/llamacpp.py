@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .errors import ModelFileError
+from .errors import InputTooLongError, ModelFileError
 from .models import ModelInfo, verified_gguf
 
 STOP_TOKEN_TEXTS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
@@ -104,7 +104,7 @@ class LlamaCppModel:
         llm = self.llm
         tokens = list(tokens)
         if len(tokens) >= self.n_ctx:
-            raise ModelFileError(
+            raise InputTooLongError(
                 f"The input is {len(tokens)} tokens, longer than the context ({self.n_ctx}). "
                 "Shorten the examples or lower --max-new-tokens."
             )
@@ -150,7 +150,7 @@ class LlamaCppModel:
             grammar_obj = self._grammars[grammar]
         tokens = list(tokens)
         if len(tokens) + max_new_tokens >= self.n_ctx:
-            raise ModelFileError(
+            raise InputTooLongError(
                 f"The input is {len(tokens)} tokens; with {max_new_tokens} new tokens it exceeds the context "
                 f"({self.n_ctx}). Shorten the examples or lower --max-new-tokens."
             )

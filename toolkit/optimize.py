@@ -131,8 +131,11 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
         optimize_seconds = time.perf_counter() - t_start
         result = engine.finish(state)
     except BaseException as exc:
-        store.update_run(run_id, status="failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
-                         error=f"{type(exc).__name__}: {exc}")
+        try:
+            store.update_run(run_id, status="failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                             error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
+            pass
         raise
     existing = store.find_prompt(project.id, task_row["id"], result.prompt)
     if existing:

@@ -80,3 +80,7 @@ def _print_eval(label: str, report, out: Console | None = None) -> None:
     lo, hi = report.ci
     (out or Console()).print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
                   f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]")
+    if getattr(report, "skipped", 0):
+        (out or Console()).print(f"[yellow]{report.skipped} example(s) did not fit the model's context and were "
+                                 "counted wrong[/] (`gradprompt evals show` lists them as \\[skipped]).",
+                                 highlight=False)

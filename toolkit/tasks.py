@@ -26,6 +26,7 @@ INPUT_COLUMNS = ("input", "goal", "question", "text", "sentence", "prompt", "que
 TARGET_COLUMNS = ("final_target", "answer", "target", "label", "output", "completion")
 MAX_LABELS_DEFAULT = 20
 _NUMBER_RE = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
+LONG_INPUT_CHARS = 14_000
 _PAREN_LABEL_RE = re.compile(r"^\(([A-Za-z0-9]{1,3})\)$")
 
 
@@ -358,6 +359,16 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
                 + ", ".join(f"row {r} {a!r}" for r, a in odd[:5]) + ". They are kept as their own labels."
             )
         answers = [_PAREN_LABEL_RE.match(a).group(1) if ok else a for a, ok in zip(answers, paren)]
+
+    # Longer than a small model's context (~4 characters a token; 4096 tokens is the default context): say so
+    # now. Evaluation skips such an example (counted wrong) instead of stopping.
+    long_rows = [r for r, text in zip(row_numbers, inputs) if len(text) > LONG_INPUT_CHARS]
+    if long_rows:
+        warnings.append(
+            f"{len(long_rows)} row(s) have an input over {LONG_INPUT_CHARS:,} characters (about 3,500 tokens), "
+            f"which may not fit a small model's 4,096-token context: " + ", ".join(f"row {r}" for r in long_rows[:5])
+            + ". Evaluation skips an example that does not fit and counts it wrong; shorten those rows to keep them."
+        )
 
     merged, merge_note = _merge_case_variants(answers)
     if merge_note and (opts.answer_kind or detect_answer_kind(merged, opts.max_labels)) == "label":
