@@ -141,6 +141,9 @@ def _read_manifest(path: Path, builtin: bool) -> ModelInfo:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a model manifest is TOML. "
+                          "Fix it, or remove it with `gradprompt models remove`.") from None
     return _from_manifest(data, path, builtin)
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import re
 import string
+import warnings as _warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -178,13 +180,17 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
         if not columns or not any(columns):
             raise DatasetError(f"{path}: no header row; the first line must name the columns.")
         reader.fieldnames = columns
-        for i, row in enumerate(reader, start=1):
-            if None in row:  # more fields than header columns
-                raise DatasetError(
-                    f"{path}: row {i}: {len(columns) + len(row[None])} fields but the header has "
-                    f"{len(columns)} columns. Quote fields that contain the delimiter."
-                )
-            rows.append((i, {k: (v if v is not None else "") for k, v in row.items()}))
+        try:
+            for i, row in enumerate(reader, start=1):
+                if None in row:  # more fields than header columns
+                    raise DatasetError(
+                        f"{path}: row {i}: {len(columns) + len(row[None])} fields but the header has "
+                        f"{len(columns)} columns. Quote fields that contain the delimiter."
+                    )
+                rows.append((i, {k: (v if v is not None else "") for k, v in row.items()}))
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit (an unclosed quote)
+            raise DatasetError(f"{path}: line {reader.line_num}: not readable as {fmt.upper()} ({exc}). Check for "
+                               "an unclosed quote.") from None
     elif fmt == "jsonl":
         columns = []
         for i, line in enumerate(text.splitlines(), start=1):
@@ -194,6 +200,8 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}: line {i}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
+            except RecursionError:
+                raise DatasetError(f"{path}: line {i}: JSON nested too deeply to be an example.") from None
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}: line {i}: expected a JSON object, found {type(obj).__name__}.")
             for key in obj:
@@ -205,6 +213,8 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+        except RecursionError:
+            raise DatasetError(f"{path}: JSON nested too deeply to be a list of examples.") from None
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
             if "examples" in data and isinstance(data["examples"], list):
@@ -252,7 +262,23 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Iterabl
 
 
 def _template_fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    """The column names an input template uses; a DatasetError for a template that is not one."""
+    how = ("Write column names in braces, e.g. '{question}\\nOptions: {choices}'; double a brace for a "
+           "literal one ('{{').")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise DatasetError(f"--input-template {template!r}: {exc}. {how}") from None
+    fields = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.strip() or name.isdigit() or any(c in name for c in ".[]") or spec or conversion:
+            raise DatasetError(f"--input-template {template!r}: '{{{name}}}' is not a column name. {how}")
+        fields.append(name)
+    if not fields:
+        raise DatasetError(f"--input-template {template!r} names no column. {how}")
+    return fields
 
 
 def _cell(value) -> str:
@@ -278,7 +304,8 @@ def _sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
     """Stable seeded split assignment: the same n, fractions and seed always give the same splits."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+    if (len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions)
+            or sum(fractions) <= 0):
         raise DatasetError("Split fractions must be three non-negative numbers (train, dev, test).")
     total = sum(fractions)
     n_test = round(n * fractions[2] / total)
@@ -295,6 +322,8 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
                split_names: list[str] | None = None) -> TaskData:
     """Validate rows and turn them into a TaskData. ``split_names`` fixes splits (from separate files)."""
     validate_task_name(name)
+    if opts.max_labels < 2:
+        raise DatasetError(f"--max-labels {opts.max_labels}: a label task has at least 2 labels.")
     if opts.input_template:
         fields = _template_fields(opts.input_template)
         missing = [f for f in fields if f not in columns]
@@ -310,7 +339,9 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
     answer_re = None
     if opts.answer_regex:
         try:
-            answer_re = re.compile(opts.answer_regex, re.DOTALL | re.MULTILINE)
+            with _warnings.catch_warnings():  # e.g. "Possible nested set": not for the user's terminal
+                _warnings.simplefilter("ignore")
+                answer_re = re.compile(opts.answer_regex, re.DOTALL | re.MULTILINE)
         except re.error as exc:
             raise DatasetError(f"--answer-regex {opts.answer_regex!r} is not a valid regular expression: {exc}.") from None
 

@@ -1,0 +1,141 @@
+"""Property-based fuzzing (hypothesis) of every reader of user files: dataset importers, project settings,
+model manifests, the history database. Each input either loads or raises the project's own error (never a
+raw traceback), and a failed import leaves no rows behind."""
+
+import json
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolkit.errors import GradpromptError
+from toolkit.tasks import ImportOptions, read_task_file
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+cell = st.text(alphabet=string.printable + "é€\u2028\x00\ufeff", max_size=30)
+rows = st.lists(st.lists(cell, min_size=0, max_size=4), min_size=0, max_size=8)
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids,
+                                                                                      max_size=4), max_leaves=20)
+
+
+def _write(tmp_path_factory, suffix: str, data: bytes):
+    path = tmp_path_factory.mktemp("fuzz") / f"t{suffix}"
+    path.write_bytes(data)
+    return path
+
+
+def _import_ok_or_own_error(path, options=None):
+    try:
+        task = read_task_file(path, options=options)
+    except GradpromptError:
+        return None
+    assert task.examples and all(isinstance(e.input, str) and isinstance(e.answer, str) for e in task.examples)
+    return task
+
+
+@FUZZ
+@given(data=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".json", ".txt"]))
+def test_random_bytes_import_or_fail_cleanly(tmp_path_factory, data, suffix):
+    _import_ok_or_own_error(_write(tmp_path_factory, suffix, data))
+
+
+@FUZZ
+@given(header=st.lists(cell, min_size=1, max_size=4), body=rows, sep=st.sampled_from([",", "\t", ";"]))
+def test_csv_like_tables_import_or_fail_cleanly(tmp_path_factory, header, body, sep):
+    text = "\n".join(sep.join(r) for r in [header, *body])
+    _import_ok_or_own_error(_write(tmp_path_factory, ".csv" if sep != "\t" else ".tsv", text.encode("utf-8")))
+
+
+@FUZZ
+@given(values=st.lists(json_values, max_size=6), lines=st.booleans())
+def test_json_structures_import_or_fail_cleanly(tmp_path_factory, values, lines):
+    text = "\n".join(json.dumps(v) for v in values) if lines else json.dumps(values)
+    _import_ok_or_own_error(_write(tmp_path_factory, ".jsonl" if lines else ".json", text.encode()))
+
+
+def test_deeply_nested_json_is_a_clean_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(GradpromptError):
+        read_task_file(path)
+
+
+@FUZZ
+@given(template=st.text(alphabet="{}abcinput_ !0:", max_size=14), regex=st.text(alphabet="()[]*+?.\\ab#$^", max_size=8),
+       split=st.tuples(*[st.floats(allow_nan=True, allow_infinity=True)] * 3),
+       max_labels=st.integers(-2, 40), kind=st.sampled_from([None, "label", "number", "text"]))
+def test_import_options_are_checked(tmp_path_factory, template, regex, split, max_labels, kind):
+    path = _write(tmp_path_factory, ".csv",
+                  ("input,target\n" + "".join(f"q{i},{'yes' if i % 3 else 'no'}\n" for i in range(12))).encode())
+    opts = ImportOptions(input_template=template or None, answer_regex=regex or None, split=split,
+                         max_labels=max_labels, answer_kind=kind)
+    _import_ok_or_own_error(path, opts)
+
+
+@FUZZ
+@given(body=rows)
+def test_a_failed_or_good_import_leaves_whole_rows_only(tmp_path_factory, body):
+    from toolkit.store import Store
+
+    text = "\n".join(",".join(r) for r in [["input", "target"], *body])
+    path = _write(tmp_path_factory, ".csv", text.encode())
+    store = Store(memory=True)
+    pid = store.ensure_project("p", "/tmp/p")
+    task = _import_ok_or_own_error(path)
+    if task is not None:
+        try:
+            store.add_task(pid, task)
+        except GradpromptError:
+            task = None
+    n = store.db["examples"].count
+    assert n == (len(task.examples) if task is not None else 0)
+    store.close()
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_project_settings_files_open_or_fail_cleanly(tmp_path_factory, data):
+    from toolkit.project import SETTINGS_FILE, init_project, open_project
+
+    folder = tmp_path_factory.mktemp("proj")
+    init_project(folder, name="p").close()
+    (folder / SETTINGS_FILE).write_bytes(data)
+    try:
+        open_project(folder).close()
+    except GradpromptError:
+        pass
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | st.text(alphabet=string.printable, max_size=300).map(str.encode))
+def test_model_manifests_load_or_fail_cleanly(tmp_path_factory, data):
+    from toolkit.models import _read_manifest
+
+    path = _write(tmp_path_factory, ".toml", data)
+    try:
+        _read_manifest(path, builtin=False)
+    except GradpromptError:
+        pass
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000), keep_header=st.booleans())
+def test_history_databases_open_or_fail_cleanly(tmp_path_factory, data, keep_header):
+    from toolkit.project import init_project, open_project
+
+    folder = tmp_path_factory.mktemp("proj")
+    proj = init_project(folder, name="p")
+    history = proj.history_path
+    proj.close()
+    good = history.read_bytes()
+    for side in ("-wal", "-shm"):
+        history.with_name(history.name + side).unlink(missing_ok=True)
+    blob = (good[:100] + data + good[100 + len(data):]) if keep_header else data
+    history.write_bytes(blob)
+    try:
+        open_project(folder).close()
+    except GradpromptError:
+        pass
