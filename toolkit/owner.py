@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import platform
 
 INTERRUPTED = "interrupted"
 
@@ -30,7 +30,7 @@ def _start_time(pid: int) -> str | None:
 def me() -> str:
     """This process as an owner record (JSON text, stored in the row's ``owner`` column)."""
     pid = os.getpid()
-    return json.dumps({"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)})
+    return json.dumps({"host": platform.node(), "pid": pid, "start": _start_time(pid)})
 
 
 def alive(owner: str | None) -> bool | None:
@@ -42,7 +42,7 @@ def alive(owner: str | None) -> bool | None:
         pid = int(rec["pid"])
     except (ValueError, KeyError, TypeError):
         return None
-    if rec.get("host") != socket.gethostname():
+    if rec.get("host") != platform.node():
         return None
     try:
         os.kill(pid, 0)

@@ -184,7 +184,8 @@ def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "au
     else:
         gguf_path, sha256 = verified_gguf(info)
         folder = _convert_gguf(info, gguf_path, sha256)
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    # Offline and safe by construction: local files only, safetensors only (never a pickle), no model code.
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
     if precision in ("8bit", "4bit"):
         try:
             import bitsandbytes  # noqa: F401
