@@ -3,6 +3,7 @@ that reads `interrupted`, whose history passes SQLite's integrity check, and tha
 same steps and final prompt as a run that was never killed (the default model, fp32 torch on the CPU)."""
 
 import os
+import json
 import signal
 import subprocess
 import sys
@@ -108,3 +109,73 @@ def test_a_live_run_cannot_be_resumed_twice(demo_project):
         proc.wait()
     listed = _cli(project_dir, "runs", "list")
     assert "interrupted" in listed.stdout
+
+
+def test_sigkill_during_model_load_leaves_nothing_running(demo_project):
+    project_dir, task = demo_project
+    env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
+    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # imports and the model load take longer than this
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from toolkit.project import open_project
+
+    proj = open_project(project_dir)
+    try:
+        assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert all(r["status"] != "running" for r in proj.store.list_runs(proj.id))
+    finally:
+        proj.close()
+
+
+def test_sigkill_mid_evaluation_then_the_rerun_reuses_and_matches(demo_project, tmp_path):
+    from toolkit.demo import ensure_demo_task
+    from toolkit.project import open_project
+
+    project_dir, task = demo_project
+    prompt = "Is this review positive or negative?"
+    assert _cli(project_dir, "prompts", "add", task, prompt).returncode == 0
+    env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
+    proc = subprocess.Popen([GRADPROMPT, "eval", "1", "--limit", "40"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            proj = open_project(project_dir)
+            done = proj.store.db["results"].count if proj.store.db["results"].exists() else 0
+            proj.close()
+            if done >= 5:
+                break
+            assert proc.poll() is None
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proj = open_project(project_dir)
+    kept = proj.store.db["results"].count
+    assert proj.store.evaluations()[0]["status"] == "interrupted"
+    assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    proj.close()
+    again = _cli(project_dir, "eval", "1", "--limit", "40", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    line = json.loads(again.stdout.strip().splitlines()[-1])
+    assert line["n"] == 40 and line["cached"] >= kept >= 5
+    # The same evaluation in a project that never saw this prompt: the same answer on every example.
+    other = init_project(tmp_path / "other", name="other")
+    ensure_demo_task(other)
+    other.close()
+    assert _cli(tmp_path / "other", "prompts", "add", task, prompt).returncode == 0
+    clean = _cli(tmp_path / "other", "eval", "1", "--limit", "40", "--json")
+    ref = json.loads(clean.stdout.strip().splitlines()[-1])
+    assert ref["cached"] == 0 and ref["correct"] == line["correct"]
+    a, b = open_project(project_dir), open_project(tmp_path / "other")
+    try:
+        pa = [(r["input"], r["predicted"]) for r in a.store.example_results(a.store.evaluations()[-1]["id"])]
+        pb = [(r["input"], r["predicted"]) for r in b.store.example_results(b.store.evaluations()[-1]["id"])]
+        assert pa == pb
+    finally:
+        a.close()
+        b.close()
