@@ -93,3 +93,23 @@ def test_demo_short_end_to_end(project):
         assert len(evs) == 2 and f"gradprompt evals flipped {evs[0]['id']} {evs[1]['id']}" in text
         assert "gradprompt compare " in text
     assert open(result["export"]).read().startswith(result["prompt"])
+
+
+def test_brackets_in_user_text_are_printed_as_written(project, tmp_path):
+    """Rich markup is never applied to user text: dyck_languages-style inputs and prompts with [tags] print
+    literally (no vanished text, no MarkupError)."""
+    f = tmp_path / "brackets.csv"
+    f.write_text("input,target\n" + "".join(f'"[ ( < [/] > ) [bold] {i}",{"yes" if i % 2 else "no"}\n'
+                                            for i in range(10)))
+    res = run(["tasks", "import", str(f)], project.path)
+    assert res.exit_code == 0, res.output
+    prompt = "Close the [red]brackets[/red] [/] in order."
+    assert run(["prompts", "add", "brackets", prompt], project.path).exit_code == 0
+    for args in (["tasks", "show", "brackets"], ["prompts", "show", "1"], ["prompts", "list"]):
+        res = CliRunner().invoke(cli, ["--project", str(project.path), *args], terminal_width=200)
+        assert res.exit_code == 0, (args, res.output)
+        said = res.output
+        wanted = ["[/]", "[bold]"] if args[0] == "tasks" else ["[red]brackets[/red]", "[/] in order."]
+        assert all(w in said for w in wanted), said
+    missing = run(["prompts", "show", "99"], project.path)
+    assert missing.exit_code == 1 and "Traceback" not in missing.output

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from .render import StepPrinter, _pct, _print_eval, eval_progress  # noqa: F401  (shared with the demo)
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import GradpromptError
@@ -31,7 +32,7 @@ class GradpromptGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GradpromptError as exc:
-            err_console.print(f"[bold red]{exc.title}:[/] {exc}")
+            err_console.print(f"[bold red]{exc.title}:[/] {escape(str(exc))}")
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]Interrupted.[/]")
@@ -222,7 +223,7 @@ def _print_task_summary(task) -> None:
     sizes = task.split_sizes()
     console.print(f"Task [bold]{task.name}[/]: {len(task.examples)} examples "
                   f"(train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']})")
-    console.print(f"Answer: {task.spec.kind}" + (f", labels {', '.join(task.spec.labels)}" if task.spec.labels else ""))
+    console.print(f"Answer: {task.spec.kind}" + (f", labels {escape(', '.join(task.spec.labels))}" if task.spec.labels else ""))
     if task.spec.kind == "label":
         console.print("Label balance: " + ", ".join(f"{k} {v}" for k, v in task.label_counts().items()))
     console.print(f"Extractor: {task.spec.extractor!r}")
@@ -299,11 +300,11 @@ def tasks_show(ctx, task, rows):
     project = _project(ctx)
     row = project.store.task(project.id, task)
     spec = project.store.task_spec(row)
-    console.print(f"[bold]{row['name']}[/] ({spec.kind}{': ' + ', '.join(spec.labels) if spec.labels else ''})")
+    console.print(f"[bold]{row['name']}[/] ({spec.kind}{': ' + escape(', '.join(spec.labels)) if spec.labels else ''})")
     console.print(f"Extractor: {spec.extractor!r}")
     table = Table("split", "input", "answer")
     for ex in project.store.examples(row["id"], limit=rows):
-        table.add_row(ex["split"], ex["input"][:100], ex["answer"])
+        table.add_row(ex["split"], _clip(ex["input"], 100), Text(ex["answer"]))
     console.print(table)
 
 
@@ -339,7 +340,7 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     console.print(res["seen"], highlight=False, markup=False)
     table = Table("input", "gold", "predicted", "ok", "output")
     for r in res["rows"]:
-        table.add_row(_clip(r["input"], 70), r["answer"], str(r["predicted"]),
+        table.add_row(_clip(r["input"], 70), Text(r["answer"]), Text(str(r["predicted"])),
                       "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"], 70))
     console.print(table)
     console.print(f"{sum(r['correct'] for r in res['rows'])}/{len(res['rows'])} right with this prompt.")
@@ -472,7 +473,7 @@ class BaselinePrinter:
         console.print(f"step {record['step'] + 1:>3}  best train acc {_pct(record['train_accuracy'])}  "
                       f"[dim]{time.perf_counter() - self.t0:5.0f}s[/]")
         for c in record["candidates"]:
-            console.print(f"        {_pct(c['accuracy']):>6}  {c['text']}", highlight=False)
+            console.print(f"        {_pct(c['accuracy']):>6}  {escape(c['text'])}", highlight=False)
         if not record["candidates"]:
             console.print("        [dim](the budget ran out before the proposals were scored)[/]")
 
@@ -598,7 +599,7 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tok
             text = f"{_pct(rep.accuracy)}\n{_pct(rep.ci[0])}-{_pct(rep.ci[1])}"
             text = f"[red]{text}[/]" if (p["id"], rt) in lost else text
             cells.append(f"{text}\n[dim]eval {rep.evaluation_id}[/]")
-        table.add_row(f"{p['id']}: {p['text'][:40]}", *cells)
+        table.add_row(Text(f"{p['id']}: {p['text'][:40]}"), *cells)
     console.print(table)
     console.print("[dim]Per-example outputs of a cell: gradprompt evals show EVAL_ID (--errors for the misses)[/]")
     if lost:
@@ -652,7 +653,7 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     console.print(f"[bold]Evaluation {evaluation_id}[/]: prompt {e['prompt_id']} on {d['task']['name']} "
                   f"({e['split']}), {e['model_id']} via {e['backend']} {e['quantization'] or ''} "
                   f"({e['mode']}), {e['status']}", highlight=False)
-    console.print(f"Prompt: {d['prompt']['text']}", highlight=False)
+    console.print(f"Prompt: {escape(d['prompt']['text'])}", highlight=False)
     if e["model_sha256"]:
         console.print(f"Model file sha256 {e['model_sha256'][:16]}...", highlight=False)
     if e["accuracy"] is not None:
@@ -674,7 +675,7 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
     table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
     for r in d["examples"]:
-        table.add_row(str(r["idx"]), _clip(r["input"], 160), r["answer"], str(r["predicted"]),
+        table.add_row(str(r["idx"]), _clip(r["input"], 160), Text(r["answer"]), Text(str(r["predicted"])),
                       "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"] or "", 240))
     console.print(table)
 
@@ -695,7 +696,8 @@ def evals_flipped(ctx, a, b):
         table = Table("", "input", "gold", f"eval {a}", f"eval {b}", show_lines=True)
         for r in rows:
             table.add_row("[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]", _clip(r["example"]["input"], 120),
-                          r["example"]["answer"], str(r["a"]["predicted"]), str(r["b"]["predicted"]))
+                          Text(r["example"]["answer"]), Text(str(r["a"]["predicted"])),
+                          Text(str(r["b"]["predicted"])))
         console.print(table)
 
 
@@ -727,13 +729,14 @@ def _confusion_table(confusion: dict, title: str | None = None) -> Table:
     predicted = sorted({p for row in confusion.values() for p in row})
     table = Table("gold \\ predicted", *predicted, title=title)
     for gold, row in sorted(confusion.items()):
-        table.add_row(gold, *[str(row.get(p, 0)) for p in predicted])
+        table.add_row(Text(gold), *[str(row.get(p, 0)) for p in predicted])
     return table
 
 
-def _clip(text: str, n: int) -> str:
+def _clip(text: str, n: int) -> Text:
+    """User text for a table cell: one line, at most ``n`` characters, never read as Rich markup."""
     text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 3] + "..."
+    return Text(text if len(text) <= n else text[: n - 3] + "...")
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -756,7 +759,8 @@ def prompts_list(ctx, task, search):
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     for p in project.store.list_prompts(project.id, task_id, search):
         table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                      ", ".join(row_tags(p)), _pct(project.store.best_test_accuracy(p["id"])), p["text"][:70])
+                      Text(", ".join(row_tags(p))), _pct(project.store.best_test_accuracy(p["id"])),
+                      _clip(p["text"], 70))
     console.print(table)
 
 
@@ -768,7 +772,7 @@ def prompts_show(ctx, prompt_id):
     project = _project(ctx)
     row = project.store.prompt(prompt_id)
     console.print(f"[bold]Prompt {prompt_id}[/] ({row['origin']})")
-    console.print(row["text"], highlight=False)
+    console.print(row["text"], highlight=False, markup=False)
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
@@ -830,7 +834,7 @@ def prompts_tag(ctx, prompt_id, add, remove, note):
     project = _project(ctx)
     row = project.store.update_prompt_meta(prompt_id, add_tags=add, remove_tags=remove, note=note)
     tags = ", ".join(row_tags(row)) or "-"
-    console.print(f"Prompt {prompt_id}: tags {tags}" + (f"; note: {row['note']}" if row["note"] else ""),
+    console.print(f"Prompt {prompt_id}: tags {tags}" + (f"; note: {escape(row['note'])}" if row["note"] else ""),
                   highlight=False)
 
 
@@ -908,7 +912,7 @@ def runs_show(ctx, run_id):
     table = Table("step", "pos", "token", "train acc", "score", "s", "prompt")
     for s in project.store.steps(run_id):
         table.add_row(str(s["step"] + 1), str(s["position"]), repr(s["chosen_token"]), _pct(s["train_accuracy"]),
-                      f"{s['train_score']:.3f}", f"{sum(s['timings'].values()):.1f}", s["prompt_after"][:60])
+                      f"{s['train_score']:.3f}", f"{sum(s['timings'].values()):.1f}", _clip(s["prompt_after"], 60))
     console.print(table)
 
 

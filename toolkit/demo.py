@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
+
 from .engine.greater import GreaterConfig
 from .tasks import DEMO_TASK_NAME, ImportOptions, demo_task_files, read_task_file
 
@@ -108,7 +110,7 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
-    console.print(f"\nOptimized prompt: [bold cyan]{result.prompt}[/]", highlight=False)
+    console.print(f"\nOptimized prompt: [bold cyan]{escape(result.prompt)}[/]", highlight=False)
     console.print(f"Exported to {path} and {json_path}")
     console.print(f"History: {project.history_path} (run {result.run_id}; `gradprompt runs show {result.run_id}`)")
     console.print(f"Prompt library: {project.path / 'prompts' / DEMO_TASK_NAME}")
