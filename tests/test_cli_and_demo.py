@@ -113,3 +113,55 @@ def test_brackets_in_user_text_are_printed_as_written(project, tmp_path):
         assert all(w in said for w in wanted), said
     missing = run(["prompts", "show", "99"], project.path)
     assert missing.exit_code == 1 and "Traceback" not in missing.output
+
+
+def test_prompt_search_takes_any_text_and_matches_word_starts(project, tmp_path):
+    f = tmp_path / "yn.csv"
+    f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(f)], project.path).exit_code == 0
+    for text in ("Think step-by-step about the calendar.", 'Answer "A:" or "B:" only.', "Be brief."):
+        assert run(["prompts", "add", "yn", text], project.path).exit_code == 0
+    store = project.store
+    found = lambda q: [p["id"] for p in store.list_prompts(project.id, search=q)]  # noqa: E731
+    assert found("calen") == [1] and found("step-by-step") == [1] and found("only") == [2] and 2 in found("A:")
+    assert found('"') == [2] and found("-") == [1] and found("nothing-like-this") == []
+    assert found("BRIEF") == [3]
+    for q in ("step-by-step", '"', "A:", "NEAR(", "*", "%"):
+        res = run(["prompts", "list", "--search", q], project.path)
+        assert res.exit_code == 0 and "Traceback" not in res.output, (q, res.output)
+
+
+def test_export_paths_folders_and_overwrites(project, tmp_path):
+    f = tmp_path / "yn.csv"
+    f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(f)], project.path).exit_code == 0
+    assert run(["prompts", "add", "yn", "Yes or no?"], project.path).exit_code == 0
+    (tmp_path / "afile").write_text("x")
+    res = run(["export", "1", "-o", str(tmp_path / "afile" / "p.txt")], project.path)
+    assert res.exit_code == 1 and "is a file, not a folder" in res.output and "Traceback" not in res.output
+    res = run(["export", "1", "-o", "/proc/gradprompt-x/p.txt"], project.path)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    res = run(["export", "1", "-o", str(tmp_path / "newdir") + "/"], project.path)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "newdir").is_dir() and [p.name for p in (tmp_path / "newdir").iterdir()] == ["yn-prompt-1.txt"]
+    res = run(["export", "1", "--format", "json", "-o", str(tmp_path / "newdir")], project.path)  # existing folder
+    assert res.exit_code == 0 and (tmp_path / "newdir" / "yn-prompt-1.json").is_file()
+    target = tmp_path / "mine.txt"
+    target.write_text("my notes")
+    res = run(["export", "1", "-o", str(target)], project.path)
+    assert res.exit_code == 1 and "--force" in res.output and target.read_text() == "my notes"
+    assert run(["export", "1", "-o", str(target), "--force"], project.path).exit_code == 0
+    assert target.read_text().startswith("Yes or no?")
+
+
+def test_bad_budgets_and_sizes_are_refused_in_flag_names(project, tmp_path):
+    f = tmp_path / "yn.csv"
+    f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(f)], project.path).exit_code == 0
+    for args, said in ((["--budget", "-5"], "--budget -5"), (["--budget", "0"], "--budget 0"),
+                       (["--train-size", "0"], "--train-size must be at least 1"),
+                       (["--method", "ape", "--budget", "0"], "--budget 0")):
+        res = run(["optimize", "yn", "--dry-run", *args], project.path)
+        assert res.exit_code == 1 and said in res.output, (args, res.output)
+    res = run(["bench", "--task", "yn", "--budget", "-1"], project.path)
+    assert res.exit_code == 1 and "--budget -1" in res.output

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import GradpromptError
+from .errors import ConfigError, GradpromptError
 from .store import row_tags
 
 console = Console()
@@ -412,6 +412,8 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
     from .plan import estimate
 
     project = _project(ctx)
+    if budget is not None and not (budget > 0 and budget != float("inf")):
+        raise ConfigError(f"--budget {budget:g}: give a positive number of seconds (or leave it out).")
     task_row = project.store.task(project.id, task)
     info = get_model(model_id or project.default_model)
     if method != "greater":
@@ -858,14 +860,17 @@ def prompts_add(ctx, task, text, parent, note):
               show_default=True, help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
               "llm (template YAML); promptfoo (config with the test split as test cases).")
 @click.option("--model", "model_id", help="Model for the llamacpp bundle (default: the project's default model).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: exports/ in the project.")
+@click.option("-o", "--output", type=click.Path(),
+              help="A file, or a folder (existing, or ending in /) to write the default file name into. "
+                   "Default: exports/ in the project.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file given with -o.")
 @click.pass_context
-def export_cmd(ctx, prompt_id, fmt, model_id, output):
+def export_cmd(ctx, prompt_id, fmt, model_id, output, force):
     """Write a prompt to a file you can use elsewhere."""
     from .export import export_prompt
 
     project = _project(ctx)
-    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id)
+    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id, force=force)
     console.print(f"Wrote {path}")
 
 
@@ -1001,6 +1006,8 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget
 
     Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
     """
+    if resume_id is None and report_id is None and not (budget > 0 and budget != float("inf")):
+        raise ConfigError(f"--budget {budget:g}: give a positive number of seconds per method and task.")
     from .bench import DEFAULT_METHODS, BenchConfig, run_bench, write_report
 
     project = _project(ctx)

@@ -38,16 +38,39 @@ def prompt_bundle(project, prompt_id: int) -> dict:
     }
 
 
+def _output_path(output: str | Path | None, default_dir: Path, default_name: str, force: bool) -> Path:
+    """Where an export goes: a folder (existing, or a new one written with a trailing slash) gets the default
+    file name inside it; an existing file is refused unless ``force``; a parent that is not a folder, or one
+    that cannot be created, is a clear error."""
+    if output is None:
+        path = default_dir / default_name
+    else:
+        text = str(output)
+        path = Path(output).expanduser()
+        if path.is_dir() or text.endswith(("/", os.sep)):
+            path = path / default_name
+    parent = path.parent
+    blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"Cannot write {path}: {blocker} is a file, not a folder. Give another -o path.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the folder {parent} ({exc.strerror or exc}). Give another -o path.") from None
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists. Add --force to overwrite it, or give another -o path.")
+    return path
+
+
 def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path | None = None,
-                  model_id: str | None = None) -> Path:
+                  model_id: str | None = None, force: bool = False) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
     bundle = prompt_bundle(project, prompt_id)
-    if output is None:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", bundle["task"] or "prompt")
-        output = project.exports_dir / f"{slug}-prompt-{prompt_id}{FORMATS[fmt]}"
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", bundle["task"] or "prompt")
+    # The default folder's files are gradprompt's own: re-exporting there replaces them.
+    output = _output_path(output, project.exports_dir, f"{slug}-prompt-{prompt_id}{FORMATS[fmt]}",
+                          force or output is None)
     if fmt == "text":
         text = bundle["prompt"] + "\n"
         if bundle["answer"]:
@@ -61,8 +84,12 @@ def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path
     else:
         text = _yaml(promptfoo_config(project, bundle))
     tmp = output.with_name(output.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"Cannot write {output} ({exc.strerror or exc}). Give another -o path.") from None
     return output
 
 

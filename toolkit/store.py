@@ -6,6 +6,7 @@ Neither the CLI nor the TUI writes SQL: they call :class:`Store` methods.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import threading
@@ -387,17 +388,25 @@ class Store:
         return self.prompt(row["id"])
 
     def list_prompts(self, project_id: int, task_id: int | None = None, search: str | None = None) -> list[dict]:
-        if search:
-            sql = (
-                "select prompts.* from prompts join prompts_fts on prompts.rowid = prompts_fts.rowid "
-                "where prompts_fts match ? and prompts.project_id = ? order by prompts.id"
-            )
-            return list(self.db.query(sql, [search, project_id]))
-        where, args = "project_id = ?", [project_id]
+        """Prompts of a project, optionally of one task, optionally matching ``search``: every word of it as
+        the start of a word in the text, note or tags ("calen" finds "calendar"), any punctuation allowed;
+        a search with no word characters matches as a plain substring."""
+        where, args = "prompts.project_id = ?", [project_id]
         if task_id is not None:
-            where += " and task_id = ?"
+            where += " and prompts.task_id = ?"
             args.append(task_id)
-        return list(self.db["prompts"].rows_where(where, args, order_by="id"))
+        if not search or not search.strip():
+            return list(self.db.query(f"select * from prompts where {where} order by id", args))
+        words = re.findall(r"\w+", search)
+        if words:  # each word quoted (FTS syntax characters in the input are never operators), as a prefix
+            match = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+            sql = ("select prompts.* from prompts join prompts_fts on prompts.rowid = prompts_fts.rowid "
+                   f"where prompts_fts match ? and {where} order by prompts.id")
+            return list(self.db.query(sql, [match, *args]))
+        like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        sql = (f"select * from prompts where {where} and (text like ? escape '\\' or note like ? escape '\\' "
+               "or tags like ? escape '\\') order by id")
+        return list(self.db.query(sql, [*args, like, like, like]))
 
     def find_prompt(self, project_id: int, task_id: int, text: str) -> dict | None:
         return next(

@@ -7,6 +7,7 @@ between phases. Tensor helpers are pure functions with their shapes documented.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -20,6 +21,16 @@ from ..tasks import AnswerSpec
 from .search import WideSearch
 
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
+
+
+# Settings as the user names them on the command line (error messages speak in flags, not field names).
+_FLAGS = {"n_train": "--train-size", "n_dev": "--dev-size", "max_new_tokens": "--max-new-tokens",
+          "batch_size": "--batch-size", "dev_every": "--dev-every", "steps": "--steps", "width": "--width",
+          "probe": "--probe", "topk": "top-k", "topq": "top-q"}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -83,14 +94,17 @@ class GreaterConfig:
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
         if self.rank not in ("gradient", "random"):
             raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
-        for name in ("width", "probe", "pair_swaps", "fresh"):
+        for name in ("width", "probe", "pair_swaps", "fresh", "n_dev", "dev_every"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more.")
+                raise ConfigError(f"{_flag(name)} must be 0 or more (it is {getattr(self, name)}).")
         if not 0 < self.alpha < 1:
             raise ConfigError("alpha must be between 0 and 1.")
-        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size", "race_chunk"):
+        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size", "race_chunk",
+                     "max_new_tokens"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1.")
+                raise ConfigError(f"{_flag(name)} must be at least 1 (it is {getattr(self, name)}).")
+        if self.time_budget_s is not None and not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
+            raise ConfigError(f"--budget must be a positive number of seconds (it is {self.time_budget_s}).")
         try:
             re.compile(self.token_filter)
         except re.error as exc:
