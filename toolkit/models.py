@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.resources
+import importlib.util
 import json
 import os
 import re
@@ -71,6 +72,17 @@ class ModelInfo:
         if self.hf_path:
             return self.hf_path
         return f"hub:{self.hub_id}"
+
+    @property
+    def installed(self) -> bool:
+        """Whether the model's files are here (a package model: its package is installed; a file: it exists)."""
+        if self.gguf_package:
+            return importlib.util.find_spec(self.gguf_package) is not None
+        if self.gguf_path_str:
+            return Path(self.gguf_path_str).expanduser().is_file()
+        if self.hf_path:
+            return Path(self.hf_path).expanduser().is_dir()
+        return False
 
     def gguf_path(self, *, required: bool = True) -> Path | None:
         """The GGUF file on disk (assembling it from chunk packages first where the manifest says so)."""
