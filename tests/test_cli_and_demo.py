@@ -165,3 +165,23 @@ def test_bad_budgets_and_sizes_are_refused_in_flag_names(project, tmp_path):
         assert res.exit_code == 1 and said in res.output, (args, res.output)
     res = run(["bench", "--task", "yn", "--budget", "-1"], project.path)
     assert res.exit_code == 1 and "--budget -1" in res.output
+
+
+def test_runs_show_summarises_and_keeps_ctrl_c_out_of_the_errors(project, tmp_path):
+    f = tmp_path / "yn.csv"
+    f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(f)], project.path).exit_code == 0
+    task = project.store.task(project.id, "yn")
+    rid = project.store.create_run(project_id=project.id, task_id=task["id"], method="greater", model_id="m",
+                                   model_sha256="abc123def456", seed=0, versions={}, initial_prompt_id=None,
+                                   config={"greater": {"mode": "direct", "steps": 9, "n_train": 4, "width": 0,
+                                                       "time_budget_s": 300.0}, "initial_prompt": "Say [yes]."})
+    project.store.update_run(rid, status="stopped", error="KeyboardInterrupt: ")
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "runs", "show", str(rid)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "KeyboardInterrupt" not in res.output and "stopped" in res.output
+    assert "Settings: mode direct, steps 9, train examples 4, budget s 300, width 0" in res.output
+    assert "Starting prompt: Say [yes]." in res.output and f"runs resume {rid}" in res.output
+    assert '"n_train"' not in res.output
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "runs", "show", str(rid), "--config"])
+    assert '"n_train": 4' in res.output

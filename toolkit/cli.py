@@ -911,21 +911,46 @@ def runs_list(ctx):
 
 @runs.command("show")
 @click.argument("run_id", type=int)
+@click.option("--config", "show_config", is_flag=True, help="Also print every setting of the run as JSON.")
 @click.pass_context
-def runs_show(ctx, run_id):
-    """A run's settings and every step."""
+def runs_show(ctx, run_id, show_config):
+    """A run: what it searched, how it ended, and every step."""
     project = _project(ctx)
-    run = project.store.run(run_id)
-    console.print(f"[bold]Run {run_id}[/] {run['method']} on {run['model_id']} "
-                  f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: {run['status']}")
-    if run["error"]:
-        console.print(run["error"], style="red", markup=False)
+    store = project.store
+    run = store.run(run_id)
+    cfg = run["config"]
+    task = store.task_by_id(run["task_id"])["name"] if run["task_id"] is not None else "-"
+    console.print(f"[bold]Run {run_id}[/]: {run['method']} on task {escape(task)}, model {run['model_id']} "
+                  f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: [bold]{run['status']}[/]")
+    settings = cfg.get("greater") or cfg.get("baseline") or {}
+    keys = [("mode", "mode"), ("steps", "steps"), ("n_train", "train examples"), ("n_dev", "dev examples"),
+            ("time_budget_s", "budget s"), ("budget_s", "budget s"), ("width", "width"), ("rank", "rank")]
+    shown = [f"{label} {settings[k]:g}" if isinstance(settings.get(k), float) else f"{label} {settings[k]}"
+             for k, label in keys if settings.get(k) not in (None, "")]
+    if shown:
+        console.print("Settings: " + ", ".join(shown) + "  (all of them: --config)", markup=False)
+    if cfg.get("initial_prompt"):
+        console.print(f"Starting prompt: {cfg['initial_prompt']}", markup=False, highlight=False)
+    timings = run["timings"] or {}
+    if run["best_prompt_id"]:
+        best = store.prompt(run["best_prompt_id"])
+        console.print(f"Final prompt {best['id']}: {best['text']}", markup=False, highlight=False)
+    sel = timings.get("selection")
+    if sel:
+        verdict = "changed the prompt" if sel.get("chosen") is not None else "kept the starting prompt"
+        console.print(f"Dev test: {verdict} ({sel.get('reason', '')})", markup=False, highlight=False)
+    if timings.get("stop_reason"):
+        console.print(f"Stopped early: {timings['stop_reason']}", markup=False, highlight=False)
+    # Ctrl-C is not an error: the status already says stopped.
+    if run["error"] and not run["error"].startswith("KeyboardInterrupt"):
+        console.print(f"Error: {run['error']}", style="red", markup=False)
     if run["status"] in ("interrupted", "stopped", "failed"):
         console.print(f"`gradprompt runs resume {run_id}` continues it where it stopped.", markup=False)
-    console.print_json(json.dumps(run["config"]))
+    if show_config:
+        console.print_json(json.dumps(cfg))
     table = Table("step", "pos", "token", "train acc", "score", "s", "prompt")
-    for s in project.store.steps(run_id):
-        table.add_row(str(s["step"] + 1), str(s["position"]), repr(s["chosen_token"]), _pct(s["train_accuracy"]),
+    for s in store.steps(run_id):
+        table.add_row(str(s["step"] + 1), str(s["position"]), Text(repr(s["chosen_token"])), _pct(s["train_accuracy"]),
                       f"{s['train_score']:.3f}", f"{sum(s['timings'].values()):.1f}", _clip(s["prompt_after"], 60))
     console.print(table)
 
