@@ -407,3 +407,20 @@ async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, lla
         await fill(pilot, app, {"runtimes": "gpu:what"})
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
         assert "llamacpp:MODEL or torch:MODEL:PRECISION" in app.screen.text
+
+
+async def test_an_empty_project_says_what_to_do_and_tabs_follow_the_keys(project, tiny_tm, tmp_path):
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        hint = app.query_one("#tasks-empty", Static)
+        assert hint.display and "Press i to import" in str(hint.render()) and "gradprompt demo" in str(hint.render())
+        tabs = [str(t.label) for t in app.query("Tab")]
+        assert tabs == ["Projects", "Tasks", "Prompts", "Runs", "Live", "Models", "Results"]
+        for key, pane in zip("0123456", ["projects", "tasks", "prompts", "runs", "live", "models", "results"]):
+            await pilot.press(key)
+            assert app.query_one("#tabs").active == pane
+        await pilot.press("1", "i")
+        await fill(pilot, app, {"path": str(write_task(tmp_path))})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not app.query_one("#tasks-empty", Static).display

@@ -229,6 +229,7 @@ class GradpromptApp(App):
     CSS = """
     #live-prompt { height: auto; padding: 1; border: round $accent; }
     #live-status { height: auto; padding: 0 1; }
+    #tasks-empty { height: auto; padding: 1 2; color: $text-muted; }
     #live-plot { height: auto; padding: 0 1; color: $success; }
     DataTable { height: 1fr; }
     """
@@ -276,6 +277,7 @@ class GradpromptApp(App):
                 yield Static("", id="project-summary")
                 yield DataTable(id="projects-table", cursor_type="row")
             with TabPane("Tasks", id="tasks"):
+                yield Static("", id="tasks-empty")
                 yield DataTable(id="tasks-table", cursor_type="row")
             with TabPane("Prompts", id="prompts"):
                 yield Input(placeholder="search prompts (full text)", id="prompt-search")
@@ -287,11 +289,11 @@ class GradpromptApp(App):
                 yield Static("", id="live-prompt")
                 yield Static("", id="live-plot")
                 yield DataTable(id="live-steps", cursor_type="row")
+            with TabPane("Models", id="models"):  # the order of the keys 0-6 and of the help
+                yield DataTable(id="models-table", cursor_type="row")
             with TabPane("Results", id="results"):
                 yield Static("", id="heatmap")
                 yield DataTable(id="evals-table", cursor_type="row")
-            with TabPane("Models", id="models"):
-                yield DataTable(id="models-table", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -351,6 +353,12 @@ class GradpromptApp(App):
             s = t["splits"]
             table.add_row(str(t["id"]), t["name"], spec.kind, ", ".join(spec.labels)[:30], str(s.get("train", 0)),
                           str(s.get("dev", 0)), str(s.get("test", 0)), key=str(t["id"]))
+        empty = self.query_one("#tasks-empty", Static)
+        empty.display = not tasks
+        empty.update("" if tasks else
+                      f"Project {self.project.name} has no tasks yet. Press i to import one from a CSV, TSV, JSONL or "
+                      "JSON file (a column of inputs and one of answers), or run `gradprompt demo` in a terminal for "
+                      "the shipped sentiment task and a first optimization. ? lists every key.")
         self.refresh_prompts()
         runs = self.query_one("#runs-table", DataTable)
         runs.clear()
