@@ -424,3 +424,27 @@ async def test_an_empty_project_says_what_to_do_and_tabs_follow_the_keys(project
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert not app.query_one("#tasks-empty", Static).display
+
+
+async def test_empty_or_bad_number_fields_are_named_not_python_errors(project, tiny_tm, tmp_path):
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("i")
+        await fill(pilot, app, {"path": str(write_task(tmp_path))})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen.query_one("#field-steps").value == "20"  # the CLI's defaults
+        assert app.screen.query_one("#field-dev_every").value == "0"
+        app.screen.query_one("#field-steps").value = ""
+        await pilot.pause()
+        preview = str(app.screen.query_one("#preview").render())
+        assert "Steps: give a whole number" in preview and "invalid literal" not in preview
+        app.screen.query_one("#field-steps").value = "ten"
+        await pilot.pause()
+        await pilot.click("#ok")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorDialog)
+        text = str(app.screen.query_one("#error-text").render())
+        assert "Steps: 'ten' is not a whole number" in text and "invalid literal" not in text

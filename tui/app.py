@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -69,6 +70,35 @@ class JobFailed(Message):
     def __init__(self, title: str, text: str) -> None:
         self.title, self.text = title, text
         super().__init__()
+
+
+def whole(values: dict, key: str, label: str, default: int | None = None, minimum: int | None = None) -> int | None:
+    """A whole number from a form field, or a ConfigError that names the field (an empty field: ``default``)."""
+    text = str(values.get(key, "")).strip()
+    if not text:
+        if default is None:
+            raise ConfigError(f"{label}: give a whole number.")
+        return default
+    try:
+        number = int(text)
+    except ValueError:
+        raise ConfigError(f"{label}: {text!r} is not a whole number.") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{label}: give {minimum} or more (not {number}).")
+    return number
+
+
+def seconds(values: dict, key: str, label: str) -> float | None:
+    text = str(values.get(key, "")).strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"{label}: {text!r} is not a number of seconds.") from None
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{label}: give a positive number of seconds, or leave it empty.")
+    return number
 
 
 # ---------------------------------------------------------------------------------------------- dialogs
@@ -132,9 +162,9 @@ class InputDialog(ModalScreen[dict | None]):
             try:
                 text = self.preview(self.values())
             except GradpromptError as exc:
-                text = f"[red]{exc}[/red]"
+                text = f"[red]{escape(str(exc))}[/red]"
             except Exception as exc:  # a preview must never crash the form
-                text = f"[red]{type(exc).__name__}: {exc}[/red]"
+                text = f"[red]{escape(f'{type(exc).__name__}: {exc}')}[/red]"
             self.query_one("#preview", Static).update(text)
 
     @on(Button.Pressed, "#ok")
@@ -543,8 +573,9 @@ class GradpromptApp(App):
             if not values:
                 return
             try:
-                rows = self.project.store.flipped(int(values["a"]), int(values["b"]))
-            except ValueError:
+                rows = self.project.store.flipped(whole(values, "a", "First evaluation"),
+                                                  whole(values, "b", "Second evaluation"))
+            except (ValueError, ConfigError):
                 self.push_screen(ErrorDialog("Cannot compare", "Give two evaluation ids from the Results tab."))
                 return
             lines = [f"{len(rows)} examples flipped between evaluation {values['a']} and {values['b']}:", ""]
@@ -824,8 +855,8 @@ class GradpromptApp(App):
             if not values:
                 return
             try:
-                a = self.project.store.prompt(int(values["a"]))
-                b = self.project.store.prompt(int(values["b"]))
+                a = self.project.store.prompt(whole(values, "a", "First prompt id"))
+                b = self.project.store.prompt(whole(values, "b", "Second prompt id"))
             except (GradpromptError, ValueError) as exc:
                 self.push_screen(ErrorDialog("Cannot diff", str(exc)))
                 return
@@ -874,8 +905,8 @@ class GradpromptApp(App):
             from toolkit.plan import estimate as plan_estimate
 
             task_row = self.project.store.task(self.project.id, values["task"].strip())
-            config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
-                                   max_new_tokens=48)
+            config = GreaterConfig(mode=values["mode"].strip(), steps=whole(values, "steps", "Steps", minimum=1),
+                                   n_train=whole(values, "train", "Training examples", minimum=1), max_new_tokens=64)
             inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
             precision = values.get("precision", "auto").strip()
             plan = plan_estimate(get_model(values["model"].strip()), inputs, config,
@@ -895,19 +926,20 @@ class GradpromptApp(App):
             ("task", "Task", task), ("model", "Model", self.project.default_model),
             ("precision", "Precision", "auto"),
             ("mode", "Mode", "direct"),
-            ("steps", "Steps", "10"), ("budget", "Time budget (s, optional)", ""),
-            ("train", "Training examples", "16"), ("dev_every", "Dev score every N steps", "5"),
+            ("steps", "Steps", "20"), ("budget", "Time budget, seconds (optional)", ""),
+            ("train", "Training examples", "16"), ("dev_every", "Dev score every N steps (0: at the end)", "0"),
             ("seed", "Seed", "0"),
         ], estimate), done)
 
     def start_run(self, values: dict) -> None:
         from toolkit.engine.greater import GreaterConfig
 
-        budget = values.get("budget", "").strip()
-        config = GreaterConfig(mode=values["mode"].strip(), steps=int(values["steps"]), n_train=int(values["train"]),
-                               n_dev=32, seed=int(values["seed"]), max_new_tokens=48,
-                               dev_every=int(values.get("dev_every", "0").strip() or 0),
-                               time_budget_s=float(budget) if budget else None)
+        # The same defaults as `gradprompt optimize` (20 steps, 16 training and 32 dev examples, chain cap 64).
+        config = GreaterConfig(mode=values["mode"].strip(), steps=whole(values, "steps", "Steps", 20, 1),
+                               n_train=whole(values, "train", "Training examples", 16, 1), n_dev=32,
+                               seed=whole(values, "seed", "Seed", 0), max_new_tokens=64,
+                               dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
+                               time_budget_s=seconds(values, "budget", "Time budget"))
         self.project.store.task(self.project.id, values["task"].strip())  # fail early on a bad name
         self.live_total_steps = config.steps
         self.live_scores = []
