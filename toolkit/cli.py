@@ -471,8 +471,20 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
                           on_step=StepPrinter(steps, console, budget_s=budget), stop=stop, torch_model=tm)
     except KeyboardInterrupt:
         stop.set()
+        _stopped_hint(project)
         raise
     _print_run_result(result)
+
+
+def _stopped_hint(project) -> None:
+    """After Ctrl-C: which run stopped, what is kept, and the command that continues it."""
+    from . import owner
+
+    mine = [r for r in project.store.list_runs(project.id) if r.get("owner") == owner.me()]
+    if mine:
+        r = mine[-1]
+        err_console.print(f"Stopped run {r['id']} after {r['n_steps']} stored step(s); nothing stored is lost. "
+                          f"`gradprompt runs resume {r['id']}` continues it.", markup=False, highlight=False)
 
 
 class BaselinePrinter:
@@ -970,6 +982,11 @@ def runs_resume(ctx, run_id, force):
     project = _project(ctx)
     run = project.store.check_resumable(run_id, force=force)  # before the slow model load; resume claims it
     stop = threading.Event()
+    done_steps = len(project.store.steps(run_id))
+    total = (run["config"].get("greater") or run["config"].get("baseline") or {}).get("steps") or \
+        (run["config"].get("baseline") or {}).get("max_steps")
+    console.print(f"Resuming run {run_id} ({run['method']}, {run['status']}) at step {done_steps + 1}"
+                  + (f" of {total}" if total else ""), markup=False, highlight=False)
     try:
         if run["method"] != "greater":
             from .baselines import BaselineConfig, optimize_baseline
@@ -980,10 +997,17 @@ def runs_resume(ctx, run_id, force):
                                        config=BaselineConfig.from_dict(run["config"]["baseline"]),
                                        on_step=BaselinePrinter(), stop=stop, run_id=run_id, force=force)
         else:
+            from .engine.torch_backend import load_torch_model
+            from .models import get_model
+
+            with console.status("Loading the model for torch..."):
+                tm = load_torch_model(get_model(run["model_id"]), precision=run["config"].get("precision", "auto"),
+                                      device=run["config"].get("device", "auto"))
             result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"], console),
-                            stop=stop, force=force)
+                            stop=stop, force=force, torch_model=tm)
     except KeyboardInterrupt:
         stop.set()
+        _stopped_hint(project)
         raise
     _print_run_result(result)
 
