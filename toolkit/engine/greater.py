@@ -1100,26 +1100,15 @@ class GreaterEngine(WideSearch):
             timings["gradient"] = time.perf_counter() - t0
             if stop is not None and stop.is_set():
                 return
-            current_tok = prompt[pos]
             ranked = sorted(range(len(cands)), key=lambda i: (float(grad[i]), cands[i]))
-            if cfg.schedule == "reference":  # the current token is compared only if the gradient ranks it
-                chosen_idx = ranked[: cfg.n_grad_candidates]
-            else:  # the current token competes anyway (below), so take the best other tokens
-                chosen_idx = [i for i in ranked if cands[i] != current_tok][: cfg.n_grad_candidates]
+            chosen_idx = ranked[: cfg.n_grad_candidates]  # the current token is compared only if ranked here
             trial_prompts = []
             for i in chosen_idx:
                 p = list(prompt)
                 p[pos] = cands[i]
                 trial_prompts.append(p)
             t0 = time.perf_counter()
-            shorter = None
-            if cfg.schedule == "reference":
-                scores = self.score_prompts(trial_prompts) if trial_prompts else []
-            else:
-                if grown:  # a grown prompt must beat the shorter one (which wins ties)
-                    shorter = self.score_prompts([prompt[:-1]])[0]
-                bound = shorter.value if grown else current_score.value
-                scores = self.race_prompts(trial_prompts, bound) if trial_prompts else []
+            scores = self.score_prompts(trial_prompts) if trial_prompts else []
             timings["scoring"] = time.perf_counter() - t0
 
             candidates = [
@@ -1131,39 +1120,22 @@ class GreaterEngine(WideSearch):
             # Choose.
             options = list(zip(trial_prompts, scores, [c["token"] for c in candidates]))
             new_prompt, new_score = prompt, current_score
-            if cfg.schedule == "reference":
-                if options:
-                    early = None
-                    if pos >= state["initial_len"] // 2:
-                        early = next((o for o in options if "." in self.decode([o[2]])), None)
-                    best = early or min(options, key=lambda o: o[1].value)
-                    new_prompt, new_score = best[0], best[1]
-            else:
-                pool = [o for o in options if not o[1].raced] + ([] if grown else [(prompt, current_score, current_tok)])
-                if pool:
-                    best = min(pool, key=lambda o: (o[1].value, o[0] != prompt))
-                    new_prompt, new_score = best[0], best[1]
-                if grown:
-                    # Growing must pay for itself: keep the shorter prompt unless a candidate beats it.
-                    if not pool or shorter.value <= new_score.value:
-                        new_prompt, new_score = prompt[:-1], shorter
+            if options:  # the best candidate replaces the token even when it is worse (the reference's rule)
+                early = None
+                if pos >= state["initial_len"] // 2:
+                    early = next((o for o in options if "." in self.decode([o[2]])), None)
+                best = early or min(options, key=lambda o: o[1].value)
+                new_prompt, new_score = best[0], best[1]
             chosen_tok = new_prompt[pos] if pos < len(new_prompt) else None
             accepted = new_prompt != prompt
             # Position schedule.
             next_pos = pos + 1
             chosen_text = self.decode([chosen_tok]) if chosen_tok is not None else ""
             if next_pos >= len(new_prompt):
-                if "." in chosen_text or len(new_prompt) >= cfg.max_prompt_tokens or (
-                    cfg.schedule == "improved" and chosen_tok is None
-                ):
+                if "." in chosen_text or len(new_prompt) >= cfg.max_prompt_tokens:
                     next_pos = 0
                 # else: next step appends a placeholder and optimizes it
             key = f"{next_pos}:{','.join(map(str, new_prompt))}"
-            stuck = False
-            if cfg.schedule == "improved" and key in state["visited"]:
-                stuck = True
-                next_pos = 0
-                key = f"0:{','.join(map(str, new_prompt))}"
             state["visited"] = (state["visited"] + [key])[-200:]
             # Top-k bookkeeping (distinct prompts).
             top = [t for t in state["top"] if t[1] != new_prompt] + [[new_score.value, list(new_prompt)]]
@@ -1182,7 +1154,7 @@ class GreaterEngine(WideSearch):
                 "step": step, "position": pos, "prompt_before": before_text,
                 "prompt_after": self.decode(new_prompt), "prompt_ids": list(new_prompt),
                 "chosen_token": chosen_text, "accepted": accepted, "grown": grown and len(new_prompt) == len(prompt),
-                "stuck": stuck, "candidates": candidates, "proposed": len(cands),
+                "stuck": False, "candidates": candidates, "proposed": len(cands),
                 "train_score": new_score.value, "train_accuracy": new_score.accuracy, "dev_accuracy": dev_accuracy,
                 "timings": timings, "events": list(self.events), "state": dict(state),
             }
