@@ -40,8 +40,7 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     initial_prompt = initial_prompt or DEFAULT_INITIAL_PROMPT
     info = get_model(model_id or project.default_model)
     task_row = ensure_demo_task(project)
-    sizes = {r["split"]: r["n"] for r in project.store.db.query(
-        "select split, count(*) n from examples where task_id = ? group by split", [task_row["id"]])}
+    sizes = next(t["splits"] for t in project.store.list_tasks(project.id) if t["id"] == task_row["id"])
     console.print(f"[bold]gradprompt demo[/] - project {project.name} ({project.path})")
     console.print(f"Task {DEMO_TASK_NAME}: movie-review sentiment, splits {sizes}; model {info.id} ({info.name})")
     with console.status("Loading the model for torch (the first time converts the GGUF, ~20 s)..."):
