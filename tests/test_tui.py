@@ -448,3 +448,31 @@ async def test_empty_or_bad_number_fields_are_named_not_python_errors(project, t
         assert isinstance(app.screen, ErrorDialog)
         text = str(app.screen.query_one("#error-text").render())
         assert "Steps: 'ten' is not a whole number" in text and "invalid literal" not in text
+
+
+async def test_the_live_tab_follows_a_run_of_another_process_whole(project, tiny_tm, tmp_path):
+    """A run started elsewhere (here: written straight into the history, as a CLI process would) shows in the
+    Live tab with all its steps, new steps arrive as they are stored, and its end is reported."""
+    store = project.store
+    rid = store.create_run(project_id=project.id, task_id=None, method="greater", model_id="m", model_sha256="x",
+                           config={"greater": {"steps": 5}}, seed=0, versions={}, initial_prompt_id=None)
+
+    def step(i):
+        store.add_step(rid, {"step": i, "position": i, "prompt_before": "a", "prompt_after": f"Answer {i}.",
+                             "prompt_ids": [1], "chosen_token": f" {i}", "accepted": 1, "candidates": [],
+                             "train_score": 0.5 - i / 10, "train_accuracy": 0.5 + i / 10, "state": {},
+                             "timings": {"scoring": 1.0}})
+
+    step(0)
+    step(1)
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("4")
+        table = app.query_one("#live-steps")
+        await wait_for(pilot, lambda: table.row_count == 2, limit=50)
+        assert f"run {rid} (watching)" in str(app.query_one("#live-status").render())
+        step(2)
+        await wait_for(pilot, lambda: table.row_count == 3, limit=50)
+        assert "step 3/5" in str(app.query_one("#live-status").render())
+        store.update_run(rid, status="done")
+        await wait_for(pilot, lambda: "done after 3 steps" in str(app.query_one("#live-status").render()), limit=50)

@@ -298,6 +298,8 @@ class GradpromptApp(App):
         self.live_run_id: int | None = None
         self.live_total_steps: int | None = None
         self.live_dev: float | None = None  # the latest dev accuracy of the live run
+        self.watched_run: int | None = None  # a run of another process shown in the Live tab
+        self.watched_steps = 0
         self._llama: dict = {}  # llama.cpp models loaded for evaluations, by model id
 
     def compose(self) -> ComposeResult:
@@ -337,6 +339,7 @@ class GradpromptApp(App):
         self.query_one("#evals-table", DataTable).add_columns("eval", "prompt", "task", "model", "backend", "quant",
                                                               "split", "accuracy", "95% CI", "n")
         self.refresh_all()
+        self.set_interval(1.0, self.poll_live)  # the Live tab follows runs of other processes too
 
     def get_system_commands(self, screen):
         """The command palette (ctrl+p): Textual's own commands plus every gradprompt action."""
@@ -964,10 +967,11 @@ class GradpromptApp(App):
             self.notify(str(exc), severity="warning")
             return
         past = self.project.store.steps(int(run_id))
-        self.live_scores = [s["train_score"] for s in past]
-        self.live_dev = next((s["dev_accuracy"] for s in reversed(past) if s.get("dev_accuracy") is not None), None)
+        self.live_scores, self.live_dev = [], None
         self.live_total_steps = run["config"].get("greater", {}).get("steps")
         self.query_one("#live-steps", DataTable).clear()
+        for record in past:  # the whole run, not only the steps still to come
+            self._show_step(record)
         self.action_tab("live")
         self.stop_event = threading.Event()
         self.run_optimization(None, run["model_id"], None, int(run_id), run["config"].get("precision", "auto"))
@@ -1000,8 +1004,47 @@ class GradpromptApp(App):
             return
         self.post_message(RunFinished(result))
 
+    # -- the Live tab follows any running run of the project (started here, in a terminal, or resumed) ----------
+
+    def poll_live(self) -> None:
+        """Every second: when no run of this app is going, show the newest running run of the project, whole,
+        and add its steps as another process stores them."""
+        if self._own_run_active():
+            return
+        store = self.project.store
+        try:
+            runs = store.list_runs(self.project.id)
+        except Exception:  # the database is busy or being replaced: try again next tick
+            return
+        watched = next((r for r in runs if r["id"] == self.watched_run), None)
+        running = [r for r in runs if r["status"] == "running"]
+        if watched is not None and watched["status"] != "running":
+            self.query_one("#live-status", Static).update(
+                f"Run {watched['id']} ({watched['method']}) {watched['status']} after {watched['n_steps']} steps."
+                + (" r in the Runs tab resumes it." if watched["status"] in ("interrupted", "stopped", "failed") else ""))
+            self.watched_run = None
+            self.refresh_all()
+        if not running:
+            return
+        run = running[-1]
+        if run["id"] != self.watched_run:
+            self.watched_run, self.watched_steps = run["id"], 0
+            self.live_scores, self.live_dev = [], None
+            self.live_total_steps = (store.run(run["id"])["config"].get("greater") or {}).get("steps")
+            self.query_one("#live-steps", DataTable).clear()
+        steps = store.steps(run["id"])
+        for record in steps[self.watched_steps:]:
+            self._show_step(record, run_id=run["id"])
+        self.watched_steps = len(steps)
+
+    def _own_run_active(self) -> bool:
+        return any(w.group == "run" and not w.is_finished for w in self.workers)
+
     def on_step_arrived(self, message: StepArrived) -> None:
-        r = message.record
+        self._show_step(message.record)
+        self.refresh_all()
+
+    def _show_step(self, r: dict, run_id: int | None = None) -> None:
         self.live_scores.append(r["train_score"])
         if r.get("dev_accuracy") is not None:
             self.live_dev = r["dev_accuracy"]
@@ -1009,7 +1052,8 @@ class GradpromptApp(App):
         total = self.live_total_steps or (r["step"] + 1)
         eta = max(0, total - r["step"] - 1) * step_s
         dev = "" if self.live_dev is None else f"dev acc {100 * self.live_dev:.1f}%  "
-        status = (f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
+        status = ((f"run {run_id} (watching)  " if run_id is not None else "")
+                  + f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
                   f"{dev}score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
                   + "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
         self.query_one("#live-status", Static).update(status)
@@ -1020,7 +1064,6 @@ class GradpromptApp(App):
             str(r["step"] + 1), str(r["position"]), repr(r["chosen_token"]), f"{100 * r['train_accuracy']:.1f}%",
             "" if r.get("dev_accuracy") is None else f"{100 * r['dev_accuracy']:.1f}%",
             f"{r['train_score']:.3f}", f"{sum(r['timings'].values()):.1f}")
-        self.refresh_all()
 
     def on_run_finished(self, message: RunFinished) -> None:
         res = message.result
