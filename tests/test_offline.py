@@ -21,7 +21,7 @@ GRADPROMPT = str(Path(sys.executable).with_name("gradprompt"))
 def _csv(tmp_path):
     f = tmp_path / "yn.csv"
     f.write_text("input,target\n" + "".join(
-        f"Review {i}: {'a wonderful, moving film' if i % 2 else 'a dull, tiring mess'},"
+        f"\"Review {i}: {'a wonderful, moving film' if i % 2 else 'a dull, tiring mess'}\","
         f"{'positive' if i % 2 else 'negative'}\n" for i in range(20)))
     return f
 
@@ -57,7 +57,7 @@ def test_import_optimize_eval_export_with_sockets_refused(project, tmp_path, rea
     out = run("eval", str(prompt_id), "--limit", "3", "--json")
     assert json.loads(out.strip().splitlines()[-1])["n"] == 3
     run("export", str(prompt_id), "--format", "json", "-o", str(tmp_path / "p.json"))
-    assert json.loads((tmp_path / "p.json").read_text())["text"]
+    assert json.loads((tmp_path / "p.json").read_text())["prompt"]
     assert no_sockets == []  # nothing even tried
 
 
