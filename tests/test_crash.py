@@ -26,6 +26,28 @@ def _cli(project_dir, *args, timeout=600):
     return subprocess.run([GRADPROMPT, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _kill_when(proc, project_dir, condition, limit_s=300):
+    """SIGKILL ``proc`` as soon as ``condition(store)`` holds in the project's history (polled)."""
+    from toolkit.project import open_project
+
+    deadline = time.time() + limit_s
+    try:
+        while time.time() < deadline:
+            proj = open_project(project_dir)
+            try:
+                if condition(proj.store):
+                    break
+            finally:
+                proj.close()
+            assert proc.poll() is None, "the process ended before the point to kill it"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.fixture
 def demo_project(tmp_path, real_tm):  # real_tm: the torch weights are converted once for the session
     from toolkit.demo import ensure_demo_task
@@ -40,24 +62,11 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(demo_project, 
     project_dir, task = demo_project
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
     proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from toolkit.project import open_project
 
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:  # kill right after the first step is stored
-            proj = open_project(project_dir)
-            n = len(proj.store.steps(1)) if proj.store.db["runs"].count else 0
-            proj.close()
-            if n >= 1:
-                break
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # Kill right after the first step is stored.
+    _kill_when(proc, project_dir, lambda store: store.db["runs"].count and len(store.steps(1)) >= 1)
     proj = open_project(project_dir)
     assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
     assert proj.store.run(1)["status"] == "interrupted"
@@ -139,21 +148,7 @@ def test_sigkill_mid_evaluation_then_the_rerun_reuses_and_matches(demo_project, 
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
     proc = subprocess.Popen([GRADPROMPT, "eval", "1", "--limit", "40"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            proj = open_project(project_dir)
-            done = proj.store.db["results"].count if proj.store.db["results"].exists() else 0
-            proj.close()
-            if done >= 5:
-                break
-            assert proc.poll() is None
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_when(proc, project_dir, lambda store: store.db["results"].exists() and store.db["results"].count >= 5)
     proj = open_project(project_dir)
     kept = proj.store.db["results"].count
     assert proj.store.evaluations()[0]["status"] == "interrupted"
