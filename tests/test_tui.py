@@ -39,6 +39,14 @@ async def select_prompt(pilot, app, prompt_id):
     table.move_cursor(row=table.get_row_index(str(prompt_id)))
 
 
+async def import_task(pilot, app, path):
+    """Import a task through the TUI's import dialog and wait for it."""
+    await pilot.press("i")
+    await fill(pilot, app, {"path": str(path)})
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 async def wait_for(pilot, condition, limit=600):
     for _ in range(limit):
         if condition():
@@ -419,20 +427,15 @@ async def test_an_empty_project_says_what_to_do_and_tabs_follow_the_keys(project
         for key, pane in zip("0123456", ["projects", "tasks", "prompts", "runs", "live", "models", "results"]):
             await pilot.press(key)
             assert app.query_one("#tabs").active == pane
-        await pilot.press("1", "i")
-        await fill(pilot, app, {"path": str(write_task(tmp_path))})
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await pilot.press("1")
+        await import_task(pilot, app, write_task(tmp_path))
         assert not app.query_one("#tasks-empty", Static).display
 
 
 async def test_empty_or_bad_number_fields_are_named_not_python_errors(project, tiny_tm, tmp_path):
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(110, 40)) as pilot:
-        await pilot.press("i")
-        await fill(pilot, app, {"path": str(write_task(tmp_path))})
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await import_task(pilot, app, write_task(tmp_path))
         await pilot.press("n")
         await pilot.pause()
         assert app.screen.query_one("#field-steps").value == "20"  # the CLI's defaults

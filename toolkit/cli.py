@@ -983,8 +983,8 @@ def runs_resume(ctx, run_id, force):
     run = project.store.check_resumable(run_id, force=force)  # before the slow model load; resume claims it
     stop = threading.Event()
     done_steps = len(project.store.steps(run_id))
-    total = (run["config"].get("greater") or run["config"].get("baseline") or {}).get("steps") or \
-        (run["config"].get("baseline") or {}).get("max_steps")
+    settings = run["config"].get("greater") or run["config"].get("baseline") or {}
+    total = settings.get("steps") or settings.get("max_steps")
     console.print(f"Resuming run {run_id} ({run['method']}, {run['status']}) at step {done_steps + 1}"
                   + (f" of {total}" if total else ""), markup=False, highlight=False)
     try:

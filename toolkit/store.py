@@ -475,12 +475,17 @@ class Store:
             f"Run {run_id} is marked running by a process on another machine (or one that cannot be checked). "
             f"If it is really gone, `gradprompt runs resume {run_id} --force` takes it over.")
 
-    def check_resumable(self, run_id: int, *, force: bool = False) -> dict:
-        """The run, if it may be resumed now (raises ConfigError saying why not); claims nothing."""
-        row = self.db["runs"].get(int(run_id)) if self.db["runs"].count_where("id = ?", [int(run_id)]) else None
+    @staticmethod
+    def _status_and_owner(conn, run_id: int) -> tuple[str, str | None]:
+        """The stored status (not the shown one) and owner of a run."""
+        row = conn.execute("select status, owner from runs where id = ?", [int(run_id)]).fetchone()
         if row is None:
             raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.")
-        self._check_resumable(run_id, row["status"], row.get("owner"), force)
+        return row
+
+    def check_resumable(self, run_id: int, *, force: bool = False) -> dict:
+        """The run, if it may be resumed now (raises ConfigError saying why not); claims nothing."""
+        self._check_resumable(run_id, *self._status_and_owner(self.db.conn, run_id), force)
         return self.run(run_id)
 
     def claim_run(self, run_id: int, *, force: bool = False) -> dict:
@@ -491,10 +496,7 @@ class Store:
             conn.commit()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("select status, owner from runs where id = ?", [int(run_id)]).fetchone()
-            if row is None:
-                raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.")
-            self._check_resumable(run_id, row[0], row[1], force)
+            self._check_resumable(run_id, *self._status_and_owner(conn, run_id), force)
             conn.execute("update runs set status = 'running', error = '', owner = ? where id = ?",
                          [owner.me(), int(run_id)])
             conn.execute("COMMIT")
