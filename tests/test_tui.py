@@ -348,7 +348,9 @@ async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_p
         text = app.screen.text
         assert f"accuracy {n - 1}/{n}" in text and "max_new_tokens=32" in text
         assert "Is it \\[positive]?" in text  # markup in user text is escaped, not interpreted
-        assert text.count("[red]wrong") == 1 and text.count("[green]ok") == n - 1 and "predicted bogus" in text
+        assert text.count("[red]wrong") == 1 and text.count("[green]ok") == n - 1 and "predicted: [b]bogus[/b]" in text
+        wrong = text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "[red]wrong" in line][0]:]
+        assert "gold: [b]" in wrong[0] and wrong[1].strip().startswith("input: ")  # verdict and answers, then input
         assert all(" ".join(ex["input"].split())[:40] in text for ex in examples)
         assert "chain 0 \\[thinking] then" in text
         await pilot.press("escape")
@@ -368,9 +370,9 @@ async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, lla
         await select_prompt(pilot, app, pid)
         await pilot.press("v")
         assert app.screen.query_one("#field-task").value == task["name"]
-        await fill(pilot, app, {"limit": "3", "mode": "bogus"})
+        await fill(pilot, app, {"limit": "three"})
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
-        assert "Mode 'bogus'" in app.screen.text
+        assert "Only the first N: 'three' is not a whole number" in app.screen.text
         await pilot.press("escape")
         await pilot.press("v")
         await fill(pilot, app, {"limit": "3"})
@@ -479,3 +481,188 @@ async def test_the_live_tab_follows_a_run_of_another_process_whole(project, tiny
         assert "step 3/5" in str(app.query_one("#live-status").render())
         store.update_run(rid, status="done")
         await wait_for(pilot, lambda: "done after 3 steps" in str(app.query_one("#live-status").render()), limit=50)
+
+
+async def test_keys_stay_with_the_tables_after_dialogs_escape_and_tab_switches(project, tiny_tm, tmp_path):
+    """Closing a dialog, leaving the search box with escape and switching tabs all give the keys back to the tab's
+    table, so the footer's keys act (a focused input would take them as text)."""
+    from textual.widgets import DataTable, Input
+
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    task = project.store.find_task(project.id, "reviews")
+    project.add_prompt(task, "first prompt", origin="manual")
+    project.add_prompt(task, "second prompt", origin="manual")
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.press("2")
+        assert isinstance(app.focused, DataTable) and app.focused.id == "prompts-table"
+        for key in ("question_mark", "a", "d"):  # help, add prompt, diff: each closed with escape
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is not app.screen_stack[0]
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.focused.id == "prompts-table", key
+        assert app.query_one("#prompt-search", Input).value == ""  # nothing was typed into the search box
+        await pilot.press("3")
+        assert app.query_one("#tabs").active == "runs" and app.focused.id == "runs-table"
+        await pilot.press("2", "slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"second")
+        await wait_for(pilot, lambda: app.query_one("#prompts-table").row_count == 1, limit=50)
+        await pilot.press("escape")
+        assert app.focused.id == "prompts-table"
+        await pilot.press("1")  # a digit is a key again, not text
+        assert app.query_one("#tabs").active == "tasks" and app.focused.id == "tasks-table"
+        assert app.query_one("#prompt-search", Input).value == "second"
+
+
+async def test_the_selected_row_survives_a_refresh(project, tiny_tm, tmp_path):
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    task = project.store.find_task(project.id, "reviews")
+    ids = [project.add_prompt(task, f"prompt number {i}", origin="manual") for i in range(3)]
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 34)) as pilot:
+        await select_prompt(pilot, app, ids[1])
+        assert app.selected("#prompts-table") == str(ids[1])
+        await pilot.press("t")
+        await fill(pilot, app, {"tags": "keep"})
+        await pilot.pause()
+        assert app.selected("#prompts-table") == str(ids[1])  # not back on row 1
+        assert app.focused.id == "prompts-table"
+        app.refresh_all()  # a live step refreshes everything: the cursor stays too
+        await pilot.pause()
+        assert app.selected("#prompts-table") == str(ids[1])
+        await pilot.press("e")
+        await fill(pilot, app, {"format": "json"})
+        await app.workers.wait_for_complete()
+    exported = list(project.exports_dir.glob("reviews-prompt-*.json"))
+    assert [p.name for p in exported] == [f"reviews-prompt-{ids[1]}.json"]
+
+
+async def test_the_palette_goes_to_a_tab_for_real_and_keeps_the_header(project, tiny_tm, tmp_path):
+    from textual.command import CommandList
+
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to results")
+        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0, limit=50)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.query_one("#tabs").active == "results", limit=50)
+        await pilot.pause()
+        tabs = app.query_one("#tabs")
+        assert tabs.active == "results" and app.focused.id == "evals-table"
+        assert tabs.query_one("Tabs").active.endswith("results")  # the underline, not only the pane
+        assert app.sub_title == f"project {project.name}"
+        app._status("evaluating...")
+        await pilot.pause()
+        app._status("")  # a finished job gives the header its project name back
+        await pilot.pause()
+        assert app.sub_title == f"project {project.name}"
+
+
+async def test_the_import_dialog_takes_dev_and_test_files_and_every_option(project, tiny_tm, tmp_path):
+    """A task with its own dev and test files (FOLIO-style), an answer type, a template: all from the TUI."""
+    from textual.widgets import Select
+
+    from tui.app import InputDialog
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("premises,conclusion,label\n" + "".join(f"p{i},c{i},{lab}\n" for i, lab in rows))
+        return path
+
+    train = write("folio-train.csv", [(i, ["True", "False", "Uncertain"][i % 3]) for i in range(12)])
+    dev = write("folio-dev.csv", [(i, ["True", "False", "Uncertain"][i % 3]) for i in range(100, 106)])
+    test = write("folio-test.csv", [(i, ["True", "False", "Uncertain"][i % 3]) for i in range(200, 209)])
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 44)) as pilot:
+        await pilot.press("i")
+        await pilot.pause()
+        assert isinstance(app.screen, InputDialog)
+        assert isinstance(app.screen.query_one("#field-answer_type"), Select)  # closed choices are not free text
+        values = {"path": str(train), "name": "folio", "dev_file": str(dev), "test_file": str(test),
+                  "input_template": "{premises}\\nConclusion: {conclusion}", "target_column": "label"}
+        for name, value in values.items():
+            app.screen.query_one(f"#field-{name}").value = value
+        app.screen.query_one("#field-answer_type").value = "label"
+        await pilot.pause()
+        preview = str(app.screen.query_one("#preview").render())
+        assert "train 12, dev 6, test 9" in preview, preview
+        await pilot.click("#ok")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    task = project.store.find_task(project.id, "folio")
+    assert task is not None and project.store.task_spec(task).labels == ("False", "True", "Uncertain")
+    assert [len(project.store.examples(task["id"], s)) for s in ("train", "dev", "test")] == [12, 6, 9]
+    first = project.store.examples(task["id"], "test")[0]["input"]
+    assert first.startswith("p20") and "\nConclusion: c20" in first  # the template's \n is a line break
+
+
+async def test_the_import_dialog_names_a_bad_format_without_cli_flags(project, tiny_tm, tmp_path):
+    path = tmp_path / "reviews.data"
+    path.write_text("input,target\na,b\n")
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 44)) as pilot:
+        await pilot.press("i")
+        app.screen.query_one("#field-path").value = str(path)
+        await pilot.pause()
+        preview = str(app.screen.query_one("#preview").render())
+        assert "cannot tell the format" in preview and "Format in the TUI" in preview
+        app.screen.query_one("#field-format").value = "csv"
+        await pilot.pause()
+        assert "cannot tell the format" not in str(app.screen.query_one("#preview").render())
+
+
+async def test_the_tasks_tab_shows_a_tasks_examples(project, tiny_tm, tmp_path):
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 40)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path))
+        await pilot.press("1")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, TextDialog)
+        text = app.screen.text
+        assert "reviews" in text and "negative" in text and "positive" in text
+        assert "answer: [b]positive[/b]" in text and "input: review" in text
+        assert "train" in text and "dev" in text and "test" in text
+
+
+async def test_the_tasks_tab_checks_the_answer_format_with_llama_cpp(project, tiny_tm, llama, tmp_path):
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path))
+        await pilot.press("1")
+        await pilot.press("k")
+        await fill(pilot, app, {"n": "3"})
+        await wait_for(pilot, lambda: isinstance(app.screen, TextDialog))
+        text = app.screen.text
+        assert "What the model sees" in text and text.count("gold: [b]") == 3 and "/3 right with this prompt" in text
+
+
+async def test_a_baseline_run_from_the_new_run_dialog(project, tiny_tm, llama, tmp_path):
+    """The new-run dialog starts any method; a baseline runs on llama.cpp through the same entry point as the CLI."""
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 44)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path, n=20))
+        await pilot.press("n")
+        await pilot.pause()
+        app.screen.query_one("#field-method").value = "initial"
+        await pilot.pause()
+        assert "llama.cpp" in str(app.screen.query_one("#preview").render())
+        await fill(pilot, app, {"train": "4", "dev": "4"})
+        await wait_for(pilot, lambda: any(r["status"] == "done" for r in project.store.list_runs(project.id)))
+        run = project.store.run(project.store.list_runs(project.id)[0]["id"])
+        assert run["method"] == "initial" and run["config"]["baseline"]["n_dev"] == 4
+        await wait_for(pilot, lambda: "done" in str(app.query_one("#live-status").render()), limit=100)

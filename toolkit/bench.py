@@ -16,6 +16,7 @@ from typing import Callable
 
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
+from .layout import CHAIN_CAP
 
 ALL_METHODS = ("initial", "cot", "ape", "opro", "greater", "greater-random")
 DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "greater")
@@ -68,11 +69,11 @@ class BenchCell:
 def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = None,
               progress: Callable[[str], None] | None = None, stop: threading.Event | None = None):
     """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells)."""
-    from .baselines import BaselineConfig, optimize_baseline
+    from .baselines import BaselineConfig
     from .engine.greater import GreaterConfig
     from .llamacpp import LlamaCppModel
     from .models import get_model
-    from .optimize import DEFAULT_INITIAL_PROMPT, optimize
+    from .optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
 
     store = project.store
     say = progress or (lambda text: None)
@@ -102,22 +103,22 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
                 continue
             say(f"{task}: {method}")
             initial_prompt = config.initial_prompt or DEFAULT_INITIAL_PROMPT
-            if method.startswith("greater"):
+            gcfg = bcfg = None
+            if is_greater(method):
                 if tm is None:
                     from .engine.torch_backend import load_torch_model
 
                     tm = load_torch_model(info)
                 gcfg = GreaterConfig(mode=config.mode, steps=10_000, n_train=config.n_train, n_dev=config.n_dev,
-                                     seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=48,
+                                     seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=CHAIN_CAP,
                                      rank="random" if method == "greater-random" else "gradient",
                                      width=config.width, width_max=config.width or 64)
-                result = optimize(project, task, model_id=info.id, config=gcfg, torch_model=tm, bench_id=bench_id,
-                                  stop=stop, initial_prompt=initial_prompt, method_name=method)
             else:
                 bcfg = BaselineConfig(method=method, budget_s=config.budget_s, n_train=config.n_train,
                                       n_dev=config.n_dev, seed=config.seed)
-                result = optimize_baseline(project, task, model=llama, config=bcfg, bench_id=bench_id, stop=stop,
-                                           initial_prompt=initial_prompt)
+            result = start_run(project, task, method, model_id=info.id, greater=gcfg, baseline=bcfg,
+                               initial_prompt=initial_prompt, stop=stop, torch_model=tm, llama_model=llama,
+                               bench_id=bench_id)
             if result.status != "done":
                 continue
             say(f"{task}: {method}: test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import json
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, GradpromptError
+from .layout import CHAIN_CAP
 from .store import row_tags
 
 console = Console()
@@ -66,9 +68,15 @@ def resource_error(exc: BaseException) -> str | None:
 def _project(ctx):
     from .project import open_project
 
+    from .project import ENV_PROJECT, find_project_dir
+
     obj = ctx.ensure_object(dict)
     if "project" not in obj:
+        implicit = not obj.get("project_path") and not os.environ.get(ENV_PROJECT) and find_project_dir() is None
         obj["project"] = open_project(obj.get("project_path"))
+        if implicit:  # never silently: say which project a command reads and writes
+            err_console.print(f"[dim]Using the default project ({obj['project'].path}): no project in this "
+                              "folder. `gradprompt init DIR` makes one; --project DIR picks one.[/]", highlight=False)
     return obj["project"]
 
 
@@ -231,12 +239,19 @@ def _print_task_summary(task) -> None:
     sizes = task.split_sizes()
     console.print(f"Task [bold]{task.name}[/]: {len(task.examples)} examples "
                   f"(train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']})")
-    console.print(f"Answer: {task.spec.kind}" + (f", labels {escape(', '.join(task.spec.labels))}" if task.spec.labels else ""))
+    labels = task.spec.labels
+    shown = ", ".join(labels[:12]) + (f", ... ({len(labels) - 12} more)" if len(labels) > 12 else "")
+    console.print(f"Answer: {task.spec.kind}" + (f", {len(labels)} labels: {escape(shown)}" if labels else ""),
+                  highlight=False)
+    if task.options.get("decision"):
+        console.print(f"[dim]Why: {escape(task.options['decision'])}[/]", highlight=False)
     if task.spec.kind == "label":
-        console.print("Label balance: " + ", ".join(f"{k} {v}" for k, v in task.label_counts().items()))
+        counts = list(task.label_counts().items())
+        console.print("Label balance: " + escape(", ".join(f"{k} {v}" for k, v in counts[:12]))
+                      + (f", ... ({len(counts) - 12} more)" if len(counts) > 12 else ""), highlight=False)
     console.print(f"Extractor: {task.spec.extractor!r}")
     for warning in task.options.get("warnings", []):
-        console.print(f"[yellow]Warning:[/] {warning}")
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
 
 
 @tasks.command("import")
@@ -264,22 +279,23 @@ def tasks_import(ctx, file, name, fmt, input_column, target_column, input_templa
     BIG-Bench-Hard files (goal, target, final_target) import with no flags.
     """
     from .errors import DatasetError
-    from .tasks import ImportOptions, read_task_file
+    from .tasks import ImportOptions, parse_split, read_task_file
 
     try:
-        fractions = tuple(float(x) for x in split.split(","))
-        assert len(fractions) == 3
-    except (ValueError, AssertionError):
-        raise DatasetError(f"--split {split!r}: give three numbers, e.g. 0.4,0.2,0.4.") from None
+        fractions = parse_split(split)
+    except DatasetError:
+        raise DatasetError(f"--split {split!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4.") from None
     opts = ImportOptions(input_column=input_column, target_column=target_column, input_template=input_template,
                          answer_regex=answer_regex, answer_kind=answer_type, extractor=extractor,
                          split=fractions, seed=seed, max_labels=max_labels, format=fmt)
     task = read_task_file(file, name=name, options=opts, dev_file=dev_file, test_file=test_file)
+    project = None if dry_run else _project(ctx)
+    if project is not None and not replace:  # refuse before the summary, not after it
+        project.store.check_new_task_name(project.id, task.name)
     _print_task_summary(task)
     if dry_run:
         console.print("[dim]Dry run: nothing stored.[/]")
         return
-    project = _project(ctx)
     project.store.add_task(project.id, task, replace=replace)
     console.print(f"Stored in project {project.name} ({project.history_path})")
     console.print(f"Next: gradprompt tasks check {task.name}   (the answer format on a few examples), then "
@@ -322,7 +338,7 @@ def tasks_show(ctx, task, rows):
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--n", "n", type=int, default=8, show_default=True, help="Training examples to try.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Reasoning chain cap.")
+@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
 @click.pass_context
 def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     """Try the answer format on a few examples with llama.cpp before a long run: the exact text the model
@@ -373,7 +389,7 @@ def _greater_options(f):
         click.option("--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."),
         click.option("--train-size", type=int, default=16, show_default=True, help="Training examples used."),
         click.option("--dev-size", type=int, default=32, show_default=True, help="Dev examples used to pick the final prompt."),
-        click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Reasoning chain cap (reasoning mode)."),
+        click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap, tokens (reasoning mode)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--dev-every", type=int, default=0, show_default=True,
@@ -416,7 +432,7 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
                  dry_run):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from .models import get_model
-    from .optimize import DEFAULT_INITIAL_PROMPT, optimize
+    from .optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
     from .plan import estimate
 
     project = _project(ctx)
@@ -424,9 +440,9 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         raise ConfigError(f"--budget {budget:g}: give a positive number of seconds (or leave it out).")
     task_row = project.store.task(project.id, task)
     info = get_model(model_id or project.default_model)
-    if method != "greater":
-        from .baselines import BaselineConfig, optimize_baseline
-        from .llamacpp import LlamaCppModel
+    bcfg = gcfg = None
+    if not is_greater(method):
+        from .baselines import BaselineConfig
 
         bcfg = BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=train_size,
                               n_dev=dev_size, seed=seed)
@@ -434,46 +450,43 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
             console.print(f"{method}: at most {bcfg.budget_s:.0f} s of proposing and scoring with llama.cpp, then "
                           f"dev selection on {dev_size} examples.")
             return
-        stop = threading.Event()
-        try:
-            result = optimize_baseline(project, task, model=LlamaCppModel(info), config=bcfg,
-                                       initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
-                                       on_step=BaselinePrinter(), stop=stop)
-        except KeyboardInterrupt:
-            stop.set()
-            raise
-        _print_run_result(result, "llama.cpp")
-        return
-    config = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every, width,
-                     probe, rank)
-    if budget:
-        from dataclasses import replace
+        printer = BaselinePrinter()
+    else:
+        gcfg = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every,
+                       width, probe, rank)
+        if budget:
+            from dataclasses import replace
 
-        config = replace(config, time_budget_s=budget)
-    inputs = [e["input"] for e in project.store.examples(task_row["id"], "train", limit=train_size)]
-    dev_for_plan = "cuda" if device == "cuda" else "cpu"
-    prec_for_plan = precision if precision != "auto" else ("bf16" if dev_for_plan == "cuda" else "fp32")
-    plan = estimate(info, inputs, config, precision=prec_for_plan, device=dev_for_plan,
-                    initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT)
-    console.print(f"Plan: {info.id} ({plan.params_millions:.0f}M parameters, {plan.precision} on {plan.device}), "
-                  f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode")
-    console.print(f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
-                  f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})")
-    if dry_run:
-        return
-    stop = threading.Event()
-    with console.status("Loading the model for torch..."):
+            gcfg = replace(gcfg, time_budget_s=budget)
+        inputs = [e["input"] for e in project.store.examples(task_row["id"], "train", limit=train_size)]
+        dev_for_plan = "cuda" if device == "cuda" else "cpu"
+        prec_for_plan = precision if precision != "auto" else ("bf16" if dev_for_plan == "cuda" else "fp32")
+        plan = estimate(info, inputs, gcfg, precision=prec_for_plan, device=dev_for_plan,
+                        initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT)
+        console.print(f"Plan: {info.id} ({plan.params_millions:.0f}M parameters, {plan.precision} on {plan.device}), "
+                      f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode")
+        console.print(f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+                      f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})")
+        if dry_run:
+            return
+        printer = StepPrinter(steps, console, budget_s=budget)
+
+    def load_torch(info, precision, device):
         from .engine.torch_backend import load_torch_model
 
-        tm = load_torch_model(info, precision=precision, device=device)
+        with console.status("Loading the model for torch..."):
+            return load_torch_model(info, precision=precision, device=device)
+
+    stop = threading.Event()
     try:
-        result = optimize(project, task, model_id=model_id, config=config, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
-                          on_step=StepPrinter(steps, console, budget_s=budget), stop=stop, torch_model=tm)
+        result = start_run(project, task, method, model_id=info.id, greater=gcfg, baseline=bcfg,
+                           initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT, precision=precision,
+                           device=device, on_step=printer, stop=stop, load_torch=load_torch)
     except KeyboardInterrupt:
         stop.set()
         _stopped_hint(project)
         raise
-    _print_run_result(result)
+    _print_run_result(result, "torch" if is_greater(method) else "llama.cpp")
 
 
 def _stopped_hint(project) -> None:
@@ -528,7 +541,7 @@ def _print_run_result(result, scorer: str = "torch") -> None:
               help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
               "else 0; -1 means all).")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
+@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
@@ -588,7 +601,7 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Reasoning chain cap.")
+@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
 @click.pass_context
 def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tokens):
     """Score prompts across runtimes and quantizations, and show where an improvement does not survive."""
@@ -824,6 +837,11 @@ def prompts_diff(ctx, a, b, inline):
 
     ra, rb = project.store.prompt(a), project.store.prompt(b)
     ta, tb = ra["text"], rb["text"]
+    if ra["task_id"] != rb["task_id"]:
+        names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+        err_console.print(f"[yellow]Warning:[/] prompt {a} belongs to task {escape(str(names.get(ra['task_id'], '-')))} "
+                          f"and prompt {b} to task {escape(str(names.get(rb['task_id'], '-')))}: the diff shows their "
+                          "text, but scores of different tasks do not compare.", highlight=False)
     if inline:
         console.print(f"--- {a}\n+++ {b}")
         console.print(diff_markup(ta, tb), highlight=False)
@@ -977,7 +995,7 @@ def runs_resume(ctx, run_id, force):
 
     A run whose process was killed shows as `interrupted` in `runs list`; a run that another process is still
     running is refused (stop it first)."""
-    from .optimize import resume
+    from .optimize import is_greater, resume_run
 
     project = _project(ctx)
     run = project.store.check_resumable(run_id, force=force)  # before the slow model load; resume claims it
@@ -987,24 +1005,16 @@ def runs_resume(ctx, run_id, force):
     total = settings.get("steps") or settings.get("max_steps")
     console.print(f"Resuming run {run_id} ({run['method']}, {run['status']}) at step {done_steps + 1}"
                   + (f" of {total}" if total else ""), markup=False, highlight=False)
+
+    def load_torch(info, precision, device):
+        from .engine.torch_backend import load_torch_model
+
+        with console.status("Loading the model for torch..."):
+            return load_torch_model(info, precision=precision, device=device)
+
+    printer = StepPrinter(total, console) if is_greater(run["method"]) else BaselinePrinter()
     try:
-        if run["method"] != "greater":
-            from .baselines import BaselineConfig, optimize_baseline
-            from .llamacpp import LlamaCppModel
-            from .models import get_model
-
-            result = optimize_baseline(project, run["task_id"], model=LlamaCppModel(get_model(run["model_id"])),
-                                       config=BaselineConfig.from_dict(run["config"]["baseline"]),
-                                       on_step=BaselinePrinter(), stop=stop, run_id=run_id, force=force)
-        else:
-            from .engine.torch_backend import load_torch_model
-            from .models import get_model
-
-            with console.status("Loading the model for torch..."):
-                tm = load_torch_model(get_model(run["model_id"]), precision=run["config"].get("precision", "auto"),
-                                      device=run["config"].get("device", "auto"))
-            result = resume(project, run_id, on_step=StepPrinter(run["config"]["greater"]["steps"], console),
-                            stop=stop, force=force, torch_model=tm)
+        result = resume_run(project, run_id, on_step=printer, stop=stop, force=force, load_torch=load_torch)
     except KeyboardInterrupt:
         stop.set()
         _stopped_hint(project)
@@ -1119,7 +1129,8 @@ def demo(ctx, budget, steps, train_size, dev_size, test_size, seed, initial_prom
 @cli.command()
 @click.pass_context
 def tui(ctx):
-    """Open the terminal UI (found through the ``gradprompt.ui`` entry point, so the core never imports it)."""
+    """Open the terminal UI: projects, tasks, the prompt library, live runs, models and results."""
+    # found through the gradprompt.ui entry point, so the core never imports the TUI
     from importlib.metadata import entry_points
 
     found = list(entry_points(group="gradprompt.ui"))

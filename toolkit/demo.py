@@ -7,6 +7,7 @@ import time
 from rich.markup import escape
 
 from .engine.greater import GreaterConfig
+from .layout import CHAIN_CAP
 from .tasks import DEMO_TASK_NAME, ImportOptions, demo_task_files, read_task_file
 
 
@@ -50,7 +51,7 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
                   f"({mode} mode); the result must beat the starting prompt significantly on {dev_size} dev examples "
                   "to replace it.")
     config = GreaterConfig(mode=mode, steps=steps, n_train=train_size, n_dev=dev_size, seed=seed, batch_size=16,
-                           max_new_tokens=48, time_budget_s=budget_s)
+                           max_new_tokens=CHAIN_CAP, time_budget_s=budget_s)
     result = optimize(project, task_row["id"], model_id=info.id, config=config, initial_prompt=initial_prompt,
                       on_step=StepPrinter(steps, console, budget_s=budget_s), torch_model=tm)
     if result.stop_reason:
@@ -64,7 +65,7 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring {what} on {test_size} held-out test examples "
                   "with llama.cpp (the GGUF you would deploy)...")
     model = LlamaCppModel(info)
-    settings = EvalSettings(mode=mode, max_new_tokens=48)
+    settings = EvalSettings(mode=mode, max_new_tokens=CHAIN_CAP)
     reports = {}
     kept = result.prompt_id == result.initial_prompt_id
     scored = (("initial  ", result.initial_prompt_id),) if kept else (

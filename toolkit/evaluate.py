@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .errors import InputTooLongError
-from .layout import REASONING_SEPARATOR, ChatLayout, answer_text
+from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .tasks import AnswerSpec, normalize_answer, parse_number
 
 
@@ -35,7 +35,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
 @dataclass(frozen=True)
 class EvalSettings:
     mode: str = "direct"  # direct | reasoning
-    max_new_tokens: int = 256  # reasoning chain cap
+    max_new_tokens: int = CHAIN_CAP  # reasoning chain cap
     answer_tokens: int = 16  # cap for number / free-text answers
 
     def key(self) -> str:
@@ -388,7 +388,19 @@ def vote(store, evaluation_ids: Sequence[int]) -> dict:
 
     if len(evaluation_ids) < 2:
         raise ConfigError("Give at least two evaluations to vote (an odd number avoids ties).")
+    if len(set(evaluation_ids)) != len(evaluation_ids):
+        twice = sorted({i for i in evaluation_ids if list(evaluation_ids).count(i) > 1})
+        raise ConfigError(f"Evaluation {', '.join(map(str, twice))} is given more than once; each voter counts once.")
     evals = [store.evaluation(i) for i in evaluation_ids]
+    seen: dict[tuple, int] = {}
+    for e in evals:  # the same prompt scored the same way twice is one voter, not two
+        key = (e["prompt_id"], e["model_sha256"], e["backend"], e["quantization"], e["mode"],
+               json.dumps(e["settings"], sort_keys=True))
+        if key in seen:
+            raise ConfigError(f"Evaluations {seen[key]} and {e['id']} are the same prompt ({e['prompt_id']}) on the same "
+                              "model, runtime and settings: they give the same answers, so they are one voter. Vote "
+                              "different prompts, or one prompt on different runtimes or quantizations.")
+        seen[key] = e["id"]
     if len({e["task_id"] for e in evals}) != 1:
         raise ConfigError("The evaluations are of different tasks; votes only make sense on one task.")
     kind = store.task_by_id(evals[0]["task_id"])["answer_kind"]

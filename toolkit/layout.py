@@ -21,6 +21,10 @@ from functools import lru_cache
 PLACEHOLDER = "<<<GRADPROMPT_PROMPT_SLOT>>>"
 INPUT_SEPARATOR = "\n\n"
 REASONING_SEPARATOR = "\n"
+# The one default cap on a reasoning chain, in tokens, for every command (optimize, eval, compare, tasks check,
+# bench, demo, the TUI): a prompt is evaluated with the chain length it was optimized with. Small models rarely
+# reason usefully past ~64 tokens; raise it with --max-new-tokens.
+CHAIN_CAP = 64
 
 
 @lru_cache(maxsize=8)

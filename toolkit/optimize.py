@@ -154,3 +154,69 @@ def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) 
     return OptimizeResult(run_id, "done", prompt_id, result.prompt, initial_id,
                           result.train.accuracy if result.train else None, result.dev_accuracy,
                           result.steps_done, seconds, selection=result.selection, stop_reason=result.stop_reason)
+
+
+# -- one entry point for every method -----------------------------------------------------------------------
+# "greater or a baseline" is decided here and nowhere else: the CLI, the bench and the TUI call these two.
+
+def is_greater(method: str) -> bool:
+    return method.startswith("greater")  # greater, and the bench's greater-random ablation
+
+
+def _default_load_torch(info, precision: str = "auto", device: str = "auto"):
+    from .engine.torch_backend import load_torch_model
+
+    return load_torch_model(info, precision=precision, device=device)
+
+
+def _default_load_llama(info):
+    from .llamacpp import LlamaCppModel
+
+    return LlamaCppModel(info)
+
+
+def start_run(project, task: str | int, method: str = "greater", *, model_id: str | None = None,
+              greater: GreaterConfig | None = None, baseline=None, initial_prompt: str = DEFAULT_INITIAL_PROMPT,
+              precision: str = "auto", device: str = "auto", on_step: Callable[[dict], None] | None = None,
+              stop: threading.Event | None = None, torch_model=None, llama_model=None,
+              load_torch: Callable | None = None, load_llama: Callable | None = None,
+              bench_id: int | None = None) -> OptimizeResult:
+    """Start a run of any method: GReaTer (torch; ``greater`` config) or a baseline (llama.cpp; ``baseline``
+    config, a BaselineConfig whose method is ``method``). Models are loaded with ``load_torch(info, precision,
+    device)`` / ``load_llama(info)`` unless given loaded."""
+    info = get_model(model_id or project.default_model)
+    if is_greater(method):
+        if torch_model is None:
+            torch_model = (load_torch or _default_load_torch)(info, precision, device)
+        return optimize(project, task, model_id=info.id, config=greater, precision=precision, device=device,
+                        initial_prompt=initial_prompt, on_step=on_step, stop=stop, torch_model=torch_model,
+                        bench_id=bench_id, method_name=method)
+    from .baselines import BaselineConfig, optimize_baseline
+
+    baseline = baseline or BaselineConfig(method=method)
+    if baseline.method != method:
+        raise ConfigError(f"The baseline settings are for {baseline.method!r}, not {method!r}.")
+    if llama_model is None:
+        llama_model = (load_llama or _default_load_llama)(info)
+    return optimize_baseline(project, task, model=llama_model, config=baseline, initial_prompt=initial_prompt,
+                             on_step=on_step, stop=stop, bench_id=bench_id)
+
+
+def resume_run(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
+               stop: threading.Event | None = None, force: bool = False, torch_model=None, llama_model=None,
+               load_torch: Callable | None = None, load_llama: Callable | None = None) -> OptimizeResult:
+    """Continue a run of any method where it stopped (the check comes before the slow model load)."""
+    run = project.store.check_resumable(run_id, force=force)
+    info = get_model(run["model_id"])
+    if is_greater(run["method"]):
+        if torch_model is None:
+            torch_model = (load_torch or _default_load_torch)(info, run["config"].get("precision", "auto"),
+                                                              run["config"].get("device", "auto"))
+        return resume(project, run_id, on_step=on_step, stop=stop, torch_model=torch_model, force=force)
+    from .baselines import BaselineConfig, optimize_baseline
+
+    if llama_model is None:
+        llama_model = (load_llama or _default_load_llama)(info)
+    return optimize_baseline(project, run["task_id"], model=llama_model,
+                             config=BaselineConfig.from_dict(run["config"]["baseline"]), on_step=on_step, stop=stop,
+                             run_id=run_id, force=force)

@@ -244,15 +244,20 @@ class Store:
 
     # -- tasks -----------------------------------------------------------------------------------
 
+    def check_new_task_name(self, project_id: int, name: str) -> None:
+        """Refuse a name a task of this project already has (with what to do instead)."""
+        if self.find_task(project_id, name):
+            raise DatasetError(
+                f"A task named {name!r} already exists in this project. Choose another name with "
+                "--name, or pass --replace to overwrite it.",
+                title="Duplicate task name",
+            )
+
     def add_task(self, project_id: int, task: TaskData, *, replace: bool = False) -> int:
         """Store a validated task and its examples in one transaction. Duplicate names are refused."""
         existing = self.find_task(project_id, task.name)
         if existing and not replace:
-            raise DatasetError(
-                f"A task named {task.name!r} already exists in this project. Choose another name with "
-                "--name, or pass --replace to overwrite it.",
-                title="Duplicate task name",
-            )
+            self.check_new_task_name(project_id, task.name)
         with self.db.atomic():
             if existing:
                 self._delete_task_rows(existing["id"])

@@ -117,6 +117,17 @@ class TaskData:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def parse_split(text: str) -> tuple[float, float, float]:
+    """'0.4,0.2,0.4' -> (0.4, 0.2, 0.4): the train, dev and test fractions of an import."""
+    try:
+        fractions = tuple(float(x) for x in str(text).split(","))
+        if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+            raise ValueError
+    except ValueError:
+        raise DatasetError(f"Split {text!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4.") from None
+    return fractions  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     """How to read a file into a task. Every field has a sensible default."""
@@ -163,7 +174,8 @@ def _detect_format(path: Path, fmt: str | None) -> str:
         fmt = {"ndjson": "jsonl", "txt": "tsv"}.get(suffix, suffix)
     if fmt not in ("csv", "tsv", "jsonl", "json"):
         raise DatasetError(
-            f"{path}: cannot tell the format from the name; use --format csv, tsv, jsonl or json."
+            f"{path}: cannot tell the format from the name; give it: csv, tsv, jsonl or json (--format in the CLI, "
+            "Format in the TUI's import dialog)."
         )
     return fmt
 
@@ -298,6 +310,36 @@ def detect_answer_kind(answers: Sequence[str], max_labels: int = MAX_LABELS_DEFA
     return "text"
 
 
+def explain_answer_kind(kind: str, answers: Sequence[str], opts: "ImportOptions") -> str:
+    """Why the answers are scored the way they are, in a sentence (import prints it)."""
+    distinct = len(set(answers))
+    if opts.answer_kind:
+        return f"{kind}, as given (--answer-type)."
+    if kind == "number":
+        return "number: every answer parses as a number (compared as numbers: 3 = 3.0)."
+    if kind == "label":
+        return (f"label: {distinct} distinct answers in {len(answers)} rows (at most --max-labels {opts.max_labels} "
+                "and at most half the rows); the model's answer is restricted to these labels.")
+    reason = (f"more than --max-labels {opts.max_labels}" if distinct > opts.max_labels
+              else f"more than half of the {len(answers)} rows")
+    return (f"text: {distinct} distinct answers ({reason}), so not a label set; scored by exact match after "
+            "normalizing case and spaces. Use --answer-type label (and --max-labels) to force labels.")
+
+
+_MARKERS = (("####", r"####\s*(.+)$"), ("The answer is", r"[Tt]he answer is[:\s]*(.+?)\.?$"),
+            ("Answer:", r"Answer:\s*(.+)$"), ("\\boxed{", r"\\boxed\{([^}]*)\}"))
+
+
+def final_answer_marker(answers: Sequence[str]) -> tuple[str, int, str] | None:
+    """(marker, how many answers hold it, a regex that pulls the final answer) when at least half of the
+    answers look like worked solutions ending in a final answer (GSM8K's '#### 42', 'The answer is 42')."""
+    for marker, regex in _MARKERS:
+        n = sum(marker.lower() in a.lower() for a in answers)
+        if answers and n >= len(answers) / 2:
+            return marker, n, regex
+    return None
+
+
 def _sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(labels), key=lambda s: (s.lower(), s)))
 
@@ -324,6 +366,8 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
     validate_task_name(name)
     if opts.max_labels < 2:
         raise DatasetError(f"--max-labels {opts.max_labels}: a label task has at least 2 labels.")
+    if opts.input_template and "\\n" in opts.input_template:  # typed as \n in a shell or a form: a line break
+        opts = replace(opts, input_template=opts.input_template.replace("\\n", "\n"))
     if opts.input_template:
         fields = _template_fields(opts.input_template)
         missing = [f for f in fields if f not in columns]
@@ -406,6 +450,14 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         answers = merged  # scoring ignores case and spaces: one label each, not six split ways
         warnings.append(merge_note)
     kind = opts.answer_kind or detect_answer_kind(answers, opts.max_labels)
+    decision = explain_answer_kind(kind, answers, opts)
+    if kind == "text":
+        marker = final_answer_marker(answers)
+        if marker and not opts.answer_regex:
+            warnings.append(
+                f"{marker[1]} of {len(answers)} answers hold a worked solution with a final answer after "
+                f"{marker[0]!r}; scored as whole texts they can never match. Import with --answer-regex "
+                f"{marker[2]!r} (Answer regex in the TUI) to keep only the final answer.")
     labels: tuple[str, ...] = ()
     if kind == "label":
         labels = _sort_labels(answers)
@@ -438,6 +490,7 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         "split": list(opts.split),
         "seed": opts.seed,
         "warnings": warnings,
+        "decision": decision,
     }
     return TaskData(name=name, examples=examples, spec=spec, source=str(path), options=options)
 

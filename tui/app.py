@@ -8,6 +8,7 @@ the backends, so tests can pass a fast model.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,9 +20,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Select, Static, TabbedContent,
+                             TabPane)
 
 from toolkit.errors import ConfigError, GradpromptError
+from toolkit.layout import CHAIN_CAP
 from toolkit.store import row_tags
 
 
@@ -104,6 +107,15 @@ def seconds(values: dict, key: str, label: str) -> float | None:
 # ---------------------------------------------------------------------------------------------- dialogs
 
 
+def choice_widget(choices: list[str], value: str, widget_id: str) -> Select:
+    """A one-line closed choice (a Select), so a form never takes a free-text value it cannot use."""
+    options = [(c, c) for c in choices]
+    try:
+        return Select(options, value=value, allow_blank=False, id=widget_id, compact=True)
+    except TypeError:  # a Textual without compact selects
+        return Select(options, value=value, allow_blank=False, id=widget_id)
+
+
 class ErrorDialog(ModalScreen[None]):
     DEFAULT_CSS = "ErrorDialog { align: center middle; } #box { width: 70; height: auto; border: thick $error; padding: 1 2; background: $surface; }"
     BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
@@ -132,31 +144,37 @@ class InputDialog(ModalScreen[dict | None]):
     .field { height: 1; margin: 0; }
     .field Label { width: 24; }
     .field Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    .field Select { width: 1fr; height: 1; }
     #preview { height: auto; max-height: 8; color: $text-muted; }
     #buttons { height: auto; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, fields: list[tuple[str, str, str]], preview: Callable[[dict], str] | None = None):
+    def __init__(self, title: str, fields: list[tuple], preview: Callable[[dict], str] | None = None):
+        """``fields``: (name, label, value) for free text, (name, label, value, choices) for a closed choice."""
         super().__init__()
         self.form_title, self.fields, self.preview = title, fields, preview
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form"):
             yield Label(f"[b]{self.form_title}[/b]")
-            for name, label, value in self.fields:
+            for name, label, value, *choices in self.fields:
                 with Horizontal(classes="field"):
                     yield Label(label)
-                    yield Input(value=value, id=f"field-{name}")
+                    if choices:
+                        yield choice_widget(choices[0], value, f"field-{name}")
+                    else:
+                        yield Input(value=value, id=f"field-{name}")
             yield Static("", id="preview")
             with Horizontal(id="buttons"):
                 yield Button("OK", id="ok", variant="primary")
                 yield Button("Cancel", id="cancel")
 
     def values(self) -> dict:
-        return {name: self.query_one(f"#field-{name}", Input).value for name, _, _ in self.fields}
+        return {name: str(self.query_one(f"#field-{name}").value) for name, *_ in self.fields}
 
     @on(Input.Changed)
+    @on(Select.Changed)
     def _changed(self) -> None:
         if self.preview:
             try:
@@ -235,7 +253,8 @@ HELP = """[b]Keys[/b]
   0-6      switch tab (Projects, Tasks, Prompts, Runs, Live, Models, Results)
   c / o    create a project / open the selected recent project
   f        examples that flipped between two evaluations (Results tab)
-  i        import a task from a file (with a preview)
+  i        import a task from a file (with a preview; dev/test files, answer type, split...)
+  k        check the selected task's answer format on a few examples with llama.cpp (Tasks tab)
   n        start an optimization run
   s        stop the live run          r   resume the selected run
   d        diff two prompts (side by side, token level)
@@ -244,8 +263,10 @@ HELP = """[b]Keys[/b]
   v        evaluate the selected prompt with llama.cpp (results in the Results tab)
   x        compare the selected prompt and its origin across runtimes and quantizations
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
-  enter    on a prompt: its text, lineage and scores per model and quantization
+  enter    on a task: its answer spec, label counts and examples
+           on a prompt: its text, lineage and scores per model and quantization
            on an evaluation (Results tab): its settings, confusion and every example's output
+  /        search prompts (full text, prefix words); escape leaves the search box
   ctrl+p   command palette (every action above, by name)
   ?        this help                  q   quit
 """
@@ -280,6 +301,7 @@ class GradpromptApp(App):
         Binding("c", "create_project", "New project", show=False),
         Binding("o", "open_project", "Open project", show=False),
         Binding("f", "flipped", "Flipped", show=False),
+        Binding("k", "check_task", "Check task", show=False),
         Binding("0", "tab('projects')", "Projects", show=False),
         Binding("1", "tab('tasks')", "Tasks", show=False),
         Binding("2", "tab('prompts')", "Prompts", show=False),
@@ -287,7 +309,13 @@ class GradpromptApp(App):
         Binding("4", "tab('live')", "Live", show=False),
         Binding("5", "tab('models')", "Models", show=False),
         Binding("6", "tab('results')", "Results", show=False),
+        Binding("slash", "search", "Search", show=False),
+        Binding("escape", "leave_input", "Leave the field", show=False),
     ]
+    # the table that holds the keyboard in each tab: switching tabs, closing a dialog or leaving an input puts the
+    # focus back there, so the keys always do what the footer says (an input would take them as text)
+    MAIN_TABLES = {"projects": "#projects-table", "tasks": "#tasks-table", "prompts": "#prompts-table",
+                   "runs": "#runs-table", "live": "#live-steps", "models": "#models-table", "results": "#evals-table"}
 
     def __init__(self, project, backends: Backends | None = None):
         super().__init__()
@@ -350,6 +378,8 @@ class GradpromptApp(App):
         yield from super().get_system_commands(screen)
         commands = [
             ("Import a task", "Read a CSV/TSV/JSONL/JSON file into a task, with a preview", self.action_import_task),
+            ("Show the selected task", "Its answer spec, label counts and examples", self.action_show_task),
+            ("Check the selected task", "Its answer format on a few examples, with llama.cpp", self.action_check_task),
             ("New optimization run", "Start a GReaTer run with a time and memory estimate", self.action_new_run),
             ("Stop the live run", "Stop after the current phase (resume later)", self.action_stop_run),
             ("Resume the selected run", "Continue a stopped run where it stopped", self.action_resume_run),
@@ -380,12 +410,12 @@ class GradpromptApp(App):
         tasks = store.list_tasks(pid)
         names = {t["id"]: t["name"] for t in tasks}
         table = self.query_one("#tasks-table", DataTable)
-        table.clear()
-        for t in tasks:
-            spec = store.task_spec(t)
-            s = t["splits"]
-            table.add_row(str(t["id"]), t["name"], spec.kind, ", ".join(spec.labels)[:30], str(s.get("train", 0)),
-                          str(s.get("dev", 0)), str(s.get("test", 0)), key=str(t["id"]))
+        with keep_cursor(table):
+            for t in tasks:
+                spec = store.task_spec(t)
+                s = t["splits"]
+                table.add_row(str(t["id"]), t["name"], spec.kind, clip(", ".join(spec.labels), 30), str(s.get("train", 0)),
+                              str(s.get("dev", 0)), str(s.get("test", 0)), key=str(t["id"]))
         empty = self.query_one("#tasks-empty", Static)
         empty.display = not tasks
         empty.update("" if tasks else
@@ -394,10 +424,10 @@ class GradpromptApp(App):
                       "the shipped sentiment task and a first optimization. ? lists every key.")
         self.refresh_prompts()
         runs = self.query_one("#runs-table", DataTable)
-        runs.clear()
-        for r in store.list_runs(pid):
-            runs.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["model_id"], r["status"], str(r["n_steps"]),
-                         str(r["best_prompt_id"] or ""), key=str(r["id"]))
+        with keep_cursor(runs):
+            for r in store.list_runs(pid):
+                runs.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["model_id"], r["status"], str(r["n_steps"]),
+                             str(r["best_prompt_id"] or ""), key=str(r["id"]))
         self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
         self.refresh_results(names)
         self.refresh_models()
@@ -423,34 +453,37 @@ class GradpromptApp(App):
             f"[b]{self.project.name}[/b]  {self.project.path}\n{len(tasks)} tasks, {len(prompts)} prompts, "
             f"{len(runs)} runs; default model {self.project.default_model}.  c: new project, o: open the selected one")
         table = self.query_one("#projects-table", DataTable)
-        table.clear()
-        for item in recent_projects():
-            table.add_row(item["name"], item["path"], key=item["path"])
+        with keep_cursor(table):
+            for item in recent_projects():
+                table.add_row(item["name"], item["path"], key=item["path"])
 
     def refresh_results(self, task_names: dict) -> None:
         evals = [e for e in self.project.store.evaluations() if e["status"] == "done"]
         table = self.query_one("#evals-table", DataTable)
-        table.clear()
-        for e in evals:
-            table.add_row(str(e["id"]), str(e["prompt_id"]), task_names.get(e["task_id"], "-"), e["model_id"],
-                          e["backend"], e["quantization"], e["split"], f"{100 * e['accuracy']:.1f}%",
-                          f"{100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%", str(e["n"]), key=str(e["id"]))
+        with keep_cursor(table):
+            for e in evals:
+                table.add_row(str(e["id"]), str(e["prompt_id"]), task_names.get(e["task_id"], "-"), e["model_id"],
+                              e["backend"], e["quantization"], e["split"], f"{100 * e['accuracy']:.1f}%",
+                              f"{100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%", str(e["n"]), key=str(e["id"]))
         self.query_one("#heatmap", Static).update(heatmap(evals))
 
     def refresh_prompts(self, search: str | None = None) -> None:
         store, pid = self.project.store, self.project.id
         names = {t["id"]: t["name"] for t in store.list_tasks(pid)}
         table = self.query_one("#prompts-table", DataTable)
-        table.clear()
+        if search is None:  # a refresh keeps the search the user typed
+            search = self.query_one("#prompt-search", Input).value.strip()
         try:
             rows = store.list_prompts(pid, search=search or None)
         except Exception:  # an incomplete full-text query while typing
             rows = []
-        for p in rows:
-            best = store.best_test_accuracy(p["id"])
-            tags = ", ".join(row_tags(p))
-            table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                          tags[:20], "-" if best is None else f"{100 * best:.1f}%", p["text"][:60], key=str(p["id"]))
+        with keep_cursor(table):
+            for p in rows:
+                best = store.best_test_accuracy(p["id"])
+                tags = ", ".join(row_tags(p))
+                table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
+                              clip(tags, 20), "-" if best is None else f"{100 * best:.1f}%", clip(p["text"], 60),
+                              key=str(p["id"]))
 
     def selected_prompt(self) -> str | None:
         """The prompt selected in the Prompts tab, or None (and a hint) when there is none."""
@@ -464,6 +497,92 @@ class GradpromptApp(App):
         if table.row_count == 0:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    @on(DataTable.RowSelected, "#tasks-table")
+    def _task_selected(self) -> None:
+        self.action_show_task()
+
+    def selected_task(self) -> dict | None:
+        task_id = self.selected("#tasks-table")
+        if task_id is None:
+            self.notify("Select a task in the Tasks tab first (or import one: i).", severity="warning")
+            return None
+        return self.project.store.task(self.project.id, int(task_id))
+
+    def action_show_task(self) -> None:
+        """The selected task: answer spec, label counts per split, and its first examples of each split."""
+        from collections import Counter
+
+        task = self.selected_task()
+        if task is None:
+            return
+        store = self.project.store
+        spec = store.task_spec(task)
+        lines = [f"[b]{escape(task['name'])}[/b]  {spec.kind}" + (f": {escape(', '.join(spec.labels))}" if spec.labels else ""),
+                 f"extractor: {escape(repr(spec.extractor))}", f"source: {escape(task['source'] or '-')}", ""]
+        for split in ("train", "dev", "test"):
+            examples = store.examples(task["id"], split)
+            counts = Counter(e["answer"] for e in examples)
+            lines.append(f"[b]{split}[/b] {len(examples)} examples"
+                         + (": " + escape(", ".join(f"{a} {n}" for a, n in counts.most_common(8)))
+                            if spec.kind == "label" else ""))
+            for e in examples[:5]:
+                lines.append(f"  answer: [b]{escape(clip(e['answer'], 40))}[/b]   input: {escape(clip(e['input'], 90))}")
+            lines.append("")
+        lines.append("k checks the answer format on a few examples with llama.cpp.")
+        self.push_screen(TextDialog(f"Task {task['name']}", "\n".join(lines)))
+
+    def action_check_task(self) -> None:
+        from toolkit.optimize import DEFAULT_INITIAL_PROMPT
+
+        task = self.selected_task()
+        if task is None:
+            return
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.check_task(task["name"], values)
+
+        self.push_screen(InputDialog(f"Check the answer format of {task['name']}", [
+            ("prompt", "Prompt", DEFAULT_INITIAL_PROMPT), ("model", "Model (GGUF)", self.project.default_model),
+            ("n", "Training examples", "8"), ("mode", "Mode", "direct", ["direct", "reasoning"]),
+            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+        ]), done)
+
+    @work(thread=True, group="eval", exclusive=True)
+    def check_task(self, task_name: str, values: dict) -> None:
+        """`gradprompt tasks check` in a worker: what the model sees, its answers, and any warnings."""
+        from toolkit.evaluate import EvalSettings, check_answer_format
+
+        store = self.project.store
+        try:
+            task = store.task(self.project.id, task_name)
+            n = whole(values, "n", "Training examples", 8, 1)
+            cap = whole(values, "max_new_tokens", "Reasoning chain cap", CHAIN_CAP, 1)
+            examples = store.examples(task["id"], "train", limit=n)
+            if not examples:
+                raise ConfigError(f"Task {task_name!r} has no training examples to try.")
+            model_id = values["model"].strip()
+            if model_id not in self._llama:
+                self._status(f"loading {model_id} for llama.cpp...")
+                self._llama[model_id] = self.backends.load_llama_model(model_id)
+            self._status(f"checking {task_name} on {len(examples)} examples...")
+            res = check_answer_format(self._llama[model_id], store.task_spec(task), examples, values["prompt"],
+                                      EvalSettings(mode=values.get("mode") or "direct", max_new_tokens=cap))
+        except BaseException as exc:
+            self._status("")
+            self.report(exc)
+            return
+        self._status("")
+        right = sum(r["correct"] for r in res["rows"])
+        lines = ["[dim]What the model sees for the first example (the answer follows):[/dim]", escape(res["seen"]), ""]
+        for r in res["rows"]:
+            mark = "[green]ok[/]   " if r["correct"] else "[red]wrong[/]"
+            lines.append(f"{mark} gold: [b]{escape(r['answer'])}[/b]   predicted: [b]{escape(str(r['predicted']))}[/b]"
+                         f"   input: {escape(clip(r['input'], 60))}")
+        lines += ["", f"{right}/{len(res['rows'])} right with this prompt."]
+        lines += [f"[yellow]Warning:[/] {escape(w)}" for w in res["warnings"]] or ["[green]The answers parse as expected.[/]"]
+        self.call_from_thread(self.push_screen, TextDialog(f"Check of {task_name}", "\n".join(lines)))
 
     @on(DataTable.RowSelected, "#prompts-table")
     def _prompt_selected(self) -> None:
@@ -496,12 +615,13 @@ class GradpromptApp(App):
             for gold, row in sorted(d["confusion"].items()):
                 lines.append(f"gold {escape(gold)}: " + ", ".join(f"{escape(p)} {n}" for p, n in sorted(row.items())))
             lines.append("")
-        for r in d["examples"]:
+        for r in d["examples"]:  # one block per example: the verdict and both answers first, then the input
             mark = "[green]ok[/]   " if r["correct"] else "[red]wrong[/]"
-            lines.append(f"{mark} #{r['idx']} gold {escape(r['answer'])}, predicted {escape(str(r['predicted']))}: "
-                         f"{escape(' '.join(r['input'].split())[:100])}")
+            lines.append(f"{mark} example #{r['idx']}   gold: [b]{escape(r['answer'])}[/b]   "
+                         f"predicted: [b]{escape(str(r['predicted']))}[/b]")
+            lines.append(f"       input: {escape(clip(r['input'], 100))}")
             if r["output"] and r["output"] != r["predicted"]:
-                lines.append(f"       [dim]{escape(' '.join(r['output'].split())[:200])}[/dim]")
+                lines.append(f"       output: [dim]{escape(clip(r['output'], 200))}[/dim]")
         self.push_screen(TextDialog(f"Evaluation {ev_id}", "\n".join(lines)))
 
     @on(Input.Changed, "#prompt-search")
@@ -523,12 +643,31 @@ class GradpromptApp(App):
     # -- actions -------------------------------------------------------------------------------------
 
     def action_tab(self, tab: str) -> None:
+        """Show a tab with its table focused (a focused widget elsewhere would pull its own tab back)."""
         self.query_one("#tabs", TabbedContent).active = tab
+        self.focus_table(tab)
+
+    def focus_table(self, tab: str | None = None) -> None:
+        tab = tab or self.query_one("#tabs", TabbedContent).active
+        if tab in self.MAIN_TABLES:
+            self.query_one(self.MAIN_TABLES[tab], DataTable).focus()
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if not isinstance(self.focused, DataTable) or self.focused.id != self.MAIN_TABLES.get(event.pane.id, "")[1:]:
+            self.focus_table(event.pane.id)
+
+    def action_search(self) -> None:
+        self.action_tab("prompts")
+        self.query_one("#prompt-search", Input).focus()
+
+    def action_leave_input(self) -> None:
+        """Escape in an input (the prompt search) gives the keys back to the tab's table."""
+        if isinstance(self.focused, Input):
+            self.focus_table()
 
     def show_results(self) -> None:
-        """The Results tab with its table focused (a focused widget elsewhere would pull its own tab back)."""
         self.action_tab("results")
-        self.query_one("#evals-table", DataTable).focus()
 
     def action_help(self) -> None:
         self.push_screen(TextDialog("Help", HELP))
@@ -585,7 +724,7 @@ class GradpromptApp(App):
             for r in rows:
                 mark = "[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]"
                 lines.append(f"{mark}  gold {escape(r['example']['answer'])}: {escape(str(r['a']['predicted']))} -> "
-                             f"{escape(str(r['b']['predicted']))}  {escape(r['example']['input'][:70])}")
+                             f"{escape(str(r['b']['predicted']))}  {escape(clip(r['example']['input'], 70))}")
             self.push_screen(TextDialog("Flipped examples", "\n".join(lines)))
 
         current = self.selected("#evals-table") or ""
@@ -599,7 +738,7 @@ class GradpromptApp(App):
             if not values["path"].strip():
                 return "Give a CSV, TSV, JSONL or JSON file."
             task = read_task_file_from_form(values)
-            columns, _ = read_rows(values["path"].strip())
+            columns, _ = read_rows(values["path"].strip(), None if values.get("format", "auto") == "auto" else values["format"])
             sizes = task.split_sizes()
             lines = [f"columns: {', '.join(columns)}  (input: {task.options['input_column'] or 'template'}, "
                      f"answer: {task.options['target_column']})",
@@ -613,10 +752,7 @@ class GradpromptApp(App):
             if values:
                 self.import_task(values)
 
-        self.push_screen(InputDialog("Import a task", [
-            ("path", "File", ""), ("name", "Name (optional)", ""), ("input_column", "Input column (optional)", ""),
-            ("target_column", "Answer column (optional)", ""), ("answer_regex", "Answer regex (optional)", ""),
-        ], preview), done)
+        self.push_screen(InputDialog("Import a task", IMPORT_FIELDS, preview), done)
 
     @work(thread=True, exclusive=True, group="import")
     def import_task(self, values: dict) -> None:
@@ -709,8 +845,8 @@ class GradpromptApp(App):
 
         self.push_screen(InputDialog(f"Evaluate prompt {prompt_id} with llama.cpp", [
             ("task", "Task", task), ("model", "Model (GGUF)", self.project.default_model),
-            ("split", "Split (train/dev/test)", "test"), ("mode", "Mode (direct/reasoning)", "direct"),
-            ("max_new_tokens", "Reasoning chain cap", "256"), ("limit", "Only the first N (blank: all)", ""),
+            ("split", "Split", "test", ["test", "dev", "train"]), ("mode", "Mode", "direct", ["direct", "reasoning"]),
+            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)), ("limit", "Only the first N (blank: all)", ""),
         ]), done)
 
     @staticmethod
@@ -723,14 +859,16 @@ class GradpromptApp(App):
             raise ConfigError(f"Split {split!r}: use train, dev or test.")
         if mode not in ("direct", "reasoning"):
             raise ConfigError(f"Mode {mode!r}: use direct or reasoning.")
-        try:
-            return split, mode, int(values["max_new_tokens"]), (int(values["limit"]) if values["limit"].strip() else None)
-        except ValueError:
-            raise ConfigError("The chain cap and the limit must be whole numbers.") from None
+        limit = whole(values, "limit", "Only the first N", 0, 1)
+        return split, mode, whole(values, "max_new_tokens", "Reasoning chain cap", CHAIN_CAP, 1), limit or None
 
     def _status(self, text: str) -> None:
         """Progress of a worker, in the title bar (callable from the worker's thread)."""
-        self.call_from_thread(setattr, self, "sub_title", text)
+        text = text or f"project {self.project.name}"  # a finished job gives the header its project back
+        try:
+            self.call_from_thread(setattr, self, "sub_title", text)
+        except RuntimeError:  # called on the app's own thread
+            self.sub_title = text
 
     @work(thread=True, group="eval", exclusive=True)
     def evaluate(self, prompt_id: int, values: dict) -> None:
@@ -776,8 +914,8 @@ class GradpromptApp(App):
 
         self.push_screen(InputDialog("Compare prompts across runtimes and quantizations", [
             ("prompts", "Prompt ids", ", ".join(map(str, ids))), ("runtimes", "Runtimes", runtimes),
-            ("split", "Split (train/dev/test)", "test"), ("mode", "Mode (direct/reasoning)", "direct"),
-            ("max_new_tokens", "Reasoning chain cap", "256"), ("limit", "Only the first N (blank: all)", ""),
+            ("split", "Split", "test", ["test", "dev", "train"]), ("mode", "Mode", "direct", ["direct", "reasoning"]),
+            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)), ("limit", "Only the first N (blank: all)", ""),
         ]), done)
 
     @work(thread=True, group="eval", exclusive=True)
@@ -903,18 +1041,21 @@ class GradpromptApp(App):
         task = next((t["name"] for t in tasks if str(t["id"]) == selected), tasks[0]["name"])
 
         def estimate(values: dict) -> str:
-            from toolkit.engine.greater import GreaterConfig
             from toolkit.models import get_model
             from toolkit.plan import estimate as plan_estimate
 
+            kind, config = run_config_from_form(values)
             task_row = self.project.store.task(self.project.id, values["task"].strip())
-            config = GreaterConfig(mode=values["mode"].strip(), steps=whole(values, "steps", "Steps", minimum=1),
-                                   n_train=whole(values, "train", "Training examples", minimum=1), max_new_tokens=64)
+            if kind == "baseline":
+                return (f"Plan: {config.method} writes and scores prompts with llama.cpp for at most "
+                        f"{config.budget_s:.0f} s ({config.max_steps} rounds), then compares the best on "
+                        f"{config.n_dev} dev examples.")
             inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
             precision = values.get("precision", "auto").strip()
             plan = plan_estimate(get_model(values["model"].strip()), inputs, config,
                                  precision="fp32" if precision in ("", "auto") else precision)
-            return (f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+            total = plan.total_seconds if not config.time_budget_s else min(plan.total_seconds, config.time_budget_s)
+            return (f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{total / 60:.1f} min in all, "
                     f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
                     f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)")
 
@@ -927,34 +1068,28 @@ class GradpromptApp(App):
 
         self.push_screen(InputDialog("New optimization run", [
             ("task", "Task", task), ("model", "Model", self.project.default_model),
-            ("precision", "Precision", "auto"),
-            ("mode", "Mode", "direct"),
+            ("method", "Method", "greater", ["greater", "ape", "opro", "cot", "initial"]),
+            ("precision", "Precision (torch)", "auto", ["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
+            ("mode", "Mode", "direct", ["direct", "reasoning"]),
             ("steps", "Steps", "20"), ("budget", "Time budget, seconds (optional)", ""),
-            ("train", "Training examples", "16"), ("dev_every", "Dev score every N steps (0: at the end)", "0"),
+            ("train", "Training examples", "16"), ("dev", "Dev examples", "32"),
+            ("chain_cap", "Reasoning chain cap (tokens)", str(CHAIN_CAP)),
+            ("dev_every", "Dev score every N steps (0: at the end)", "0"),
             ("seed", "Seed", "0"),
         ], estimate), done)
 
     def start_run(self, values: dict) -> None:
-        from toolkit.engine.greater import GreaterConfig
-
-        # The same defaults as `gradprompt optimize` (20 steps, 16 training and 32 dev examples, chain cap 64).
-        config = GreaterConfig(mode=values["mode"].strip(), steps=whole(values, "steps", "Steps", 20, 1),
-                               n_train=whole(values, "train", "Training examples", 16, 1), n_dev=32,
-                               seed=whole(values, "seed", "Seed", 0), max_new_tokens=64,
-                               dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
-                               time_budget_s=seconds(values, "budget", "Time budget"))
+        kind, config = run_config_from_form(values)
         self.project.store.task(self.project.id, values["task"].strip())  # fail early on a bad name
-        self.live_total_steps = config.steps
+        self.live_total_steps = config.steps if kind == "greater" else config.max_steps
         self.live_scores = []
         self.live_dev = None
         self.query_one("#live-steps", DataTable).clear()
         self.action_tab("live")
         self.query_one("#live-status", Static).update("Loading the model...")
         self.stop_event = threading.Event()
-        precision = values.get("precision", "auto").strip() or "auto"
-        if precision not in ("auto", "fp32", "bf16", "fp16", "8bit", "4bit"):
-            raise ValueError(f"Unknown precision {precision!r}: use auto, fp32, bf16, fp16, 8bit or 4bit.")
-        self.run_optimization(values["task"].strip(), values["model"].strip(), config, None, precision)
+        self.run_optimization(values["task"].strip(), values["model"].strip(), values.get("method") or "greater",
+                              config, None, values.get("precision") or "auto")
 
     def action_resume_run(self) -> None:
         run_id = self.selected("#runs-table")
@@ -968,13 +1103,15 @@ class GradpromptApp(App):
             return
         past = self.project.store.steps(int(run_id))
         self.live_scores, self.live_dev = [], None
-        self.live_total_steps = run["config"].get("greater", {}).get("steps")
+        settings = run["config"].get("greater") or run["config"].get("baseline") or {}
+        self.live_total_steps = settings.get("steps") or settings.get("max_steps")
         self.query_one("#live-steps", DataTable).clear()
         for record in past:  # the whole run, not only the steps still to come
             self._show_step(record)
         self.action_tab("live")
         self.stop_event = threading.Event()
-        self.run_optimization(None, run["model_id"], None, int(run_id), run["config"].get("precision", "auto"))
+        self.run_optimization(None, run["model_id"], run["method"], None, int(run_id),
+                              run["config"].get("precision", "auto"))
 
     def action_stop_run(self) -> None:
         if self.stop_event is not None:
@@ -982,22 +1119,26 @@ class GradpromptApp(App):
             self.query_one("#live-status", Static).update("Stopping after the current phase...")
 
     @work(thread=True, exclusive=True, group="run")
-    def run_optimization(self, task: str | None, model_id: str, config, resume_id: int | None,
+    def run_optimization(self, task: str | None, model_id: str, method: str, config, resume_id: int | None,
                          precision: str = "auto") -> None:
-        from toolkit.optimize import optimize, resume
+        """Any method, new or resumed, through the core's one entry point (greater: torch; the rest: llama.cpp)."""
+        from toolkit.optimize import is_greater, resume_run, start_run
 
         stop = self.stop_event
+        loaders = {"load_torch": lambda info, precision, device: self.backends.load_torch_model(info.id, precision),
+                   "load_llama": lambda info: self.backends.load_llama_model(info.id)}  # its own (not the eval's)
+
+        def on_step(record: dict) -> None:
+            self.post_message(StepArrived(resume_id, record))
+
         try:
-            tm = self.backends.load_torch_model(model_id, precision)
-
-            def on_step(record: dict) -> None:
-                self.post_message(StepArrived(resume_id, record))
-
             if resume_id is not None:
-                result = resume(self.project, resume_id, on_step=on_step, stop=stop, torch_model=tm)
+                result = resume_run(self.project, resume_id, on_step=on_step, stop=stop, **loaders)
             else:
-                result = optimize(self.project, task, model_id=model_id, config=config, on_step=on_step, stop=stop,
-                                  torch_model=tm)
+                greater = is_greater(method)
+                result = start_run(self.project, task, method, model_id=model_id, greater=config if greater else None,
+                                   baseline=None if greater else config, precision=precision, on_step=on_step,
+                                   stop=stop, **loaders)
         except BaseException as exc:
             self.report(exc)
             self.call_from_thread(self.refresh_all)
@@ -1030,7 +1171,9 @@ class GradpromptApp(App):
         if run["id"] != self.watched_run:
             self.watched_run, self.watched_steps = run["id"], 0
             self.live_scores, self.live_dev = [], None
-            self.live_total_steps = (store.run(run["id"])["config"].get("greater") or {}).get("steps")
+            settings = store.run(run["id"])["config"]
+            settings = settings.get("greater") or settings.get("baseline") or {}
+            self.live_total_steps = settings.get("steps") or settings.get("max_steps")
             self.query_one("#live-steps", DataTable).clear()
         steps = store.steps(run["id"])
         for record in steps[self.watched_steps:]:
@@ -1075,19 +1218,89 @@ class GradpromptApp(App):
         self.notify(text)
 
 
+def clip(text: str, width: int) -> str:
+    """One line of at most `width` characters, with an ellipsis where it was cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@contextmanager
+def keep_cursor(table: DataTable):
+    """Refill a table and keep the selected row (by key) where it was: after tagging prompt 2 the next key acts on
+    prompt 2, not on whatever row 1 holds now."""
+    key = None
+    if table.row_count:
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # no valid cursor
+            key = None
+    table.clear()
+    yield table
+    if key is not None:
+        try:
+            table.move_cursor(row=table.get_row_index(key), animate=False)
+        except Exception:  # the row is gone (deleted, or filtered out by a search)
+            pass
+
+
 def escape_markup(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
 
 
-def read_task_file_from_form(values: dict):
-    from toolkit.tasks import ImportOptions, read_task_file
+def run_config_from_form(values: dict):
+    """The new-run dialog's values -> ("greater", GreaterConfig) or ("baseline", BaselineConfig), with the
+    defaults of `gradprompt optimize` (20 steps, 16 training and 32 dev examples, chain cap 64, dev at the end)."""
+    from toolkit.optimize import is_greater
 
-    opts = ImportOptions(input_column=values.get("input_column", "").strip() or None,
-                         target_column=values.get("target_column", "").strip() or None,
-                         answer_regex=values.get("answer_regex", "").strip() or None)
-    return read_task_file(values["path"].strip(), name=values.get("name", "").strip() or None, options=opts)
+    method = (values.get("method") or "greater").strip()
+    steps = whole(values, "steps", "Steps", minimum=1)
+    n_train = whole(values, "train", "Training examples", minimum=1)
+    n_dev = whole(values, "dev", "Dev examples", minimum=1)
+    seed = whole(values, "seed", "Seed", 0)
+    budget = seconds(values, "budget", "Time budget")
+    if not is_greater(method):
+        from toolkit.baselines import BaselineConfig
+
+        return "baseline", BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=n_train,
+                                          n_dev=n_dev, seed=seed)
+    from toolkit.engine.greater import GreaterConfig
+
+    return "greater", GreaterConfig(mode=(values.get("mode") or "direct").strip(), steps=steps, n_train=n_train,
+                                    n_dev=n_dev, seed=seed,
+                                    max_new_tokens=whole(values, "chain_cap", "Reasoning chain cap", CHAIN_CAP, 1),
+                                    dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
+                                    time_budget_s=budget)
+
+
+IMPORT_FIELDS = [  # the CLI's `tasks import` options, with its defaults
+    ("path", "File (train, or all)", ""), ("name", "Name (optional)", ""),
+    ("dev_file", "Dev file (optional)", ""), ("test_file", "Test file (optional)", ""),
+    ("format", "Format", "auto", ["auto", "csv", "tsv", "jsonl", "json"]),
+    ("input_column", "Input column (optional)", ""), ("target_column", "Answer column (optional)", ""),
+    ("input_template", "Input template (optional)", ""), ("answer_regex", "Answer regex (optional)", ""),
+    ("answer_type", "Answer type", "auto", ["auto", "label", "number", "text"]),
+    ("max_labels", "Most distinct labels", "20"), ("split", "Split train,dev,test", "0.4,0.2,0.4"),
+    ("seed", "Split seed", "0"),
+]
+
+
+def read_task_file_from_form(values: dict):
+    """The import dialog's values -> a parsed task (the same options and defaults as `gradprompt tasks import`)."""
+    from toolkit.tasks import ImportOptions, parse_split, read_task_file
+
+    def text(key: str) -> str | None:
+        return (values.get(key) or "").strip() or None
+
+    choice = {k: None if (values.get(k) or "auto") == "auto" else values[k] for k in ("format", "answer_type")}
+    opts = ImportOptions(input_column=text("input_column"), target_column=text("target_column"),
+                         input_template=text("input_template"),
+                         answer_regex=text("answer_regex"), answer_kind=choice["answer_type"], format=choice["format"],
+                         max_labels=whole(values, "max_labels", "Most distinct labels", 20, 2),
+                         split=parse_split(text("split") or "0.4,0.2,0.4"), seed=whole(values, "seed", "Split seed", 0))
+    return read_task_file(values["path"].strip(), name=text("name"), options=opts, dev_file=text("dev_file"),
+                          test_file=text("test_file"))
 
 
 def highlight_token(prompt: str, token: str, changed: bool) -> str:

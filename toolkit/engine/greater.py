@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator, Sequence
 
 from ..errors import ConfigError, OutOfMemoryError
-from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
+from ..layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from ..tasks import AnswerSpec
 from .search import WideSearch
 
@@ -52,7 +52,7 @@ class GreaterConfig:
     score_fluency_weight: float = 0.02  # fluency term in the candidate score
     loss_weight: float | None = None  # answer-loss tie-break in the score: 0 (reference), 0.01 (improved)
     token_filter: str = REFERENCE_TOKEN_FILTER
-    max_new_tokens: int = 1024  # reasoning chain cap
+    max_new_tokens: int = CHAIN_CAP  # reasoning chain cap (the reference uses 1024; see layout.CHAIN_CAP)
     max_prompt_tokens: int = 50
     top_keep: int = 10
     select_on_dev: bool = True
