@@ -185,3 +185,65 @@ def test_runs_show_summarises_and_keeps_ctrl_c_out_of_the_errors(project, tmp_pa
     assert '"n_train"' not in res.output
     res = CliRunner().invoke(cli, ["--project", str(project.path), "runs", "show", str(rid), "--config"])
     assert '"n_train": 4' in res.output
+
+
+def test_import_says_what_it_decided_and_why(project, tmp_path):
+    many = tmp_path / "names.csv"  # 60 distinct answers in 60 rows: a text task, and the summary says why
+    many.write_text("goal,target\n" + "".join(f"q{i},name{i}\n" for i in range(60)))
+    res = run(["tasks", "import", str(many)], project.path)
+    assert res.exit_code == 0 and "Answer: text" in res.output
+    assert "Why: text: 60 distinct answers (more than --max-labels 20)" in res.output
+    gsm = tmp_path / "gsm.jsonl"  # worked solutions ending in '#### N' without --answer-regex: warned, with the fix
+    gsm.write_text("".join(json.dumps({"question": f"What is {i} + {i}?",
+                                       "answer": f"{i} plus {i} is {2 * i}.\n#### {2 * i}"}) + "\n" for i in range(12)))
+    res = run(["tasks", "import", str(gsm), "--target-column", "answer"], project.path)
+    assert res.exit_code == 0 and "can never match" in res.output and "--answer-regex" in res.output
+    assert "####" in res.output
+    res = run(["tasks", "import", str(gsm), "--name", "gsm2", "--target-column", "answer",
+               "--answer-regex", r"####\s*(.+)$"], project.path)
+    assert res.exit_code == 0 and "can never match" not in res.output and "Answer: number" in res.output
+    labels = tmp_path / "wide.csv"  # 30 labels over 300 rows: the summary lists 12 and counts the rest
+    labels.write_text("goal,target\n" + "".join(f"q{i},L{i % 30:02d}\n" for i in range(300)))
+    res = run(["tasks", "import", str(labels), "--max-labels", "40"], project.path)
+    assert res.exit_code == 0 and "30 labels" in res.output and "(18 more)" in res.output
+    assert "L29" not in res.output.split("Label balance")[0]
+    again = run(["tasks", "import", str(labels), "--max-labels", "40"], project.path)  # a duplicate name
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert "Answer:" not in again.output  # refused before the summary, not after it
+
+
+def test_commands_say_when_they_use_the_default_project(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GRADPROMPT_PROJECT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["tasks", "list"])
+    assert res.exit_code == 0 and "Using the default project" in res.output and "gradprompt init" in res.output
+    res = CliRunner().invoke(cli, ["--project", str(tmp_path / "home" / "default-project"), "tasks", "list"])
+    assert res.exit_code == 0 and "Using the default project" not in res.output
+
+
+def test_diff_across_tasks_warns_and_a_vote_needs_distinct_voters(project, tmp_path):
+    for name in ("one", "two"):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+        assert run(["tasks", "import", str(path)], project.path).exit_code == 0
+    a = project.add_prompt(project.store.find_task(project.id, "one"), "say yes", origin="manual")
+    b = project.add_prompt(project.store.find_task(project.id, "two"), "say no", origin="manual")
+    res = run(["prompts", "diff", str(a), str(b)], project.path)
+    assert res.exit_code == 0 and "belongs to task one" in res.output and "do not compare" in res.output
+    task = project.store.find_task(project.id, "one")
+    examples = project.store.examples(task["id"], "test")
+    evs = []
+    for _ in range(2):  # the same prompt, model, runtime and settings twice: one voter
+        ev = project.store.create_evaluation(prompt_id=a, task_id=task["id"], split="test", model_id="m",
+                                             model_sha256="x", backend="llamacpp", quantization="Q4_1",
+                                             mode="direct", settings={}, n=len(examples))
+        for ex in examples:
+            project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"], True, 0.0)
+        project.store.finish_evaluation(ev, n=len(examples), correct=len(examples), accuracy=1.0, ci_low=0.5,
+                                        ci_high=1.0)
+        evs.append(ev)
+    res = run(["evals", "vote", str(evs[0]), str(evs[1])], project.path)
+    assert res.exit_code == 1 and "one voter" in res.output
+    res = run(["evals", "vote", str(evs[0]), str(evs[0])], project.path)
+    assert res.exit_code == 1 and "more than once" in res.output
