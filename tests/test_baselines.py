@@ -15,7 +15,10 @@ def test_text_optimizers_produce_store_and_respect_the_budget(project, llama, me
     run = project.store.run(result.run_id)
     assert run["method"] == method and run["model_sha256"] == llama.sha256
     assert run["config"]["sampling"]["temperature"] == cfg.temperature
-    assert run["timings"]["optimize_seconds"] < cfg.budget_s + 15  # one step in flight may finish past it
+    # the budget: a step starts only while time is left (the step in flight may finish past it); checked on the
+    # stored step times, not on the wall clock of a loaded machine
+    steps = project.store.steps(result.run_id)
+    assert sum(sum(s["timings"].values()) for s in steps[:-1]) < cfg.budget_s
     assert run["timings"]["usage"]["generated_tokens"] > 0
     steps = project.store.steps(result.run_id)
     proposed = [c["text"] for s in steps for c in s["candidates"]]

@@ -666,3 +666,20 @@ async def test_a_baseline_run_from_the_new_run_dialog(project, tiny_tm, llama, t
         run = project.store.run(project.store.list_runs(project.id)[0]["id"])
         assert run["method"] == "initial" and run["config"]["baseline"]["n_dev"] == 4
         await wait_for(pilot, lambda: "done" in str(app.query_one("#live-status").render()), limit=100)
+
+
+async def test_form_labels_are_never_cut(project, tiny_tm, tmp_path):
+    from textual.widgets import Label
+
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 44)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path))
+        for key in ("n", "i"):
+            await pilot.press(key)
+            await pilot.pause()
+            labels = list(app.screen.query(".field-label").results(Label))
+            assert labels
+            for label in labels:
+                text = str(label.render())
+                assert label.size.width >= len(text), text
+            await pilot.press("escape")

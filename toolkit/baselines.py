@@ -22,7 +22,7 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, predict
 from .layout import ChatLayout
-from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, library_versions, record_step
+from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, drive, library_versions
 
 METHODS = ("initial", "cot", "ape", "opro")
 COT_PROMPT = "Let's think step by step."
@@ -133,8 +133,8 @@ class BaselineOptimizer:
             cands = self.propose(state, rng)
             t_prop = time.perf_counter() - t_step
             scored = []
-            for text in cands:
-                if time.perf_counter() - t0 >= cfg.budget_s:
+            for text in cands:  # a started step scores at least one of its proposals (else it proposed in vain)
+                if scored and time.perf_counter() - t0 >= cfg.budget_s:
                     break
                 scored.append({"text": text, "accuracy": self.train_accuracy(text)})
             known = {t[1] for t in state["pool"]}
@@ -216,37 +216,32 @@ def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig
         initial_id = run["initial_prompt_id"]
         steps = store.steps(run_id)
         state = steps[-1]["state"] if steps else opt.initial_state(run["config"]["initial_prompt"])
-    calls0 = dict(model.stats)
-    t0 = time.perf_counter()
-    try:
-        for record in opt.run(state, stop=stop):
-            state = record["state"]
-            record_step(store, run_id, record, on_step)
-        if stop is not None and stop.is_set():
-            store.update_run(run_id, status="stopped")
-            return OptimizeResult(run_id, "stopped", None, "", initial_id, None, None, state["step"],
-                                  time.perf_counter() - t0)
+    return drive(project, task_row, run_id, BaselineRun(opt, model), state, initial_id, on_step, stop)
+
+
+class BaselineRun:
+    """A baseline optimizer seen through the one protocol :func:`toolkit.optimize.drive` runs."""
+
+    def __init__(self, opt: BaselineOptimizer, model):
+        self.opt, self.model = opt, model
+        self.origin = opt.config.method  # ape, opro, cot or initial
+        self.calls0 = dict(model.stats)
+
+    def run(self, state: dict, stop=None):
+        return self.opt.run(state, stop=stop)
+
+    def current_prompt(self, state: dict) -> str:
+        pool = state.get("pool") or []
+        return max(pool, key=lambda t: t[0])[1] if pool else state["initial"]
+
+    def conclude(self, state: dict):
+        from .optimize import Finished
+
+        opt = self.opt
         if not state["pool"]:  # initial / cot never entered the loop body
-            state["pool"] = [[opt.train_accuracy(COT_PROMPT if config.method == "cot" else state["initial"]),
-                              COT_PROMPT if config.method == "cot" else state["initial"]]]
-        budget_s = time.perf_counter() - t0
+            text = COT_PROMPT if opt.config.method == "cot" else state["initial"]
+            state["pool"] = [[opt.train_accuracy(text), text]]
         prompt, train_acc, dev_acc, table, selection = opt.finish(state)
-    except BaseException as exc:
-        try:
-            store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             error=f"{type(exc).__name__}: {exc}")
-        except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
-            pass
-        raise
-    existing = store.find_prompt(project.id, task_row["id"], prompt)
-    origin = config.method if config.method != "initial" else "initial"
-    prompt_id = existing["id"] if existing else project.add_prompt(task_row, prompt, origin=origin,
-                                                                   parent_id=initial_id, run_id=run_id,
-                                                                   step=state["step"])
-    usage = {k: model.stats[k] - calls0.get(k, 0) for k in model.stats}
-    seconds = time.perf_counter() - t0
-    store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
-                     timings={"seconds": seconds, "optimize_seconds": budget_s, "usage": usage, "top": table,
-                              "train_accuracy": train_acc, "dev_accuracy": dev_acc, "selection": selection})
-    return OptimizeResult(run_id, "done", prompt_id, prompt, initial_id, train_acc, dev_acc, state["step"], seconds,
-                          selection=selection)
+        usage = {k: self.model.stats[k] - self.calls0.get(k, 0) for k in self.model.stats}
+        return Finished(prompt=prompt, train_accuracy=train_acc, dev_accuracy=dev_acc, steps=state["step"], top=table,
+                        selection=selection, usage=usage)

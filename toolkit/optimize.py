@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .engine.greater import GreaterConfig, Item
@@ -81,7 +81,7 @@ def optimize(project, task: str | int, *, model_id: str | None = None, config: G
                               model_sha256=tm.sha256, config=run_config, seed=config.seed,
                               versions=library_versions(), initial_prompt_id=initial_id, bench_id=bench_id)
     state = engine.initial_state(initial_prompt)
-    return _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop)
+    return drive(project, task_row, run_id, GreaterRun(engine), state, initial_id, on_step, stop)
 
 
 def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
@@ -100,7 +100,7 @@ def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = Non
     state = steps[-1]["state"] if steps else engine.initial_state(cfg["initial_prompt"])
     state.setdefault("initial_ids", engine.encode_prompt(cfg["initial_prompt"]))  # runs stored before it was kept
     store.claim_run(run_id, force=force)  # after the model loaded: a failed load leaves the run as it was
-    return _drive(project, task_row, run_id, engine, state, run["initial_prompt_id"], on_step, stop)
+    return drive(project, task_row, run_id, GreaterRun(engine), state, run["initial_prompt_id"], on_step, stop)
 
 
 STEP_FIELDS = ("step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
@@ -116,44 +116,79 @@ def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None
         on_step(record)
 
 
-def _drive(project, task_row, run_id, engine, state, initial_id, on_step, stop) -> OptimizeResult:
+@dataclass
+class Finished:
+    """What any optimizer concludes with: the final prompt and how it was chosen (stored with the run)."""
+
+    prompt: str
+    train_accuracy: float | None
+    dev_accuracy: float | None
+    steps: int
+    top: list = field(default_factory=list)  # the prompts compared at the end, with their scores
+    selection: dict | None = None  # the paired dev test against the starting prompt
+    stop_reason: str | None = None
+    usage: dict = field(default_factory=dict)  # model calls / tokens the run cost
+
+
+class GreaterRun:
+    """The GReaTer engine seen through the one optimizer protocol that :func:`drive` runs:
+    ``run(state, stop)`` yields step records, ``current_prompt(state)``, ``conclude(state) -> Finished``."""
+
+    origin = "run"
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, state: dict, stop=None):
+        return self.engine.run(state, stop=stop)
+
+    def current_prompt(self, state: dict) -> str:
+        return self.engine.decode(state["prompt_ids"])
+
+    def conclude(self, state: dict) -> Finished:
+        result = self.engine.finish(state)
+        return Finished(prompt=result.prompt, train_accuracy=result.train.accuracy if result.train else None,
+                        dev_accuracy=result.dev_accuracy, steps=result.steps_done, top=result.top,
+                        selection=result.selection, stop_reason=result.stop_reason,
+                        usage={"torch_forward_tokens": self.engine.stats["forward_tokens"],
+                               "torch_gradient_tokens": self.engine.stats["grad_tokens"]})
+
+
+def drive(project, task_row, run_id: int, optimizer, state: dict, initial_id: int,
+          on_step: Callable[[dict], None] | None, stop: threading.Event | None) -> OptimizeResult:
+    """The one run lifecycle of every method: run steps (each stored as it completes, with the state to resume
+    from), then stop (``stopped``, resumable), fail (``failed``; Ctrl-C is ``stopped``) or conclude (``done``, the
+    final prompt registered in the library)."""
     store = project.store
     t_start = time.perf_counter()
-    prev_prompt_id = initial_id
     try:
-        for record in engine.run(state, stop=stop):
+        for record in optimizer.run(state, stop=stop):
             state = record["state"]
             record_step(store, run_id, record, on_step)
         if stop is not None and stop.is_set():
-            store.update_run(run_id, status="stopped", timings={"seconds": time.perf_counter() - t_start})
-            return OptimizeResult(run_id, "stopped", None, engine.decode(state["prompt_ids"]), initial_id, None,
-                                  None, state["step"], time.perf_counter() - t_start)
+            seconds = time.perf_counter() - t_start
+            store.update_run(run_id, status="stopped", timings={"seconds": seconds})
+            return OptimizeResult(run_id, "stopped", None, optimizer.current_prompt(state), initial_id, None, None,
+                                  state["step"], seconds)
         optimize_seconds = time.perf_counter() - t_start
-        result = engine.finish(state)
+        done = optimizer.conclude(state)
     except BaseException as exc:
         try:
-            store.update_run(run_id, status="failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+            store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
                              error=f"{type(exc).__name__}: {exc}")
         except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
             pass
         raise
-    existing = store.find_prompt(project.id, task_row["id"], result.prompt)
-    if existing:
-        prompt_id = existing["id"]
-    else:
-        prompt_id = project.add_prompt(task_row, result.prompt, origin="run", parent_id=prev_prompt_id,
-                                       run_id=run_id, step=result.steps_done)
+    existing = store.find_prompt(project.id, task_row["id"], done.prompt)
+    prompt_id = existing["id"] if existing else project.add_prompt(
+        task_row, done.prompt, origin=optimizer.origin, parent_id=initial_id, run_id=run_id, step=done.steps)
     seconds = time.perf_counter() - t_start
     store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
-                     timings={"seconds": seconds, "optimize_seconds": optimize_seconds, "top": result.top,
-                              "train_accuracy": result.train.accuracy if result.train else None,
-                              "dev_accuracy": result.dev_accuracy, "selection": result.selection,
-                              "stop_reason": result.stop_reason,
-                              "usage": {"torch_forward_tokens": engine.stats["forward_tokens"],
-                                        "torch_gradient_tokens": engine.stats["grad_tokens"]}})
-    return OptimizeResult(run_id, "done", prompt_id, result.prompt, initial_id,
-                          result.train.accuracy if result.train else None, result.dev_accuracy,
-                          result.steps_done, seconds, selection=result.selection, stop_reason=result.stop_reason)
+                     timings={"seconds": seconds, "optimize_seconds": optimize_seconds, "top": done.top,
+                              "train_accuracy": done.train_accuracy, "dev_accuracy": done.dev_accuracy,
+                              "selection": done.selection, "stop_reason": done.stop_reason, "usage": done.usage})
+    return OptimizeResult(run_id, "done", prompt_id, done.prompt, initial_id, done.train_accuracy, done.dev_accuracy,
+                          done.steps, seconds, selection=done.selection, stop_reason=done.stop_reason)
 
 
 # -- one entry point for every method -----------------------------------------------------------------------

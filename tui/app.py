@@ -140,7 +140,7 @@ class InputDialog(ModalScreen[dict | None]):
 
     DEFAULT_CSS = """
     InputDialog { align: center middle; }
-    #form { width: 78; height: auto; max-height: 100%; border: thick $accent; padding: 0 1; background: $surface; }
+    #form { width: 96; max-width: 100%; height: auto; max-height: 100%; border: thick $accent; padding: 0 1; background: $surface; }
     .field { height: 1; margin: 0; }
     .field Label { width: 24; }
     .field Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
@@ -156,11 +156,14 @@ class InputDialog(ModalScreen[dict | None]):
         self.form_title, self.fields, self.preview = title, fields, preview
 
     def compose(self) -> ComposeResult:
+        label_width = max(len(label) for _, label, *_ in self.fields) + 2  # every label whole, never cut
         with Vertical(id="form"):
             yield Label(f"[b]{self.form_title}[/b]")
             for name, label, value, *choices in self.fields:
                 with Horizontal(classes="field"):
-                    yield Label(label)
+                    text = Label(label, classes="field-label")
+                    text.styles.width = label_width
+                    yield text
                     if choices:
                         yield choice_widget(choices[0], value, f"field-{name}")
                     else:
