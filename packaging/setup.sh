@@ -6,8 +6,9 @@
 # pull several GB of CUDA packages. llama-cpp-python builds from source the first time (~4 min; pip caches it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[all]"  # tui, torch (the optimizer), gpu (bitsandbytes), bench (matplotlib): everything
+[ "${1:-}" = "--test" ] && extras="[all,test]"
+lock="-c packaging/constraints.txt"  # the lock: the same versions on every machine (packaging/lock.sh rewrites it)
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "gradprompt setup: creating .venv"
@@ -18,7 +19,7 @@ $pip install -q --upgrade pip >/dev/null
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "gradprompt setup: installing torch (CUDA)"
-    $pip install -q torch
+    $pip install -q $lock torch
   else
     echo "gradprompt setup: installing torch==2.13.0 (CPU)"
     $pip install -q torch==2.13.0
@@ -32,7 +33,7 @@ if [ "$(uname -m)" = "x86_64" ] && [ -z "${CMAKE_ARGS:-}" ]; then export CMAKE_A
 if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
   echo "gradprompt setup: installing dependencies (llama-cpp-python compiles the first time: ~4-10 minutes)"
 fi
-$pip install -q -e ".${extras}"
+$pip install -q $lock -e ".${extras}"
 # A smoke test of the llama.cpp build: decode a batch of tokens with the default model. A wheel that pip cached
 # from an earlier native build can crash here; then it is rebuilt without the cache.
 smoke='from llama_cpp import Llama; from toolkit.models import get_model

@@ -89,6 +89,10 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
         store.update_bench(bench_id, status="running")
     for task in config.tasks:
         store.task(project.id, task)  # fail early on a missing task
+    if any(is_greater(m) for m in config.methods):
+        from .errors import require
+
+        require("torch", "transformers", what="The bench's greater methods")
     info = get_model(config.model_id)
     llama = LlamaCppModel(info)
     tm = None
@@ -273,7 +277,13 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
     tasks = [t for t in cfg["tasks"]]
     out_dir = Path(out_dir or project.path / "reports")
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = write_chart(cells, methods, tasks, out_dir / f"bench-{bench_id}.png")
+    try:
+        import matplotlib  # noqa: F401  (the bench extra: an edge install writes the table without the chart)
+
+        png = write_chart(cells, methods, tasks, out_dir / f"bench-{bench_id}.png")
+        chart = f"![chart]({png.name})"
+    except ImportError:
+        png, chart = None, "(no chart: this install has no matplotlib; `pip install 'gradprompt[bench]'` adds it)"
     md = out_dir / f"bench-{bench_id}.md"
     text = [f"# Bench {bench_id}: {bench['name']}", "",
             f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (proposal + scoring; "
@@ -282,7 +292,7 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
             f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}. Test accuracy % with 95% Wilson "
             "intervals, scored with llama.cpp on the GGUF; +W/-L: test examples fixed / broken against the "
             "initial prompt, p: exact two-sided McNemar test on the same examples (bold: p < 0.05).", "",
-            markdown_table(cells, methods, tasks), "", f"![chart]({png.name})", ""]
+            markdown_table(cells, methods, tasks), "", chart, ""]
     if any(c.agreement for c in cells):
         text += ["## The gradient's rank agreement with the true scores (GReaTer runs)", "",
                  agreement_table(cells, tasks), ""]

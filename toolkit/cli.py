@@ -452,6 +452,10 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
             return
         printer = BaselinePrinter()
     else:
+        from .errors import require
+
+        require("torch", "transformers", what="GReaTer (`gradprompt optimize`; --method ape, opro, cot or initial "
+                "run on llama.cpp alone)")
         gcfg = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every,
                        width, probe, rank)
         if budget:
@@ -1098,7 +1102,7 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget
         bench_id = report_id
     md, png = write_report(project, bench_id, out)
     console.print(md.read_text(), highlight=False, markup=False)
-    console.print(f"Report: {md}\nChart: {png}")
+    console.print(f"Report: {md}\nChart: {png or 'not written (no matplotlib in this install)'}")
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -1133,6 +1137,9 @@ def tui(ctx):
     # found through the gradprompt.ui entry point, so the core never imports the TUI
     from importlib.metadata import entry_points
 
+    from .errors import require
+
+    require("textual", what="The terminal UI")
     found = list(entry_points(group="gradprompt.ui"))
     if not found:
         raise GradpromptError("The terminal UI is not part of this version yet; use the commands above.",

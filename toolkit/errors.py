@@ -58,3 +58,37 @@ class ConfigError(GradpromptError):
 
 class OutOfMemoryError(GradpromptError):
     title = "Out of memory"
+
+
+class MissingExtraError(GradpromptError):
+    """A part of gradprompt that this install lacks (the edge install has no torch, say)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, title="Not in this install")
+
+
+EXTRAS = {  # module -> (extra, what it gives)
+    "torch": ("torch", "the optimizer (GReaTer) and the torch runtime"),
+    "transformers": ("torch", "the optimizer (GReaTer) and the torch runtime"),
+    "safetensors": ("torch", "the optimizer (GReaTer) and the torch runtime"),
+    "bitsandbytes": ("gpu", "8-bit and 4-bit torch models"),
+    "textual": ("tui", "the terminal UI"),
+    "matplotlib": ("bench", "the bench chart"),
+}
+
+
+def require(*modules: str, what: str) -> None:
+    """Import ``modules`` or say clearly that ``what`` needs a part this install lacks and how to add it (never a
+    raw ImportError)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            extra, gives = EXTRAS.get(module, (module, module))
+            raise MissingExtraError(
+                f"{what} needs {module} ({gives}), which this install does not have - the edge install runs the "
+                f"prompt library, tasks, llama.cpp evaluation, compare across GGUF files and export without it. "
+                f"Add it with `pip install 'gradprompt[{extra}]'`, or run `bash packaging/setup.sh` for the full "
+                "install.") from None

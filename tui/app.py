@@ -8,7 +8,6 @@ the backends, so tests can pass a fast model.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,15 +16,16 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, Select, Static, TabbedContent,
-                             TabPane)
+from textual.widgets import DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from toolkit.errors import ConfigError, GradpromptError
 from toolkit.layout import CHAIN_CAP
 from toolkit.store import row_tags
+
+from .dialogs import DiffScreen, ErrorDialog, InputDialog, TextDialog, choice_widget, seconds, whole  # noqa: F401
+from .forms import IMPORT_FIELDS, read_task_file_from_form, run_config_from_form  # noqa: F401
+from .render import clip, escape_markup, heatmap, highlight_token, keep_cursor, sparkline  # noqa: F401
 
 
 def _load_llama(model_id: str):
@@ -73,183 +73,6 @@ class JobFailed(Message):
     def __init__(self, title: str, text: str) -> None:
         self.title, self.text = title, text
         super().__init__()
-
-
-def whole(values: dict, key: str, label: str, default: int | None = None, minimum: int | None = None) -> int | None:
-    """A whole number from a form field, or a ConfigError that names the field (an empty field: ``default``)."""
-    text = str(values.get(key, "")).strip()
-    if not text:
-        if default is None:
-            raise ConfigError(f"{label}: give a whole number.")
-        return default
-    try:
-        number = int(text)
-    except ValueError:
-        raise ConfigError(f"{label}: {text!r} is not a whole number.") from None
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"{label}: give {minimum} or more (not {number}).")
-    return number
-
-
-def seconds(values: dict, key: str, label: str) -> float | None:
-    text = str(values.get(key, "")).strip()
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        raise ConfigError(f"{label}: {text!r} is not a number of seconds.") from None
-    if not number > 0 or number == float("inf"):
-        raise ConfigError(f"{label}: give a positive number of seconds, or leave it empty.")
-    return number
-
-
-# ---------------------------------------------------------------------------------------------- dialogs
-
-
-def choice_widget(choices: list[str], value: str, widget_id: str) -> Select:
-    """A one-line closed choice (a Select), so a form never takes a free-text value it cannot use."""
-    options = [(c, c) for c in choices]
-    try:
-        return Select(options, value=value, allow_blank=False, id=widget_id, compact=True)
-    except TypeError:  # a Textual without compact selects
-        return Select(options, value=value, allow_blank=False, id=widget_id)
-
-
-class ErrorDialog(ModalScreen[None]):
-    DEFAULT_CSS = "ErrorDialog { align: center middle; } #box { width: 70; height: auto; border: thick $error; padding: 1 2; background: $surface; }"
-    BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
-
-    def __init__(self, title: str, text: str) -> None:
-        super().__init__()
-        self.title_text, self.text = title, text
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="box"):
-            yield Label(f"[b]{self.title_text}[/b]", id="error-title")
-            yield Static(self.text, id="error-text")
-            yield Button("Close", id="close", variant="error")
-
-    @on(Button.Pressed, "#close")
-    def _close(self) -> None:
-        self.dismiss(None)
-
-
-class InputDialog(ModalScreen[dict | None]):
-    """A small form: one Input per field. Returns the values, or None when cancelled."""
-
-    DEFAULT_CSS = """
-    InputDialog { align: center middle; }
-    #form { width: 96; max-width: 100%; height: auto; max-height: 100%; border: thick $accent; padding: 0 1; background: $surface; }
-    .field { height: 1; margin: 0; }
-    .field Label { width: 24; }
-    .field Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
-    .field Select { width: 1fr; height: 1; }
-    #preview { height: auto; max-height: 8; color: $text-muted; }
-    #buttons { height: auto; }
-    """
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str, fields: list[tuple], preview: Callable[[dict], str] | None = None):
-        """``fields``: (name, label, value) for free text, (name, label, value, choices) for a closed choice."""
-        super().__init__()
-        self.form_title, self.fields, self.preview = title, fields, preview
-
-    def compose(self) -> ComposeResult:
-        label_width = max(len(label) for _, label, *_ in self.fields) + 2  # every label whole, never cut
-        with Vertical(id="form"):
-            yield Label(f"[b]{self.form_title}[/b]")
-            for name, label, value, *choices in self.fields:
-                with Horizontal(classes="field"):
-                    text = Label(label, classes="field-label")
-                    text.styles.width = label_width
-                    yield text
-                    if choices:
-                        yield choice_widget(choices[0], value, f"field-{name}")
-                    else:
-                        yield Input(value=value, id=f"field-{name}")
-            yield Static("", id="preview")
-            with Horizontal(id="buttons"):
-                yield Button("OK", id="ok", variant="primary")
-                yield Button("Cancel", id="cancel")
-
-    def values(self) -> dict:
-        return {name: str(self.query_one(f"#field-{name}").value) for name, *_ in self.fields}
-
-    @on(Input.Changed)
-    @on(Select.Changed)
-    def _changed(self) -> None:
-        if self.preview:
-            try:
-                text = self.preview(self.values())
-            except GradpromptError as exc:
-                text = f"[red]{escape(str(exc))}[/red]"
-            except Exception as exc:  # a preview must never crash the form
-                text = f"[red]{escape(f'{type(exc).__name__}: {exc}')}[/red]"
-            self.query_one("#preview", Static).update(text)
-
-    @on(Button.Pressed, "#ok")
-    @on(Input.Submitted)
-    def _ok(self) -> None:
-        self.dismiss(self.values())
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class TextDialog(ModalScreen[None]):
-    DEFAULT_CSS = "TextDialog { align: center middle; } #text-box { width: 90%; height: 80%; border: thick $accent; padding: 1 2; background: $surface; }"
-    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
-
-    def __init__(self, title: str, text: str) -> None:
-        super().__init__()
-        self.box_title, self.text = title, text
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="text-box"):
-            yield Label(f"[b]{self.box_title}[/b]")
-            yield Static(self.text, id="dialog-text")
-
-
-class DiffScreen(ModalScreen[None]):
-    """Two prompt versions side by side, token by token: removed on red, added on green, changed on yellow."""
-
-    DEFAULT_CSS = """
-    DiffScreen { align: center middle; }
-    #diff-box { width: 96%; height: 90%; border: thick $accent; padding: 0 1; background: $surface; }
-    #diff-panes { height: 1fr; }
-    .diff-pane { width: 1fr; height: 1fr; border: round $primary; padding: 0 1; }
-    #diff-stats { height: 1; color: $text-muted; }
-    #diff-effect { height: auto; max-height: 6; }
-    """
-    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
-
-    def __init__(self, a: dict, b: dict, effects: list[str] | None = None) -> None:
-        super().__init__()
-        self.a, self.b, self.effects = a, b, effects or []
-
-    def compose(self) -> ComposeResult:
-        from rich.markup import escape
-
-        from toolkit.diff import diff_stats, side_by_side_text
-
-        left, right = side_by_side_text(self.a["text"], self.b["text"])
-        st = diff_stats(self.a["text"], self.b["text"])
-        with Vertical(id="diff-box"):
-            yield Label(f"[b]Diff: prompt {self.a['id']} -> prompt {self.b['id']}[/b]")
-            with Horizontal(id="diff-panes"):
-                with VerticalScroll(classes="diff-pane") as pane:
-                    pane.border_title = f"{self.a['id']} ({self.a['origin']})"
-                    yield Static(left, id="diff-left")
-                with VerticalScroll(classes="diff-pane") as pane:
-                    pane.border_title = f"{self.b['id']} ({self.b['origin']})"
-                    yield Static(right, id="diff-right")
-            yield Static(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged   "
-                         "[on dark_red] removed [/] [black on green] added [/] [black on yellow] changed [/]   esc closes",
-                         id="diff-stats")
-            if self.effects:
-                yield Static("\n".join(escape(line) for line in self.effects), id="diff-effect")
 
 
 HELP = """[b]Keys[/b]
@@ -1219,130 +1042,6 @@ class GradpromptApp(App):
         self.query_one("#live-status", Static).update(text)
         self.refresh_all()
         self.notify(text)
-
-
-def clip(text: str, width: int) -> str:
-    """One line of at most `width` characters, with an ellipsis where it was cut."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-@contextmanager
-def keep_cursor(table: DataTable):
-    """Refill a table and keep the selected row (by key) where it was: after tagging prompt 2 the next key acts on
-    prompt 2, not on whatever row 1 holds now."""
-    key = None
-    if table.row_count:
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # no valid cursor
-            key = None
-    table.clear()
-    yield table
-    if key is not None:
-        try:
-            table.move_cursor(row=table.get_row_index(key), animate=False)
-        except Exception:  # the row is gone (deleted, or filtered out by a search)
-            pass
-
-
-def escape_markup(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
-def run_config_from_form(values: dict):
-    """The new-run dialog's values -> ("greater", GreaterConfig) or ("baseline", BaselineConfig), with the
-    defaults of `gradprompt optimize` (20 steps, 16 training and 32 dev examples, chain cap 64, dev at the end)."""
-    from toolkit.optimize import is_greater
-
-    method = (values.get("method") or "greater").strip()
-    steps = whole(values, "steps", "Steps", minimum=1)
-    n_train = whole(values, "train", "Training examples", minimum=1)
-    n_dev = whole(values, "dev", "Dev examples", minimum=1)
-    seed = whole(values, "seed", "Seed", 0)
-    budget = seconds(values, "budget", "Time budget")
-    if not is_greater(method):
-        from toolkit.baselines import BaselineConfig
-
-        return "baseline", BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=n_train,
-                                          n_dev=n_dev, seed=seed)
-    from toolkit.engine.greater import GreaterConfig
-
-    return "greater", GreaterConfig(mode=(values.get("mode") or "direct").strip(), steps=steps, n_train=n_train,
-                                    n_dev=n_dev, seed=seed,
-                                    max_new_tokens=whole(values, "chain_cap", "Reasoning chain cap", CHAIN_CAP, 1),
-                                    dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
-                                    time_budget_s=budget)
-
-
-IMPORT_FIELDS = [  # the CLI's `tasks import` options, with its defaults
-    ("path", "File (train, or all)", ""), ("name", "Name (optional)", ""),
-    ("dev_file", "Dev file (optional)", ""), ("test_file", "Test file (optional)", ""),
-    ("format", "Format", "auto", ["auto", "csv", "tsv", "jsonl", "json"]),
-    ("input_column", "Input column (optional)", ""), ("target_column", "Answer column (optional)", ""),
-    ("input_template", "Input template (optional)", ""), ("answer_regex", "Answer regex (optional)", ""),
-    ("answer_type", "Answer type", "auto", ["auto", "label", "number", "text"]),
-    ("max_labels", "Most distinct labels", "20"), ("split", "Split train,dev,test", "0.4,0.2,0.4"),
-    ("seed", "Split seed", "0"),
-]
-
-
-def read_task_file_from_form(values: dict):
-    """The import dialog's values -> a parsed task (the same options and defaults as `gradprompt tasks import`)."""
-    from toolkit.tasks import ImportOptions, parse_split, read_task_file
-
-    def text(key: str) -> str | None:
-        return (values.get(key) or "").strip() or None
-
-    choice = {k: None if (values.get(k) or "auto") == "auto" else values[k] for k in ("format", "answer_type")}
-    opts = ImportOptions(input_column=text("input_column"), target_column=text("target_column"),
-                         input_template=text("input_template"),
-                         answer_regex=text("answer_regex"), answer_kind=choice["answer_type"], format=choice["format"],
-                         max_labels=whole(values, "max_labels", "Most distinct labels", 20, 2),
-                         split=parse_split(text("split") or "0.4,0.2,0.4"), seed=whole(values, "seed", "Split seed", 0))
-    return read_task_file(values["path"].strip(), name=text("name"), options=opts, dev_file=text("dev_file"),
-                          test_file=text("test_file"))
-
-
-def highlight_token(prompt: str, token: str, changed: bool) -> str:
-    from rich.markup import escape
-
-    if not changed or not token.strip() or token not in prompt:
-        return escape(prompt)
-    i = prompt.rfind(token)
-    return escape(prompt[:i]) + "[reverse green]" + escape(token) + "[/]" + escape(prompt[i + len(token):])
-
-
-def sparkline(values: list[float]) -> str:
-    if not values:
-        return ""
-    bars = "▁▂▃▄▅▆▇█"
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    return "".join(bars[int((v - lo) / span * (len(bars) - 1))] for v in values[-60:]) + f"  {values[-1]:.3f}"
-
-
-def heatmap(evals: list[dict]) -> str:
-    """Prompts x (model, backend, quantization) accuracy as coloured cells (the latest evaluation per cell)."""
-    if not evals:
-        return "No evaluations yet: run `gradprompt eval` or `gradprompt compare`."
-    cols = sorted({(e["model_id"], e["backend"], e["quantization"], e["split"]) for e in evals})
-    prompts = sorted({e["prompt_id"] for e in evals})
-    cell = {(e["prompt_id"], (e["model_id"], e["backend"], e["quantization"], e["split"])): e["accuracy"] for e in evals}
-    lines = ["prompt  " + "  ".join(f"{b[:5]} {q[:5]:<5} {s[:4]}" for _, b, q, s in cols)]
-    for p in prompts:
-        row = []
-        for c in cols:
-            acc = cell.get((p, c))
-            if acc is None:
-                row.append(f"{'-':^16}")
-            else:
-                colour = "green" if acc >= 0.8 else "yellow" if acc >= 0.6 else "red"
-                row.append(f"[black on {colour}]{100 * acc:^16.1f}[/]")
-        lines.append(f"{p:<6}  " + "  ".join(row))
-    return "\n".join(lines)
 
 
 def create_app(project, backends: Backends | None = None) -> GradpromptApp:

@@ -170,6 +170,9 @@ def prepare_for_gradients(model) -> int:
 
 
 def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "auto") -> TorchModel:
+    from ..errors import require
+
+    require("torch", "transformers", what="Loading a model for torch")
     offline_env()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -188,10 +191,10 @@ def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "au
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
     if precision in ("8bit", "4bit"):
         try:
-            import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
         except ImportError:
-            raise ConfigError("8bit/4bit need bitsandbytes: pip install bitsandbytes") from None
+            raise ConfigError("8bit/4bit need a transformers with BitsAndBytesConfig.") from None
+        require("bitsandbytes", what=f"--precision {precision}")
         if precision == "4bit":
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32

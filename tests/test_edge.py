@@ -1,0 +1,87 @@
+"""The edge install: the core without torch, transformers, bitsandbytes, textual or matplotlib.
+
+Each test runs the real CLI in a fresh process where those packages cannot be imported (``sys.modules[name] =
+None`` makes every ``import name`` raise ImportError, as on a machine that never installed them), so the
+everyday testing side must work and the optimizer must say what it needs instead of a traceback.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+BLOCKED = ("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "textual", "matplotlib")
+RUNNER = (
+    "import sys\n"
+    f"for name in {BLOCKED!r}:\n"
+    "    sys.modules[name] = None\n"
+    "from toolkit.cli import main\n"
+    "sys.argv = ['gradprompt'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+def edge(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.fixture
+def edge_project(tmp_path):
+    folder = tmp_path / "edge"
+    res = edge("init", str(folder))
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "reviews.csv"
+    data.write_text("goal,target\n" + "".join(
+        f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
+        f"{'positive' if i % 2 else 'negative'}\n" for i in range(20)))
+    assert edge("--project", str(folder), "tasks", "import", str(data)).returncode == 0
+    return folder
+
+
+def test_the_core_runs_without_torch_textual_or_matplotlib(edge_project, tmp_path, llama):
+    """version, models, tasks, prompts, llama.cpp eval (the same answers as the full install), export."""
+    p = ["--project", str(edge_project)]
+    assert "gradprompt" in edge("--version").stdout
+    res = edge(*p, "models", "list")
+    assert res.returncode == 0 and "smollm2-135m" in res.stdout
+    assert edge(*p, "prompts", "add", "reviews", "Is this review positive or negative?").returncode == 0
+    res = edge(*p, "eval", "1", "--limit", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["n"] == 4 and "Traceback" not in res.stderr
+    # the same answers as the full install's llama.cpp on the same examples (the project's stored outputs)
+    from toolkit.evaluate import EvalSettings, predict
+    from toolkit.layout import ChatLayout
+    from toolkit.project import open_project
+
+    proj = open_project(edge_project)
+    try:
+        task = proj.store.find_task(proj.id, "reviews")
+        spec = proj.store.task_spec(task)
+        ev = proj.store.evaluations(prompt_id=1)[0]
+        stored = {r["example_id"]: r["predicted"] for r in proj.store.example_results(ev["id"])}
+        layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
+        for ex in proj.store.examples(task["id"], "test", limit=4):
+            _, pred = predict(llama, layout, spec, "Is this review positive or negative?", ex["input"],
+                              EvalSettings())
+            assert stored[ex["id"]] == pred
+    finally:
+        proj.close()
+    out = tmp_path / "exports"
+    res = edge(*p, "export", "1", "--format", "json", "-o", str(out) + "/")
+    assert res.returncode == 0 and list(out.glob("*.json")), res.stderr
+
+
+def test_the_optimizer_and_the_tui_say_they_need_the_full_install(edge_project):
+    p = ["--project", str(edge_project)]
+    for args in (["optimize", "reviews", "--steps", "1"], ["tui"],
+                 ["eval", "1", "--backend", "torch", "--limit", "1"]):
+        if args[0] == "eval":
+            edge(*p, "prompts", "add", "reviews", "Answer.")
+        res = edge(*p, *args)
+        assert res.returncode != 0, args
+        assert "Traceback" not in res.stderr and "ImportError" not in res.stderr, res.stderr
+        assert "this install does not have" in res.stderr and "pip install 'gradprompt[" in res.stderr, res.stderr
+        assert "packaging/setup.sh" in res.stderr
