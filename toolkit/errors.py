@@ -87,6 +87,13 @@ def require(*modules: str, what: str) -> None:
             importlib.import_module(module)
         except ImportError:
             extra, gives = EXTRAS.get(module, (module, module))
+            import sys
+
+            if getattr(sys, "frozen", False):  # the edge bundle: no pip to add a part with
+                raise MissingExtraError(
+                    f"{what} needs {module} ({gives}), which the edge bundle leaves out (it runs the prompt "
+                    "library, tasks, llama.cpp evaluation, compare across GGUF files and export). Use the full "
+                    "install for it: `bash packaging/setup.sh` in a gradprompt checkout.") from None
             raise MissingExtraError(
                 f"{what} needs {module} ({gives}), which this install does not have - the edge install runs the "
                 f"prompt library, tasks, llama.cpp evaluation, compare across GGUF files and export without it. "

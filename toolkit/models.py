@@ -160,7 +160,12 @@ def _read_manifest(path: Path, builtin: bool) -> ModelInfo:
 
 
 def builtin_manifest_dir() -> Path:
-    return Path(str(importlib.resources.files("toolkit.manifests")))
+    if getattr(sys, "frozen", False):  # the edge bundle carries the manifests as data beside toolkit/
+        return Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parent.parent)) / "toolkit" / "manifests"
+    try:
+        return Path(str(importlib.resources.files("toolkit.manifests")))
+    except ModuleNotFoundError:  # a frozen build (the edge bundle) carries the manifests as data beside toolkit/
+        return Path(__file__).resolve().parent / "manifests"
 
 
 def user_manifest_dir() -> Path:
