@@ -21,8 +21,15 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     echo "gradprompt setup: installing torch (CUDA)"
     $pip install -q $lock torch
   else
+    # the CPU build from PyTorch's CPU index (on the default index, torch is the CUDA build with several GB of
+    # NVIDIA packages); a machine that cannot reach that index falls back to the default one, and says so
     echo "gradprompt setup: installing torch==2.13.0 (CPU)"
-    $pip install -q torch==2.13.0
+    if ! $pip install -q --timeout 20 --retries 1 --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+        >/dev/null 2>&1; then
+      echo "gradprompt setup: PyTorch's CPU index (download.pytorch.org/whl/cpu) is not reachable; installing" \
+           "torch==2.13.0 from the default index (there it may be the larger CUDA build)"
+      $pip install -q torch==2.13.0
+    fi
   fi
 fi
 # llama.cpp is compiled for a portable x86-64 level (AVX2/FMA/F16C), not for this exact CPU: a "native" build

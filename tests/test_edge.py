@@ -85,3 +85,26 @@ def test_the_optimizer_and_the_tui_say_they_need_the_full_install(edge_project):
         assert "Traceback" not in res.stderr and "ImportError" not in res.stderr, res.stderr
         assert "this install does not have" in res.stderr and "pip install 'gradprompt[" in res.stderr, res.stderr
         assert "packaging/setup.sh" in res.stderr
+
+
+def test_no_library_warning_reaches_the_user_during_a_run(tmp_path, real_tm):
+    """A real optimization step in a fresh process with Python's warnings shown (PYTHONWARNINGS=default):
+    transformers' deprecation notices and the like must not reach the terminal."""
+    import os
+
+    folder = tmp_path / "warn"
+    # every warning category shown, except ResourceWarning, which Python itself hides from users (llama-cpp-python
+    # keeps two module-level /dev/null files open until exit)
+    env = {**os.environ, "PYTHONWARNINGS": "default,ignore::ResourceWarning"}
+    cli = [sys.executable, "-c", "from toolkit.cli import main; import sys; sys.argv[0] = 'gradprompt'; main()"]
+    assert subprocess.run([*cli, "init", str(folder)], env=env, capture_output=True).returncode == 0
+    data = tmp_path / "yn.csv"
+    data.write_text("goal,target\n" + "".join(f"Is {i} even?,{'yes' if i % 2 == 0 else 'no'}\n" for i in range(20)))
+    assert subprocess.run([*cli, "--project", str(folder), "tasks", "import", str(data)], env=env,
+                          capture_output=True).returncode == 0
+    res = subprocess.run([*cli, "--project", str(folder), "optimize", "yn", "--steps", "1", "--train-size", "2",
+                          "--dev-size", "2", "--mode", "direct", "--initial-prompt", "Answer the question."],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for text in (res.stdout, res.stderr):
+        assert "Warning" not in text and "warn(" not in text, text[-3000:]
