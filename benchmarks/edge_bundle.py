@@ -59,7 +59,7 @@ def main() -> None:
     data = work / "reviews.csv"
     n = max(args.examples * 3, 30)  # test is 40% of the rows
     data.write_text("goal,target\n" + "".join(
-        f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'}, scene {i}.,"
+        f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} in scene {i}.,"
         f"{'positive' if i % 2 else 'negative'}\n" for i in range(n)))
     rows = {}
     for name, exe in (("bundle", BUNDLE), ("full install", FULL)):

@@ -1141,13 +1141,6 @@ def tui(ctx):
 
     require("textual", what="The terminal UI")
     found = list(entry_points(group="gradprompt.ui"))
-    if not found:  # a frozen build (the edge bundle) may carry the TUI without the package metadata
-        try:
-            from tui.app import run as run_tui
-        except ImportError:
-            run_tui = None
-        if run_tui is not None:
-            return run_tui(_project(ctx))
     if not found:
         raise GradpromptError("The terminal UI is not part of this version yet; use the commands above.",
                               title="No terminal UI")
