@@ -92,15 +92,21 @@ def main() -> None:
         out = model.llm.create_completion(prompt=toks, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1)
         raw_full_tokens += out["usage"]["completion_tokens"]
         chain = model.encode(out["choices"][0]["text"])
-        model.llm.create_completion(prompt=toks + chain + extractor, max_tokens=1, temperature=0.0, top_k=1,
-                                    logit_bias=firsts)
+        model.llm.create_completion(
+            prompt=toks + chain + extractor, max_tokens=1, temperature=0.0, top_k=1, logit_bias=firsts
+        )
     raw_full_s = time.perf_counter() - t0
 
     # gradprompt's torch backend (transformers, batched, greedy): chain, extractor and label in one pass over the
     # decoding cache, as `gradprompt eval --backend torch` runs it.
     tm = load_torch_model(info, precision="fp32", device="cpu")
-    eng = GreaterEngine(tm, task.spec, [Item(e.input, e.answer) for e in examples], [],
-                        GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=16, steps=1))
+    eng = GreaterEngine(
+        tm,
+        task.spec,
+        [Item(e.input, e.answer) for e in examples],
+        [],
+        GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=16, steps=1),
+    )
     items = [Item(e.input, e.answer) for e in examples]
     ids = eng.encode_prompt(prompt)
     t0 = time.perf_counter()
@@ -110,8 +116,13 @@ def main() -> None:
     torch_tokens = sum(len(c) for c in chains)
 
     # transformers one example at a time (model.generate per example, the common way to call it).
-    eng1 = GreaterEngine(tm, task.spec, items, [],
-                         GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=1, steps=1))
+    eng1 = GreaterEngine(
+        tm,
+        task.spec,
+        items,
+        [],
+        GreaterConfig(mode="reasoning", max_new_tokens=args.max_new_tokens, batch_size=1, steps=1),
+    )
     t0 = time.perf_counter()
     for item in items:
         eng1.chains(ids, [item])
@@ -120,12 +131,18 @@ def main() -> None:
 
     n = len(examples)
     res = {
-        "examples": n, "max_new_tokens": args.max_new_tokens, "threads": os.cpu_count(),
-        "llamacpp_examples_per_s": n / ll_s, "torch_examples_per_s": n / torch_s,
+        "examples": n,
+        "max_new_tokens": args.max_new_tokens,
+        "threads": os.cpu_count(),
+        "llamacpp_examples_per_s": n / ll_s,
+        "torch_examples_per_s": n / torch_s,
         "ratio": (n / ll_s) / (n / torch_s),
-        "torch_unbatched_examples_per_s": n / torch1_s, "ratio_vs_unbatched": torch1_s / ll_s,
-        "raw_same_work_examples_per_s": n / raw_full_s, "eval_vs_raw_same_work": raw_full_s / ll_s,
-        "eval_tokens_per_s": ll_tokens / ll_s, "raw_tokens_per_s": raw_tokens / raw_s,
+        "torch_unbatched_examples_per_s": n / torch1_s,
+        "ratio_vs_unbatched": torch1_s / ll_s,
+        "raw_same_work_examples_per_s": n / raw_full_s,
+        "eval_vs_raw_same_work": raw_full_s / ll_s,
+        "eval_tokens_per_s": ll_tokens / ll_s,
+        "raw_tokens_per_s": raw_tokens / raw_s,
         "torch_tokens_per_s": torch_tokens / torch_s,
         "eval_vs_raw": (ll_tokens / ll_s) / (raw_tokens / raw_s),
         "generated_tokens": {"llamacpp": ll_tokens, "raw": raw_tokens, "torch": torch_tokens},
@@ -140,23 +157,33 @@ def main() -> None:
         "eval_decode_tokens_per_s": 1000 * perf.n_eval / max(perf.t_eval_ms, 1e-9),
         "raw_decode_tokens_per_s": 1000 * raw_perf.n_eval / max(raw_perf.t_eval_ms, 1e-9),
     }
-    print(f"Evaluation speed: {n} examples, reasoning mode, chains up to {args.max_new_tokens} tokens, "
-          f"SmolLM2-135M on {os.cpu_count()} CPU cores")
+    print(
+        f"Evaluation speed: {n} examples, reasoning mode, chains up to {args.max_new_tokens} tokens, "
+        f"SmolLM2-135M on {os.cpu_count()} CPU cores"
+    )
     print(f"{'path':<28}{'examples/s':>12}{'tokens/s':>10}{'tokens':>8}")
     print(f"{'gradprompt llama.cpp eval':<28}{n / ll_s:>12.2f}{ll_tokens / ll_s:>10.1f}{ll_tokens:>8}")
     print(f"{'raw llama-cpp-python':<28}{n / raw_s:>12.2f}{raw_tokens / raw_s:>10.1f}{raw_tokens:>8}")
-    print(f"{'raw llama-cpp, same work':<28}{n / raw_full_s:>12.2f}{raw_full_tokens / raw_full_s:>10.1f}{raw_full_tokens:>8}")
+    print(
+        f"{'raw llama-cpp, same work':<28}{n / raw_full_s:>12.2f}{raw_full_tokens / raw_full_s:>10.1f}{raw_full_tokens:>8}"
+    )
     print(f"{'transformers (batched)':<28}{n / torch_s:>12.2f}{torch_tokens / torch_s:>10.1f}{torch_tokens:>8}")
     print(f"{'transformers (one by one)':<28}{n / torch1_s:>12.2f}{torch_tokens / torch1_s:>10.1f}{torch_tokens:>8}")
-    print(f"llama.cpp/transformers = {res['ratio']:.2f}x (batched), {res['ratio_vs_unbatched']:.2f}x (one by one); "
-          f"eval at {100 * res['eval_vs_raw']:.0f}% of raw chain-only tokens/s, "
-          f"{100 * res['eval_vs_raw_same_work']:.0f}% of raw llama-cpp-python doing the same work (examples/s)")
-    print(f"llama.cpp computes {res['llamacpp_tokens_computed_per_example']:.0f} tokens per example "
-          f"({100 * res['llamacpp_time_inside_llama_cpp']:.0f}% of the evaluation's time is inside llama.cpp); "
-          f"at its best batched rate ({best_ms_per_token:.2f} ms/token) that is at most "
-          f"{res['llamacpp_bound_examples_per_s']:.2f} examples/s = {res['ratio_bound']:.2f}x the batched torch backend")
-    print(f"token-by-token decoding inside llama.cpp: evaluation {res['eval_decode_tokens_per_s']:.1f} tokens/s, "
-          f"raw {res['raw_decode_tokens_per_s']:.1f} tokens/s")
+    print(
+        f"llama.cpp/transformers = {res['ratio']:.2f}x (batched), {res['ratio_vs_unbatched']:.2f}x (one by one); "
+        f"eval at {100 * res['eval_vs_raw']:.0f}% of raw chain-only tokens/s, "
+        f"{100 * res['eval_vs_raw_same_work']:.0f}% of raw llama-cpp-python doing the same work (examples/s)"
+    )
+    print(
+        f"llama.cpp computes {res['llamacpp_tokens_computed_per_example']:.0f} tokens per example "
+        f"({100 * res['llamacpp_time_inside_llama_cpp']:.0f}% of the evaluation's time is inside llama.cpp); "
+        f"at its best batched rate ({best_ms_per_token:.2f} ms/token) that is at most "
+        f"{res['llamacpp_bound_examples_per_s']:.2f} examples/s = {res['ratio_bound']:.2f}x the batched torch backend"
+    )
+    print(
+        f"token-by-token decoding inside llama.cpp: evaluation {res['eval_decode_tokens_per_s']:.1f} tokens/s, "
+        f"raw {res['raw_decode_tokens_per_s']:.1f} tokens/s"
+    )
     print(json.dumps(res))
 
 

@@ -22,14 +22,18 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PROMPTS = {"initial": "proper logical reasoning and think step by step. Finally give the actual correct answer.",
-           "cot": "Let's think step by step."}
+PROMPTS = {
+    "initial": "proper logical reasoning and think step by step. Finally give the actual correct answer.",
+    "cot": "Let's think step by step.",
+}
 # Five prompts of different kinds for --sensitivity: weak, instruction, persona, format, reasoning-flavoured.
-SENSITIVITY = {"weak": "Answer the question.",
-               "instruct": "Read the input carefully and choose the correct answer.",
-               "expert": "You are an expert. Give the right answer.",
-               "short": "Answer with one word.",
-               "paper": PROMPTS["initial"]}
+SENSITIVITY = {
+    "weak": "Answer the question.",
+    "instruct": "Read the input carefully and choose the correct answer.",
+    "expert": "You are an expert. Give the right answer.",
+    "short": "Answer with one word.",
+    "paper": PROMPTS["initial"],
+}
 
 
 def task_files() -> dict[str, Path]:
@@ -81,15 +85,34 @@ def main() -> None:
         if args.sensitivity:
             disagree = sum(len({answers[p][i] for p in prompts}) > 1 for i in range(len(rows))) / len(rows)
             spread = max(accs.values()) - min(accs.values())
-            out[name] = {"kind": task.spec.kind, "labels": len(task.spec.labels), "majority": majority,
-                         "disagree": disagree, "spread": spread, **accs, "seconds": time.perf_counter() - t0}
-            print(f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  majority {majority:.2f}  "
-                  f"disagree {disagree:.2f}  accuracy {min(accs.values()):.2f}-{max(accs.values()):.2f}", flush=True)
+            out[name] = {
+                "kind": task.spec.kind,
+                "labels": len(task.spec.labels),
+                "majority": majority,
+                "disagree": disagree,
+                "spread": spread,
+                **accs,
+                "seconds": time.perf_counter() - t0,
+            }
+            print(
+                f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  majority {majority:.2f}  "
+                f"disagree {disagree:.2f}  accuracy {min(accs.values()):.2f}-{max(accs.values()):.2f}",
+                flush=True,
+            )
             continue
-        out[name] = {"kind": task.spec.kind, "labels": len(task.spec.labels), "chance": chance, "majority": majority,
-                     **accs, "seconds": time.perf_counter() - t0}
-        print(f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  chance {chance:.2f}  majority "
-              f"{majority:.2f}  initial {accs['initial']:.2f}  cot {accs['cot']:.2f}", flush=True)
+        out[name] = {
+            "kind": task.spec.kind,
+            "labels": len(task.spec.labels),
+            "chance": chance,
+            "majority": majority,
+            **accs,
+            "seconds": time.perf_counter() - t0,
+        }
+        print(
+            f"{name:<42} {task.spec.kind:<6} labels {len(task.spec.labels):>2}  chance {chance:.2f}  majority "
+            f"{majority:.2f}  initial {accs['initial']:.2f}  cot {accs['cot']:.2f}",
+            flush=True,
+        )
     print(json.dumps(out))
 
 

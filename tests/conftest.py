@@ -18,7 +18,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (BIG-Bench Hard files) is not beside the checkout")
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data (BIG-Bench Hard files) is not beside the checkout"
+)
 
 
 @pytest.fixture
@@ -65,11 +67,19 @@ def tiny_tm(real_tm):
     from toolkit.engine.torch_backend import TorchModel
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(real_tm.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(real_tm.tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return TorchModel(model=model, tokenizer=real_tm.tokenizer, info=real_tm.info, sha256="tiny", precision="fp32",
-                      device="cpu")
+    return TorchModel(
+        model=model, tokenizer=real_tm.tokenizer, info=real_tm.info, sha256="tiny", precision="fp32", device="cpu"
+    )

@@ -31,8 +31,13 @@ def test_text_optimizers_produce_store_and_respect_the_budget(project, llama, me
 def test_cot_and_initial(project, llama):
     task = ensure_demo_task(project)
     for method, expected in (("cot", COT_PROMPT), ("initial", "Say positive or negative.")):
-        result = optimize_baseline(project, task["name"], model=llama, initial_prompt="Say positive or negative.",
-                                   config=BaselineConfig(method=method, n_train=3, n_dev=3))
+        result = optimize_baseline(
+            project,
+            task["name"],
+            model=llama,
+            initial_prompt="Say positive or negative.",
+            config=BaselineConfig(method=method, n_train=3, n_dev=3),
+        )
         assert result.prompt == expected and result.steps == 0
 
 
@@ -40,8 +45,15 @@ def test_bench_runs_resumes_and_reports(project, llama, tmp_path):
     from toolkit.bench import BenchConfig, collect, run_bench, write_report
 
     task = ensure_demo_task(project)
-    cfg = BenchConfig(tasks=(task["name"],), methods=("initial", "cot", "ape"), budget_s=3, n_train=3, n_dev=3,
-                      n_test=4, initial_prompt="Say positive or negative.")
+    cfg = BenchConfig(
+        tasks=(task["name"],),
+        methods=("initial", "cot", "ape"),
+        budget_s=3,
+        n_train=3,
+        n_dev=3,
+        n_test=4,
+        initial_prompt="Say positive or negative.",
+    )
     bench_id, cells = run_bench(project, cfg)
     assert {c.method for c in cells} == {"initial", "cot", "ape"} and all(c.n == 4 for c in cells)
     by = {c.method: c for c in cells}

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def bundle():
-    res = subprocess.run(["bash", str(ROOT / "packaging" / "build_edge.sh")], capture_output=True, text=True,
-                         timeout=900, cwd=ROOT)
+    res = subprocess.run(
+        ["bash", str(ROOT / "packaging" / "build_edge.sh")], capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     exe = ROOT / "dist" / "gradprompt-edge" / "gradprompt"
     assert exe.is_file()
@@ -37,22 +38,33 @@ def _no_network():
 def test_the_bundle_runs_outside_the_checkout(bundle, tmp_path, llama):
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GRADPROMPT_HOME": str(tmp_path / "home"),
-           "TERM": "xterm-256color", "COLUMNS": "200"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "GRADPROMPT_HOME": str(tmp_path / "home"),
+        "TERM": "xterm-256color",
+        "COLUMNS": "200",
+    }
     prefix = _no_network()
 
     def run(*args, cwd=work):
-        return subprocess.run([*prefix, str(bundle), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                              timeout=600)
+        return subprocess.run(
+            [*prefix, str(bundle), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+        )
 
     assert "gradprompt, version" in run("--version").stdout
     assert "smollm2-135m" in run("models", "list").stdout
     assert run("init", "proj").returncode == 0
     proj = work / "proj"
     data = work / "reviews.csv"
-    data.write_text("goal,target\n" + "".join(
-        f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
-        f"{'positive' if i % 2 else 'negative'}\n" for i in range(20)))
+    data.write_text(
+        "goal,target\n"
+        + "".join(
+            f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
+            f"{'positive' if i % 2 else 'negative'}\n"
+            for i in range(20)
+        )
+    )
     assert run("tasks", "import", str(data), cwd=proj).returncode == 0
     prompt = "Is this review positive or negative?"
     assert run("prompts", "add", "reviews", prompt, cwd=proj).returncode == 0
@@ -71,8 +83,10 @@ def test_the_bundle_runs_outside_the_checkout(bundle, tmp_path, llama):
         stored = {r["example_id"]: r["predicted"] for r in project.store.example_results(ev["id"])}
         layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
         for ex in project.store.examples(task["id"], "test", limit=4):
-            assert stored[ex["id"]] == predict(llama, layout, project.store.task_spec(task), prompt, ex["input"],
-                                               EvalSettings())[1]
+            assert (
+                stored[ex["id"]]
+                == predict(llama, layout, project.store.task_spec(task), prompt, ex["input"], EvalSettings())[1]
+            )
     finally:
         project.close()
     res = run("export", "1", "--format", "llamacpp", "-o", "out/", cwd=proj)
@@ -83,14 +97,30 @@ def test_the_bundle_runs_outside_the_checkout(bundle, tmp_path, llama):
         pytest.skip("tmux is not installed: the TUI start is not checked")
     session = f"gp-bundle-{os.getpid()}"
     cmd = " ".join([*prefix, str(bundle), "tui"])
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(proj),
-                    f"env GRADPROMPT_HOME={tmp_path / 'home'} {cmd}"], check=True)
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-c",
+            str(proj),
+            f"env GRADPROMPT_HOME={tmp_path / 'home'} {cmd}",
+        ],
+        check=True,
+    )
     try:
         screen = ""
         for _ in range(100):
             time.sleep(0.2)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                    text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
             if "reviews" in screen:
                 break
         assert "gradprompt" in screen and "Tasks" in screen and "reviews" in screen, screen

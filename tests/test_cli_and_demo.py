@@ -12,10 +12,14 @@ def run(args, project_dir):
 
 
 def test_every_command_has_help():
-    groups = {"": ["init", "models", "tasks", "optimize", "eval", "prompts", "export", "runs", "history", "demo"],
-              "models": ["list", "info", "add", "remove"], "tasks": ["import", "list", "show"],
-              "prompts": ["list", "show", "diff", "add", "tag"], "runs": ["list", "show", "resume"],
-              "history": ["path", "backup"]}
+    groups = {
+        "": ["init", "models", "tasks", "optimize", "eval", "prompts", "export", "runs", "history", "demo"],
+        "models": ["list", "info", "add", "remove"],
+        "tasks": ["import", "list", "show"],
+        "prompts": ["list", "show", "diff", "add", "tag"],
+        "runs": ["list", "show", "resume"],
+        "history": ["path", "backup"],
+    }
     for group, commands in groups.items():
         for command in commands:
             args = ([group] if group else []) + [command, "--help"]
@@ -73,8 +77,11 @@ def test_demo_short_end_to_end(project):
     assert ("Kept the starting prompt: " in text) != ("Chosen on dev: " in text), text
     assert result["kept_initial"] == ("Kept the starting prompt" in text)
     if result["kept_initial"]:
-        assert "Change: none." in text and result["prompt"] == project.store.prompt(
-            project.store.run(result["run_id"])["initial_prompt_id"])["text"]
+        assert (
+            "Change: none." in text
+            and result["prompt"]
+            == project.store.prompt(project.store.run(result["run_id"])["initial_prompt_id"])["text"]
+        )
     from toolkit.tasks import DEMO_TASK_NAME
 
     task = project.store.find_task(project.id, DEMO_TASK_NAME)
@@ -82,7 +89,9 @@ def test_demo_short_end_to_end(project):
     assert sizes == {"train": 40, "dev": 60, "test": 100}
     assert "initial" in text and text.count("95% CI") == (1 if "Change: none." in text else 2), text
     run_row = project.store.run(result["run_id"])
-    assert run_row["status"] == "done" and run_row["model_sha256"] == project.store.run(result["run_id"])["model_sha256"]
+    assert (
+        run_row["status"] == "done" and run_row["model_sha256"] == project.store.run(result["run_id"])["model_sha256"]
+    )
     steps = project.store.steps(result["run_id"])
     assert [s["step"] for s in steps] == [0, 1] and all(s["candidates"] for s in steps)
     evs = project.store.evaluations()
@@ -99,8 +108,9 @@ def test_brackets_in_user_text_are_printed_as_written(project, tmp_path):
     """Rich markup is never applied to user text: dyck_languages-style inputs and prompts with [tags] print
     literally (no vanished text, no MarkupError)."""
     f = tmp_path / "brackets.csv"
-    f.write_text("input,target\n" + "".join(f'"[ ( < [/] > ) [bold] {i}",{"yes" if i % 2 else "no"}\n'
-                                            for i in range(10)))
+    f.write_text(
+        "input,target\n" + "".join(f'"[ ( < [/] > ) [bold] {i}",{"yes" if i % 2 else "no"}\n' for i in range(10))
+    )
     res = run(["tasks", "import", str(f)], project.path)
     assert res.exit_code == 0, res.output
     prompt = "Close the [red]brackets[/red] [/] in order."
@@ -158,9 +168,12 @@ def test_bad_budgets_and_sizes_are_refused_in_flag_names(project, tmp_path):
     f = tmp_path / "yn.csv"
     f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
     assert run(["tasks", "import", str(f)], project.path).exit_code == 0
-    for args, said in ((["--budget", "-5"], "--budget -5"), (["--budget", "0"], "--budget 0"),
-                       (["--train-size", "0"], "--train-size must be at least 1"),
-                       (["--method", "ape", "--budget", "0"], "--budget 0")):
+    for args, said in (
+        (["--budget", "-5"], "--budget -5"),
+        (["--budget", "0"], "--budget 0"),
+        (["--train-size", "0"], "--train-size must be at least 1"),
+        (["--method", "ape", "--budget", "0"], "--budget 0"),
+    ):
         res = run(["optimize", "yn", "--dry-run", *args], project.path)
         assert res.exit_code == 1 and said in res.output, (args, res.output)
     res = run(["bench", "--task", "yn", "--budget", "-1"], project.path)
@@ -172,10 +185,20 @@ def test_runs_show_summarises_and_keeps_ctrl_c_out_of_the_errors(project, tmp_pa
     f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
     assert run(["tasks", "import", str(f)], project.path).exit_code == 0
     task = project.store.task(project.id, "yn")
-    rid = project.store.create_run(project_id=project.id, task_id=task["id"], method="greater", model_id="m",
-                                   model_sha256="abc123def456", seed=0, versions={}, initial_prompt_id=None,
-                                   config={"greater": {"mode": "direct", "steps": 9, "n_train": 4, "width": 0,
-                                                       "time_budget_s": 300.0}, "initial_prompt": "Say [yes]."})
+    rid = project.store.create_run(
+        project_id=project.id,
+        task_id=task["id"],
+        method="greater",
+        model_id="m",
+        model_sha256="abc123def456",
+        seed=0,
+        versions={},
+        initial_prompt_id=None,
+        config={
+            "greater": {"mode": "direct", "steps": 9, "n_train": 4, "width": 0, "time_budget_s": 300.0},
+            "initial_prompt": "Say [yes].",
+        },
+    )
     project.store.update_run(rid, status="stopped", error="KeyboardInterrupt: ")
     res = CliRunner().invoke(cli, ["--project", str(project.path), "runs", "show", str(rid)], terminal_width=200)
     assert res.exit_code == 0, res.output
@@ -194,13 +217,19 @@ def test_import_says_what_it_decided_and_why(project, tmp_path):
     assert res.exit_code == 0 and "Answer: text" in res.output
     assert "Why: text: 60 distinct answers (more than --max-labels 20)" in res.output
     gsm = tmp_path / "gsm.jsonl"  # worked solutions ending in '#### N' without --answer-regex: warned, with the fix
-    gsm.write_text("".join(json.dumps({"question": f"What is {i} + {i}?",
-                                       "answer": f"{i} plus {i} is {2 * i}.\n#### {2 * i}"}) + "\n" for i in range(12)))
+    gsm.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": f"{i} plus {i} is {2 * i}.\n#### {2 * i}"}) + "\n"
+            for i in range(12)
+        )
+    )
     res = run(["tasks", "import", str(gsm), "--target-column", "answer"], project.path)
     assert res.exit_code == 0 and "can never match" in res.output and "--answer-regex" in res.output
     assert "####" in res.output
-    res = run(["tasks", "import", str(gsm), "--name", "gsm2", "--target-column", "answer",
-               "--answer-regex", r"####\s*(.+)$"], project.path)
+    res = run(
+        ["tasks", "import", str(gsm), "--name", "gsm2", "--target-column", "answer", "--answer-regex", r"####\s*(.+)$"],
+        project.path,
+    )
     assert res.exit_code == 0 and "can never match" not in res.output and "Answer: number" in res.output
     labels = tmp_path / "wide.csv"  # 30 labels over 300 rows: the summary lists 12 and counts the rest
     labels.write_text("goal,target\n" + "".join(f"q{i},L{i % 30:02d}\n" for i in range(300)))
@@ -235,13 +264,23 @@ def test_diff_across_tasks_warns_and_a_vote_needs_distinct_voters(project, tmp_p
     examples = project.store.examples(task["id"], "test")
     evs = []
     for _ in range(2):  # the same prompt, model, runtime and settings twice: one voter
-        ev = project.store.create_evaluation(prompt_id=a, task_id=task["id"], split="test", model_id="m",
-                                             model_sha256="x", backend="llamacpp", quantization="Q4_1",
-                                             mode="direct", settings={}, n=len(examples))
+        ev = project.store.create_evaluation(
+            prompt_id=a,
+            task_id=task["id"],
+            split="test",
+            model_id="m",
+            model_sha256="x",
+            backend="llamacpp",
+            quantization="Q4_1",
+            mode="direct",
+            settings={},
+            n=len(examples),
+        )
         for ex in examples:
             project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"], True, 0.0)
-        project.store.finish_evaluation(ev, n=len(examples), correct=len(examples), accuracy=1.0, ci_low=0.5,
-                                        ci_high=1.0)
+        project.store.finish_evaluation(
+            ev, n=len(examples), correct=len(examples), accuracy=1.0, ci_low=0.5, ci_high=1.0
+        )
         evs.append(ev)
     res = run(["evals", "vote", str(evs[0]), str(evs[1])], project.path)
     assert res.exit_code == 1 and "one voter" in res.output

@@ -14,8 +14,24 @@ import pytest
 
 from toolkit.project import init_project
 
-ARGS = ["--steps", "3", "--train-size", "3", "--dev-size", "3", "--width", "4", "--probe", "1",
-        "--precision", "fp32", "--device", "cpu", "--initial-prompt", "Answer the question."]
+ARGS = [
+    "--steps",
+    "3",
+    "--train-size",
+    "3",
+    "--dev-size",
+    "3",
+    "--width",
+    "4",
+    "--probe",
+    "1",
+    "--precision",
+    "fp32",
+    "--device",
+    "cpu",
+    "--initial-prompt",
+    "Answer the question.",
+]
 
 
 GRADPROMPT = str(Path(sys.executable).with_name("gradprompt"))
@@ -61,8 +77,9 @@ def demo_project(tmp_path, real_tm):  # real_tm: the torch weights are converted
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(demo_project, tmp_path):
     project_dir, task = demo_project
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
-    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     from toolkit.project import open_project
 
     # Kill right after the first step is stored.
@@ -96,8 +113,12 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(demo_project, 
 def test_a_live_run_cannot_be_resumed_twice(demo_project):
     project_dir, task = demo_project
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
-    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS[:-2], "--steps", "50"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [GRADPROMPT, "optimize", task, *ARGS[:-2], "--steps", "50"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     from toolkit.project import open_project
 
     try:
@@ -123,8 +144,9 @@ def test_a_live_run_cannot_be_resumed_twice(demo_project):
 def test_sigkill_during_model_load_leaves_nothing_running(demo_project):
     project_dir, task = demo_project
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
-    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(1.5)  # imports and the model load take longer than this
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -146,8 +168,9 @@ def test_sigkill_mid_evaluation_then_the_rerun_reuses_and_matches(demo_project, 
     prompt = "Is this review positive or negative?"
     assert _cli(project_dir, "prompts", "add", task, prompt).returncode == 0
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
-    proc = subprocess.Popen([GRADPROMPT, "eval", "1", "--limit", "40"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [GRADPROMPT, "eval", "1", "--limit", "40"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _kill_when(proc, project_dir, lambda store: store.db["results"].exists() and store.db["results"].count >= 5)
     proj = open_project(project_dir)
     kept = proj.store.db["results"].count

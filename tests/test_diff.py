@@ -28,20 +28,30 @@ def test_insertions_and_deletions_sit_on_one_side_only():
 def test_rendered_panes_keep_markup_like_text_literal_and_style_only_changes():
     lt, rt = side_by_side_text("use [bold]A[/bold] here", "use [bold]B[/bold] here")
     assert lt.plain == "use [bold]A[/bold] here" and rt.plain == "use [bold]B[/bold] here"
-    assert [rt.plain[s.start:s.end] for s in rt.spans if s.style] == ["B"]
+    assert [rt.plain[s.start : s.end] for s in rt.spans if s.style] == ["B"]
     same_l, same_r = side_by_side_text("same text", "same text")
     assert same_l.plain == same_r.plain == "same text" and not [s for s in same_r.spans if s.style]
     assert word_diff("a b", "a c") == [("equal", "a"), ("delete", "b"), ("insert", "c")]
 
 
 def _evaluation(store, prompt_id, task, examples, pattern, mode="direct", limit=None):
-    ev = store.create_evaluation(prompt_id=prompt_id, task_id=task["id"], split="test", model_id="m",
-                                 model_sha256="abc", backend="llamacpp", quantization="Q4_1", mode=mode,
-                                 settings={"mode": mode, "limit": limit}, n=len(pattern))
+    ev = store.create_evaluation(
+        prompt_id=prompt_id,
+        task_id=task["id"],
+        split="test",
+        model_id="m",
+        model_sha256="abc",
+        backend="llamacpp",
+        quantization="Q4_1",
+        mode=mode,
+        settings={"mode": mode, "limit": limit},
+        n=len(pattern),
+    )
     for ex, ok in zip(examples, pattern):
         store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "out", ex["answer"] if ok else "?", bool(ok), 0.0)
-    store.finish_evaluation(ev, n=len(pattern), correct=sum(pattern), accuracy=sum(pattern) / len(pattern),
-                            ci_low=0.0, ci_high=1.0)
+    store.finish_evaluation(
+        ev, n=len(pattern), correct=sum(pattern), accuracy=sum(pattern) / len(pattern), ci_low=0.0, ci_high=1.0
+    )
     return ev
 
 
@@ -97,7 +107,7 @@ def test_vote_of_evaluations_against_each_alone(project, monkeypatch):
     assert tie["vote_accuracy"] == 0.4
     res_cli = CliRunner().invoke(cli, ["--project", str(project.path), "evals", "vote", str(e1), str(e2), str(e3)])
     assert res_cli.exit_code == 0 and "60.0%" in res_cli.output and "does not beat" in res_cli.output, res_cli.output
-    for bad in ([e1], ):
+    for bad in ([e1],):
         try:
             vote(store, bad)
         except ConfigError:

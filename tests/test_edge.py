@@ -23,8 +23,7 @@ RUNNER = (
 
 
 def edge(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.fixture
@@ -33,9 +32,14 @@ def edge_project(tmp_path):
     res = edge("init", str(folder))
     assert res.returncode == 0, res.stderr
     data = tmp_path / "reviews.csv"
-    data.write_text("goal,target\n" + "".join(
-        f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
-        f"{'positive' if i % 2 else 'negative'}\n" for i in range(20)))
+    data.write_text(
+        "goal,target\n"
+        + "".join(
+            f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
+            f"{'positive' if i % 2 else 'negative'}\n"
+            for i in range(20)
+        )
+    )
     assert edge("--project", str(folder), "tasks", "import", str(data)).returncode == 0
     return folder
 
@@ -64,8 +68,7 @@ def test_the_core_runs_without_torch_textual_or_matplotlib(edge_project, tmp_pat
         stored = {r["example_id"]: r["predicted"] for r in proj.store.example_results(ev["id"])}
         layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
         for ex in proj.store.examples(task["id"], "test", limit=4):
-            _, pred = predict(llama, layout, spec, "Is this review positive or negative?", ex["input"],
-                              EvalSettings())
+            _, pred = predict(llama, layout, spec, "Is this review positive or negative?", ex["input"], EvalSettings())
             assert stored[ex["id"]] == pred
     finally:
         proj.close()
@@ -76,8 +79,7 @@ def test_the_core_runs_without_torch_textual_or_matplotlib(edge_project, tmp_pat
 
 def test_the_optimizer_and_the_tui_say_they_need_the_full_install(edge_project):
     p = ["--project", str(edge_project)]
-    for args in (["optimize", "reviews", "--steps", "1"], ["tui"],
-                 ["eval", "1", "--backend", "torch", "--limit", "1"]):
+    for args in (["optimize", "reviews", "--steps", "1"], ["tui"], ["eval", "1", "--backend", "torch", "--limit", "1"]):
         if args[0] == "eval":
             edge(*p, "prompts", "add", "reviews", "Answer.")
         res = edge(*p, *args)
@@ -100,11 +102,35 @@ def test_no_library_warning_reaches_the_user_during_a_run(tmp_path, real_tm):
     assert subprocess.run([*cli, "init", str(folder)], env=env, capture_output=True).returncode == 0
     data = tmp_path / "yn.csv"
     data.write_text("goal,target\n" + "".join(f"Is {i} even?,{'yes' if i % 2 == 0 else 'no'}\n" for i in range(20)))
-    assert subprocess.run([*cli, "--project", str(folder), "tasks", "import", str(data)], env=env,
-                          capture_output=True).returncode == 0
-    res = subprocess.run([*cli, "--project", str(folder), "optimize", "yn", "--steps", "1", "--train-size", "2",
-                          "--dev-size", "2", "--mode", "direct", "--initial-prompt", "Answer the question."],
-                         env=env, capture_output=True, text=True, timeout=900)
+    assert (
+        subprocess.run(
+            [*cli, "--project", str(folder), "tasks", "import", str(data)], env=env, capture_output=True
+        ).returncode
+        == 0
+    )
+    res = subprocess.run(
+        [
+            *cli,
+            "--project",
+            str(folder),
+            "optimize",
+            "yn",
+            "--steps",
+            "1",
+            "--train-size",
+            "2",
+            "--dev-size",
+            "2",
+            "--mode",
+            "direct",
+            "--initial-prompt",
+            "Answer the question.",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     for text in (res.stdout, res.stderr):
         assert "Warning" not in text and "warn(" not in text, text[-3000:]

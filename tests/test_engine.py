@@ -10,14 +10,17 @@ from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
 from toolkit.tasks import AnswerSpec
 
 SPEC = AnswerSpec(kind="label", labels=("negative", "positive"))
-TRAIN = [Item(f"review number {i}: {'great' if i % 2 else 'awful'} film", "positive" if i % 2 else "negative")
-         for i in range(6)]
+TRAIN = [
+    Item(f"review number {i}: {'great' if i % 2 else 'awful'} film", "positive" if i % 2 else "negative")
+    for i in range(6)
+]
 PROMPT = "Decide the sentiment carefully."
 
 
 def engine(tm, **kw):
-    cfg = GreaterConfig(**{"steps": 4, "n_train": 6, "n_dev": 4, "topk": 8, "topq": 3, "intersect": 2,
-                           "batch_size": 4, **kw})
+    cfg = GreaterConfig(
+        **{"steps": 4, "n_train": 6, "n_dev": 4, "topk": 8, "topq": 3, "intersect": 2, "batch_size": 4, **kw}
+    )
     return GreaterEngine(tm, SPEC, TRAIN, TRAIN[:4], cfg)
 
 
@@ -40,7 +43,9 @@ def test_onehot_gradient_matches_finite_differences(tiny_tm):
             e = torch.zeros_like(base)
             e[i] = eps
             with torch.no_grad():
-                fd = (eng.onehot_loss(prompt, pos, cands, base + e) - eng.onehot_loss(prompt, pos, cands, base - e)) / (2 * eps)
+                fd = (eng.onehot_loss(prompt, pos, cands, base + e) - eng.onehot_loss(prompt, pos, cands, base - e)) / (
+                    2 * eps
+                )
             fds.append(float(fd))
         fds = torch.tensor(fds, dtype=torch.float64)
         assert grad.abs().max() > 1e-3
@@ -128,10 +133,14 @@ def test_bitsandbytes_models_produce_correct_gradients(tiny_tm, tmp_path, precis
     from toolkit.engine.torch_backend import TorchModel
 
     tiny_tm.model.save_pretrained(tmp_path / "tiny")
-    qc = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-          if precision == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", quantization_config=qc, device_map={"": "cpu"},
-                                                 dtype=torch.float32).eval()
+    qc = (
+        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        if precision == "4bit"
+        else BitsAndBytesConfig(load_in_8bit=True)
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "tiny", quantization_config=qc, device_map={"": "cpu"}, dtype=torch.float32
+    ).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     # The same network in fp32 with the quantized weights dequantized.
@@ -153,8 +162,9 @@ def test_bitsandbytes_models_produce_correct_gradients(tiny_tm, tmp_path, precis
 
     grads, cands = [], None
     for m in (model, ref):
-        tm = TorchModel(model=m, tokenizer=tiny_tm.tokenizer, info=tiny_tm.info, sha256="tiny",
-                        precision=precision, device="cpu")
+        tm = TorchModel(
+            model=m, tokenizer=tiny_tm.tokenizer, info=tiny_tm.info, sha256="tiny", precision=precision, device="cpu"
+        )
         eng = engine(tm)
         prompt = eng.encode_prompt(PROMPT)
         if cands is None:  # the same candidates for both (near-ties in a random model's logits may differ)
@@ -173,7 +183,9 @@ def test_naive_and_fast_execution_choose_the_same_tokens(tiny_tm, mode):
     naive_engine = engine(tiny_tm, execution="naive", **kw)
     naive = list(naive_engine.run(naive_engine.initial_state(PROMPT)))
     assert [r["prompt_ids"] for r in fast] == [r["prompt_ids"] for r in naive]
-    assert [[c["token"] for c in r["candidates"]] for r in fast] == [[c["token"] for c in r["candidates"]] for r in naive]
+    assert [[c["token"] for c in r["candidates"]] for r in fast] == [
+        [c["token"] for c in r["candidates"]] for r in naive
+    ]
     for a, b in zip(fast, naive):
         assert a["train_score"] == pytest.approx(b["train_score"], abs=1e-4)
 
@@ -286,8 +298,9 @@ def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
 def test_extractor_from_the_decoding_cache_equals_a_full_forward(real_tm):
     """Reasoning mode scores the extractor and answer on top of the decoding KV cache; chains of different
     lengths (early stops leave masked gaps) must give the chains and terms of generate + a full forward."""
-    eng = GreaterEngine(real_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", max_new_tokens=10, n_train=6,
-                                                                batch_size=8))
+    eng = GreaterEngine(
+        real_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", max_new_tokens=10, n_train=6, batch_size=8)
+    )
     eng.stop_ids |= {real_tm.encode(".")[-1], real_tm.encode(",")[-1]}  # so rows stop at different steps
     prompts = [eng.encode_prompt(PROMPT), eng.encode_prompt("Think step by step, then answer.")]
     pairs = [(p, item) for p in prompts for item in TRAIN[:4]]
@@ -313,8 +326,14 @@ def test_half_precision_gradients_follow_fp32_and_runs_complete(tiny_tm, dtype):
     from toolkit.engine.torch_backend import TorchModel
 
     half = copy.deepcopy(tiny_tm.model).to(getattr(torch, dtype))
-    htm = TorchModel(model=half, tokenizer=tiny_tm.tokenizer, info=tiny_tm.info, sha256="tiny",
-                     precision={"bfloat16": "bf16", "float16": "fp16"}[dtype], device="cpu")
+    htm = TorchModel(
+        model=half,
+        tokenizer=tiny_tm.tokenizer,
+        info=tiny_tm.info,
+        sha256="tiny",
+        precision={"bfloat16": "bf16", "float16": "fp16"}[dtype],
+        device="cpu",
+    )
     full, low = engine(tiny_tm, steps=2), engine(htm, steps=2)
     prompt = full.encode_prompt(PROMPT)
     cands = sorted(set(full.propose(prompt, 1, random.Random(0))))
@@ -347,15 +366,32 @@ def test_reasoning_label_prediction_on_the_decoding_cache_matches_the_full_forwa
     from toolkit.engine.greater import GreaterConfig, GreaterEngine
     from toolkit.tasks import AnswerSpec
 
-    spec = AnswerSpec(kind="label", labels=("negative", "positive"),
-                      extractor="Therefore, the final answer (one of: negative, positive) is")
-    items = [Item(t, a) for t, a in [("A wonderful film.", "positive"), ("Dull and long.", "negative"),
-                                     ("I loved it.", "positive"), ("What a mess.", "negative"),
-                                     ("Not bad at all.", "positive"), ("Boring.", "negative")]]
-    kv = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1,
-                                                               batch_size=4))
-    full = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1,
-                                                                 batch_size=4, extractor_kv=False))
+    spec = AnswerSpec(
+        kind="label",
+        labels=("negative", "positive"),
+        extractor="Therefore, the final answer (one of: negative, positive) is",
+    )
+    items = [
+        Item(t, a)
+        for t, a in [
+            ("A wonderful film.", "positive"),
+            ("Dull and long.", "negative"),
+            ("I loved it.", "positive"),
+            ("What a mess.", "negative"),
+            ("Not bad at all.", "positive"),
+            ("Boring.", "negative"),
+        ]
+    ]
+    kv = GreaterEngine(
+        real_tm, spec, items, [], GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1, batch_size=4)
+    )
+    full = GreaterEngine(
+        real_tm,
+        spec,
+        items,
+        [],
+        GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1, batch_size=4, extractor_kv=False),
+    )
     prompt = kv.encode_prompt("Think briefly, then answer.")
     expected, expected_chains = full.predict_items(prompt, items), full.chains(prompt, items)
 
@@ -377,8 +413,9 @@ NUMBER_TRAIN = [Item(f"what is {i} plus {i}?", str(2 * i)) for i in range(1, 6)]
 @pytest.mark.parametrize("where", ["first", "middle", "last", "grown"])
 def test_suffix_scoring_equals_full_sequence_scoring(tiny_tm, spec, items, where):
     """Scoring candidates on each example's cached prefix gives the terms of scoring each full sequence."""
-    eng = GreaterEngine(tiny_tm, spec, items, [], GreaterConfig(n_train=len(items), batch_size=2, topk=8, topq=3,
-                                                                intersect=2))
+    eng = GreaterEngine(
+        tiny_tm, spec, items, [], GreaterConfig(n_train=len(items), batch_size=2, topk=8, topq=3, intersect=2)
+    )
     prompt = eng.encode_prompt(PROMPT)
     if where == "grown":
         prompt = prompt + [eng.tm.encode(" _")[-1]]
@@ -492,8 +529,9 @@ def test_random_ranking_ablation_uses_no_gradient(tiny_tm, monkeypatch):
 
 def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_tm, monkeypatch):
     dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(20)]
-    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, GreaterConfig(steps=2, n_train=6, n_dev=20, topk=8, topq=3,
-                                                                 intersect=2, dev_top=3))
+    eng = GreaterEngine(
+        tiny_tm, SPEC, TRAIN, dev, GreaterConfig(steps=2, n_train=6, n_dev=20, topk=8, topq=3, intersect=2, dev_top=3)
+    )
     state = eng.initial_state(PROMPT)
     initial = state["initial_ids"]
     others = [eng.encode_prompt(t) for t in ("Decide the sentiment now.", "Say it.", "Label the review.", "Guess.")]
@@ -505,8 +543,9 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
         return [(i < k, None) for i in range(len(items))]
 
     monkeypatch.setattr(eng, "predict_items", fake_predict)
-    answers.update({tuple(initial): 8, tuple(others[0]): 10, tuple(others[1]): 9, tuple(others[2]): 8,
-                    tuple(others[3]): 20})
+    answers.update(
+        {tuple(initial): 8, tuple(others[0]): 10, tuple(others[1]): 9, tuple(others[2]): 8, tuple(others[3]): 20}
+    )
     res = eng.finish(state)  # +2 over the initial prompt: not significant; others[3] is not among the top 3 others
     assert res.prompt_ids == initial and not res.selection["significant"]
     assert res.selection["compared"] == 3 and "kept" in res.selection["reason"]
@@ -518,8 +557,13 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
 
 def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
     """Reasoning mode's pre-rank: candidates teacher-forced on given chains; exact for those chains."""
-    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", n_train=6, batch_size=4, topk=8,
-                                                                topq=3, intersect=2, max_new_tokens=4))
+    eng = GreaterEngine(
+        tiny_tm,
+        SPEC,
+        TRAIN,
+        [],
+        GreaterConfig(mode="reasoning", n_train=6, batch_size=4, topk=8, topq=3, intersect=2, max_new_tokens=4),
+    )
     prompt = eng.encode_prompt(PROMPT)
     chains = [eng.tm.encode(f" step {i} of {'the ' * i}chain")[: 1 + i] for i in range(6)]  # different lengths
     cands = sorted(set(eng.propose(prompt, 2, random.Random(0))))[:5]

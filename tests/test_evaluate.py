@@ -32,8 +32,14 @@ def test_llamacpp_eval_is_stored_and_cached(project, llama):
 def test_reasoning_mode_eval(project, llama):
     task = ensure_demo_task(project)
     pid = project.add_prompt(task, "Think briefly.", origin="manual")
-    rep = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=2,
-                          settings=EvalSettings(mode="reasoning", max_new_tokens=8))
+    rep = evaluate_prompt(
+        project.store,
+        model=llama,
+        task_row=task,
+        prompt_row=project.store.prompt(pid),
+        limit=2,
+        settings=EvalSettings(mode="reasoning", max_new_tokens=8),
+    )
     outputs = [r["output"] for r in project.store.results(rep.evaluation_id)]
     assert len(outputs) == 2 and all(len(o.split()) > 1 for o in outputs)
 
@@ -56,9 +62,22 @@ def test_grammar_constrained_number_and_text_answers(project, llama, tmp_path):
     assert len(preds) == 4
     assert all(p is not None and re.fullmatch(r"-?[0-9][0-9,]*(\.[0-9]+)?", p) for p in preds), preds
 
-    text_task = _store_task(project, tmp_path, "opp", [(w, o) for w, o in
-                                                       [("hot", "cold"), ("up", "down"), ("big", "small"), ("old", "young"),
-                                                        ("fast", "slow"), ("wet", "dry")]])
+    text_task = _store_task(
+        project,
+        tmp_path,
+        "opp",
+        [
+            (w, o)
+            for w, o in [
+                ("hot", "cold"),
+                ("up", "down"),
+                ("big", "small"),
+                ("old", "young"),
+                ("fast", "slow"),
+                ("wet", "dry"),
+            ]
+        ],
+    )
     assert text_task["answer_kind"] == "text"
     pid = project.add_prompt(text_task, "Give the opposite word.", origin="manual")
     rep = evaluate_prompt(project.store, model=llama, task_row=text_task, prompt_row=project.store.prompt(pid))
@@ -73,8 +92,7 @@ def test_compare_matrix_on_two_quantizations(project, llama, real_tm):
     a = project.add_prompt(task, "Decide if the review is positive or negative.", origin="manual")
     b = project.add_prompt(task, "Is this movie review positive or negative?", origin="manual")
     runtimes = ["llamacpp:smollm2-135m", "torch:smollm2-135m:fp32"]
-    res = compare_prompts(project, [a, b], runtimes, limit=6,
-                          loaded={runtimes[0]: llama, runtimes[1]: real_tm})
+    res = compare_prompts(project, [a, b], runtimes, limit=6, loaded={runtimes[0]: llama, runtimes[1]: real_tm})
     assert set(res.cells) == {(p, r) for p in (a, b) for r in runtimes}
     for rep in res.cells.values():
         assert rep.n == 6 and 0 <= rep.accuracy <= 1
@@ -98,8 +116,15 @@ def test_interrupted_evaluation_continues_where_it_stopped(project, llama):
     task = ensure_demo_task(project)
     prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
     stop = threading.Event()
-    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=8,
-                            progress=lambda done, total: stop.set() if done == 3 else None, stop=stop)
+    first = evaluate_prompt(
+        project.store,
+        model=llama,
+        task_row=task,
+        prompt_row=prompt,
+        limit=8,
+        progress=lambda done, total: stop.set() if done == 3 else None,
+        stop=stop,
+    )
     assert project.store.evaluations(prompt_id=prompt["id"])[0]["status"] == "stopped"
     assert first.model_calls == 3
     second = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=8)
@@ -150,21 +175,35 @@ def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
     settings = EvalSettings(mode="reasoning", max_new_tokens=4)
     stop = threading.Event()
     seen = []
-    first = evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6,
-                                  settings=settings, batch_size=2, stop=stop,
-                                  progress=lambda done, total: (seen.append((done, total)), done == 2 and stop.set()))
+    first = evaluate_prompt_torch(
+        project.store,
+        tm=tiny_tm,
+        task_row=task,
+        prompt_row=prompt,
+        limit=6,
+        settings=settings,
+        batch_size=2,
+        stop=stop,
+        progress=lambda done, total: (seen.append((done, total)), done == 2 and stop.set()),
+    )
     assert seen == [(1, 6), (2, 6)]
     ev = project.store.evaluation(first.evaluation_id)
     assert ev["status"] == "stopped" and first.model_calls == 2 and len(project.store.results(ev["id"])) == 2
-    second = evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6,
-                                   settings=settings, batch_size=2)
+    second = evaluate_prompt_torch(
+        project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6, settings=settings, batch_size=2
+    )
     assert second.cached == 2 and second.model_calls == 4 and second.n == 6
     rows = project.store.example_results(second.evaluation_id)
     assert [r["idx"] for r in rows] == sorted(r["idx"] for r in rows) and len(rows) == 6
     # Batch by batch gives what one pass over all six gives, and the stored output holds the chain.
     examples = project.store.examples(task["id"], "test", limit=6)
-    engine = GreaterEngine(tiny_tm, project.store.task_spec(task), [Item("x", "positive")], [],
-                           GreaterConfig(mode="reasoning", max_new_tokens=4, steps=1))
+    engine = GreaterEngine(
+        tiny_tm,
+        project.store.task_spec(task),
+        [Item("x", "positive")],
+        [],
+        GreaterConfig(mode="reasoning", max_new_tokens=4, steps=1),
+    )
     ids = engine.encode_prompt(prompt["text"])
     items = [Item(e["input"], e["answer"]) for e in examples]
     expected = engine.predict_items(ids, items)
@@ -209,9 +248,18 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
     assert res.exit_code == 1 and "No evaluation with id 9999" in res.output
     # flipped: a second evaluation that differs on the first two examples
     rows = project.store.example_results(rep.evaluation_id)
-    ev2 = project.store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m",
-                                          model_sha256="x", backend="llamacpp", quantization="Q4_1", mode="direct",
-                                          settings={}, n=5)
+    ev2 = project.store.create_evaluation(
+        prompt_id=pid,
+        task_id=task["id"],
+        split="test",
+        model_id="m",
+        model_sha256="x",
+        backend="llamacpp",
+        quantization="Q4_1",
+        mode="direct",
+        settings={},
+        n=5,
+    )
     for i, r in enumerate(rows):
         ok = (not r["correct"]) if i < 2 else bool(r["correct"])
         project.store.add_result(ev2, r["example_id"], f"k{i}", "out", r["answer"] if ok else "zzz", ok, 0.0)
@@ -242,12 +290,22 @@ def test_torch_numbers_and_text_follow_the_answer_grammar(project, tiny_tm, tmp_
     from toolkit.tasks import AnswerSpec
 
     items = [Item(f"What is {a} plus {a}?", str(2 * a)) for a in range(1, 7)]
-    num = GreaterEngine(tiny_tm, AnswerSpec(kind="number", labels=(), extractor="The answer is"), items, [],
-                        GreaterConfig(mode="direct", steps=1))
+    num = GreaterEngine(
+        tiny_tm,
+        AnswerSpec(kind="number", labels=(), extractor="The answer is"),
+        items,
+        [],
+        GreaterConfig(mode="direct", steps=1),
+    )
     preds = num.predict_items(num.encode_prompt("Add."), items, answer_tokens=6)
     assert all(p is not None and re.fullmatch(r"-?[0-9][0-9,]*(\.[0-9]*)?", p) for _, p in preds), preds
-    text = GreaterEngine(tiny_tm, AnswerSpec(kind="text", labels=(), extractor="The answer is"), items, [],
-                         GreaterConfig(mode="direct", steps=1))
+    text = GreaterEngine(
+        tiny_tm,
+        AnswerSpec(kind="text", labels=(), extractor="The answer is"),
+        items,
+        [],
+        GreaterConfig(mode="direct", steps=1),
+    )
     preds = text.predict_items(text.encode_prompt("Add."), items, answer_tokens=6)
     assert all(p and "\n" not in p for _, p in preds), preds
 
@@ -256,10 +314,18 @@ def test_torch_and_llamacpp_agree_on_numbers_and_multi_token_labels(project, lla
     """Same weights (Q4_1 and its dequantized copy), same rules: the two runtimes mostly agree."""
     from toolkit.compare import evaluate_prompt_torch
 
-    sums = _store_task(project, tmp_path, "sums2", [(f"What is {a} plus {a + 3}?", str(2 * a + 3)) for a in range(1, 7)])
-    mc = _store_task(project, tmp_path, "mc", [  # labels that share their first token: whole-label scoring
-        (f"Which number is bigger: option one is {a}, option two is {b}?", "option one" if a > b else "option two")
-        for a, b in [(3, 9), (8, 2), (5, 6), (7, 1), (2, 4), (9, 3)]])
+    sums = _store_task(
+        project, tmp_path, "sums2", [(f"What is {a} plus {a + 3}?", str(2 * a + 3)) for a in range(1, 7)]
+    )
+    mc = _store_task(
+        project,
+        tmp_path,
+        "mc",
+        [  # labels that share their first token: whole-label scoring
+            (f"Which number is bigger: option one is {a}, option two is {b}?", "option one" if a > b else "option two")
+            for a, b in [(3, 9), (8, 2), (5, 6), (7, 1), (2, 4), (9, 3)]
+        ],
+    )
     assert mc["answer_kind"] == "label"
     assert len({tuple(llama.encode(" option one"))[0], tuple(llama.encode(" option two"))[0]}) == 1
     for task, text in ((sums, "Answer with a number."), (mc, "Answer with the option letter.")):
@@ -285,8 +351,14 @@ def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
 
     labels = ("very good", "very bad", "very boring")
     spec = AnswerSpec(kind="label", labels=labels, extractor="So the movie was")
-    reviews = ["A wonderful, moving film.", "Dull and far too long.", "I loved every minute.", "A total mess.",
-               "Nothing happens for two hours.", "Brilliant acting and a great story."]
+    reviews = [
+        "A wonderful, moving film.",
+        "Dull and far too long.",
+        "I loved every minute.",
+        "A total mess.",
+        "Nothing happens for two hours.",
+        "Brilliant acting and a great story.",
+    ]
     items = [Item(r, labels[i % 3]) for i, r in enumerate(reviews)]
     eng = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="direct", steps=1, batch_size=4))
     assert eng.label_first is None
@@ -316,8 +388,22 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
     task = ensure_demo_task(project)
     a = project.add_prompt(task, "Positive or negative?", origin="manual")
     b = project.add_prompt(task, "Is the review positive or negative?", origin="manual")
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), str(b), "--limit", "3",
-                                   "--runtime", "torch:smollm2-135m:fp32", "--runtime", "llamacpp:smollm2-135m"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--project",
+            str(project.path),
+            "compare",
+            str(a),
+            str(b),
+            "--limit",
+            "3",
+            "--runtime",
+            "torch:smollm2-135m:fp32",
+            "--runtime",
+            "llamacpp:smollm2-135m",
+        ],
+    )
     assert res.exit_code == 0, res.output
     evs = project.store.evaluations(project_id=project.id)
     assert len(evs) == 4 and {e["backend"] for e in evs} == {"torch", "llamacpp"}
@@ -325,8 +411,23 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
         assert f"eval {e['id']}" in res.output
         assert f"{100 * e['accuracy']:.1f}%" in res.output
     assert "torch fp32" in res.output and "llama.cpp Q4_1" in res.output
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "compare", str(a), "--limit", "2", "--mode",
-                                   "reasoning", "--max-new-tokens", "6", "--runtime", "llamacpp:smollm2-135m"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--project",
+            str(project.path),
+            "compare",
+            str(a),
+            "--limit",
+            "2",
+            "--mode",
+            "reasoning",
+            "--max-new-tokens",
+            "6",
+            "--runtime",
+            "llamacpp:smollm2-135m",
+        ],
+    )
     assert res.exit_code == 0, res.output
     last = project.store.evaluations(project_id=project.id)[-1]
     assert last["mode"] == "reasoning" and last["settings"]["max_new_tokens"] == 6
@@ -335,10 +436,22 @@ def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch)
 def test_direct_mode_results_do_not_depend_on_the_chain_cap(project, llama):
     task = ensure_demo_task(project)
     prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
-    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3,
-                            settings=EvalSettings(mode="direct", max_new_tokens=48))
-    again = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3,
-                            settings=EvalSettings(mode="direct", max_new_tokens=256))
+    first = evaluate_prompt(
+        project.store,
+        model=llama,
+        task_row=task,
+        prompt_row=prompt,
+        limit=3,
+        settings=EvalSettings(mode="direct", max_new_tokens=48),
+    )
+    again = evaluate_prompt(
+        project.store,
+        model=llama,
+        task_row=task,
+        prompt_row=prompt,
+        limit=3,
+        settings=EvalSettings(mode="direct", max_new_tokens=256),
+    )
     assert first.model_calls == 3 and again.cached == 3
     assert EvalSettings(mode="reasoning", max_new_tokens=48).key() != EvalSettings(mode="reasoning").key()
 
@@ -352,8 +465,20 @@ def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypa
 
     monkeypatch.setattr(console, "_width", 200)
     task = ensure_demo_task(project)
-    res = CliRunner().invoke(cli, ["--project", str(project.path), "tasks", "check", task["name"], "--n", "4",
-                                   "--prompt", "Is the review positive or negative?"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--project",
+            str(project.path),
+            "tasks",
+            "check",
+            task["name"],
+            "--n",
+            "4",
+            "--prompt",
+            "Is the review positive or negative?",
+        ],
+    )
     assert res.exit_code == 0, res.output
     first = project.store.examples(task["id"], "train", limit=4)
     assert "<|im_start|>assistant\nTherefore, the final answer (one of: negative, positive) is" in res.output
@@ -367,7 +492,9 @@ def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypa
     assert any("answered 'yes' for all 4" in w for w in format_warnings(spec, same))
     wrong = [{"answer": a, "predicted": None, "correct": False} for a in ("1", "2", "3", "4")]
     w = format_warnings(AnswerSpec(kind="number", labels=(), extractor="The answer is"), wrong)
-    assert any("4/4 answers could not be read as a number" in x for x in w) and any("None of the 4 is right" in x for x in w)
+    assert any("4/4 answers could not be read as a number" in x for x in w) and any(
+        "None of the 4 is right" in x for x in w
+    )
     fine = [{"answer": a, "predicted": a, "correct": True} for a in ("no", "yes", "no", "yes")]
     assert format_warnings(spec, fine) == []
 
@@ -384,18 +511,32 @@ def test_ctrl_c_or_an_error_marks_the_evaluation_and_keeps_its_examples(project,
         def progress(done, total):
             if done == n:
                 raise exc
+
         return progress
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=5,
-                        progress=interrupt_at(2, KeyboardInterrupt()))
+        evaluate_prompt(
+            project.store,
+            model=llama,
+            task_row=task,
+            prompt_row=prompt,
+            limit=5,
+            progress=interrupt_at(2, KeyboardInterrupt()),
+        )
     ev = project.store.evaluations(prompt_id=prompt["id"])[-1]
     assert ev["status"] == "stopped" and len(project.store.results(ev["id"])) == 2
     again = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=5)
     assert again.cached == 2 and again.model_calls == 3
     with pytest.raises(RuntimeError):
-        evaluate_prompt_torch(project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=4, batch_size=2,
-                              progress=interrupt_at(3, RuntimeError("disk full")))
+        evaluate_prompt_torch(
+            project.store,
+            tm=tiny_tm,
+            task_row=task,
+            prompt_row=prompt,
+            limit=4,
+            batch_size=2,
+            progress=interrupt_at(3, RuntimeError("disk full")),
+        )
     assert project.store.evaluations(prompt_id=prompt["id"])[-1]["status"] == "failed"
 
 
@@ -404,8 +545,13 @@ def test_an_input_longer_than_the_context_is_warned_at_import_and_skipped_at_eva
 
     from toolkit.cli import cli
 
-    rows = [("great film, loved it", "positive"), ("dull and far too long", "negative"),
-            ("word " * 3000, "positive"), ("a joy from start to end", "positive"), ("I walked out", "negative")]
+    rows = [
+        ("great film, loved it", "positive"),
+        ("dull and far too long", "negative"),
+        ("word " * 3000, "positive"),
+        ("a joy from start to end", "positive"),
+        ("I walked out", "negative"),
+    ]
     f = tmp_path / "long.csv"
     f.write_text("input,target\n" + "".join(f'"{i}",{t}\n' for i, t in rows))
     res = CliRunner().invoke(cli, ["--project", str(project.path), "tasks", "import", str(f), "--split", "0,0,1"])

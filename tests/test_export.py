@@ -21,8 +21,13 @@ def test_llamacpp_bundle_gives_the_same_answers_as_eval(project, llama):
     for ex in project.store.examples(task["id"], "test", limit=8):
         text = req["prompt"].replace("{input}", ex["input"])
         tokens = llama.llm.tokenize(text.encode(), add_bos=False, special=True)
-        out = llama.llm.create_completion(prompt=tokens, max_tokens=req["n_predict"], temperature=0, top_k=1,
-                                          logit_bias={int(t): float(b) for t, b in req["logit_bias"]})
+        out = llama.llm.create_completion(
+            prompt=tokens,
+            max_tokens=req["n_predict"],
+            temperature=0,
+            top_k=1,
+            logit_bias={int(t): float(b) for t, b in req["logit_bias"]},
+        )
         assert out["choices"][0]["text"].strip() == predicted[ex["id"]]
 
 
@@ -59,8 +64,9 @@ def test_promptfoo_assertions_judge_answers_like_gradprompt(project, tmp_path):
     from toolkit.tasks import ImportOptions, read_task_file
 
     path = tmp_path / "sums.jsonl"
-    path.write_text("".join(json.dumps({"input": f"{a} + {a}?", "target": str(2 * a * 500)}) + "\n"
-                            for a in range(1, 5)))
+    path.write_text(
+        "".join(json.dumps({"input": f"{a} + {a}?", "target": str(2 * a * 500)}) + "\n" for a in range(1, 5))
+    )
     project.store.add_task(project.id, read_task_file(path, name="sums", options=ImportOptions(split=(0, 0, 1))))
     num_task = project.store.find_task(project.id, "sums")
     pid = project.add_prompt(num_task, "Add them.", origin="manual")

@@ -16,9 +16,11 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 cell = st.text(alphabet=string.printable + "é€\u2028\x00\ufeff", max_size=30)
 rows = st.lists(st.lists(cell, min_size=0, max_size=4), min_size=0, max_size=8)
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids,
-                                                                                      max_size=4), max_leaves=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=20,
+)
 
 
 def _write(tmp_path_factory, suffix: str, data: bytes):
@@ -64,14 +66,26 @@ def test_deeply_nested_json_is_a_clean_error(tmp_path):
 
 
 @FUZZ
-@given(template=st.text(alphabet="{}abcinput_ !0:", max_size=14), regex=st.text(alphabet="()[]*+?.\\ab#$^", max_size=8),
-       split=st.tuples(*[st.floats(allow_nan=True, allow_infinity=True)] * 3),
-       max_labels=st.integers(-2, 40), kind=st.sampled_from([None, "label", "number", "text"]))
+@given(
+    template=st.text(alphabet="{}abcinput_ !0:", max_size=14),
+    regex=st.text(alphabet="()[]*+?.\\ab#$^", max_size=8),
+    split=st.tuples(*[st.floats(allow_nan=True, allow_infinity=True)] * 3),
+    max_labels=st.integers(-2, 40),
+    kind=st.sampled_from([None, "label", "number", "text"]),
+)
 def test_import_options_are_checked(tmp_path_factory, template, regex, split, max_labels, kind):
-    path = _write(tmp_path_factory, ".csv",
-                  ("input,target\n" + "".join(f"q{i},{'yes' if i % 3 else 'no'}\n" for i in range(12))).encode())
-    opts = ImportOptions(input_template=template or None, answer_regex=regex or None, split=split,
-                         max_labels=max_labels, answer_kind=kind)
+    path = _write(
+        tmp_path_factory,
+        ".csv",
+        ("input,target\n" + "".join(f"q{i},{'yes' if i % 3 else 'no'}\n" for i in range(12))).encode(),
+    )
+    opts = ImportOptions(
+        input_template=template or None,
+        answer_regex=regex or None,
+        split=split,
+        max_labels=max_labels,
+        answer_kind=kind,
+    )
     _import_ok_or_own_error(path, opts)
 
 
@@ -133,7 +147,7 @@ def test_history_databases_open_or_fail_cleanly(tmp_path_factory, data, keep_hea
     good = history.read_bytes()
     for side in ("-wal", "-shm"):
         history.with_name(history.name + side).unlink(missing_ok=True)
-    blob = (good[:100] + data + good[100 + len(data):]) if keep_header else data
+    blob = (good[:100] + data + good[100 + len(data) :]) if keep_header else data
     history.write_bytes(blob)
     try:
         open_project(folder).close()

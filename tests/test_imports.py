@@ -18,7 +18,12 @@ def test_toolkit_never_imports_the_ui():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "toolkit"
-    offenders = [p.name for p in root.rglob("*.py")
-                 if any(line.strip().startswith(("import textual", "from textual", "from tui", "import tui"))
-                        for line in p.read_text().splitlines())]
+    offenders = [
+        p.name
+        for p in root.rglob("*.py")
+        if any(
+            line.strip().startswith(("import textual", "from textual", "from tui", "import tui"))
+            for line in p.read_text().splitlines()
+        )
+    ]
     assert offenders == []

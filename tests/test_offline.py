@@ -20,9 +20,14 @@ GRADPROMPT = str(Path(sys.executable).with_name("gradprompt"))
 
 def _csv(tmp_path):
     f = tmp_path / "yn.csv"
-    f.write_text("input,target\n" + "".join(
-        f"\"Review {i}: {'a wonderful, moving film' if i % 2 else 'a dull, tiring mess'}\","
-        f"{'positive' if i % 2 else 'negative'}\n" for i in range(20)))
+    f.write_text(
+        "input,target\n"
+        + "".join(
+            f'"Review {i}: {"a wonderful, moving film" if i % 2 else "a dull, tiring mess"}",'
+            f"{'positive' if i % 2 else 'negative'}\n"
+            for i in range(20)
+        )
+    )
     return f
 
 
@@ -49,8 +54,26 @@ def test_import_optimize_eval_export_with_sockets_refused(project, tmp_path, rea
         return res.output
 
     run("tasks", "import", str(_csv(tmp_path)))
-    out = run("optimize", "yn", "--steps", "1", "--train-size", "2", "--dev-size", "2", "--width", "2", "--probe",
-              "0", "--precision", "fp32", "--device", "cpu", "--initial-prompt", "Positive or negative?")
+    out = run(
+        "optimize",
+        "yn",
+        "--steps",
+        "1",
+        "--train-size",
+        "2",
+        "--dev-size",
+        "2",
+        "--width",
+        "2",
+        "--probe",
+        "0",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--initial-prompt",
+        "Positive or negative?",
+    )
     assert "Run 1" in out or "run 1" in out.lower()
     prompt_id = project.store.run(1)["best_prompt_id"]
     assert project.store.run(1)["status"] == "done" and prompt_id
@@ -68,13 +91,28 @@ def test_the_cli_in_a_process_without_a_network(tmp_path, real_tm):
     project = tmp_path / "proj"
 
     def run(*args):
-        res = subprocess.run(["unshare", "-n", GRADPROMPT, "--project", str(project), *args], capture_output=True,
-                             text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+        res = subprocess.run(
+            ["unshare", "-n", GRADPROMPT, "--project", str(project), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout
 
-    assert subprocess.run(["unshare", "-n", sys.executable, "-c",
-                           "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)"]).returncode != 0
+    assert (
+        subprocess.run(
+            [
+                "unshare",
+                "-n",
+                sys.executable,
+                "-c",
+                "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)",
+            ]
+        ).returncode
+        != 0
+    )
     subprocess.run([GRADPROMPT, "init", str(project)], check=True, capture_output=True)
     assert "gradprompt" in run("--version")
     run("tasks", "import", str(_csv(tmp_path)))

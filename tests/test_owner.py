@@ -16,8 +16,17 @@ from toolkit.store import Store
 
 def _run(store):
     pid = store.ensure_project("p", "/tmp/p")
-    return store.create_run(project_id=pid, task_id=None, method="greater", model_id="m", model_sha256="x",
-                            config={"greater": {"steps": 3}}, seed=0, versions={}, initial_prompt_id=None)
+    return store.create_run(
+        project_id=pid,
+        task_id=None,
+        method="greater",
+        model_id="m",
+        model_sha256="x",
+        config={"greater": {"steps": 3}},
+        seed=0,
+        versions={},
+        initial_prompt_id=None,
+    )
 
 
 def _owner_of(proc) -> str:
@@ -27,8 +36,9 @@ def _owner_of(proc) -> str:
 def _evaluation(store):
     pid = store.ensure_project("p", "/tmp/p")
     prompt = store.add_prompt(pid, None, "think", origin="initial")
-    return store.create_evaluation(prompt_id=prompt, task_id=None, split="test", backend="llamacpp", model_id="m",
-                                   settings={}, n=1)
+    return store.create_evaluation(
+        prompt_id=prompt, task_id=None, split="test", backend="llamacpp", model_id="m", settings={}, n=1
+    )
 
 
 @pytest.fixture
@@ -107,11 +117,20 @@ def test_two_claims_at_once_one_wins(tmp_path, sleeper):
     run_id = _run(store)
     store.update_run(run_id, status="stopped")
     store.close()
-    code = ("import sys; from toolkit.store import Store; s = Store(sys.argv[1])\n"
-            "try:\n    s.claim_run(int(sys.argv[2])); print('won')\n"
-            "except Exception as e:\n    print('refused', e)\n"
-            "import time; time.sleep(3)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(run_id)], stdout=subprocess.PIPE,
-                              text=True, cwd=os.path.dirname(os.path.dirname(__file__))) for _ in range(2)]
+    code = (
+        "import sys; from toolkit.store import Store; s = Store(sys.argv[1])\n"
+        "try:\n    s.claim_run(int(sys.argv[2])); print('won')\n"
+        "except Exception as e:\n    print('refused', e)\n"
+        "import time; time.sleep(3)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path), str(run_id)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert sorted(o.split()[0] for o in outs) == ["refused", "won"], outs

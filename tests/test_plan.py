@@ -10,8 +10,9 @@ def test_plan_scales_with_the_work():
     info = get_model()
     small = estimate(info, inputs, GreaterConfig(steps=10, n_train=8), peak_gflops=200)
     big = estimate(info, inputs, GreaterConfig(steps=20, n_train=16), peak_gflops=200)
-    chains = estimate(info, inputs, GreaterConfig(steps=10, n_train=8, mode="reasoning", max_new_tokens=64),
-                      peak_gflops=200)
+    chains = estimate(
+        info, inputs, GreaterConfig(steps=10, n_train=8, mode="reasoning", max_new_tokens=64), peak_gflops=200
+    )
     q4 = estimate(info, inputs, GreaterConfig(steps=10, n_train=8), precision="4bit", peak_gflops=200)
     assert 120 < small.params_millions < 150  # SmolLM2-135M, read from the GGUF
     assert small.n_train == 8 and 40 < small.mean_tokens < 200

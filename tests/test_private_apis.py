@@ -28,8 +28,14 @@ def test_transformers_names():
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    for name in ("DynamicCache", "LogitsProcessor", "LogitsProcessorList", "BitsAndBytesConfig",
-                 "AutoModelForCausalLM", "AutoTokenizer"):
+    for name in (
+        "DynamicCache",
+        "LogitsProcessor",
+        "LogitsProcessorList",
+        "BitsAndBytesConfig",
+        "AutoModelForCausalLM",
+        "AutoTokenizer",
+    ):
         assert hasattr(transformers, name), name
     assert "llama" in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     assert callable(transformers.utils.logging.set_verbosity_error)
@@ -64,6 +70,8 @@ def test_installed_versions_are_inside_the_bounds_and_the_lock():
         assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} is outside {req.specifier}"
         key = req.name.lower().replace("_", "-")
         assert key in lock, f"{req.name} is not in packaging/constraints.txt (run packaging/lock.sh)"
-        assert req.specifier.contains(lock[key], prereleases=True), f"the lock's {req.name} {lock[key]} is outside {req.specifier}"
+        assert req.specifier.contains(lock[key], prereleases=True), (
+            f"the lock's {req.name} {lock[key]} is outside {req.specifier}"
+        )
         checked += 1
     assert checked >= 15

@@ -57,19 +57,26 @@ def test_out_of_memory_at_model_load_is_a_message(project, tmp_path, monkeypatch
     assert project.store.list_runs(project.id) == []  # the run is created after the model loaded
 
 
-@pytest.mark.parametrize("exc,expected", [
-    (MemoryError(), "Out of memory"),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"), "Out of memory"),
-    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "Out of memory"),
-    (sqlite3.OperationalError("database or disk is full"), "Disk full"),
-    (sqlite3.OperationalError("disk I/O error"), "Disk full"),
-    (OSError(28, "No space left on device"), "Disk full"),
-])
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (MemoryError(), "Out of memory"),
+        (
+            RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"),
+            "Out of memory",
+        ),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "Out of memory"),
+        (sqlite3.OperationalError("database or disk is full"), "Disk full"),
+        (sqlite3.OperationalError("disk I/O error"), "Disk full"),
+        (OSError(28, "No space left on device"), "Disk full"),
+    ],
+)
 def test_resource_errors_are_recognised(exc, expected):
     assert resource_error(exc).startswith(expected)
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("shape mismatch"), OSError(2, "No such file"),
-                                 sqlite3.OperationalError("no such table: x")])
+@pytest.mark.parametrize(
+    "exc", [RuntimeError("shape mismatch"), OSError(2, "No such file"), sqlite3.OperationalError("no such table: x")]
+)
 def test_other_errors_are_not_called_resource_errors(exc):
     assert resource_error(exc) is None

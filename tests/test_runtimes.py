@@ -4,9 +4,11 @@ from toolkit.layout import ChatLayout
 
 SAMPLES = [
     "proper logical reasoning and think step by step. Finally give the actual correct answer.",
-    "Is the following sentence plausible? \"Elias Lindholm beat the buzzer.\"",
+    'Is the following sentence plausible? "Elias Lindholm beat the buzzer."',
     "Therefore, the final answer (one of: negative, positive) is",
-    " positive", "12,345 + 7 = ?", "<|im_start|>user\nhi<|im_end|>\n",
+    " positive",
+    "12,345 + 7 = ?",
+    "<|im_start|>user\nhi<|im_end|>\n",
 ]
 
 

@@ -11,11 +11,14 @@ from toolkit.layout import ChatLayout
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("template", [
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
-    "{% set x = [].append(1) %}{{ messages[0]['content'] }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{% set x = [].append(1) %}{{ messages[0]['content'] }}",
+    ],
+)
 def test_a_hostile_chat_template_cannot_reach_python(template):
     from jinja2.exceptions import SecurityError, UndefinedError
 
@@ -36,14 +39,19 @@ def test_the_code_never_unpickles_runs_model_code_or_opens_the_network():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-                bad += [f"{path.name}: imports {n}" for n in names
-                        if n and n.split(".")[0] in ("pickle", "dill", "requests", "urllib3", "httpx", "socket")]
+                bad += [
+                    f"{path.name}: imports {n}"
+                    for n in names
+                    if n and n.split(".")[0] in ("pickle", "dill", "requests", "urllib3", "httpx", "socket")
+                ]
         for call in _calls(tree):
             fn = ast.unparse(call.func)
             if fn in ("torch.load", "eval", "exec", "pickle.load", "pickle.loads") or fn.endswith("urlopen"):
                 bad.append(f"{path.name}:{call.lineno}: {fn}()")
             for kw in call.keywords:
-                if kw.arg == "trust_remote_code" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                if kw.arg == "trust_remote_code" and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is False
+                ):
                     bad.append(f"{path.name}:{call.lineno}: trust_remote_code={ast.unparse(kw.value)}")
                 if kw.arg == "use_safetensors" and not (isinstance(kw.value, ast.Constant) and kw.value.value is True):
                     bad.append(f"{path.name}:{call.lineno}: use_safetensors={ast.unparse(kw.value)}")

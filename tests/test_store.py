@@ -11,9 +11,14 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
     path = tmp_path / "h.db"
     s = Store(path)
     assert s.db.journal_mode == "wal"
-    assert [m.name for m in migrations.applied(s.db)] == ["m001_initial", "m002_prompt_search", "m003_benches",
-                                                         "m004_step_dev_accuracy", "m005_step_search",
-                                                         "m006_owner"]
+    assert [m.name for m in migrations.applied(s.db)] == [
+        "m001_initial",
+        "m002_prompt_search",
+        "m003_benches",
+        "m004_step_dev_accuracy",
+        "m005_step_search",
+        "m006_owner",
+    ]
     s.close()
     s2 = Store(path)
     assert apply_migrations(s2.db) == []
@@ -42,11 +47,34 @@ def test_prompts_lineage_search_runs_and_steps(store):
     p2 = store.add_prompt(pid, None, "reason carefully step by step", origin="run", parent_id=p1)
     assert [r["id"] for r in store.lineage(p2)] == [p2, p1]
     assert [r["id"] for r in store.list_prompts(pid, search="carefully")] == [p2]
-    run = store.create_run(project_id=pid, task_id=None, method="greater", model_id="m", model_sha256="abc",
-                           config={"a": 1}, seed=3, versions={"torch": "x"}, initial_prompt_id=p1)
-    store.add_step(run, {"step": 0, "position": 0, "prompt_before": "a", "prompt_after": "b", "prompt_ids": [1, 2],
-                         "chosen_token": "b", "accepted": 1, "candidates": [{"token": 1}], "train_score": 0.5,
-                         "train_accuracy": 0.5, "state": {"pos": 1}, "timings": {"gradient": 1.0}})
+    run = store.create_run(
+        project_id=pid,
+        task_id=None,
+        method="greater",
+        model_id="m",
+        model_sha256="abc",
+        config={"a": 1},
+        seed=3,
+        versions={"torch": "x"},
+        initial_prompt_id=p1,
+    )
+    store.add_step(
+        run,
+        {
+            "step": 0,
+            "position": 0,
+            "prompt_before": "a",
+            "prompt_after": "b",
+            "prompt_ids": [1, 2],
+            "chosen_token": "b",
+            "accepted": 1,
+            "candidates": [{"token": 1}],
+            "train_score": 0.5,
+            "train_accuracy": 0.5,
+            "state": {"pos": 1},
+            "timings": {"gradient": 1.0},
+        },
+    )
     steps = store.steps(run)
     assert steps[0]["state"] == {"pos": 1} and steps[0]["candidates"] == [{"token": 1}]
     assert store.run(run)["config"] == {"a": 1}
@@ -59,7 +87,6 @@ def test_backup_is_a_readable_copy(tmp_path):
     out = s.backup(tmp_path / "copy.db")
     con = sqlite3.connect(out)
     assert con.execute("select text from prompts").fetchall() == [("hello",)]
-
 
 
 def test_one_store_is_safe_to_share_between_a_writer_and_reader_threads(tmp_path):

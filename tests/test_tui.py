@@ -1,12 +1,10 @@
 """The terminal UI driven through Textual's Pilot, with the tiny model as the fast backend."""
 
-
 import json
 
 from textual.widgets import Static
 
 from tui.app import Backends, DiffScreen, ErrorDialog, TextDialog, create_app
-
 
 
 def tiny_backends(tiny_tm, calls):
@@ -19,8 +17,12 @@ def tiny_backends(tiny_tm, calls):
 
 def write_task(tmp_path, n=12):
     path = tmp_path / "reviews.csv"
-    path.write_text("goal,target\n" + "".join(f"review {i} was {'great' if i % 2 else 'awful'},"
-                                              f"{'positive' if i % 2 else 'negative'}\n" for i in range(n)))
+    path.write_text(
+        "goal,target\n"
+        + "".join(
+            f"review {i} was {'great' if i % 2 else 'awful'},{'positive' if i % 2 else 'negative'}\n" for i in range(n)
+        )
+    )
     return path
 
 
@@ -118,13 +120,23 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
     b = project.add_prompt(task, "think slowly step by step", origin="edit", parent_id=a)
     examples = project.store.examples(task["id"], "test")
     for pid, ok in ((a, False), (b, True)):  # b fixes every example a got wrong
-        ev = project.store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m",
-                                             model_sha256="x", backend="llamacpp", quantization="Q4_1",
-                                             mode="direct", settings={}, n=len(examples))
+        ev = project.store.create_evaluation(
+            prompt_id=pid,
+            task_id=task["id"],
+            split="test",
+            model_id="m",
+            model_sha256="x",
+            backend="llamacpp",
+            quantization="Q4_1",
+            mode="direct",
+            settings={},
+            n=len(examples),
+        )
         for ex in examples:
             project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"] if ok else "?", ok, 0.0)
-        project.store.finish_evaluation(ev, n=len(examples), correct=len(examples) * ok, accuracy=float(ok),
-                                        ci_low=0.0, ci_high=1.0)
+        project.store.finish_evaluation(
+            ev, n=len(examples), correct=len(examples) * ok, accuracy=float(ok), ci_low=0.0, ci_high=1.0
+        )
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
@@ -196,10 +208,22 @@ async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
     task = store.find_task(project.id, "reviews")
     examples = store.examples(task["id"], limit=3)
     evals = []
-    for pid, pattern in ((project.add_prompt(task, "a", origin="manual"), [1, 0, 1]),
-                         (project.add_prompt(task, "b", origin="manual"), [1, 1, 0])):
-        ev = store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m", model_sha256="x",
-                                     backend="llamacpp", quantization="Q4_1", mode="direct", settings={}, n=3)
+    for pid, pattern in (
+        (project.add_prompt(task, "a", origin="manual"), [1, 0, 1]),
+        (project.add_prompt(task, "b", origin="manual"), [1, 1, 0]),
+    ):
+        ev = store.create_evaluation(
+            prompt_id=pid,
+            task_id=task["id"],
+            split="test",
+            model_id="m",
+            model_sha256="x",
+            backend="llamacpp",
+            quantization="Q4_1",
+            mode="direct",
+            settings={},
+            n=3,
+        )
         for ex, ok in zip(examples, pattern):
             store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "out", ex["answer"] if ok else "?", bool(ok), 0.0)
         store.finish_evaluation(ev, n=3, correct=sum(pattern), accuracy=sum(pattern) / 3, ci_low=0.1, ci_high=0.9)
@@ -222,8 +246,12 @@ async def test_import_with_column_mapping_and_prompt_details(project, tiny_tm, t
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("i")
-        for name, value in {"path": str(path), "input_column": "q", "target_column": "sol",
-                            "answer_regex": r"####\s*(\d+)"}.items():
+        for name, value in {
+            "path": str(path),
+            "input_column": "q",
+            "target_column": "sol",
+            "answer_regex": r"####\s*(\d+)",
+        }.items():
             app.screen.query_one(f"#field-{name}").value = value
         await pilot.pause()
         preview = str(app.screen.query_one("#preview").render())
@@ -330,9 +358,18 @@ async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_p
     task = store.find_task(project.id, "reviews")
     examples = store.examples(task["id"], "test")
     pid = project.add_prompt(task, "Is it [positive]?", origin="manual")
-    ev = store.create_evaluation(prompt_id=pid, task_id=task["id"], split="test", model_id="m", model_sha256="abc",
-                                 backend="llamacpp", quantization="Q4_1", mode="reasoning",
-                                 settings={"mode": "reasoning", "max_new_tokens": 32}, n=len(examples))
+    ev = store.create_evaluation(
+        prompt_id=pid,
+        task_id=task["id"],
+        split="test",
+        model_id="m",
+        model_sha256="abc",
+        backend="llamacpp",
+        quantization="Q4_1",
+        mode="reasoning",
+        settings={"mode": "reasoning", "max_new_tokens": 32},
+        n=len(examples),
+    )
     for i, ex in enumerate(examples):
         ok = i != 0
         store.add_result(ev, ex["id"], f"k{i}", f"chain {i} [thinking] then", ex["answer"] if ok else "bogus", ok, 0.1)
@@ -349,7 +386,7 @@ async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_p
         assert f"accuracy {n - 1}/{n}" in text and "max_new_tokens=32" in text
         assert "Is it \\[positive]?" in text  # markup in user text is escaped, not interpreted
         assert text.count("[red]wrong") == 1 and text.count("[green]ok") == n - 1 and "predicted: [b]bogus[/b]" in text
-        wrong = text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "[red]wrong" in line][0]:]
+        wrong = text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "[red]wrong" in line][0] :]
         assert "gold: [b]" in wrong[0] and wrong[1].strip().startswith("input: ")  # verdict and answers, then input
         assert all(" ".join(ex["input"].split())[:40] in text for ex in examples)
         assert "chain 0 \\[thinking] then" in text
@@ -383,8 +420,13 @@ async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, lla
         assert len(project.store.results(ev["id"])) == 3
         await pilot.press("v")  # again: the loaded model is reused and every example comes from the cache
         await fill(pilot, app, {"limit": "3"})
-        await wait_for(pilot, lambda: len(project.store.evaluations(prompt_id=pid)) == 2
-                       and project.store.evaluations(prompt_id=pid)[1]["status"] == "done")
+        await wait_for(
+            pilot,
+            lambda: (
+                len(project.store.evaluations(prompt_id=pid)) == 2
+                and project.store.evaluations(prompt_id=pid)[1]["status"] == "done"
+            ),
+        )
         again = project.store.evaluations(prompt_id=pid)[1]
         assert loaded == [project.default_model] and again["timings"]["cached"] == 3
 
@@ -411,7 +453,11 @@ async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, lla
         await wait_for(pilot, lambda: app.query_one("#tabs").active == "results")
         assert loads == [(m, "fp32"), m]  # one model at a time, each loaded once
         assert {(e["prompt_id"], e["backend"]) for e in project.store.evaluations()} == {
-            (a, "torch"), (b, "torch"), (a, "llamacpp"), (b, "llamacpp")}
+            (a, "torch"),
+            (b, "torch"),
+            (a, "llamacpp"),
+            (b, "llamacpp"),
+        }
         await pilot.press("2")
         await pilot.press("x")
         await fill(pilot, app, {"runtimes": "gpu:what"})
@@ -459,14 +505,36 @@ async def test_the_live_tab_follows_a_run_of_another_process_whole(project, tiny
     """A run started elsewhere (here: written straight into the history, as a CLI process would) shows in the
     Live tab with all its steps, new steps arrive as they are stored, and its end is reported."""
     store = project.store
-    rid = store.create_run(project_id=project.id, task_id=None, method="greater", model_id="m", model_sha256="x",
-                           config={"greater": {"steps": 5}}, seed=0, versions={}, initial_prompt_id=None)
+    rid = store.create_run(
+        project_id=project.id,
+        task_id=None,
+        method="greater",
+        model_id="m",
+        model_sha256="x",
+        config={"greater": {"steps": 5}},
+        seed=0,
+        versions={},
+        initial_prompt_id=None,
+    )
 
     def step(i):
-        store.add_step(rid, {"step": i, "position": i, "prompt_before": "a", "prompt_after": f"Answer {i}.",
-                             "prompt_ids": [1], "chosen_token": f" {i}", "accepted": 1, "candidates": [],
-                             "train_score": 0.5 - i / 10, "train_accuracy": 0.5 + i / 10, "state": {},
-                             "timings": {"scoring": 1.0}})
+        store.add_step(
+            rid,
+            {
+                "step": i,
+                "position": i,
+                "prompt_before": "a",
+                "prompt_after": f"Answer {i}.",
+                "prompt_ids": [1],
+                "chosen_token": f" {i}",
+                "accepted": 1,
+                "candidates": [],
+                "train_score": 0.5 - i / 10,
+                "train_accuracy": 0.5 + i / 10,
+                "state": {},
+                "timings": {"scoring": 1.0},
+            },
+        )
 
     step(0)
     step(1)
@@ -588,8 +656,14 @@ async def test_the_import_dialog_takes_dev_and_test_files_and_every_option(proje
         await pilot.pause()
         assert isinstance(app.screen, InputDialog)
         assert isinstance(app.screen.query_one("#field-answer_type"), Select)  # closed choices are not free text
-        values = {"path": str(train), "name": "folio", "dev_file": str(dev), "test_file": str(test),
-                  "input_template": "{premises}\\nConclusion: {conclusion}", "target_column": "label"}
+        values = {
+            "path": str(train),
+            "name": "folio",
+            "dev_file": str(dev),
+            "test_file": str(test),
+            "input_template": "{premises}\\nConclusion: {conclusion}",
+            "target_column": "label",
+        }
         for name, value in values.items():
             app.screen.query_one(f"#field-{name}").value = value
         app.screen.query_one("#field-answer_type").value = "label"

@@ -1,6 +1,5 @@
 """Snapshot tests of the main screens at 80x24 (pytest-textual-snapshot). Update with --snapshot-update."""
 
-
 import pytest
 
 from tui.app import Backends, create_app
@@ -25,7 +24,7 @@ def filled_project(tmp_path, monkeypatch):
 
 
 def _app(project):
-    return create_app(project, Backends(load_torch_model=lambda model_id, precision='auto': None))
+    return create_app(project, Backends(load_torch_model=lambda model_id, precision="auto": None))
 
 
 @pytest.mark.parametrize("keys", [[], ["2"], ["5"], ["question_mark"]], ids=["tasks", "prompts", "models", "help"])
@@ -49,10 +48,18 @@ def _evaluate(project, prompt_id, pattern):
     store = project.store
     task = store.find_task(project.id, "reviews")
     examples = store.examples(task["id"], "test")
-    ev = store.create_evaluation(prompt_id=prompt_id, task_id=task["id"], split="test", model_id="smollm2-135m",
-                                 model_sha256="b179c9523d0e6a0f", backend="llamacpp", quantization="Q4_1",
-                                 mode="direct", settings={"mode": "direct", "answer_tokens": 16, "limit": None},
-                                 n=len(examples))
+    ev = store.create_evaluation(
+        prompt_id=prompt_id,
+        task_id=task["id"],
+        split="test",
+        model_id="smollm2-135m",
+        model_sha256="b179c9523d0e6a0f",
+        backend="llamacpp",
+        quantization="Q4_1",
+        mode="direct",
+        settings={"mode": "direct", "answer_tokens": 16, "limit": None},
+        n=len(examples),
+    )
     for ex, ok in zip(examples, pattern):
         answer = ex["answer"] if ok else {"positive": "negative", "negative": "positive"}[ex["answer"]]
         store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", answer, answer, bool(ok), 0.1)

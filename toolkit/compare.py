@@ -46,10 +46,19 @@ def parse_runtime(spec: str) -> tuple[str, str, str]:
     raise ConfigError(f"Runtime {spec!r}: use llamacpp:MODEL or torch:MODEL:PRECISION (fp32, bf16, fp16, 8bit, 4bit).")
 
 
-def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split: str = "test",
-                          settings: EvalSettings | None = None, limit: int | None = None,
-                          progress: Callable[[int, int], None] | None = None,
-                          stop: threading.Event | None = None, batch_size: int = 16) -> EvalReport:
+def evaluate_prompt_torch(
+    store,
+    *,
+    tm,
+    task_row: dict,
+    prompt_row: dict,
+    split: str = "test",
+    settings: EvalSettings | None = None,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+    batch_size: int = 16,
+) -> EvalReport:
     """Score a prompt with a loaded torch model (same layout and label rule as llama.cpp and the optimizer).
 
     Examples run in batches; each batch's results are stored (and cached per example) as soon as it is done,
@@ -60,14 +69,20 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
     examples = store.examples(task_row["id"], split, limit=limit)
-    config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1,
-                           batch_size=batch_size)
+    config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
     engine = GreaterEngine(tm, spec, [Item("x", spec.labels[0] if spec.labels else "x")], [], config)
     ev_id = store.create_evaluation(
-        prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=tm.info.id,
-        model_sha256=tm.sha256, backend="torch", quantization=tm.precision, mode=settings.mode,
+        prompt_id=prompt_row["id"],
+        task_id=task_row["id"],
+        split=split,
+        model_id=tm.info.id,
+        model_sha256=tm.sha256,
+        backend="torch",
+        quantization=tm.precision,
+        mode=settings.mode,
         settings={**json.loads(settings.key()), "limit": limit, "device": str(engine.device)},
-        n=len(examples))
+        n=len(examples),
+    )
     model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
     keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
     prompt_ids = engine.encode_prompt(prompt_row["text"])
@@ -76,17 +91,36 @@ def evaluate_prompt_torch(store, *, tm, task_row: dict, prompt_row: dict, split:
         items = [Item(ex["input"], ex["answer"]) for ex in batch]
         preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
         chains = engine.chains(prompt_ids, items)  # cached by predict_items
-        return [((engine.decode(chain).strip() + " " + str(pred)).strip(), pred)
-                for chain, (_, pred) in zip(chains, preds)]
+        return [
+            ((engine.decode(chain).strip() + " " + str(pred)).strip(), pred) for chain, (_, pred) in zip(chains, preds)
+        ]
 
-    return run_evaluation(store, ev_id, prompt_text=prompt_row["text"], spec=spec, keyed=keyed,
-                          predict_batch=predict_batch, batch_size=config.batch_size, progress=progress, stop=stop)
+    return run_evaluation(
+        store,
+        ev_id,
+        prompt_text=prompt_row["text"],
+        spec=spec,
+        keyed=keyed,
+        predict_batch=predict_batch,
+        batch_size=config.batch_size,
+        progress=progress,
+        stop=stop,
+    )
 
 
-def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task: str | int | None = None,
-                    split: str = "test", limit: int | None = None, settings: EvalSettings | None = None,
-                    progress: Callable[[str], None] | None = None, loaded: dict | None = None,
-                    load: Callable[[str, str, str], object] | None = None) -> CompareResult:
+def compare_prompts(
+    project,
+    prompt_ids: list[int],
+    runtimes: list[str],
+    *,
+    task: str | int | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    settings: EvalSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+    loaded: dict | None = None,
+    load: Callable[[str, str, str], object] | None = None,
+) -> CompareResult:
     """Evaluate every prompt on every runtime. ``loaded`` may map runtime strings to already-loaded models;
     the others are loaded with ``load(kind, model_id, precision)`` (default: from the model registry), one at
     a time, and freed after their column. Every runtime string is checked before anything loads."""
@@ -113,11 +147,27 @@ def compare_prompts(project, prompt_ids: list[int], runtimes: list[str], *, task
                     progress(f"{rt}: prompt {pid}, {done}/{total} examples")
 
             if kind == "llamacpp":
-                rep = evaluate_prompt(store, model=loaded[rt], task_row=task_row, prompt_row=p, split=split,
-                                      settings=settings, limit=limit, progress=each)
+                rep = evaluate_prompt(
+                    store,
+                    model=loaded[rt],
+                    task_row=task_row,
+                    prompt_row=p,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=each,
+                )
             else:
-                rep = evaluate_prompt_torch(store, tm=loaded[rt], task_row=task_row, prompt_row=p, split=split,
-                                            settings=settings, limit=limit, progress=each)
+                rep = evaluate_prompt_torch(
+                    store,
+                    tm=loaded[rt],
+                    task_row=task_row,
+                    prompt_row=p,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=each,
+                )
             result.cells[(p["id"], rt)] = rep
         if own:
             del loaded[rt]

@@ -25,9 +25,20 @@ def ensure_demo_task(project) -> dict:
     return store.find_task(project.id, DEMO_TASK_NAME)
 
 
-def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_size: int = 60, test_size: int = 100,
-             seed: int = 0, mode: str = "direct", model_id: str | None = None, budget_s: float | None = 120.0,
-             initial_prompt: str | None = None) -> dict:
+def run_demo(
+    project,
+    console,
+    *,
+    steps: int = 1000,
+    train_size: int = 16,
+    dev_size: int = 60,
+    test_size: int = 100,
+    seed: int = 0,
+    mode: str = "direct",
+    model_id: str | None = None,
+    budget_s: float | None = 120.0,
+    initial_prompt: str | None = None,
+) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
     from .render import StepPrinter, _print_eval, eval_progress
     from .engine.torch_backend import load_torch_model
@@ -47,35 +58,66 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     with console.status("Loading the model for torch (the first time converts the GGUF, ~20 s)..."):
         tm = load_torch_model(info, precision="auto", device="auto")
     limit = f"{budget_s:.0f} s" if budget_s else f"{steps} steps"
-    console.print(f"Torch: {tm.precision} on {tm.device}. Optimizing for {limit} on {train_size} training examples "
-                  f"({mode} mode); the result must beat the starting prompt significantly on {dev_size} dev examples "
-                  "to replace it.")
-    config = GreaterConfig(mode=mode, steps=steps, n_train=train_size, n_dev=dev_size, seed=seed, batch_size=16,
-                           max_new_tokens=CHAIN_CAP, time_budget_s=budget_s)
-    result = optimize(project, task_row["id"], model_id=info.id, config=config, initial_prompt=initial_prompt,
-                      on_step=StepPrinter(steps, console, budget_s=budget_s), torch_model=tm)
+    console.print(
+        f"Torch: {tm.precision} on {tm.device}. Optimizing for {limit} on {train_size} training examples "
+        f"({mode} mode); the result must beat the starting prompt significantly on {dev_size} dev examples "
+        "to replace it."
+    )
+    config = GreaterConfig(
+        mode=mode,
+        steps=steps,
+        n_train=train_size,
+        n_dev=dev_size,
+        seed=seed,
+        batch_size=16,
+        max_new_tokens=CHAIN_CAP,
+        time_budget_s=budget_s,
+    )
+    result = optimize(
+        project,
+        task_row["id"],
+        model_id=info.id,
+        config=config,
+        initial_prompt=initial_prompt,
+        on_step=StepPrinter(steps, console, budget_s=budget_s),
+        torch_model=tm,
+    )
     if result.stop_reason:
         console.print(f"The search stopped early: {result.stop_reason}.")
     if result.selection:
         sel = result.selection
-        console.print(("Chosen on dev: " if sel["significant"] else "Kept the starting prompt: ") + sel["reason"] + ".",
-                      highlight=False, markup=False)
+        console.print(
+            ("Chosen on dev: " if sel["significant"] else "Kept the starting prompt: ") + sel["reason"] + ".",
+            highlight=False,
+            markup=False,
+        )
     del tm
     what = "the starting prompt" if result.prompt_id == result.initial_prompt_id else "both prompts"
-    console.print(f"\nOptimized in {result.seconds:.0f}s. Scoring {what} on {test_size} held-out test examples "
-                  "with llama.cpp (the GGUF you would deploy)...")
+    console.print(
+        f"\nOptimized in {result.seconds:.0f}s. Scoring {what} on {test_size} held-out test examples "
+        "with llama.cpp (the GGUF you would deploy)..."
+    )
     model = LlamaCppModel(info)
     settings = EvalSettings(mode=mode, max_new_tokens=CHAIN_CAP)
     reports = {}
     kept = result.prompt_id == result.initial_prompt_id
-    scored = (("initial  ", result.initial_prompt_id),) if kept else (
-        ("initial  ", result.initial_prompt_id), ("optimized", result.prompt_id))
+    scored = (
+        (("initial  ", result.initial_prompt_id),)
+        if kept
+        else (("initial  ", result.initial_prompt_id), ("optimized", result.prompt_id))
+    )
     for label, pid in scored:
         with console.status(f"llama.cpp: {label.strip()} prompt...") as status:
-            reports[label.strip()] = evaluate_prompt(project.store, model=model, task_row=task_row,
-                                                     prompt_row=project.store.prompt(pid), split="test",
-                                                     settings=settings, limit=test_size,
-                                                     progress=eval_progress(status, f"llama.cpp: {label.strip()} prompt"))
+            reports[label.strip()] = evaluate_prompt(
+                project.store,
+                model=model,
+                task_row=task_row,
+                prompt_row=project.store.prompt(pid),
+                split="test",
+                settings=settings,
+                limit=test_size,
+                progress=eval_progress(status, f"llama.cpp: {label.strip()} prompt"),
+            )
         _print_eval(f"{label} prompt {pid}", reports[label.strip()], console)
     init = reports["initial"]
     opt = reports.get("optimized", init)
@@ -83,10 +125,12 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     wins = losses = 0
     p_value = 1.0
     if kept:
-        console.print("Change: none. The search found no prompt significantly better than the starting prompt on "
-                      "the dev split, so the starting prompt was kept (it is not presented as an improvement). "
-                      "Try a weaker start (--initial-prompt), more training examples (--train-size) or a longer "
-                      "--budget.")
+        console.print(
+            "Change: none. The search found no prompt significantly better than the starting prompt on "
+            "the dev split, so the starting prompt was kept (it is not presented as an improvement). "
+            "Try a weaker start (--initial-prompt), more training examples (--train-size) or a longer "
+            "--budget."
+        )
     else:
         from .selection import mcnemar_two_sided
 
@@ -95,18 +139,24 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
         wins = sum(1 for k in a if k in b and a[k] and not b[k])
         losses = sum(1 for k in a if k in b and b[k] and not a[k])
         p_value = mcnemar_two_sided(wins, losses)
-        verdict = (f"significant: exact McNemar p={p_value:.3f} on the same {opt.n} examples" if p_value < 0.05 else
-                   f"not significant on {opt.n} test examples (exact McNemar p={p_value:.2f}): treat it as no "
-                   "difference")
+        verdict = (
+            f"significant: exact McNemar p={p_value:.3f} on the same {opt.n} examples"
+            if p_value < 0.05
+            else f"not significant on {opt.n} test examples (exact McNemar p={p_value:.2f}): treat it as no difference"
+        )
         console.print(f"Change: {delta * 100:+.1f} points, {wins} examples fixed and {losses} broken ({verdict}).")
     if kept:
-        console.print(f"[dim]Every output: gradprompt evals show {init.evaluation_id}; the candidates the search "
-                      f"scored: gradprompt runs show {result.run_id}[/]")
+        console.print(
+            f"[dim]Every output: gradprompt evals show {init.evaluation_id}; the candidates the search "
+            f"scored: gradprompt runs show {result.run_id}[/]"
+        )
     else:
-        console.print(f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
-                      f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
-                      f"change survives other runtimes and quantizations: gradprompt compare "
-                      f"{result.initial_prompt_id} {result.prompt_id}[/]")
+        console.print(
+            f"[dim]The examples it fixed or broke: gradprompt evals flipped {init.evaluation_id} "
+            f"{opt.evaluation_id}; every output: gradprompt evals show {opt.evaluation_id}; whether the "
+            f"change survives other runtimes and quantizations: gradprompt compare "
+            f"{result.initial_prompt_id} {result.prompt_id}[/]"
+        )
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
@@ -115,7 +165,18 @@ def run_demo(project, console, *, steps: int = 1000, train_size: int = 16, dev_s
     console.print(f"History: {project.history_path} (run {result.run_id}; `gradprompt runs show {result.run_id}`)")
     console.print(f"Prompt library: {project.path / 'prompts' / DEMO_TASK_NAME}")
     console.print(f"Total time {total:.0f}s.")
-    return {"run_id": result.run_id, "initial_accuracy": init.accuracy, "optimized_accuracy": opt.accuracy,
-            "initial_ci": init.ci, "optimized_ci": opt.ci, "seconds": total, "prompt": result.prompt,
-            "export": str(path), "wins": wins, "losses": losses, "p_value": p_value,
-            "kept_initial": result.prompt_id == result.initial_prompt_id, "selection": result.selection}
+    return {
+        "run_id": result.run_id,
+        "initial_accuracy": init.accuracy,
+        "optimized_accuracy": opt.accuracy,
+        "initial_ci": init.ci,
+        "optimized_ci": opt.ci,
+        "seconds": total,
+        "prompt": result.prompt,
+        "export": str(path),
+        "wins": wins,
+        "losses": losses,
+        "p_value": p_value,
+        "kept_initial": result.prompt_id == result.initial_prompt_id,
+        "selection": result.selection,
+    }

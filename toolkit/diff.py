@@ -67,8 +67,7 @@ def diff_stats(a: str, b: str) -> dict:
             removed += sum(1 for t in ta[i1:i2] if not t.isspace())
         if op in ("insert", "replace"):
             added += sum(1 for t in tb[j1:j2] if not t.isspace())
-    return {"removed": removed, "added": added,
-            "unchanged": sum(1 for t in tb if not t.isspace()) - added}
+    return {"removed": removed, "added": added, "unchanged": sum(1 for t in tb if not t.isspace()) - added}
 
 
 _STYLE = {"equal": "", "delete": "white on dark_red", "insert": "black on green", "replace": "black on yellow"}

@@ -93,9 +93,11 @@ def require(*modules: str, what: str) -> None:
                 raise MissingExtraError(
                     f"{what} needs {module} ({gives}), which the edge bundle leaves out (it runs the prompt "
                     "library, tasks, llama.cpp evaluation, compare across GGUF files and export). Use the full "
-                    "install for it: `bash packaging/setup.sh` in a gradprompt checkout.") from None
+                    "install for it: `bash packaging/setup.sh` in a gradprompt checkout."
+                ) from None
             raise MissingExtraError(
                 f"{what} needs {module} ({gives}), which this install does not have - the edge install runs the "
                 f"prompt library, tasks, llama.cpp evaluation, compare across GGUF files and export without it. "
                 f"Add it with `pip install 'gradprompt[{extra}]'`, or run `bash packaging/setup.sh` for the full "
-                "install.") from None
+                "install."
+            ) from None

@@ -65,8 +65,9 @@ class EvalReport:
 SKIPPED = "[skipped] "
 
 
-def predict(model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str,
-            settings: EvalSettings) -> tuple[str, str | None]:
+def predict(
+    model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
+) -> tuple[str, str | None]:
     """(model output text, predicted answer) for one example on a llama.cpp model."""
     before, after = layout.split(input_text)
     tokens = model.encode(before) + model.encode(prompt) + model.encode(after)
@@ -160,8 +161,16 @@ def answer_grammar(spec: AnswerSpec) -> str:
 
 
 def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerSpec, example: dict) -> str:
-    parts = [prompt, model_sha, settings.key(), spec.kind, list(spec.labels), spec.extractor,
-             example["input"], example["answer"]]
+    parts = [
+        prompt,
+        model_sha,
+        settings.key(),
+        spec.kind,
+        list(spec.labels),
+        spec.extractor,
+        example["input"],
+        example["answer"],
+    ]
     if spec.kind != "label":  # generated answers depend on the answer grammar: a new grammar, new results
         parts.append(answer_grammar(spec))
     raw = json.dumps(parts)
@@ -176,8 +185,7 @@ def interrupted_marks(store, evaluation_id: int):
         yield
     except BaseException as exc:
         try:
-            store.finish_evaluation(evaluation_id,
-                                    status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
+            store.finish_evaluation(evaluation_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
         except Exception:  # e.g. the disk is full: it then reads interrupted (its process is gone)
             pass
         raise
@@ -188,10 +196,18 @@ def add_to_confusion(confusion: dict[str, dict[str, int]], gold: str, predicted:
     row[str(predicted)] = row.get(str(predicted), 0) + 1
 
 
-def run_evaluation(store, evaluation_id: int, *, prompt_text: str, spec: AnswerSpec, keyed: Sequence[tuple],
-                   predict_batch: Callable[[list[dict]], list[tuple[str, str | None]]], batch_size: int = 1,
-                   progress: Callable[[int, int], None] | None = None,
-                   stop: threading.Event | None = None) -> EvalReport:
+def run_evaluation(
+    store,
+    evaluation_id: int,
+    *,
+    prompt_text: str,
+    spec: AnswerSpec,
+    keyed: Sequence[tuple],
+    predict_batch: Callable[[list[dict]], list[tuple[str, str | None]]],
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EvalReport:
     """The evaluation loop both runtimes share. ``keyed`` is [(example, cache key)]; cached examples are
     taken from the history, the rest go to ``predict_batch`` (-> [(output, predicted)]) ``batch_size`` at a
     time, and each batch is stored as soon as it is done, so a stopped or interrupted evaluation continues
@@ -242,16 +258,26 @@ def run_evaluation(store, evaluation_id: int, *, prompt_text: str, spec: AnswerS
     if stopped:
         store.finish_evaluation(evaluation_id, status="stopped", timings=timings)
     else:
-        store.finish_evaluation(evaluation_id, n=done, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi,
-                                timings=timings)
-    return EvalReport(evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls,
-                      skipped)
+        store.finish_evaluation(
+            evaluation_id, n=done, correct=correct, accuracy=accuracy, ci_low=lo, ci_high=hi, timings=timings
+        )
+    return EvalReport(
+        evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls, skipped
+    )
 
 
-def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: str = "test",
-                    settings: EvalSettings | None = None, limit: int | None = None,
-                    progress: Callable[[int, int], None] | None = None,
-                    stop: threading.Event | None = None) -> EvalReport:
+def evaluate_prompt(
+    store,
+    *,
+    model,
+    task_row: dict,
+    prompt_row: dict,
+    split: str = "test",
+    settings: EvalSettings | None = None,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EvalReport:
     """Score one stored prompt on a task split with a loaded :class:`~toolkit.llamacpp.LlamaCppModel`.
 
     Per-example results are cached by (prompt, model file, settings, example): a repeated or interrupted
@@ -262,9 +288,15 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     examples = store.examples(task_row["id"], split, limit=limit)
     ev_id = store.create_evaluation(
-        prompt_id=prompt_row["id"], task_id=task_row["id"], split=split, model_id=model.info.id,
-        model_sha256=model.sha256, backend="llamacpp", quantization=model.info.quantization or "gguf",
-        mode=settings.mode, n=len(examples),
+        prompt_id=prompt_row["id"],
+        task_id=task_row["id"],
+        split=split,
+        model_id=model.info.id,
+        model_sha256=model.sha256,
+        backend="llamacpp",
+        quantization=model.info.quantization or "gguf",
+        mode=settings.mode,
+        n=len(examples),
         settings={**json.loads(settings.key()), "limit": limit, "gpu_layers": getattr(model, "n_gpu_layers", 0)},
     )
     # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
@@ -280,8 +312,16 @@ def evaluate_prompt(store, *, model, task_row: dict, prompt_row: dict, split: st
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
         return [predict_one(ex) for ex in batch]
 
-    return run_evaluation(store, ev_id, prompt_text=prompt_row["text"], spec=spec, keyed=keyed,
-                          predict_batch=predict_batch, progress=progress, stop=stop)
+    return run_evaluation(
+        store,
+        ev_id,
+        prompt_text=prompt_row["text"],
+        spec=spec,
+        keyed=keyed,
+        predict_batch=predict_batch,
+        progress=progress,
+        stop=stop,
+    )
 
 
 def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, limit: int | None = None) -> dict:
@@ -298,9 +338,14 @@ def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, 
     shown = [{**r, "correct": bool(r["correct"])} for r in results if not (errors_only and r["correct"])]
     task_row = store.task_by_id(ev["task_id"])
     return {
-        "evaluation": ev, "prompt": store.prompt(ev["prompt_id"]), "task": task_row,
-        "kind": task_row["answer_kind"], "scored": len(results), "correct": sum(r["correct"] for r in results),
-        "confusion": confusion, "examples": shown[: limit if limit else None],
+        "evaluation": ev,
+        "prompt": store.prompt(ev["prompt_id"]),
+        "task": task_row,
+        "kind": task_row["answer_kind"],
+        "scored": len(results),
+        "correct": sum(r["correct"] for r in results),
+        "confusion": confusion,
+        "examples": shown[: limit if limit else None],
     }
 
 
@@ -308,10 +353,18 @@ def diff_effect(store, prompt_a: int, prompt_b: int) -> list[dict]:
     """What changing prompt A into prompt B did, per runtime where both were evaluated the same way
     (same task, split, model file, backend, quantization and settings; the latest such pair): accuracy
     of each on the examples both scored, and how many examples the change fixed and broke."""
+
     def key(e: dict) -> tuple:
         settings = {k: v for k, v in (e["settings"] or {}).items() if k != "limit"}
-        return (e["task_id"], e["split"], e["model_sha256"], e["backend"], e["quantization"], e["mode"],
-                json.dumps(settings, sort_keys=True))
+        return (
+            e["task_id"],
+            e["split"],
+            e["model_sha256"],
+            e["backend"],
+            e["quantization"],
+            e["mode"],
+            json.dumps(settings, sort_keys=True),
+        )
 
     latest_a = {key(e): e for e in store.evaluations(prompt_id=prompt_a) if e["status"] == "done"}
     latest_b = {key(e): e for e in store.evaluations(prompt_id=prompt_b) if e["status"] == "done"}
@@ -323,12 +376,22 @@ def diff_effect(store, prompt_a: int, prompt_b: int) -> list[dict]:
         both = sorted(set(ra) & set(rb))
         if not both:
             continue
-        out.append({
-            "eval_a": ea["id"], "eval_b": eb["id"], "model_id": eb["model_id"], "backend": eb["backend"],
-            "quantization": eb["quantization"], "split": eb["split"], "mode": eb["mode"], "n": len(both),
-            "accuracy_a": sum(ra[i] for i in both) / len(both), "accuracy_b": sum(rb[i] for i in both) / len(both),
-            "fixed": sum(1 for i in both if rb[i] and not ra[i]), "broken": sum(1 for i in both if ra[i] and not rb[i]),
-        })
+        out.append(
+            {
+                "eval_a": ea["id"],
+                "eval_b": eb["id"],
+                "model_id": eb["model_id"],
+                "backend": eb["backend"],
+                "quantization": eb["quantization"],
+                "split": eb["split"],
+                "mode": eb["mode"],
+                "n": len(both),
+                "accuracy_a": sum(ra[i] for i in both) / len(both),
+                "accuracy_b": sum(rb[i] for i in both) / len(both),
+                "fixed": sum(1 for i in both if rb[i] and not ra[i]),
+                "broken": sum(1 for i in both if ra[i] and not rb[i]),
+            }
+        )
     return out
 
 
@@ -336,13 +399,14 @@ def describe_effect(row: dict) -> str:
     """One line for a :func:`diff_effect` row."""
     runtime = "llama.cpp" if row["backend"] == "llamacpp" else row["backend"]
     delta = 100 * (row["accuracy_b"] - row["accuracy_a"])
-    return (f"{row['model_id']} {runtime} {row['quantization'] or ''} ({row['split']}, {row['mode']}, {row['n']} examples): "
-            f"{100 * row['accuracy_a']:.1f}% -> {100 * row['accuracy_b']:.1f}% ({delta:+.1f}), "
-            f"{row['fixed']} fixed, {row['broken']} broken - gradprompt evals flipped {row['eval_a']} {row['eval_b']}")
+    return (
+        f"{row['model_id']} {runtime} {row['quantization'] or ''} ({row['split']}, {row['mode']}, {row['n']} examples): "
+        f"{100 * row['accuracy_a']:.1f}% -> {100 * row['accuracy_b']:.1f}% ({delta:+.1f}), "
+        f"{row['fixed']} fixed, {row['broken']} broken - gradprompt evals flipped {row['eval_a']} {row['eval_b']}"
+    )
 
 
-def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], prompt: str,
-                        settings: EvalSettings) -> dict:
+def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], prompt: str, settings: EvalSettings) -> dict:
     """Run ``prompt`` on a few examples with llama.cpp before a long run and say what looks wrong with the
     answer format: the exact text the model sees (first example), each answer, and warnings (see
     :func:`format_warnings`). Nothing is stored."""
@@ -352,11 +416,22 @@ def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], promp
     rows = []
     for ex in examples:
         output, predicted = predict(model, layout, spec, prompt, ex["input"], settings)
-        rows.append({"input": ex["input"], "answer": ex["answer"], "output": output, "predicted": predicted,
-                     "correct": is_correct(predicted, ex["answer"], spec.kind)})
+        rows.append(
+            {
+                "input": ex["input"],
+                "answer": ex["answer"],
+                "output": output,
+                "predicted": predicted,
+                "correct": is_correct(predicted, ex["answer"], spec.kind),
+            }
+        )
     n = len(rows)
-    return {"seen": before + prompt + after + chain + spec.extractor, "rows": rows,
-            "accuracy": (sum(r["correct"] for r in rows) / n) if n else 0.0, "warnings": format_warnings(spec, rows)}
+    return {
+        "seen": before + prompt + after + chain + spec.extractor,
+        "rows": rows,
+        "accuracy": (sum(r["correct"] for r in rows) / n) if n else 0.0,
+        "warnings": format_warnings(spec, rows),
+    }
 
 
 def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
@@ -367,15 +442,21 @@ def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
         return warnings
     unparsed = sum(r["predicted"] is None for r in rows)
     if unparsed:
-        warnings.append(f"{unparsed}/{n} answers could not be read as a {spec.kind}: check the extractor "
-                        f"({spec.extractor!r}) or the answer kind.")
+        warnings.append(
+            f"{unparsed}/{n} answers could not be read as a {spec.kind}: check the extractor "
+            f"({spec.extractor!r}) or the answer kind."
+        )
     golds = sorted({r["answer"] for r in rows})
     if spec.kind == "label" and n >= 4 and len({str(r["predicted"]) for r in rows}) == 1 and len(golds) > 1:
-        warnings.append(f"The model answered {rows[0]['predicted']!r} for all {n} examples: the prompt and "
-                        "extractor do not steer it yet (optimization can fix that, but check the labels first).")
+        warnings.append(
+            f"The model answered {rows[0]['predicted']!r} for all {n} examples: the prompt and "
+            "extractor do not steer it yet (optimization can fix that, but check the labels first)."
+        )
     if n >= 4 and not any(r["correct"] for r in rows):
-        warnings.append(f"None of the {n} is right. If the gold answers ({', '.join(golds[:5])}) are what the "
-                        "extractor asks for, the model is just weak here: expect a low starting accuracy.")
+        warnings.append(
+            f"None of the {n} is right. If the gold answers ({', '.join(golds[:5])}) are what the "
+            "extractor asks for, the model is just weak here: expect a low starting accuracy."
+        )
     return warnings
 
 
@@ -394,12 +475,20 @@ def vote(store, evaluation_ids: Sequence[int]) -> dict:
     evals = [store.evaluation(i) for i in evaluation_ids]
     seen: dict[tuple, int] = {}
     for e in evals:  # the same prompt scored the same way twice is one voter, not two
-        key = (e["prompt_id"], e["model_sha256"], e["backend"], e["quantization"], e["mode"],
-               json.dumps(e["settings"], sort_keys=True))
+        key = (
+            e["prompt_id"],
+            e["model_sha256"],
+            e["backend"],
+            e["quantization"],
+            e["mode"],
+            json.dumps(e["settings"], sort_keys=True),
+        )
         if key in seen:
-            raise ConfigError(f"Evaluations {seen[key]} and {e['id']} are the same prompt ({e['prompt_id']}) on the same "
-                              "model, runtime and settings: they give the same answers, so they are one voter. Vote "
-                              "different prompts, or one prompt on different runtimes or quantizations.")
+            raise ConfigError(
+                f"Evaluations {seen[key]} and {e['id']} are the same prompt ({e['prompt_id']}) on the same "
+                "model, runtime and settings: they give the same answers, so they are one voter. Vote "
+                "different prompts, or one prompt on different runtimes or quantizations."
+            )
         seen[key] = e["id"]
     if len({e["task_id"] for e in evals}) != 1:
         raise ConfigError("The evaluations are of different tasks; votes only make sense on one task.")
@@ -428,7 +517,18 @@ def vote(store, evaluation_ids: Sequence[int]) -> dict:
         any_ok += int(any(row["correct"] for row in rows))
     n = len(shared)
     return {
-        "n": n, "evaluations": [{"id": e["id"], "prompt_id": e["prompt_id"], "backend": e["backend"],
-                                 "quantization": e["quantization"], "accuracy": c / n} for e, c in zip(evals, correct)],
-        "vote_accuracy": voted / n, "vote_ci": wilson_interval(voted, n), "any_correct": any_ok / n,
+        "n": n,
+        "evaluations": [
+            {
+                "id": e["id"],
+                "prompt_id": e["prompt_id"],
+                "backend": e["backend"],
+                "quantization": e["quantization"],
+                "accuracy": c / n,
+            }
+            for e, c in zip(evals, correct)
+        ],
+        "vote_accuracy": voted / n,
+        "vote_ci": wilson_interval(voted, n),
+        "any_correct": any_ok / n,
     }

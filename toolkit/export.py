@@ -10,7 +10,13 @@ from pathlib import Path
 from .errors import ConfigError
 from .tasks import parse_number
 
-FORMATS = {"text": ".txt", "json": ".json", "llamacpp": ".llamacpp.json", "llm": ".llm.yaml", "promptfoo": ".promptfooconfig.yaml"}
+FORMATS = {
+    "text": ".txt",
+    "json": ".json",
+    "llamacpp": ".llamacpp.json",
+    "llm": ".llm.yaml",
+    "promptfoo": ".promptfooconfig.yaml",
+}
 
 
 def prompt_bundle(project, prompt_id: int) -> dict:
@@ -28,12 +34,33 @@ def prompt_bundle(project, prompt_id: int) -> dict:
         "task": task_row["name"] if task_row else None,
         "answer": {"kind": spec.kind, "labels": list(spec.labels), "extractor": spec.extractor} if spec else None,
         "layout": "user turn: INPUT, blank line, PROMPT; assistant turn: [reasoning] EXTRACTOR ' ' ANSWER",
-        "run": {"id": run["id"], "model_id": run["model_id"], "model_sha256": run["model_sha256"], "seed": run["seed"],
-                "config": run["config"]} if run else None,
+        "run": {
+            "id": run["id"],
+            "model_id": run["model_id"],
+            "model_sha256": run["model_sha256"],
+            "seed": run["seed"],
+            "config": run["config"],
+        }
+        if run
+        else None,
         "evaluations": [
-            {k: e[k] for k in ("split", "model_id", "model_sha256", "backend", "quantization", "mode", "n", "accuracy",
-                               "ci_low", "ci_high")}
-            for e in store.evaluations(prompt_id=prompt_id) if e["status"] == "done"
+            {
+                k: e[k]
+                for k in (
+                    "split",
+                    "model_id",
+                    "model_sha256",
+                    "backend",
+                    "quantization",
+                    "mode",
+                    "n",
+                    "accuracy",
+                    "ci_low",
+                    "ci_high",
+                )
+            }
+            for e in store.evaluations(prompt_id=prompt_id)
+            if e["status"] == "done"
         ],
     }
 
@@ -62,15 +89,22 @@ def _output_path(output: str | Path | None, default_dir: Path, default_name: str
     return path
 
 
-def export_prompt(project, prompt_id: int, fmt: str = "text", output: str | Path | None = None,
-                  model_id: str | None = None, force: bool = False) -> Path:
+def export_prompt(
+    project,
+    prompt_id: int,
+    fmt: str = "text",
+    output: str | Path | None = None,
+    model_id: str | None = None,
+    force: bool = False,
+) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
     bundle = prompt_bundle(project, prompt_id)
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", bundle["task"] or "prompt")
     # The default folder's files are gradprompt's own: re-exporting there replaces them.
-    output = _output_path(output, project.exports_dir, f"{slug}-prompt-{prompt_id}{FORMATS[fmt]}",
-                          force or output is None)
+    output = _output_path(
+        output, project.exports_dir, f"{slug}-prompt-{prompt_id}{FORMATS[fmt]}", force or output is None
+    )
     if fmt == "text":
         text = bundle["prompt"] + "\n"
         if bundle["answer"]:
@@ -116,8 +150,9 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
 
     info = get_model(model_id or project.default_model)
     model = LlamaCppModel(info, n_ctx=512)
-    spec = AnswerSpec(kind=bundle["answer"]["kind"], labels=tuple(bundle["answer"]["labels"]),
-                      extractor=bundle["answer"]["extractor"])
+    spec = AnswerSpec(
+        kind=bundle["answer"]["kind"], labels=tuple(bundle["answer"]["labels"]), extractor=bundle["answer"]["extractor"]
+    )
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     marker = "\u0000INPUT\u0000"
     before, after = layout.split(marker)
@@ -140,13 +175,16 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
     return {
         "format": "gradprompt-llamacpp-bundle/1",
         "model": {"id": info.id, "path": str(info.gguf_path()), "sha256": model.sha256},
-        "task": bundle["task"], "prompt_id": bundle["prompt_id"], "prompt": bundle["prompt"],
-        "answer": bundle["answer"], "label_tokens": label_tokens,
+        "task": bundle["task"],
+        "prompt_id": bundle["prompt_id"],
+        "prompt": bundle["prompt"],
+        "answer": bundle["answer"],
+        "label_tokens": label_tokens,
         "prompt_template": placeholder_template,
         "llama_server": {"endpoint": "POST /completion", "request": {**request, "prompt": placeholder_template}},
         "llama_cli": " ".join(shlex.quote(c) for c in cli) + " -p " + shlex.quote(placeholder_template),
         "note": "Replace {input} with the example (no other text). Special tokens in the prompt must be parsed "
-                "(llama-server does; llama-cli needs --special... on some versions).",
+        "(llama-server does; llama-cli needs --special... on some versions).",
     }
 
 
@@ -172,13 +210,17 @@ def promptfoo_config(project, bundle: dict) -> dict:
         for ex in store.examples(task_row["id"], "test"):
             gold_number = parse_number(ex["answer"]) if kind == "number" else None
             if gold_number is not None:  # the last number in the output, compared as a number ("1,000." == 1000)
-                js = ("const m = output.replace(/(\\d),(?=\\d)/g, '$1').match(/-?\\d+(\\.\\d+)?/g); "
-                      f"return m !== null && Number(m[m.length - 1]) === {json.dumps(gold_number)};")
+                js = (
+                    "const m = output.replace(/(\\d),(?=\\d)/g, '$1').match(/-?\\d+(\\.\\d+)?/g); "
+                    f"return m !== null && Number(m[m.length - 1]) === {json.dumps(gold_number)};"
+                )
                 assertion = {"type": "javascript", "value": js}
             elif labels:
                 pattern = "|".join(re.escape(label) for label in labels)
-                js = (f"const m = [...output.matchAll(/\\b({pattern})\\b/gi)]; "
-                      f"return m.length > 0 && m[m.length - 1][1].toLowerCase() === {json.dumps(ex['answer'].lower())};")
+                js = (
+                    f"const m = [...output.matchAll(/\\b({pattern})\\b/gi)]; "
+                    f"return m.length > 0 && m[m.length - 1][1].toLowerCase() === {json.dumps(ex['answer'].lower())};"
+                )
                 assertion = {"type": "javascript", "value": js}
             else:
                 assertion = {"type": "icontains", "value": ex["answer"]}
@@ -186,7 +228,12 @@ def promptfoo_config(project, bundle: dict) -> dict:
     return {
         "description": f"gradprompt export: task {bundle['task']}, prompt {bundle['prompt_id']}",
         "prompts": ["{{input}}\n\n" + bundle["prompt"]],
-        "providers": [{"id": "openai:chat:local", "label": "llama-server (local GGUF)",
-                       "config": {"apiBaseUrl": "http://127.0.0.1:8080/v1", "apiKey": "none", "temperature": 0}}],
+        "providers": [
+            {
+                "id": "openai:chat:local",
+                "label": "llama-server (local GGUF)",
+                "config": {"apiBaseUrl": "http://127.0.0.1:8080/v1", "apiKey": "none", "temperature": 0},
+            }
+        ],
         "tests": tests,
     }

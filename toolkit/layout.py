@@ -61,7 +61,9 @@ class ChatLayout:
         """(text before the prompt, text after it) for one example's user turn."""
         rendered = _compile(self.template or FALLBACK_TEMPLATE).render(
             messages=[{"role": "user", "content": f"{input_text}{INPUT_SEPARATOR}{PLACEHOLDER}"}],
-            add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token,
+            add_generation_prompt=True,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
         )
         if rendered.count(PLACEHOLDER) != 1:
             raise ValueError("The chat template did not keep the prompt placeholder exactly once.")

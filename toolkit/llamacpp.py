@@ -64,8 +64,14 @@ class LlamaCppModel:
         threads = self.n_threads or max(1, os.cpu_count() or 1)
         self.n_gpu_layers = resolve_gpu_layers(self.n_gpu_layers)
         self.llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
-            n_gpu_layers=self.n_gpu_layers, logits_all=False, verbose=False, seed=0,
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=self.n_gpu_layers,
+            logits_all=False,
+            verbose=False,
+            seed=0,
         )
         self.n_vocab = self.llm.n_vocab()
         self.stop_ids = {self.llm.token_eos()}
@@ -132,8 +138,9 @@ class LlamaCppModel:
         """Greedy continuation of ``tokens`` (at most ``max_new_tokens``, stopping at end of turn)."""
         return self.generate_constrained(tokens, None, max_new_tokens, stop_texts)
 
-    def generate_constrained(self, tokens: Sequence[int], grammar: str | None, max_new_tokens: int,
-                             stop_texts: Sequence[str] = ()) -> list[int]:
+    def generate_constrained(
+        self, tokens: Sequence[int], grammar: str | None, max_new_tokens: int, stop_texts: Sequence[str] = ()
+    ) -> list[int]:
         """Greedy continuation of ``tokens`` (llama.cpp's own sampler), optionally under a GBNF ``grammar``.
 
         The KV cache keeps the longest prefix shared with the previous call.
@@ -155,8 +162,9 @@ class LlamaCppModel:
                 f"({self.n_ctx}). Shorten the examples or lower --max-new-tokens."
             )
         before = self.llm.n_tokens
-        for tok in self.llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                     grammar=grammar_obj):
+        for tok in self.llm.generate(
+            tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=grammar_obj
+        ):
             if tok in self.stop_ids or self.llm.token_eos() == tok:
                 break
             out.append(tok)

@@ -107,9 +107,12 @@ class ModelInfo:
         else:
             if not required:
                 return None
-            hint = (f"Make one from its Hugging Face folder with `gradprompt models quantize {self.id} --to Q8_0` "
-                    f"(or --to F16), then use {self.id}-q8_0" if self.hf_path else
-                    "Add one with `gradprompt models add ID --gguf FILE`")
+            hint = (
+                f"Make one from its Hugging Face folder with `gradprompt models quantize {self.id} --to Q8_0` "
+                f"(or --to F16), then use {self.id}-q8_0"
+                if self.hf_path
+                else "Add one with `gradprompt models add ID --gguf FILE`"
+            )
             raise ModelFileError(f"Model {self.id!r} has no GGUF file; llama.cpp needs one. {hint}.")
         if not path.exists():
             if not required:
@@ -119,12 +122,23 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         data = {
-            "id": self.id, "name": self.name, "family": self.family, "licence": self.licence,
-            "source": self.source, "builtin": self.builtin, "default": self.default,
-            "quantization": self.quantization, "sha256": self.gguf_sha256, "hf_path": self.hf_path,
+            "id": self.id,
+            "name": self.name,
+            "family": self.family,
+            "licence": self.licence,
+            "source": self.source,
+            "builtin": self.builtin,
+            "default": self.default,
+            "quantization": self.quantization,
+            "sha256": self.gguf_sha256,
+            "hf_path": self.hf_path,
             "hub_id": self.hub_id,
         }
-        path = self.gguf_path(required=False) if (self.gguf_package and not self.gguf_assemble) or self.gguf_path_str else None
+        path = (
+            self.gguf_path(required=False)
+            if (self.gguf_package and not self.gguf_assemble) or self.gguf_path_str
+            else None
+        )
         data["gguf_path"] = str(path) if path else ""
         data["size_bytes"] = path.stat().st_size if path else None
         return data
@@ -137,13 +151,24 @@ def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:
     hf = data.get("hf", {}) or {}
     known = {"id", "name", "family", "licence", "chat_template", "default", "homepage", "gguf", "hf"}
     return ModelInfo(
-        id=data["id"], name=data.get("name", data["id"]), family=data.get("family", ""),
-        licence=data.get("licence", ""), chat_template=data.get("chat_template", "gguf"), builtin=builtin,
-        default=bool(data.get("default", False)), homepage=data.get("homepage", ""),
-        gguf_package=gguf.get("package", ""), gguf_file=gguf.get("file", ""), gguf_path_str=gguf.get("path", ""),
-        gguf_assemble=bool(gguf.get("assemble", False)), gguf_sha256=gguf.get("sha256", ""),
-        quantization=gguf.get("quantization", ""), install_hint=gguf.get("install", ""),
-        hf_path=hf.get("path", ""), hub_id=hf.get("hub_id", ""), manifest_path=str(path),
+        id=data["id"],
+        name=data.get("name", data["id"]),
+        family=data.get("family", ""),
+        licence=data.get("licence", ""),
+        chat_template=data.get("chat_template", "gguf"),
+        builtin=builtin,
+        default=bool(data.get("default", False)),
+        homepage=data.get("homepage", ""),
+        gguf_package=gguf.get("package", ""),
+        gguf_file=gguf.get("file", ""),
+        gguf_path_str=gguf.get("path", ""),
+        gguf_assemble=bool(gguf.get("assemble", False)),
+        gguf_sha256=gguf.get("sha256", ""),
+        quantization=gguf.get("quantization", ""),
+        install_hint=gguf.get("install", ""),
+        hf_path=hf.get("path", ""),
+        hub_id=hf.get("hub_id", ""),
+        manifest_path=str(path),
         extra={k: v for k, v in data.items() if k not in known},
     )
 
@@ -154,8 +179,10 @@ def _read_manifest(path: Path, builtin: bool) -> ModelInfo:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a model manifest is TOML. "
-                          "Fix it, or remove it with `gradprompt models remove`.") from None
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); a model manifest is TOML. "
+            "Fix it, or remove it with `gradprompt models remove`."
+        ) from None
     return _from_manifest(data, path, builtin)
 
 
@@ -212,13 +239,16 @@ def check_gguf(path: str | Path) -> None:
         tensors = list(reader.tensors)
         end = max((int(t.data_offset) + int(t.n_bytes) for t in tensors), default=0)
     except Exception as exc:  # the reader raises many kinds (ValueError, IndexError, struct errors) on bad files
-        raise ModelFileError(f"{path}: not a complete GGUF file (truncated or corrupted: {type(exc).__name__}: "
-                             f"{str(exc)[:120]}). Download or convert it again.") from None
+        raise ModelFileError(
+            f"{path}: not a complete GGUF file (truncated or corrupted: {type(exc).__name__}: "
+            f"{str(exc)[:120]}). Download or convert it again."
+        ) from None
     if not tensors:
         raise ModelFileError(f"{path}: the GGUF file holds no tensors. Download or convert it again.")
     if end > size:
-        raise ModelFileError(f"{path}: the GGUF file is truncated ({size} bytes, its tensors need {end}). "
-                             "Download or convert it again.")
+        raise ModelFileError(
+            f"{path}: the GGUF file is truncated ({size} bytes, its tensors need {end}). Download or convert it again."
+        )
 
 
 def gguf_chat_template(path: str | Path) -> str:
@@ -229,9 +259,17 @@ def gguf_chat_template(path: str | Path) -> str:
     return str(field.contents()) if field is not None else ""
 
 
-def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, hub_id: str | None = None,
-              name: str | None = None, licence: str = "", verify: bool = True,
-              chat_template: str | None = None) -> ModelInfo:
+def add_model(
+    model_id: str,
+    *,
+    gguf: str | None = None,
+    hf: str | None = None,
+    hub_id: str | None = None,
+    name: str | None = None,
+    licence: str = "",
+    verify: bool = True,
+    chat_template: str | None = None,
+) -> ModelInfo:
     """Register a user model. The GGUF (if any) is hashed now and verified at every load. ``chat_template``
     (Jinja) is for model files that carry none."""
     if not _ID_RE.match(model_id):
@@ -240,7 +278,12 @@ def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, 
         raise ConfigError(f"A model {model_id!r} already exists. Choose another id, or remove it first.")
     if not (gguf or hf or hub_id):
         raise ConfigError("Give --gguf FILE, --hf FOLDER or --hub-id ID.")
-    data: dict = {"id": model_id, "name": name or model_id, "licence": licence, "chat_template": "gguf" if gguf else "hf"}
+    data: dict = {
+        "id": model_id,
+        "name": name or model_id,
+        "licence": licence,
+        "chat_template": "gguf" if gguf else "hf",
+    }
     if chat_template is not None:
         if "{{" not in chat_template and "{%" not in chat_template:
             raise ConfigError("The chat template is not a Jinja template (no {{ }} or {% %}).")
@@ -260,7 +303,8 @@ def add_model(model_id: str, *, gguf: str | None = None, hf: str | None = None, 
             if not any(folder.glob("*.safetensors")):
                 raise ModelFileError(
                     f"{folder}: no *.safetensors weights. gradprompt loads safetensors only (a .bin file is a "
-                    "pickle, which can run code when loaded). Convert the weights to safetensors first.")
+                    "pickle, which can run code when loaded). Convert the weights to safetensors first."
+                )
             hf_data["path"] = str(folder)
         if hub_id:
             hf_data["hub_id"] = hub_id

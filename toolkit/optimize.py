@@ -64,10 +64,21 @@ def _engine(project, task_row, model_id, config: GreaterConfig, precision: str, 
     return GreaterEngine(tm, spec, train, dev, config), tm
 
 
-def optimize(project, task: str | int, *, model_id: str | None = None, config: GreaterConfig | None = None,
-             precision: str = "auto", device: str = "auto", initial_prompt: str = DEFAULT_INITIAL_PROMPT,
-             on_step: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-             torch_model=None, bench_id: int | None = None, method_name: str = "greater") -> OptimizeResult:
+def optimize(
+    project,
+    task: str | int,
+    *,
+    model_id: str | None = None,
+    config: GreaterConfig | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+    initial_prompt: str = DEFAULT_INITIAL_PROMPT,
+    on_step: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    torch_model=None,
+    bench_id: int | None = None,
+    method_name: str = "greater",
+) -> OptimizeResult:
     config = config or GreaterConfig()
     store = project.store
     task_row = store.task(project.id, task)
@@ -75,17 +86,40 @@ def optimize(project, task: str | int, *, model_id: str | None = None, config: G
     engine, tm = _engine(project, task_row, model_id, config, precision, device, torch_model)
     existing = store.find_prompt(project.id, task_row["id"], initial_prompt)
     initial_id = existing["id"] if existing else project.add_prompt(task_row, initial_prompt, origin="initial")
-    run_config = {"method": "greater", "greater": config.to_dict(), "precision": tm.precision, "device": tm.device,
-                  "initial_prompt": initial_prompt, "task": task_row["name"], "bench_method": method_name}
-    run_id = store.create_run(project_id=project.id, task_id=task_row["id"], method="greater", model_id=model_id,
-                              model_sha256=tm.sha256, config=run_config, seed=config.seed,
-                              versions=library_versions(), initial_prompt_id=initial_id, bench_id=bench_id)
+    run_config = {
+        "method": "greater",
+        "greater": config.to_dict(),
+        "precision": tm.precision,
+        "device": tm.device,
+        "initial_prompt": initial_prompt,
+        "task": task_row["name"],
+        "bench_method": method_name,
+    }
+    run_id = store.create_run(
+        project_id=project.id,
+        task_id=task_row["id"],
+        method="greater",
+        model_id=model_id,
+        model_sha256=tm.sha256,
+        config=run_config,
+        seed=config.seed,
+        versions=library_versions(),
+        initial_prompt_id=initial_id,
+        bench_id=bench_id,
+    )
     state = engine.initial_state(initial_prompt)
     return drive(project, task_row, run_id, GreaterRun(engine), state, initial_id, on_step, stop)
 
 
-def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
-           stop: threading.Event | None = None, torch_model=None, force: bool = False) -> OptimizeResult:
+def resume(
+    project,
+    run_id: int,
+    *,
+    on_step: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    torch_model=None,
+    force: bool = False,
+) -> OptimizeResult:
     """Continue a stopped, failed or interrupted run. Refused for a finished run and for one that a live
     process is running (``force`` takes over a run whose owner cannot be checked, e.g. on another machine)."""
     store = project.store
@@ -103,15 +137,32 @@ def resume(project, run_id: int, *, on_step: Callable[[dict], None] | None = Non
     return drive(project, task_row, run_id, GreaterRun(engine), state, run["initial_prompt_id"], on_step, stop)
 
 
-STEP_FIELDS = ("step", "position", "prompt_before", "prompt_after", "prompt_ids", "chosen_token", "candidates",
-               "train_score", "train_accuracy", "state", "timings")
+STEP_FIELDS = (
+    "step",
+    "position",
+    "prompt_before",
+    "prompt_after",
+    "prompt_ids",
+    "chosen_token",
+    "candidates",
+    "train_score",
+    "train_accuracy",
+    "state",
+    "timings",
+)
 
 
 def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None] | None) -> None:
     """Store one step record of any optimizer (it carries the state to resume from), then report it."""
-    store.add_step(run_id, {k: record[k] for k in STEP_FIELDS}
-                   | {"accepted": int(record["accepted"]), "dev_accuracy": record.get("dev_accuracy"),
-                      "search": record.get("search")})
+    store.add_step(
+        run_id,
+        {k: record[k] for k in STEP_FIELDS}
+        | {
+            "accepted": int(record["accepted"]),
+            "dev_accuracy": record.get("dev_accuracy"),
+            "search": record.get("search"),
+        },
+    )
     if on_step:
         on_step(record)
 
@@ -147,15 +198,31 @@ class GreaterRun:
 
     def conclude(self, state: dict) -> Finished:
         result = self.engine.finish(state)
-        return Finished(prompt=result.prompt, train_accuracy=result.train.accuracy if result.train else None,
-                        dev_accuracy=result.dev_accuracy, steps=result.steps_done, top=result.top,
-                        selection=result.selection, stop_reason=result.stop_reason,
-                        usage={"torch_forward_tokens": self.engine.stats["forward_tokens"],
-                               "torch_gradient_tokens": self.engine.stats["grad_tokens"]})
+        return Finished(
+            prompt=result.prompt,
+            train_accuracy=result.train.accuracy if result.train else None,
+            dev_accuracy=result.dev_accuracy,
+            steps=result.steps_done,
+            top=result.top,
+            selection=result.selection,
+            stop_reason=result.stop_reason,
+            usage={
+                "torch_forward_tokens": self.engine.stats["forward_tokens"],
+                "torch_gradient_tokens": self.engine.stats["grad_tokens"],
+            },
+        )
 
 
-def drive(project, task_row, run_id: int, optimizer, state: dict, initial_id: int,
-          on_step: Callable[[dict], None] | None, stop: threading.Event | None) -> OptimizeResult:
+def drive(
+    project,
+    task_row,
+    run_id: int,
+    optimizer,
+    state: dict,
+    initial_id: int,
+    on_step: Callable[[dict], None] | None,
+    stop: threading.Event | None,
+) -> OptimizeResult:
     """The one run lifecycle of every method: run steps (each stored as it completes, with the state to resume
     from), then stop (``stopped``, resumable), fail (``failed``; Ctrl-C is ``stopped``) or conclude (``done``, the
     final prompt registered in the library)."""
@@ -168,31 +235,64 @@ def drive(project, task_row, run_id: int, optimizer, state: dict, initial_id: in
         if stop is not None and stop.is_set():
             seconds = time.perf_counter() - t_start
             store.update_run(run_id, status="stopped", timings={"seconds": seconds})
-            return OptimizeResult(run_id, "stopped", None, optimizer.current_prompt(state), initial_id, None, None,
-                                  state["step"], seconds)
+            return OptimizeResult(
+                run_id, "stopped", None, optimizer.current_prompt(state), initial_id, None, None, state["step"], seconds
+            )
         optimize_seconds = time.perf_counter() - t_start
         done = optimizer.conclude(state)
     except BaseException as exc:
         try:
-            store.update_run(run_id, status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             error=f"{type(exc).__name__}: {exc}")
+            store.update_run(
+                run_id,
+                status="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
         except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
             pass
         raise
     existing = store.find_prompt(project.id, task_row["id"], done.prompt)
-    prompt_id = existing["id"] if existing else project.add_prompt(
-        task_row, done.prompt, origin=optimizer.origin, parent_id=initial_id, run_id=run_id, step=done.steps)
+    prompt_id = (
+        existing["id"]
+        if existing
+        else project.add_prompt(
+            task_row, done.prompt, origin=optimizer.origin, parent_id=initial_id, run_id=run_id, step=done.steps
+        )
+    )
     seconds = time.perf_counter() - t_start
-    store.update_run(run_id, status="done", finished=time.time(), best_prompt_id=prompt_id,
-                     timings={"seconds": seconds, "optimize_seconds": optimize_seconds, "top": done.top,
-                              "train_accuracy": done.train_accuracy, "dev_accuracy": done.dev_accuracy,
-                              "selection": done.selection, "stop_reason": done.stop_reason, "usage": done.usage})
-    return OptimizeResult(run_id, "done", prompt_id, done.prompt, initial_id, done.train_accuracy, done.dev_accuracy,
-                          done.steps, seconds, selection=done.selection, stop_reason=done.stop_reason)
+    store.update_run(
+        run_id,
+        status="done",
+        finished=time.time(),
+        best_prompt_id=prompt_id,
+        timings={
+            "seconds": seconds,
+            "optimize_seconds": optimize_seconds,
+            "top": done.top,
+            "train_accuracy": done.train_accuracy,
+            "dev_accuracy": done.dev_accuracy,
+            "selection": done.selection,
+            "stop_reason": done.stop_reason,
+            "usage": done.usage,
+        },
+    )
+    return OptimizeResult(
+        run_id,
+        "done",
+        prompt_id,
+        done.prompt,
+        initial_id,
+        done.train_accuracy,
+        done.dev_accuracy,
+        done.steps,
+        seconds,
+        selection=done.selection,
+        stop_reason=done.stop_reason,
+    )
 
 
 # -- one entry point for every method -----------------------------------------------------------------------
 # "greater or a baseline" is decided here and nowhere else: the CLI, the bench and the TUI call these two.
+
 
 def is_greater(method: str) -> bool:
     return method.startswith("greater")  # greater, and the bench's greater-random ablation
@@ -210,12 +310,25 @@ def _default_load_llama(info):
     return LlamaCppModel(info)
 
 
-def start_run(project, task: str | int, method: str = "greater", *, model_id: str | None = None,
-              greater: GreaterConfig | None = None, baseline=None, initial_prompt: str = DEFAULT_INITIAL_PROMPT,
-              precision: str = "auto", device: str = "auto", on_step: Callable[[dict], None] | None = None,
-              stop: threading.Event | None = None, torch_model=None, llama_model=None,
-              load_torch: Callable | None = None, load_llama: Callable | None = None,
-              bench_id: int | None = None) -> OptimizeResult:
+def start_run(
+    project,
+    task: str | int,
+    method: str = "greater",
+    *,
+    model_id: str | None = None,
+    greater: GreaterConfig | None = None,
+    baseline=None,
+    initial_prompt: str = DEFAULT_INITIAL_PROMPT,
+    precision: str = "auto",
+    device: str = "auto",
+    on_step: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    torch_model=None,
+    llama_model=None,
+    load_torch: Callable | None = None,
+    load_llama: Callable | None = None,
+    bench_id: int | None = None,
+) -> OptimizeResult:
     """Start a run of any method: GReaTer (torch; ``greater`` config) or a baseline (llama.cpp; ``baseline``
     config, a BaselineConfig whose method is ``method``). Models are loaded with ``load_torch(info, precision,
     device)`` / ``load_llama(info)`` unless given loaded."""
@@ -223,9 +336,20 @@ def start_run(project, task: str | int, method: str = "greater", *, model_id: st
     if is_greater(method):
         if torch_model is None:
             torch_model = (load_torch or _default_load_torch)(info, precision, device)
-        return optimize(project, task, model_id=info.id, config=greater, precision=precision, device=device,
-                        initial_prompt=initial_prompt, on_step=on_step, stop=stop, torch_model=torch_model,
-                        bench_id=bench_id, method_name=method)
+        return optimize(
+            project,
+            task,
+            model_id=info.id,
+            config=greater,
+            precision=precision,
+            device=device,
+            initial_prompt=initial_prompt,
+            on_step=on_step,
+            stop=stop,
+            torch_model=torch_model,
+            bench_id=bench_id,
+            method_name=method,
+        )
     from .baselines import BaselineConfig, optimize_baseline
 
     baseline = baseline or BaselineConfig(method=method)
@@ -233,25 +357,50 @@ def start_run(project, task: str | int, method: str = "greater", *, model_id: st
         raise ConfigError(f"The baseline settings are for {baseline.method!r}, not {method!r}.")
     if llama_model is None:
         llama_model = (load_llama or _default_load_llama)(info)
-    return optimize_baseline(project, task, model=llama_model, config=baseline, initial_prompt=initial_prompt,
-                             on_step=on_step, stop=stop, bench_id=bench_id)
+    return optimize_baseline(
+        project,
+        task,
+        model=llama_model,
+        config=baseline,
+        initial_prompt=initial_prompt,
+        on_step=on_step,
+        stop=stop,
+        bench_id=bench_id,
+    )
 
 
-def resume_run(project, run_id: int, *, on_step: Callable[[dict], None] | None = None,
-               stop: threading.Event | None = None, force: bool = False, torch_model=None, llama_model=None,
-               load_torch: Callable | None = None, load_llama: Callable | None = None) -> OptimizeResult:
+def resume_run(
+    project,
+    run_id: int,
+    *,
+    on_step: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    force: bool = False,
+    torch_model=None,
+    llama_model=None,
+    load_torch: Callable | None = None,
+    load_llama: Callable | None = None,
+) -> OptimizeResult:
     """Continue a run of any method where it stopped (the check comes before the slow model load)."""
     run = project.store.check_resumable(run_id, force=force)
     info = get_model(run["model_id"])
     if is_greater(run["method"]):
         if torch_model is None:
-            torch_model = (load_torch or _default_load_torch)(info, run["config"].get("precision", "auto"),
-                                                              run["config"].get("device", "auto"))
+            torch_model = (load_torch or _default_load_torch)(
+                info, run["config"].get("precision", "auto"), run["config"].get("device", "auto")
+            )
         return resume(project, run_id, on_step=on_step, stop=stop, torch_model=torch_model, force=force)
     from .baselines import BaselineConfig, optimize_baseline
 
     if llama_model is None:
         llama_model = (load_llama or _default_load_llama)(info)
-    return optimize_baseline(project, run["task_id"], model=llama_model,
-                             config=BaselineConfig.from_dict(run["config"]["baseline"]), on_step=on_step, stop=stop,
-                             run_id=run_id, force=force)
+    return optimize_baseline(
+        project,
+        run["task_id"],
+        model=llama_model,
+        config=BaselineConfig.from_dict(run["config"]["baseline"]),
+        on_step=on_step,
+        stop=stop,
+        run_id=run_id,
+        force=force,
+    )

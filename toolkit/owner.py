@@ -23,7 +23,7 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None  # field 22 of the whole line
 
 

@@ -62,8 +62,15 @@ def _read_shape(path: str) -> dict:
     vocab = llm.n_vocab()
     attn = d * d * 2 + 2 * d * (d * kv // max(heads, 1))
     body = layers * (attn + 3 * d * ff)
-    return {"llm": llm, "body_params": body, "embed_params": vocab * d, "d": d, "layers": layers, "vocab": vocab,
-            "template": meta.get("tokenizer.chat_template", "")}
+    return {
+        "llm": llm,
+        "body_params": body,
+        "embed_params": vocab * d,
+        "d": d,
+        "layers": layers,
+        "vocab": vocab,
+        "template": meta.get("tokenizer.chat_template", ""),
+    }
 
 
 def measured_peak_gflops() -> float:
@@ -83,8 +90,16 @@ def measured_peak_gflops() -> float:
     return best
 
 
-def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, precision: str = "fp32",
-             device: str = "cpu", initial_prompt: str = "", peak_gflops: float | None = None) -> Plan:
+def estimate(
+    info: ModelInfo,
+    inputs: list[str],
+    config: GreaterConfig,
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    initial_prompt: str = "",
+    peak_gflops: float | None = None,
+) -> Plan:
     shape = _shape(info)
     llm = shape["llm"]
     layout = ChatLayout(info.template_for(shape["template"]))
@@ -126,13 +141,25 @@ def estimate(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, preci
     activations_mb = batch * seq * shape["d"] * shape["layers"] * 4 * 12 / 2**20  # kept for backward
     logits_mb = batch * (prompt_len + 4) * shape["vocab"] * 4 * 3 / 2**20
     peak_mb = 450 + weights_mb * (2 if precision in ("8bit", "4bit") else 1.3) + activations_mb + logits_mb
-    notes = ("fp32 weights are read once more while quantizing" if precision in ("8bit", "4bit") else
-             "weights + activations kept for the backward pass + the torch runtime")
+    notes = (
+        "fp32 weights are read once more while quantizing"
+        if precision in ("8bit", "4bit")
+        else "weights + activations kept for the backward pass + the torch runtime"
+    )
     total = seconds * config.steps
     if config.time_budget_s is not None and config.time_budget_s < total:
         total = config.time_budget_s  # no step starts after the budget (then the dev pick)
         notes += f"; the {config.time_budget_s:.0f} s budget ends the search after ~{total / seconds:.0f} steps"
-    return Plan(params_millions=(P + shape["embed_params"]) / 1e6, precision=precision, device=device, n_train=n,
-                mean_tokens=seq, seconds_per_step=seconds, total_seconds=total,
-                peak_memory_mb=peak_mb, flops_per_step=sum(flops.values()), assumed_gflops=peak * efficiency,
-                notes=notes)
+    return Plan(
+        params_millions=(P + shape["embed_params"]) / 1e6,
+        precision=precision,
+        device=device,
+        n_train=n,
+        mean_tokens=seq,
+        seconds_per_step=seconds,
+        total_seconds=total,
+        peak_memory_mb=peak_mb,
+        flops_per_step=sum(flops.values()),
+        assumed_gflops=peak * efficiency,
+        notes=notes,
+    )

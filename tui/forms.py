@@ -21,25 +21,36 @@ def run_config_from_form(values: dict):
     if not is_greater(method):
         from toolkit.baselines import BaselineConfig
 
-        return "baseline", BaselineConfig(method=method, budget_s=budget or 120.0, max_steps=steps, n_train=n_train,
-                                          n_dev=n_dev, seed=seed)
+        return "baseline", BaselineConfig(
+            method=method, budget_s=budget or 120.0, max_steps=steps, n_train=n_train, n_dev=n_dev, seed=seed
+        )
     from toolkit.engine.greater import GreaterConfig
 
-    return "greater", GreaterConfig(mode=(values.get("mode") or "direct").strip(), steps=steps, n_train=n_train,
-                                    n_dev=n_dev, seed=seed,
-                                    max_new_tokens=whole(values, "chain_cap", "Reasoning chain cap", CHAIN_CAP, 1),
-                                    dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
-                                    time_budget_s=budget)
+    return "greater", GreaterConfig(
+        mode=(values.get("mode") or "direct").strip(),
+        steps=steps,
+        n_train=n_train,
+        n_dev=n_dev,
+        seed=seed,
+        max_new_tokens=whole(values, "chain_cap", "Reasoning chain cap", CHAIN_CAP, 1),
+        dev_every=whole(values, "dev_every", "Dev score every N steps", 0, 0),
+        time_budget_s=budget,
+    )
 
 
 IMPORT_FIELDS = [  # the CLI's `tasks import` options, with its defaults
-    ("path", "File (train, or all)", ""), ("name", "Name (optional)", ""),
-    ("dev_file", "Dev file (optional)", ""), ("test_file", "Test file (optional)", ""),
+    ("path", "File (train, or all)", ""),
+    ("name", "Name (optional)", ""),
+    ("dev_file", "Dev file (optional)", ""),
+    ("test_file", "Test file (optional)", ""),
     ("format", "Format", "auto", ["auto", "csv", "tsv", "jsonl", "json"]),
-    ("input_column", "Input column (optional)", ""), ("target_column", "Answer column (optional)", ""),
-    ("input_template", "Input template (optional)", ""), ("answer_regex", "Answer regex (optional)", ""),
+    ("input_column", "Input column (optional)", ""),
+    ("target_column", "Answer column (optional)", ""),
+    ("input_template", "Input template (optional)", ""),
+    ("answer_regex", "Answer regex (optional)", ""),
     ("answer_type", "Answer type", "auto", ["auto", "label", "number", "text"]),
-    ("max_labels", "Most distinct labels", "20"), ("split", "Split train,dev,test", "0.4,0.2,0.4"),
+    ("max_labels", "Most distinct labels", "20"),
+    ("split", "Split train,dev,test", "0.4,0.2,0.4"),
     ("seed", "Split seed", "0"),
 ]
 
@@ -52,10 +63,17 @@ def read_task_file_from_form(values: dict):
         return (values.get(key) or "").strip() or None
 
     choice = {k: None if (values.get(k) or "auto") == "auto" else values[k] for k in ("format", "answer_type")}
-    opts = ImportOptions(input_column=text("input_column"), target_column=text("target_column"),
-                         input_template=text("input_template"),
-                         answer_regex=text("answer_regex"), answer_kind=choice["answer_type"], format=choice["format"],
-                         max_labels=whole(values, "max_labels", "Most distinct labels", 20, 2),
-                         split=parse_split(text("split") or "0.4,0.2,0.4"), seed=whole(values, "seed", "Split seed", 0))
-    return read_task_file(values["path"].strip(), name=text("name"), options=opts, dev_file=text("dev_file"),
-                          test_file=text("test_file"))
+    opts = ImportOptions(
+        input_column=text("input_column"),
+        target_column=text("target_column"),
+        input_template=text("input_template"),
+        answer_regex=text("answer_regex"),
+        answer_kind=choice["answer_type"],
+        format=choice["format"],
+        max_labels=whole(values, "max_labels", "Most distinct labels", 20, 2),
+        split=parse_split(text("split") or "0.4,0.2,0.4"),
+        seed=whole(values, "seed", "Split seed", 0),
+    )
+    return read_task_file(
+        values["path"].strip(), name=text("name"), options=opts, dev_file=text("dev_file"), test_file=text("test_file")
+    )

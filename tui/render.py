@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 def clip(text: str, width: int) -> str:
     """One line of at most `width` characters, with an ellipsis where it was cut."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @contextmanager
@@ -45,7 +45,7 @@ def highlight_token(prompt: str, token: str, changed: bool) -> str:
     if not changed or not token.strip() or token not in prompt:
         return escape(prompt)
     i = prompt.rfind(token)
-    return escape(prompt[:i]) + "[reverse green]" + escape(token) + "[/]" + escape(prompt[i + len(token):])
+    return escape(prompt[:i]) + "[reverse green]" + escape(token) + "[/]" + escape(prompt[i + len(token) :])
 
 
 def sparkline(values: list[float]) -> str:
@@ -63,7 +63,9 @@ def heatmap(evals: list[dict]) -> str:
         return "No evaluations yet: run `gradprompt eval` or `gradprompt compare`."
     cols = sorted({(e["model_id"], e["backend"], e["quantization"], e["split"]) for e in evals})
     prompts = sorted({e["prompt_id"] for e in evals})
-    cell = {(e["prompt_id"], (e["model_id"], e["backend"], e["quantization"], e["split"])): e["accuracy"] for e in evals}
+    cell = {
+        (e["prompt_id"], (e["model_id"], e["backend"], e["quantization"], e["split"])): e["accuracy"] for e in evals
+    }
     lines = ["prompt  " + "  ".join(f"{b[:5]} {q[:5]:<5} {s[:4]}" for _, b, q, s in cols)]
     for p in prompts:
         row = []

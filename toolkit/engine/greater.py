@@ -24,9 +24,18 @@ REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
 
 
 # Settings as the user names them on the command line (error messages speak in flags, not field names).
-_FLAGS = {"n_train": "--train-size", "n_dev": "--dev-size", "max_new_tokens": "--max-new-tokens",
-          "batch_size": "--batch-size", "dev_every": "--dev-every", "steps": "--steps", "width": "--width",
-          "probe": "--probe", "topk": "top-k", "topq": "top-q"}
+_FLAGS = {
+    "n_train": "--train-size",
+    "n_dev": "--dev-size",
+    "max_new_tokens": "--max-new-tokens",
+    "batch_size": "--batch-size",
+    "dev_every": "--dev-every",
+    "steps": "--steps",
+    "width": "--width",
+    "probe": "--probe",
+    "topk": "top-k",
+    "topq": "top-q",
+}
 
 
 def _flag(name: str) -> str:
@@ -99,8 +108,17 @@ class GreaterConfig:
                 raise ConfigError(f"{_flag(name)} must be 0 or more (it is {getattr(self, name)}).")
         if not 0 < self.alpha < 1:
             raise ConfigError("alpha must be between 0 and 1.")
-        for name in ("steps", "n_train", "topk", "topq", "intersect", "n_grad_candidates", "batch_size", "race_chunk",
-                     "max_new_tokens"):
+        for name in (
+            "steps",
+            "n_train",
+            "topk",
+            "topq",
+            "intersect",
+            "n_grad_candidates",
+            "batch_size",
+            "race_chunk",
+            "max_new_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be at least 1 (it is {getattr(self, name)}).")
         if self.time_budget_s is not None and not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
@@ -174,8 +192,9 @@ class GreaterEngine(WideSearch):
         self.dev = list(dev)[: config.n_dev]
         if not self.train:
             raise ConfigError("The task has no training examples.")
-        self.layout = ChatLayout(tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "",
-                                 getattr(tm.tokenizer, "eos_token", "") or "")
+        self.layout = ChatLayout(
+            tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "", getattr(tm.tokenizer, "eos_token", "") or ""
+        )
         self.device = next(self.model.parameters()).device
         from .torch_backend import prepare_for_gradients
 
@@ -195,8 +214,14 @@ class GreaterEngine(WideSearch):
         self._filter_mask = None
         self.naive = config.execution == "naive"
         self.batch_size = 1 if self.naive else config.batch_size
-        self.stats = {"grad_tokens": 0, "grad_sequences": 0, "forward_tokens": 0, "prefix_tokens_reused": 0,
-                      "raced_out": 0, "race_examples_skipped": 0}
+        self.stats = {
+            "grad_tokens": 0,
+            "grad_sequences": 0,
+            "forward_tokens": 0,
+            "prefix_tokens_reused": 0,
+            "raced_out": 0,
+            "race_examples_skipped": 0,
+        }
         self.events: list[str] = []
         if spec.kind == "label":
             self.label_ids = [tm.encode(answer_text(lab)) for lab in spec.labels]
@@ -239,7 +264,9 @@ class GreaterEngine(WideSearch):
 
     # ------------------------------------------------------------------ tensor helpers
 
-    def _forward_selected(self, seqs: list[list[int]], positions: list[list[int]], onehot=None, slots=None, cand_ids=None):
+    def _forward_selected(
+        self, seqs: list[list[int]], positions: list[list[int]], onehot=None, slots=None, cand_ids=None
+    ):
         """Run the model on right-padded ``seqs`` and return logits only at ``positions``.
 
         seqs: B lists of token ids; positions: B lists of indices whose next-token logits are wanted.
@@ -273,9 +300,13 @@ class GreaterEngine(WideSearch):
             if P > 0:  # the shared head (chat header, system message) is computed once and reused
                 past = self._prefix_cache_for(seqs[0][:P], B)
                 self.stats["prefix_tokens_reused"] += P * B
-                suffix = self.base(inputs_embeds=embeds[:, P:], attention_mask=mask, past_key_values=past,
-                                   position_ids=torch.arange(P, L, device=self.device).unsqueeze(0).expand(B, -1),
-                                   use_cache=True).last_hidden_state  # [B, L - P, D]
+                suffix = self.base(
+                    inputs_embeds=embeds[:, P:],
+                    attention_mask=mask,
+                    past_key_values=past,
+                    position_ids=torch.arange(P, L, device=self.device).unsqueeze(0).expand(B, -1),
+                    use_cache=True,
+                ).last_hidden_state  # [B, L - P, D]
                 logits = self.head(suffix[flat_b, flat_p - P])
             else:
                 hidden = self.base(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # [B, L, D]
@@ -412,9 +443,14 @@ class GreaterEngine(WideSearch):
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
 
-    def suffix_terms(self, prompt: Sequence[int], pos: int, cands: Sequence[int],
-                     items: Sequence[Item] | None = None,
-                     chains: Sequence[Sequence[int]] | None = None) -> list[list[tuple]]:
+    def suffix_terms(
+        self,
+        prompt: Sequence[int],
+        pos: int,
+        cands: Sequence[int],
+        items: Sequence[Item] | None = None,
+        chains: Sequence[Sequence[int]] | None = None,
+    ) -> list[list[tuple]]:
         """(loss, nll, correct) for every candidate token at slot ``pos`` x every item.
 
         An exact saving: everything before the slot ([chat head, input, prompt[:pos]]) is the same for all
@@ -439,7 +475,7 @@ class GreaterEngine(WideSearch):
         n_p = len(prompt)
         if chains is None:
             chains = self.chains(prompt, items) if self.config.mode == "reasoning" else [[] for _ in items]
-        tails = [prompt[pos + 1:] + self.after_ids + list(ch) + self.extractor_ids for ch in chains]
+        tails = [prompt[pos + 1 :] + self.after_ids + list(ch) + self.extractor_ids for ch in chains]
         label_fast = self._label_fast()
         pad_id = self._pad_id()
         dev = self.device
@@ -454,12 +490,17 @@ class GreaterEngine(WideSearch):
             ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
             mask = torch.zeros((B, L), dtype=torch.long, device=dev)
             for b, x in enumerate(prefixes):
-                ids[b, L - len(x):] = torch.tensor(x, device=dev)
-                mask[b, L - len(x):] = 1
+                ids[b, L - len(x) :] = torch.tensor(x, device=dev)
+                mask[b, L - len(x) :] = 1
             cache = DynamicCache(config=self.model.config)
             with torch.no_grad():
-                hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                   past_key_values=cache, use_cache=True).last_hidden_state
+                hidden = self.base(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state
                 self.stats["forward_tokens"] += int(mask.sum())
                 fixed_nll, slot_lsm = [], []
                 for b in range(B):
@@ -489,12 +530,17 @@ class GreaterEngine(WideSearch):
                         for g, c in enumerate(gc):
                             r = b * G + g
                             feed[r, 0] = cand_t[c]
-                            feed[r, 1: 1 + len(body)] = torch.tensor(body, device=dev)  # never empty: end of turn
+                            feed[r, 1 : 1 + len(body)] = torch.tensor(body, device=dev)  # never empty: end of turn
                             block[r, : 1 + len(body)] = 1
                     full_mask = torch.cat([mask.repeat_interleave(G, dim=0), block], dim=1)
                     position_ids = lengths.repeat_interleave(G).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
-                    hs = self.base(input_ids=feed, attention_mask=full_mask, position_ids=position_ids,
-                                   past_key_values=rows_cache, use_cache=True).last_hidden_state  # [B*G, W, D]
+                    hs = self.base(
+                        input_ids=feed,
+                        attention_mask=full_mask,
+                        position_ids=position_ids,
+                        past_key_values=rows_cache,
+                        use_cache=True,
+                    ).last_hidden_state  # [B*G, W, D]
                     self.stats["forward_tokens"] += int(block.sum())
                     n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
                     a_rows = [len(tails[j]) for j in idx]  # row a_rows[b] predicts example b's first answer token
@@ -509,14 +555,14 @@ class GreaterEngine(WideSearch):
                             spans.append(start)
                     logits = self._logits_of(hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)])
                     if n_rest:
-                        rest_t = torch.tensor(prompt[pos + 1:], device=dev)
+                        rest_t = torch.tensor(prompt[pos + 1 :], device=dev)
                     for b, j in enumerate(idx):
                         for g, c in enumerate(gc):
                             start = spans[b * G + g]
                             nll = fixed_nll[b] - slot_lsm[b][cands[c]]
                             if n_rest:
-                                nll = nll + F.cross_entropy(logits[start: start + n_rest], rest_t, reduction="sum")
-                            a_logits = logits[start + n_rest: start + n_rest + n_ans_rows[b]]
+                                nll = nll + F.cross_entropy(logits[start : start + n_rest], rest_t, reduction="sum")
+                            a_logits = logits[start + n_rest : start + n_rest + n_ans_rows[b]]
                             loss, correct = self._answer_terms(a_logits, items[j], answers[b])
                             out[c][j] = (loss, nll / n_p, correct)
             return None
@@ -576,8 +622,8 @@ class GreaterEngine(WideSearch):
         ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
         for b, s in enumerate(seqs):  # left padding for generation
-            ids[b, L - len(s):] = torch.tensor(s, device=self.device)
-            mask[b, L - len(s):] = 1
+            ids[b, L - len(s) :] = torch.tensor(s, device=self.device)
+            mask[b, L - len(s) :] = 1
         extra = {}
         if make_processor is not None:
             from transformers import LogitsProcessorList
@@ -585,8 +631,13 @@ class GreaterEngine(WideSearch):
             extra["logits_processor"] = LogitsProcessorList([make_processor(L)])
         with torch.no_grad():
             gen = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                pad_token_id=pad_id, eos_token_id=sorted(self.stop_ids) or None, **extra,
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(self.stop_ids) or None,
+                **extra,
             )
         res = []
         for row in gen[:, L:].tolist():
@@ -648,12 +699,17 @@ class GreaterEngine(WideSearch):
             ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
             mask = torch.zeros((B, L), dtype=torch.long, device=dev)
             for b, h in enumerate(heads):
-                ids[b, L - len(h):] = torch.tensor(h, device=dev)
-                mask[b, L - len(h):] = 1
+                ids[b, L - len(h) :] = torch.tensor(h, device=dev)
+                mask[b, L - len(h) :] = 1
             cache = DynamicCache(config=self.model.config)  # sliding-window layers (Gemma) as generate builds them
             with torch.no_grad():
-                hidden = self.base(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                   past_key_values=cache, use_cache=True).last_hidden_state
+                hidden = self.base(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state
                 self.stats["forward_tokens"] += int(mask.sum())
                 prompt_logits = []
                 for b, i in enumerate(idx):
@@ -682,8 +738,13 @@ class GreaterEngine(WideSearch):
                     col = torch.tensor([[1 if live[b] else 0] for b in range(B)], device=dev)
                     mask = torch.cat([mask, col], dim=1)
                     pos = torch.tensor([[lengths[b]] for b in range(B)], device=dev)
-                    out = self.base(input_ids=torch.tensor(feed, device=dev).unsqueeze(1), attention_mask=mask,
-                                    position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
+                    out = self.base(
+                        input_ids=torch.tensor(feed, device=dev).unsqueeze(1),
+                        attention_mask=mask,
+                        position_ids=pos,
+                        past_key_values=cache,
+                        use_cache=True,
+                    ).last_hidden_state
                     self.stats["forward_tokens"] += sum(live)
                     for b in range(B):
                         if live[b]:
@@ -703,8 +764,13 @@ class GreaterEngine(WideSearch):
                     feed[b, : len(blk)] = torch.tensor(blk, device=dev)
                     block_mask[b, : len(blk)] = 1
                 pos = torch.tensor(lengths, device=dev).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
-                out = self.base(input_ids=feed, attention_mask=torch.cat([mask, block_mask], dim=1), position_ids=pos,
-                                past_key_values=cache, use_cache=True).last_hidden_state
+                out = self.base(
+                    input_ids=feed,
+                    attention_mask=torch.cat([mask, block_mask], dim=1),
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state
                 self.stats["forward_tokens"] += int(block_mask.sum())
                 results = []
                 for b, i in enumerate(idx):
@@ -712,8 +778,11 @@ class GreaterEngine(WideSearch):
                     first = len(blocks[b]) - len(answers[b]) - 1  # predicts the first answer token
                     ans_logits = logits_of(out[b, first : first + n_rows])
                     logits = torch.cat([prompt_logits[b], ans_logits], dim=0)
-                    label = (self.spec.labels[int(ans_logits[0, self.label_first].argmax())]
-                             if self.label_first is not None else None)
+                    label = (
+                        self.spec.labels[int(ans_logits[0, self.label_first].argmax())]
+                        if self.label_first is not None
+                        else None
+                    )
                     results.append((chains[b], self._terms(logits, pairs[i][0], pairs[i][1], answers[b]), label))
             return results
 
@@ -780,15 +849,26 @@ class GreaterEngine(WideSearch):
                 if lower >= bound:
                     self.stats["raced_out"] += 1
                     self.stats["race_examples_skipped"] += n - seen
-                    partial[k] = Score(value=lower, accuracy=a["correct"] / seen, loss=a["loss"] / seen,
-                                       fluency_nll=a["nll"] / seen, n=n, seen=seen)
+                    partial[k] = Score(
+                        value=lower,
+                        accuracy=a["correct"] / seen,
+                        loss=a["loss"] / seen,
+                        fluency_nll=a["nll"] / seen,
+                        n=n,
+                        seen=seen,
+                    )
                 else:
                     still.append(k)
             alive = still
         for k in alive:
             a = acc[k]
-            self._scores[k] = Score(value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n, n),
-                                    accuracy=a["correct"] / n, loss=a["loss"] / n, fluency_nll=a["nll"] / n, n=n)
+            self._scores[k] = Score(
+                value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n, n),
+                accuracy=a["correct"] / n,
+                loss=a["loss"] / n,
+                fluency_nll=a["nll"] / n,
+                n=n,
+            )
             if self.config.mode == "reasoning":
                 self._chains[(k, 0)] = a["chains"]
         return [partial.get(tuple(p)) or self._scores[tuple(p)] for p in prompts]
@@ -802,8 +882,14 @@ class GreaterEngine(WideSearch):
         if todo:
             n = len(items)
             # Prompts without cached chains: decode and score in one pass (extractor on the decoding cache).
-            fresh = [p for p in todo if self.config.mode == "reasoning" and self.config.extractor_kv
-                     and not self.naive and self._chain_key(p, items) not in self._chains]
+            fresh = [
+                p
+                for p in todo
+                if self.config.mode == "reasoning"
+                and self.config.extractor_kv
+                and not self.naive
+                and self._chain_key(p, items) not in self._chains
+            ]
             by_prompt: dict[tuple, list] = {}
             if fresh:
                 chains, fresh_terms = self._chains_and_terms([(p, item) for p in fresh for item in items])
@@ -826,14 +912,16 @@ class GreaterEngine(WideSearch):
                     nll += float(n_i)
                     correct += int(c_i)
                 accuracy, loss, nll = correct / n, loss / n, nll / n
-                results[p] = Score(value=self._score_value(accuracy, nll, loss, n), accuracy=accuracy, loss=loss,
-                                   fluency_nll=nll, n=n)
+                results[p] = Score(
+                    value=self._score_value(accuracy, nll, loss, n), accuracy=accuracy, loss=loss, fluency_nll=nll, n=n
+                )
                 if cacheable:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
 
-    def predict_items(self, prompt: Sequence[int], items: Sequence[Item],
-                      answer_tokens: int = 16) -> list[tuple[bool, str | None]]:
+    def predict_items(
+        self, prompt: Sequence[int], items: Sequence[Item], answer_tokens: int = 16
+    ) -> list[tuple[bool, str | None]]:
         """(correct, predicted answer) per item under ``prompt``: the torch side of an evaluation.
 
         The llama.cpp evaluator's rules (:mod:`toolkit.evaluate`), so the two runtimes are comparable: labels
@@ -844,15 +932,23 @@ class GreaterEngine(WideSearch):
         from ..evaluate import is_correct
 
         key = self._chain_key(prompt, items)
-        if (self.config.mode == "reasoning" and self.config.extractor_kv and not self.naive
-                and self.spec.kind == "label" and self.label_first is not None and key not in self._chains):
+        if (
+            self.config.mode == "reasoning"
+            and self.config.extractor_kv
+            and not self.naive
+            and self.spec.kind == "label"
+            and self.label_first is not None
+            and key not in self._chains
+        ):
             # Chain, extractor and label in one pass over the decoding cache (no second forward).
             chains, _, preds = self._chains_terms_labels([(prompt, item) for item in items])
             self._chains[key] = chains
             return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
         chains = self.chains(prompt, items)
-        heads = [self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
-                 for item, chain in zip(items, chains)]
+        heads = [
+            self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+            for item, chain in zip(items, chains)
+        ]
         if self.spec.kind == "label":
             preds = self._choose_labels(heads)
         else:
@@ -916,6 +1012,7 @@ class GreaterEngine(WideSearch):
 
             def allowed(text: str) -> list[int]:
                 return list(pool if text else first)
+
         engine = self
 
         class AnswerShape(LogitsProcessor):
@@ -924,7 +1021,7 @@ class GreaterEngine(WideSearch):
 
             def __call__(self, input_ids, scores):
                 for b in range(scores.shape[0]):
-                    gen = input_ids[b, self.start:].tolist()
+                    gen = input_ids[b, self.start :].tolist()
                     if any(t in engine.stop_ids for t in gen):
                         continue  # finished; generate pads it
                     text = "".join(texts[t] for t in gen)
@@ -1018,7 +1115,9 @@ class GreaterEngine(WideSearch):
             seq, p_start, a_start, ans = self._sequence(self.train[ii], prompt, chains[ii])
             n_ans_rows = 1 if self._label_fast() else len(ans)
             seqs.append(seq)
-            positions.append(self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows)))
+            positions.append(
+                self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+            )
             answers.append(ans)
             slots.append(p_start + pos)
         logits = self._forward_selected(seqs, positions, onehot=onehot, slots=slots, cand_ids=cand_t)
@@ -1053,8 +1152,15 @@ class GreaterEngine(WideSearch):
         ids = self.encode_prompt(prompt_text)
         if not ids:
             raise ConfigError("The initial prompt is empty.")
-        return {"prompt_ids": ids, "pos": 0, "step": 0, "visited": [], "top": [], "initial_len": len(ids),
-                "initial_ids": list(ids)}
+        return {
+            "prompt_ids": ids,
+            "pos": 0,
+            "step": 0,
+            "visited": [],
+            "top": [],
+            "initial_len": len(ids),
+            "initial_ids": list(ids),
+        }
 
     def run(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
         """Optimize from ``state`` (see :meth:`initial_state`), yielding one record per step.
@@ -1071,8 +1177,12 @@ class GreaterEngine(WideSearch):
         cfg = self.config
         torch = self.torch
         torch.manual_seed(cfg.seed)
-        state = {**state, "prompt_ids": list(state["prompt_ids"]), "visited": list(state["visited"]),
-                 "top": [list(t) for t in state["top"]]}
+        state = {
+            **state,
+            "prompt_ids": list(state["prompt_ids"]),
+            "visited": list(state["visited"]),
+            "top": [list(t) for t in state["top"]],
+        }
         placeholder = self.tm.encode(" _")[-1]
         t_start = time.perf_counter()
         while state["step"] < cfg.steps:
@@ -1112,9 +1222,16 @@ class GreaterEngine(WideSearch):
             timings["scoring"] = time.perf_counter() - t0
 
             candidates = [
-                {"token": cands[i], "text": self.decode([cands[i]]), "grad": float(grad[i]),
-                 "score": s.value, "accuracy": s.accuracy, "loss": s.loss, "nll": s.fluency_nll,
-                 **({"raced_after": s.seen} if s.raced else {})}
+                {
+                    "token": cands[i],
+                    "text": self.decode([cands[i]]),
+                    "grad": float(grad[i]),
+                    "score": s.value,
+                    "accuracy": s.accuracy,
+                    "loss": s.loss,
+                    "nll": s.fluency_nll,
+                    **({"raced_after": s.seen} if s.raced else {}),
+                }
                 for i, s in zip(chosen_idx, scores)
             ]
             # Choose.
@@ -1151,12 +1268,23 @@ class GreaterEngine(WideSearch):
             before_text = self.decode(state["prompt_ids"])
             state.update(prompt_ids=list(new_prompt), pos=next_pos, step=step + 1)
             record = {
-                "step": step, "position": pos, "prompt_before": before_text,
-                "prompt_after": self.decode(new_prompt), "prompt_ids": list(new_prompt),
-                "chosen_token": chosen_text, "accepted": accepted, "grown": grown and len(new_prompt) == len(prompt),
-                "stuck": False, "candidates": candidates, "proposed": len(cands),
-                "train_score": new_score.value, "train_accuracy": new_score.accuracy, "dev_accuracy": dev_accuracy,
-                "timings": timings, "events": list(self.events), "state": dict(state),
+                "step": step,
+                "position": pos,
+                "prompt_before": before_text,
+                "prompt_after": self.decode(new_prompt),
+                "prompt_ids": list(new_prompt),
+                "chosen_token": chosen_text,
+                "accepted": accepted,
+                "grown": grown and len(new_prompt) == len(prompt),
+                "stuck": False,
+                "candidates": candidates,
+                "proposed": len(cands),
+                "train_score": new_score.value,
+                "train_accuracy": new_score.accuracy,
+                "dev_accuracy": dev_accuracy,
+                "timings": timings,
+                "events": list(self.events),
+                "state": dict(state),
             }
             self.events.clear()
             yield record
@@ -1176,6 +1304,11 @@ class GreaterEngine(WideSearch):
             best_ids, best_dev = top[best_i][1], dev_scores[best_i].accuracy
         else:
             table = [{"prompt": self.decode(ids), "train_score": v, "dev_accuracy": None} for v, ids in top]
-        return RunResult(prompt=self.decode(best_ids), prompt_ids=list(best_ids),
-                         train=self.score_prompts([best_ids])[0], dev_accuracy=best_dev, top=table,
-                         steps_done=state["step"])
+        return RunResult(
+            prompt=self.decode(best_ids),
+            prompt_ids=list(best_ids),
+            train=self.score_prompts([best_ids])[0],
+            dev_accuracy=best_dev,
+            top=table,
+            steps_done=state["step"],
+        )

@@ -71,9 +71,10 @@ class WideSearch:
         n = len(self.train)
         if self.naive or not self.config.suffix_kv:
             chains = chains if chains is not None else [[] for _ in self.train]
-            terms = self._item_terms([(self._swap(prompt, pos, t), item, ch)
-                                      for t in tokens for item, ch in zip(self.train, chains)])
-            per_token = [terms[i * n:(i + 1) * n] for i in range(len(tokens))]
+            terms = self._item_terms(
+                [(self._swap(prompt, pos, t), item, ch) for t in tokens for item, ch in zip(self.train, chains)]
+            )
+            per_token = [terms[i * n : (i + 1) * n] for i in range(len(tokens))]
         else:
             per_token = self.suffix_terms(prompt, pos, tokens, chains=chains)
         out = {}
@@ -84,8 +85,9 @@ class WideSearch:
             out[tok] = Score(value=self._score_value(acc, nll, loss, n), accuracy=acc, loss=loss, fluency_nll=nll, n=n)
         return out
 
-    def _score_singles(self, prompt: list[int], pos: int, tokens: list[int], current_tok: int | None,
-                       bound_score) -> tuple[dict[int, object], dict[int, object]]:
+    def _score_singles(
+        self, prompt: list[int], pos: int, tokens: list[int], current_tok: int | None, bound_score
+    ) -> tuple[dict[int, object], dict[int, object]]:
         """(full scores, teacher-forced pre-rank scores) of the prompts with ``tokens`` at ``pos`` (and the
         current token, when given).
 
@@ -120,8 +122,12 @@ class WideSearch:
         cfg = self.config
         torch = self.torch
         torch.manual_seed(cfg.seed)
-        state = {**state, "prompt_ids": list(state["prompt_ids"]), "visited": list(state.get("visited", [])),
-                 "top": [list(t) for t in state.get("top", [])]}
+        state = {
+            **state,
+            "prompt_ids": list(state["prompt_ids"]),
+            "visited": list(state.get("visited", [])),
+            "top": [list(t) for t in state.get("top", [])],
+        }
         state.setdefault("width", self._auto_width())
         state.setdefault("sweep_best", [])
         placeholder = self.tm.encode(" _")[-1]
@@ -156,10 +162,19 @@ class WideSearch:
             if cfg.width == 0 and step == 0 and cfg.time_budget_s and record["search"].get("scored"):
                 state["width"] = self._width_for_budget(record, timings, len(new_prompt))
             state.update(prompt_ids=list(new_prompt), step=step + 1)
-            record.update(step=step, prompt_before=self.decode(before), prompt_after=self.decode(new_prompt),
-                          prompt_ids=list(new_prompt), train_score=new_score.value,
-                          train_accuracy=new_score.accuracy, train_nll=new_score.fluency_nll,
-                          dev_accuracy=dev_accuracy, timings=timings, events=list(self.events), state=dict(state))
+            record.update(
+                step=step,
+                prompt_before=self.decode(before),
+                prompt_after=self.decode(new_prompt),
+                prompt_ids=list(new_prompt),
+                train_score=new_score.value,
+                train_accuracy=new_score.accuracy,
+                train_nll=new_score.fluency_nll,
+                dev_accuracy=dev_accuracy,
+                timings=timings,
+                events=list(self.events),
+                state=dict(state),
+            )
             self.events.clear()
             yield record
 
@@ -213,21 +228,30 @@ class WideSearch:
         candidates = []
         for c in top + probe:
             s = scores.get(c)
-            row = {"token": c, "text": self.decode([c]), "grad": None if grad is None else grad[c],
-                   "rank": ranks[c], "probe": c in probe}
+            row = {
+                "token": c,
+                "text": self.decode([c]),
+                "grad": None if grad is None else grad[c],
+                "rank": ranks[c],
+                "probe": c in probe,
+            }
             if c in pre:  # reasoning mode: the teacher-forced pre-rank score (approximate)
                 row["prerank_score"] = pre[c].value
             if s is not None:
-                row.update(score=s.value, accuracy=s.accuracy, loss=s.loss, nll=s.fluency_nll,
-                           **({"raced_after": s.seen} if s.raced else {}))
+                row.update(
+                    score=s.value,
+                    accuracy=s.accuracy,
+                    loss=s.loss,
+                    nll=s.fluency_nll,
+                    **({"raced_after": s.seen} if s.raced else {}),
+                )
             candidates.append(row)
         full = [c for c in top + probe if c in scores and not scores[c].raced]
         # The gradient's worth: its ranking against the true scores (reasoning mode with a pre-rank: against the
         # teacher-forced scores of the whole scored set, since only a few get fresh chains).
         judged = [c for c in top + probe if c in pre] if pre else full
         truth = pre if pre else scores
-        agreement = (spearman([ranks[c] for c in judged], [truth[c].value for c in judged])
-                     if grad is not None else None)
+        agreement = spearman([ranks[c] for c in judged], [truth[c].value for c in judged]) if grad is not None else None
         better = [c for c in full if scores[c].value < bound.value]
         best = min(better, key=lambda c: (scores[c].value, ranks[c])) if better else None
         if best is not None:
@@ -247,17 +271,33 @@ class WideSearch:
         if shorter is not None:
             scored.append((shorter.value, list(before)))
         chosen_tok = new_prompt[pos] if pos < len(new_prompt) else None
-        return {"position": pos, "kind": "grow" if grown else "single", "accepted": new_prompt != before,
-                "prompt_ids": new_prompt,
-                "grown": grown and len(new_prompt) > len(before), "stuck": False,
-                "chosen_token": self.decode([chosen_tok]) if chosen_tok is not None else "",
-                "candidates": candidates, "proposed": len(proposed),
-                "search": {"kind": "grow" if grown else "single", "pool": len(pool),
-                           "dropped_roundtrip": len(proposed) - len(pool), "width": width, "probe": len(probe),
-                           "scored": len(top) + len(probe), "fully_scored": len(full), "better": len(better),
-                           "preranked": len(pre),
-                           "agreement": agreement, "rank": cfg.rank, "bound": bound.value},
-                "_score": new_score, "_scored": scored}
+        return {
+            "position": pos,
+            "kind": "grow" if grown else "single",
+            "accepted": new_prompt != before,
+            "prompt_ids": new_prompt,
+            "grown": grown and len(new_prompt) > len(before),
+            "stuck": False,
+            "chosen_token": self.decode([chosen_tok]) if chosen_tok is not None else "",
+            "candidates": candidates,
+            "proposed": len(proposed),
+            "search": {
+                "kind": "grow" if grown else "single",
+                "pool": len(pool),
+                "dropped_roundtrip": len(proposed) - len(pool),
+                "width": width,
+                "probe": len(probe),
+                "scored": len(top) + len(probe),
+                "fully_scored": len(full),
+                "better": len(better),
+                "preranked": len(pre),
+                "agreement": agreement,
+                "rank": cfg.rank,
+                "bound": bound.value,
+            },
+            "_score": new_score,
+            "_scored": scored,
+        }
 
     @staticmethod
     def _swap(prompt, pos, tok):
@@ -271,7 +311,9 @@ class WideSearch:
         t0 = time.perf_counter()
         current = self.score_prompts([before])[0]
         timings["reasoning_and_current"] = time.perf_counter() - t0
-        singles = sorted({(p, t): v for p, t, v in state["sweep_best"] if p < len(before)}.items(), key=lambda kv: kv[1])
+        singles = sorted(
+            {(p, t): v for p, t, v in state["sweep_best"] if p < len(before)}.items(), key=lambda kv: kv[1]
+        )
         by_pos: dict[int, int] = {}
         for (p, t), _ in singles:
             by_pos.setdefault(p, t)
@@ -294,19 +336,49 @@ class WideSearch:
             chosen = f"{self.decode([a[1]])!r}@{a[0]} + {self.decode([b[1]])!r}@{b[0]}"
         else:
             new_prompt, new_score, chosen = list(before), current, ""
-        candidates = [{"token": [a[1], b[1]], "positions": [a[0], b[0]],
-                       "text": f"{self.decode([a[1]])}|{self.decode([b[1]])}", "grad": None, "rank": None,
-                       "probe": False, "score": s.value, "accuracy": s.accuracy, "loss": s.loss,
-                       "nll": s.fluency_nll, **({"raced_after": s.seen} if s.raced else {})}
-                      for (a, b, _), s in zip(trials, scores)]
+        candidates = [
+            {
+                "token": [a[1], b[1]],
+                "positions": [a[0], b[0]],
+                "text": f"{self.decode([a[1]])}|{self.decode([b[1]])}",
+                "grad": None,
+                "rank": None,
+                "probe": False,
+                "score": s.value,
+                "accuracy": s.accuracy,
+                "loss": s.loss,
+                "nll": s.fluency_nll,
+                **({"raced_after": s.seen} if s.raced else {}),
+            }
+            for (a, b, _), s in zip(trials, scores)
+        ]
         state["visited"] = state["visited"] + [f"pair:{','.join(map(str, before))}"]
-        return {"position": -1, "kind": "pair", "accepted": new_prompt != before, "prompt_ids": new_prompt,
-                "grown": False, "stuck": False,
-                "chosen_token": chosen, "candidates": candidates, "proposed": len(trials),
-                "search": {"kind": "pair", "pool": len(trials), "dropped_roundtrip": 0, "width": len(trials),
-                           "probe": 0, "scored": len(trials), "fully_scored": len(full), "better": len(better),
-                           "agreement": None, "rank": None, "bound": current.value},
-                "_score": new_score, "_scored": [(s.value, t[2]) for t, s in full] + [(current.value, list(before))]}
+        return {
+            "position": -1,
+            "kind": "pair",
+            "accepted": new_prompt != before,
+            "prompt_ids": new_prompt,
+            "grown": False,
+            "stuck": False,
+            "chosen_token": chosen,
+            "candidates": candidates,
+            "proposed": len(trials),
+            "search": {
+                "kind": "pair",
+                "pool": len(trials),
+                "dropped_roundtrip": 0,
+                "width": len(trials),
+                "probe": 0,
+                "scored": len(trials),
+                "fully_scored": len(full),
+                "better": len(better),
+                "agreement": None,
+                "rank": None,
+                "bound": current.value,
+            },
+            "_score": new_score,
+            "_scored": [(s.value, t[2]) for t, s in full] + [(current.value, list(before))],
+        }
 
     def _remember(self, state, scored) -> None:
         top = {tuple(t[1]): t[0] for t in state["top"]}
@@ -315,7 +387,8 @@ class WideSearch:
             if k not in top or value < top[k]:
                 top[k] = value
         state["top"] = [[v, list(k)] for k, v in sorted(top.items(), key=lambda kv: (kv[1], len(kv[0])))][
-            : self.config.top_keep]
+            : self.config.top_keep
+        ]
 
     def _adapt_width(self, state, agreement, available: int) -> None:
         """Low agreement between the gradient's ranking and the true scores: score wider next step; high:
@@ -359,14 +432,15 @@ class WideSearch:
             if f"{p}:{ids}" not in visited:
                 state["pos"] = p
                 return
-        if (cfg.pair_swaps >= 2 and f"pair:{ids}" not in visited
-                and len({p for p, _, _ in state["sweep_best"]}) >= 2):
+        if cfg.pair_swaps >= 2 and f"pair:{ids}" not in visited and len({p for p, _, _ in state["sweep_best"]}) >= 2:
             state["pos"] = "pair"
             return
         state["pos"] = 0
-        state["done"] = (f"converged: no single-token change at any of the {n} positions"
-                         + (", no two-token change of the best single swaps" if cfg.pair_swaps >= 2 else "")
-                         + " and no added token improves the training score")
+        state["done"] = (
+            f"converged: no single-token change at any of the {n} positions"
+            + (", no two-token change of the best single swaps" if cfg.pair_swaps >= 2 else "")
+            + " and no added token improves the training score"
+        )
         record["search"]["stop_reason"] = state["done"]
 
     def _may_grow(self, prompt, visited, ids) -> bool:
@@ -395,19 +469,29 @@ class WideSearch:
             vectors = [[ok for ok, _ in self.predict_items(ids, self.dev)] for _, ids in cands]
             selection = select_final(init_ok, vectors, train_scores=[v for v, _ in cands], alpha=cfg.alpha)
             for (value, ids), vec in zip(cands, vectors):
-                table.append({"prompt": self.decode(ids), "train_score": value,
-                              "dev_accuracy": sum(vec) / len(vec)})
-            table.append({"prompt": self.decode(initial), "train_score": None,
-                          "dev_accuracy": selection.initial_accuracy, "initial": True})
+                table.append({"prompt": self.decode(ids), "train_score": value, "dev_accuracy": sum(vec) / len(vec)})
+            table.append(
+                {
+                    "prompt": self.decode(initial),
+                    "train_score": None,
+                    "dev_accuracy": selection.initial_accuracy,
+                    "initial": True,
+                }
+            )
             best_ids = cands[selection.chosen][1] if selection.chosen is not None else initial
-            best_dev = (selection.best_accuracy if selection.chosen is not None else selection.initial_accuracy)
+            best_dev = selection.best_accuracy if selection.chosen is not None else selection.initial_accuracy
         else:
             best_ids = cands[0][1] if cands else initial
             best_dev = None
             table = [{"prompt": self.decode(ids), "train_score": v, "dev_accuracy": None} for v, ids in cands]
-        result = RunResult(prompt=self.decode(best_ids), prompt_ids=list(best_ids),
-                           train=self.score_prompts([best_ids])[0], dev_accuracy=best_dev, top=table,
-                           steps_done=state["step"])
+        result = RunResult(
+            prompt=self.decode(best_ids),
+            prompt_ids=list(best_ids),
+            train=self.score_prompts([best_ids])[0],
+            dev_accuracy=best_dev,
+            top=table,
+            steps_done=state["step"],
+        )
         result.selection = selection.to_dict() if selection is not None else None
         result.stop_reason = state.get("done")
         return result

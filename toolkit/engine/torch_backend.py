@@ -90,7 +90,9 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     # transformers' GGUF reader draws its own progress bar on stderr; keep the user's terminal clean.
     with contextlib.redirect_stderr(io.StringIO()):
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True
+        )
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
         )
@@ -108,7 +110,7 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     state = model.state_dict()
     tied = getattr(model, "_tied_weights_keys", None) or {}
     if getattr(config, "tie_word_embeddings", False):
-        for name in (tied if isinstance(tied, (list, tuple)) else tied.keys()):
+        for name in tied if isinstance(tied, (list, tuple)) else tied.keys():
             if name in state:
                 del state[name]
     seen: dict[int, str] = {}
@@ -120,8 +122,9 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
             seen[ptr] = name
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "gradprompt.json").write_text(json.dumps({"source": str(gguf_path), "sha256": sha256,
-                                                     "format": CACHE_FORMAT}))
+    (tmp / "gradprompt.json").write_text(
+        json.dumps({"source": str(gguf_path), "sha256": sha256, "format": CACHE_FORMAT})
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
