@@ -83,3 +83,27 @@ def tiny_tm(real_tm):
     return TorchModel(
         model=model, tokenizer=real_tm.tokenizer, info=real_tm.info, sha256="tiny", precision="fp32", device="cpu"
     )
+
+
+def stored_evaluation(store, prompt_id, task, examples, correct, *, ci=(0.0, 1.0), output="out"):
+    """An evaluation written straight into the history, as a finished llama.cpp run would leave it (model 'm',
+    Q4_1, direct, test split): one result per example, right where ``correct[i]`` is true."""
+    ev = store.create_evaluation(
+        prompt_id=prompt_id,
+        task_id=task["id"],
+        split="test",
+        model_id="m",
+        model_sha256="x",
+        backend="llamacpp",
+        quantization="Q4_1",
+        mode="direct",
+        settings={},
+        n=len(examples),
+    )
+    for ex, ok in zip(examples, correct):
+        store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", output, ex["answer"] if ok else "?", bool(ok), 0.0)
+    n_ok = sum(bool(ok) for ok in correct)
+    store.finish_evaluation(
+        ev, n=len(examples), correct=n_ok, accuracy=n_ok / len(examples), ci_low=ci[0], ci_high=ci[1]
+    )
+    return ev

@@ -6,6 +6,8 @@ from rich.console import Console
 
 from toolkit.cli import cli
 
+from conftest import stored_evaluation
+
 
 def run(args, project_dir):
     return CliRunner().invoke(cli, ["--project", str(project_dir), *args])
@@ -264,23 +266,7 @@ def test_diff_across_tasks_warns_and_a_vote_needs_distinct_voters(project, tmp_p
     examples = project.store.examples(task["id"], "test")
     evs = []
     for _ in range(2):  # the same prompt, model, runtime and settings twice: one voter
-        ev = project.store.create_evaluation(
-            prompt_id=a,
-            task_id=task["id"],
-            split="test",
-            model_id="m",
-            model_sha256="x",
-            backend="llamacpp",
-            quantization="Q4_1",
-            mode="direct",
-            settings={},
-            n=len(examples),
-        )
-        for ex in examples:
-            project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"], True, 0.0)
-        project.store.finish_evaluation(
-            ev, n=len(examples), correct=len(examples), accuracy=1.0, ci_low=0.5, ci_high=1.0
-        )
+        ev = stored_evaluation(project.store, a, task, examples, [True] * len(examples), ci=(0.5, 1.0))
         evs.append(ev)
     res = run(["evals", "vote", str(evs[0]), str(evs[1])], project.path)
     assert res.exit_code == 1 and "one voter" in res.output

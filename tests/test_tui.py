@@ -4,6 +4,8 @@ import json
 
 from textual.widgets import Static
 
+from conftest import stored_evaluation
+
 from tui.app import Backends, DiffScreen, ErrorDialog, TextDialog, create_app
 
 
@@ -120,23 +122,7 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
     b = project.add_prompt(task, "think slowly step by step", origin="edit", parent_id=a)
     examples = project.store.examples(task["id"], "test")
     for pid, ok in ((a, False), (b, True)):  # b fixes every example a got wrong
-        ev = project.store.create_evaluation(
-            prompt_id=pid,
-            task_id=task["id"],
-            split="test",
-            model_id="m",
-            model_sha256="x",
-            backend="llamacpp",
-            quantization="Q4_1",
-            mode="direct",
-            settings={},
-            n=len(examples),
-        )
-        for ex in examples:
-            project.store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "o", ex["answer"] if ok else "?", ok, 0.0)
-        project.store.finish_evaluation(
-            ev, n=len(examples), correct=len(examples) * ok, accuracy=float(ok), ci_low=0.0, ci_high=1.0
-        )
+        stored_evaluation(project.store, pid, task, examples, [ok] * len(examples))
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
@@ -212,21 +198,7 @@ async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
         (project.add_prompt(task, "a", origin="manual"), [1, 0, 1]),
         (project.add_prompt(task, "b", origin="manual"), [1, 1, 0]),
     ):
-        ev = store.create_evaluation(
-            prompt_id=pid,
-            task_id=task["id"],
-            split="test",
-            model_id="m",
-            model_sha256="x",
-            backend="llamacpp",
-            quantization="Q4_1",
-            mode="direct",
-            settings={},
-            n=3,
-        )
-        for ex, ok in zip(examples, pattern):
-            store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", "out", ex["answer"] if ok else "?", bool(ok), 0.0)
-        store.finish_evaluation(ev, n=3, correct=sum(pattern), accuracy=sum(pattern) / 3, ci_low=0.1, ci_high=0.9)
+        ev = stored_evaluation(store, pid, task, examples, pattern, ci=(0.1, 0.9))
         evals.append(ev)
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
