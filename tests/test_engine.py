@@ -584,3 +584,16 @@ def test_reasoning_prerank_gives_fresh_chains_to_a_few(tiny_tm):
         assert len(pre) == len(r["candidates"]) == 8 and len(full) == 2 == r["search"]["fully_scored"]
         best_pre = sorted(pre, key=lambda c: (c["prerank_score"], c["token"]))[:2]
         assert {c["token"] for c in full} == {c["token"] for c in best_pre}
+
+
+def test_a_predict_only_engine_needs_no_training_examples_and_refuses_to_search(tiny_tm):
+    from toolkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no training examples"):
+        GreaterEngine(tiny_tm, SPEC, [], [], GreaterConfig(mode="direct"))
+    engine = GreaterEngine(tiny_tm, SPEC, [], [], GreaterConfig(mode="direct"), predict_only=True)
+    ids = engine.encode_prompt("Is it positive?")
+    preds = engine.predict_items(ids, [Item("a fine film", "positive"), Item("a dull film", "negative")])
+    assert len(preds) == 2 and all(p in SPEC.labels for _, p in preds)
+    with pytest.raises(ConfigError, match="predict only"):
+        engine.run({"prompt_ids": ids})

@@ -70,7 +70,7 @@ def evaluate_prompt_torch(
     spec = store.task_spec(task_row)
     examples = store.examples(task_row["id"], split, limit=limit)
     config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
-    engine = GreaterEngine(tm, spec, [Item("x", spec.labels[0] if spec.labels else "x")], [], config)
+    engine = GreaterEngine(tm, spec, [], [], config, predict_only=True)
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"],
         task_id=task_row["id"],

@@ -180,7 +180,18 @@ class RunResult:
 
 
 class GreaterEngine(WideSearch):
-    def __init__(self, tm, spec: AnswerSpec, train: Sequence[Item], dev: Sequence[Item], config: GreaterConfig):
+    def __init__(
+        self,
+        tm,
+        spec: AnswerSpec,
+        train: Sequence[Item],
+        dev: Sequence[Item],
+        config: GreaterConfig,
+        *,
+        predict_only: bool = False,
+    ):
+        """``predict_only``: an engine that only scores and predicts (evaluation on torch, compare) and so needs
+        no training examples; searching with it is refused."""
         import torch
 
         self.torch = torch
@@ -190,7 +201,8 @@ class GreaterEngine(WideSearch):
         self.config = config
         self.train = list(train)[: config.n_train]
         self.dev = list(dev)[: config.n_dev]
-        if not self.train:
+        self.predict_only = predict_only
+        if not self.train and not predict_only:
             raise ConfigError("The task has no training examples.")
         self.layout = ChatLayout(
             tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "", getattr(tm.tokenizer, "eos_token", "") or ""
@@ -1167,6 +1179,8 @@ class GreaterEngine(WideSearch):
 
         Each record carries ``state``: pass it back to continue exactly where the run stopped.
         """
+        if self.predict_only:
+            raise ConfigError("This engine was made to predict only (no training examples); it cannot search.")
         if self.config.schedule == "improved":
             return self._run_improved(state, stop)
         return self._run_reference(state, stop)
