@@ -107,3 +107,38 @@ def stored_evaluation(store, prompt_id, task, examples, correct, *, ci=(0.0, 1.0
         ev, n=len(examples), correct=n_ok, accuracy=n_ok / len(examples), ci_low=ci[0], ci_high=ci[1]
     )
     return ev
+
+
+def write_reviews_csv(path, n=20):
+    """A small two-label CSV task (goal, target) that the default model can answer."""
+    path.write_text(
+        "goal,target\n"
+        + "".join(
+            f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
+            f"{'positive' if i % 2 else 'negative'}\n"
+            for i in range(n)
+        )
+    )
+    return path
+
+
+def assert_same_answers_as_llama(project_dir, llama, prompt, task_name, limit):
+    """The first evaluation stored in the project at ``project_dir`` (written by another process: the edge core,
+    the bundle) predicted what this process's llama.cpp model predicts for the same prompt and test examples."""
+    from toolkit.evaluate import EvalSettings, predict
+    from toolkit.layout import ChatLayout
+    from toolkit.project import open_project
+
+    project = open_project(project_dir)
+    try:
+        task = project.store.find_task(project.id, task_name)
+        spec = project.store.task_spec(task)
+        ev = project.store.evaluations(prompt_id=1)[0]
+        stored = {r["example_id"]: r["predicted"] for r in project.store.example_results(ev["id"])}
+        layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
+        examples = project.store.examples(task["id"], "test", limit=limit)
+        assert examples
+        for ex in examples:
+            assert stored[ex["id"]] == predict(llama, layout, spec, prompt, ex["input"], EvalSettings())[1]
+    finally:
+        project.close()

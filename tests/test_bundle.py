@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_same_answers_as_llama, write_reviews_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -56,15 +57,7 @@ def test_the_bundle_runs_outside_the_checkout(bundle, tmp_path, llama):
     assert "smollm2-135m" in run("models", "list").stdout
     assert run("init", "proj").returncode == 0
     proj = work / "proj"
-    data = work / "reviews.csv"
-    data.write_text(
-        "goal,target\n"
-        + "".join(
-            f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
-            f"{'positive' if i % 2 else 'negative'}\n"
-            for i in range(20)
-        )
-    )
+    data = write_reviews_csv(work / "reviews.csv")
     assert run("tasks", "import", str(data), cwd=proj).returncode == 0
     prompt = "Is this review positive or negative?"
     assert run("prompts", "add", "reviews", prompt, cwd=proj).returncode == 0
@@ -72,23 +65,7 @@ def test_the_bundle_runs_outside_the_checkout(bundle, tmp_path, llama):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["n"] == 4
     # the same answers as the full install's llama.cpp on the same examples
-    from toolkit.evaluate import EvalSettings, predict
-    from toolkit.layout import ChatLayout
-    from toolkit.project import open_project
-
-    project = open_project(proj)
-    try:
-        task = project.store.find_task(project.id, "reviews")
-        ev = project.store.evaluations(prompt_id=1)[0]
-        stored = {r["example_id"]: r["predicted"] for r in project.store.example_results(ev["id"])}
-        layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
-        for ex in project.store.examples(task["id"], "test", limit=4):
-            assert (
-                stored[ex["id"]]
-                == predict(llama, layout, project.store.task_spec(task), prompt, ex["input"], EvalSettings())[1]
-            )
-    finally:
-        project.close()
+    assert_same_answers_as_llama(proj, llama, prompt, "reviews", 4)
     res = run("export", "1", "--format", "llamacpp", "-o", "out/", cwd=proj)
     assert res.returncode == 0 and list((proj / "out").glob("*.json")), res.stderr
     res = run("optimize", "reviews", "--steps", "1", cwd=proj)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import assert_same_answers_as_llama, write_reviews_csv
 
 BLOCKED = ("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "textual", "matplotlib")
 RUNNER = (
@@ -31,15 +32,7 @@ def edge_project(tmp_path):
     folder = tmp_path / "edge"
     res = edge("init", str(folder))
     assert res.returncode == 0, res.stderr
-    data = tmp_path / "reviews.csv"
-    data.write_text(
-        "goal,target\n"
-        + "".join(
-            f"The film was {'wonderful and moving' if i % 2 else 'dull and far too long'} ({i}).,"
-            f"{'positive' if i % 2 else 'negative'}\n"
-            for i in range(20)
-        )
-    )
+    data = write_reviews_csv(tmp_path / "reviews.csv")
     assert edge("--project", str(folder), "tasks", "import", str(data)).returncode == 0
     return folder
 
@@ -56,22 +49,7 @@ def test_the_core_runs_without_torch_textual_or_matplotlib(edge_project, tmp_pat
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["n"] == 4 and "Traceback" not in res.stderr
     # the same answers as the full install's llama.cpp on the same examples (the project's stored outputs)
-    from toolkit.evaluate import EvalSettings, predict
-    from toolkit.layout import ChatLayout
-    from toolkit.project import open_project
-
-    proj = open_project(edge_project)
-    try:
-        task = proj.store.find_task(proj.id, "reviews")
-        spec = proj.store.task_spec(task)
-        ev = proj.store.evaluations(prompt_id=1)[0]
-        stored = {r["example_id"]: r["predicted"] for r in proj.store.example_results(ev["id"])}
-        layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
-        for ex in proj.store.examples(task["id"], "test", limit=4):
-            _, pred = predict(llama, layout, spec, "Is this review positive or negative?", ex["input"], EvalSettings())
-            assert stored[ex["id"]] == pred
-    finally:
-        proj.close()
+    assert_same_answers_as_llama(edge_project, llama, "Is this review positive or negative?", "reviews", 4)
     out = tmp_path / "exports"
     res = edge(*p, "export", "1", "--format", "json", "-o", str(out) + "/")
     assert res.returncode == 0 and list(out.glob("*.json")), res.stderr

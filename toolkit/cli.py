@@ -674,12 +674,6 @@ def optimize_cmd(
             return
         printer = StepPrinter(steps, console, budget_s=budget)
 
-    def load_torch(info, precision, device):
-        from .engine.torch_backend import load_torch_model
-
-        with console.status("Loading the model for torch..."):
-            return load_torch_model(info, precision=precision, device=device)
-
     stop = threading.Event()
     try:
         result = start_run(
@@ -694,13 +688,21 @@ def optimize_cmd(
             device=device,
             on_step=printer,
             stop=stop,
-            load_torch=load_torch,
+            load_torch=_load_torch,
         )
     except KeyboardInterrupt:
         stop.set()
         _stopped_hint(project)
         raise
     _print_run_result(result, "torch" if is_greater(method) else "llama.cpp")
+
+
+def _load_torch(info, precision: str = "auto", device: str = "auto"):
+    """Load a model for torch with a spinner (the load can take minutes on a loaded machine)."""
+    from .engine.torch_backend import load_torch_model
+
+    with console.status("Loading the model for torch..."):
+        return load_torch_model(info, precision=precision, device=device)
 
 
 def _stopped_hint(project) -> None:
@@ -806,10 +808,8 @@ def eval_cmd(
         model = LlamaCppModel(info, n_gpu_layers=gpu_layers)
     else:
         from .compare import evaluate_prompt_torch
-        from .engine.torch_backend import load_torch_model
 
-        with console.status("Loading the model for torch..."):
-            tm = load_torch_model(info, precision=precision)
+        tm = _load_torch(info, precision)
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
@@ -1405,15 +1405,9 @@ def runs_resume(ctx, run_id, force):
         highlight=False,
     )
 
-    def load_torch(info, precision, device):
-        from .engine.torch_backend import load_torch_model
-
-        with console.status("Loading the model for torch..."):
-            return load_torch_model(info, precision=precision, device=device)
-
     printer = StepPrinter(total, console) if is_greater(run["method"]) else BaselinePrinter()
     try:
-        result = resume_run(project, run_id, on_step=printer, stop=stop, force=force, load_torch=load_torch)
+        result = resume_run(project, run_id, on_step=printer, stop=stop, force=force, load_torch=_load_torch)
     except KeyboardInterrupt:
         stop.set()
         _stopped_hint(project)

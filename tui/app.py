@@ -477,12 +477,10 @@ class GradpromptApp(App):
             if not examples:
                 raise ConfigError(f"Task {task_name!r} has no training examples to try.")
             model_id = values["model"].strip()
-            if model_id not in self._llama:
-                self._status(f"loading {model_id} for llama.cpp...")
-                self._llama[model_id] = self.backends.load_llama_model(model_id)
+            model = self._llama_model(model_id)
             self._status(f"checking {task_name} on {len(examples)} examples...")
             res = check_answer_format(
-                self._llama[model_id],
+                model,
                 store.task_spec(task),
                 examples,
                 values["prompt"],
@@ -835,6 +833,14 @@ class GradpromptApp(App):
         limit = whole(values, "limit", "Only the first N", 0, 1)
         return split, mode, whole(values, "max_new_tokens", "Reasoning chain cap", CHAIN_CAP, 1), limit or None
 
+    def _llama_model(self, model_id: str):
+        """The llama.cpp model of the evaluation workers (group "eval", one at a time), loaded once per id (call
+        from a worker thread)."""
+        if model_id not in self._llama:
+            self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
+            self._llama[model_id] = self.backends.load_llama_model(model_id)
+        return self._llama[model_id]
+
     def _status(self, text: str) -> None:
         """Progress of a worker, in the title bar (callable from the worker's thread)."""
         text = text or f"project {self.project.name}"  # a finished job gives the header its project back
@@ -852,12 +858,10 @@ class GradpromptApp(App):
             split, mode, cap, limit = self._eval_form(values)
             task_row = store.task(self.project.id, values["task"].strip())
             model_id = values["model"].strip()
-            if model_id not in self._llama:
-                self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
-                self._llama[model_id] = self.backends.load_llama_model(model_id)
+            model = self._llama_model(model_id)
             report = evaluate_prompt(
                 store,
-                model=self._llama[model_id],
+                model=model,
                 task_row=task_row,
                 prompt_row=store.prompt(prompt_id),
                 split=split,
