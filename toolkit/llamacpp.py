@@ -84,6 +84,13 @@ class LlamaCppModel:
         self.bos_token = self._token_text(meta.get("tokenizer.ggml.bos_token_id"))
         self.eos_token = self._token_text(meta.get("tokenizer.ggml.eos_token_id"))
 
+    def close(self) -> None:
+        """Free the model now. Left to the garbage collector at interpreter exit, llama-cpp-python's __del__ can
+        run after its C library is unloaded and print 'Exception ignored in Llama.__del__'."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is not None:
+            llm.close()
+
     def _token_text(self, token_id) -> str:
         if token_id is None:
             return ""
