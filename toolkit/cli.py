@@ -1106,7 +1106,7 @@ def evals_vote(ctx, evaluation_ids):
     )
 
 
-def _confusion_table(confusion: dict, title: str | None = None) -> Table:
+def _confusion_table(confusion: dict, title: str | None = None) -> RichTable:
     predicted = sorted({p for row in confusion.values() for p in row})
     table = Table("gold \\ predicted", *predicted, title=title)
     for gold, row in sorted(confusion.items()):
