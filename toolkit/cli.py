@@ -788,6 +788,13 @@ def _print_run_result(result, scorer: str = "torch") -> None:
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
 @click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option(
+    "--logic-of-thought",
+    is_flag=True,
+    help="Logic-of-Thought: append statements derived by rules (contraposition, transitivity) from the input's "
+    "premises (truth-teller puzzles, categorical arguments, if-then sentences); no extra model call. Stored as "
+    "mode 'direct+logic-of-thought'; compare it with the plain evaluation using `gradprompt evals flipped A B`.",
+)
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
 @click.pass_context
@@ -803,6 +810,7 @@ def eval_cmd(
     mode,
     max_new_tokens,
     limit,
+    logic_of_thought,
     show_confusion,
     as_json,
 ):
@@ -814,6 +822,14 @@ def eval_cmd(
     project = _project(ctx)
     info = get_model(model_id or project.default_model)
     settings = EvalSettings(mode=mode, max_new_tokens=max_new_tokens)
+    if logic_of_thought:
+        from .logic import RULES_VERSION
+
+        if backend != "llamacpp":
+            raise click.UsageError("--logic-of-thought runs on the llama.cpp backend (leave out --backend torch).")
+        settings = EvalSettings(
+            mode=mode, max_new_tokens=max_new_tokens, strategy="logic-of-thought", strategy_args=RULES_VERSION
+        )
     if backend == "llamacpp":
         from .llamacpp import LlamaCppModel
 

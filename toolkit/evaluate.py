@@ -37,13 +37,25 @@ class EvalSettings:
     mode: str = "direct"  # direct | reasoning
     max_new_tokens: int = CHAIN_CAP  # reasoning chain cap
     answer_tokens: int = 16  # cap for number / free-text answers
+    # An inference-time strategy around the prompt (see :mod:`toolkit.strategies`): "plain", "second-attempt",
+    # "logic-of-thought" or "combine", with what its results depend on (JSON text, e.g. the correction prompt).
+    strategy: str = "plain"
+    strategy_args: str = ""
 
     def key(self) -> str:
         """What the results depend on (the chain cap only matters when there is a chain)."""
-        data = {"mode": self.mode, "answer_tokens": self.answer_tokens}
+        data: dict = {"mode": self.mode, "answer_tokens": self.answer_tokens}
         if self.mode == "reasoning":
             data["max_new_tokens"] = self.max_new_tokens
+        if self.strategy != "plain":  # plain keys stay what they were: the cache of earlier versions holds
+            data["strategy"] = self.strategy
+            data["strategy_args"] = self.strategy_args
         return json.dumps(data, sort_keys=True)
+
+    @property
+    def label(self) -> str:
+        """The evaluation's mode as stored and listed: "direct", or "direct+second-attempt" with a strategy."""
+        return self.mode if self.strategy == "plain" else f"{self.mode}+{self.strategy}"
 
 
 @dataclass
@@ -70,20 +82,27 @@ def predict(
 ) -> tuple[str, str | None]:
     """(model output text, predicted answer) for one example on a llama.cpp model."""
     before, after = layout.split(input_text)
-    tokens = model.encode(before) + model.encode(prompt) + model.encode(after)
-    output = ""
+    chain, text, predicted = answer_after(
+        model, spec, model.encode(before) + model.encode(prompt) + model.encode(after), settings
+    )
+    return (chain + " " + text).strip(), predicted
+
+
+def answer_after(model, spec: AnswerSpec, tokens: list[int], settings: EvalSettings) -> tuple[str, str, str | None]:
+    """(reasoning chain, answer text, predicted answer) from the assistant header on (``tokens`` end there): in
+    reasoning mode a greedy chain first, then the extractor and the answer."""
+    chain = ""
     if settings.mode == "reasoning":
-        chain = model.generate(tokens, settings.max_new_tokens)
-        tokens = tokens + chain
-        output = model.decode(chain)
-        tokens = tokens + model.encode(REASONING_SEPARATOR + spec.extractor)
+        chain_ids = model.generate(tokens, settings.max_new_tokens)
+        chain = model.decode(chain_ids)
+        tokens = tokens + chain_ids + model.encode(REASONING_SEPARATOR + spec.extractor)
     else:
         tokens = tokens + model.encode(spec.extractor)
     if spec.kind == "label":
         predicted = choose_label(model, tokens, spec.labels)
-        return (output + " " + predicted).strip(), predicted
+        return chain, predicted, predicted
     text = model.decode(model.generate_constrained(tokens, answer_grammar(spec), settings.answer_tokens)).strip()
-    return (output + " " + text).strip(), answer_from_text(text, spec.kind)
+    return chain, text, answer_from_text(text, spec.kind)
 
 
 def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
@@ -277,11 +296,15 @@ def evaluate_prompt(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    predictor: Callable[[dict], tuple[str, str | None]] | None = None,
+    key_extra: Callable[[dict], str] | None = None,
 ) -> EvalReport:
     """Score one stored prompt on a task split with a loaded :class:`~toolkit.llamacpp.LlamaCppModel`.
 
     Per-example results are cached by (prompt, model file, settings, example): a repeated or interrupted
-    evaluation only runs the examples it has not seen.
+    evaluation only runs the examples it has not seen. A strategy (:mod:`toolkit.strategies`) passes its own
+    ``predictor`` (example -> (output, predicted)) and, when its answers depend on more than the example (the
+    candidates it combines), ``key_extra`` (example -> text added to the cache key).
     """
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
@@ -295,16 +318,27 @@ def evaluate_prompt(
         model_sha256=model.sha256,
         backend="llamacpp",
         quantization=model.info.quantization or "gguf",
-        mode=settings.mode,
+        mode=settings.label,
         n=len(examples),
         settings={**json.loads(settings.key()), "limit": limit, "gpu_layers": getattr(model, "n_gpu_layers", 0)},
     )
     # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
     model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
-    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
+    keyed = [
+        (ex, cache_key(prompt_row["text"] + (key_extra(ex) if key_extra else ""), model_key, settings, spec, ex))
+        for ex in examples
+    ]
+
+    if predictor is None and settings.strategy == "logic-of-thought":
+        from .logic import augment
+
+        def predictor(ex: dict) -> tuple[str, str | None]:  # the rules' derived statements appended to the input
+            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings)
 
     def predict_one(ex: dict) -> tuple[str, str | None]:
         try:
+            if predictor is not None:
+                return predictor(ex)
             return predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
         except InputTooLongError as exc:  # this example only: the rest of the evaluation goes on
             return SKIPPED + str(exc), None

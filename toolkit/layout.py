@@ -75,6 +75,13 @@ class ChatLayout:
         before, after = self.split(text)
         return before[: -len(INPUT_SEPARATOR)] + after
 
+    def conversation(self, messages: list[dict]) -> str:
+        """Several turns ([{"role", "content"}], ending with a user turn) and the assistant header, as text
+        (the second attempt's layout: the first exchange, then the correction instruction)."""
+        return _compile(self.template or FALLBACK_TEMPLATE).render(
+            messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+        )
+
     def render(self, input_text: str, prompt: str) -> str:
         before, after = self.split(input_text)
         return before + prompt + after

@@ -501,8 +501,8 @@ class Store:
             (
                 e["accuracy"]
                 for e in self.evaluations(prompt_id=prompt_id)
-                if e["split"] == "test" and e["status"] == "done"
-            ),
+                if e["split"] == "test" and e["status"] == "done" and "+" not in (e["mode"] or "")
+            ),  # "direct+second-attempt" etc. score the prompt with a strategy around it, not the prompt
             default=None,
         )
 
