@@ -88,7 +88,7 @@ def test_logic_of_thought_evaluation_on_the_default_model(project, llama, tmp_pa
     res = CliRunner().invoke(cli, [*run, "--logic-of-thought"])
     assert res.exit_code == 0, res.output
     line = json.loads(res.output.strip().splitlines()[-1])
-    assert line["n"] == 3 and line["model_calls"] == 3
+    assert line["n"] == 3 and line["model_calls"] == 3 and line["mode"] == "direct+logic-of-thought"
     told = [text for text in seen if HEADER in text]
     assert len(told) == 3 and "- If Ann lies, then Cy tells the truth." in told[0]
     evals = project.store.evaluations(prompt_id=pid)

@@ -876,7 +876,7 @@ def eval_cmd(
                         "split": split,
                         "model": info.id,
                         "backend": backend,
-                        "mode": mode,
+                        "mode": settings.label,
                         "n": report.n,
                         "correct": report.correct,
                         "accuracy": report.accuracy,
