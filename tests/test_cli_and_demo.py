@@ -13,21 +13,54 @@ def run(args, project_dir):
     return CliRunner().invoke(cli, ["--project", str(project_dir), *args])
 
 
+def _command_paths(group, prefix=()):
+    """Every command of the click tree, as the argument lists that reach it (groups included)."""
+    import click
+
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        yield list(path)
+        if isinstance(command, click.Group):
+            yield from _command_paths(command, path)
+
+
 def test_every_command_has_help():
-    groups = {
-        "": ["init", "models", "tasks", "optimize", "eval", "prompts", "export", "runs", "history", "demo"],
-        "models": ["list", "info", "add", "remove"],
-        "tasks": ["import", "list", "show"],
-        "prompts": ["list", "show", "diff", "add", "tag"],
-        "runs": ["list", "show", "resume"],
-        "history": ["path", "backup"],
-    }
-    for group, commands in groups.items():
-        for command in commands:
-            args = ([group] if group else []) + [command, "--help"]
-            res = CliRunner().invoke(cli, args)
-            assert res.exit_code == 0, (args, res.output)
-            assert "Usage:" in res.output
+    paths = list(_command_paths(cli))
+    # the tree is walked, not listed by hand: a new command is covered the day it is added
+    assert ["runs", "resume"] in paths and ["evals", "flipped"] in paths and len(paths) > 30
+    for path in paths:
+        args = [*path, "--help"]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, (args, res.output)
+        assert "Usage:" in res.output
+
+
+def test_a_moved_project_folder_keeps_its_whole_history(project, tmp_path):
+    """The history lives in the project folder; moving the folder must not hide it (one project row per
+    history, its path updated)."""
+    import shutil
+
+    from toolkit.project import open_project
+
+    good = tmp_path / "yn.csv"
+    good.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(good), "--name", "yn"], project.path).exit_code == 0
+    assert run(["prompts", "add", "yn", "Say yes or no."], project.path).exit_code == 0
+    before = json.loads(run(["prompts", "list", "--json"], project.path).output)
+    project.close()
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(str(project.path), str(moved))
+    res = run(["tasks", "list"], moved)
+    assert res.exit_code == 0 and "yn" in res.output
+    after = json.loads(run(["prompts", "list", "--json"], moved).output)
+    assert after == before and any(p["text"] == "Say yes or no." for p in after)
+    reopened = open_project(moved)
+    try:
+        assert reopened.store.db["projects"].count == 1
+        assert reopened.store.db["projects"].get(reopened.id)["path"] == str(moved.resolve())
+    finally:
+        reopened.close()
 
 
 def test_import_bad_file_is_a_clear_error(project, tmp_path):
@@ -91,9 +124,9 @@ def test_demo_short_end_to_end(project):
     assert sizes == {"train": 40, "dev": 60, "test": 100}
     assert "initial" in text and text.count("95% CI") == (1 if "Change: none." in text else 2), text
     run_row = project.store.run(result["run_id"])
-    assert (
-        run_row["status"] == "done" and run_row["model_sha256"] == project.store.run(result["run_id"])["model_sha256"]
-    )
+    from toolkit.models import get_model
+
+    assert run_row["status"] == "done" and run_row["model_sha256"] == get_model().gguf_sha256
     steps = project.store.steps(result["run_id"])
     assert [s["step"] for s in steps] == [0, 1] and all(s["candidates"] for s in steps)
     evs = project.store.evaluations()
@@ -272,3 +305,35 @@ def test_diff_across_tasks_warns_and_a_vote_needs_distinct_voters(project, tmp_p
     assert res.exit_code == 1 and "one voter" in res.output
     res = run(["evals", "vote", str(evs[0]), str(evs[0])], project.path)
     assert res.exit_code == 1 and "more than once" in res.output
+
+
+def test_every_list_command_prints_json(project, tmp_path):
+    """`--json` on each list command: one JSON array whose rows carry what the table shows."""
+    good = tmp_path / "yn.csv"
+    good.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert run(["tasks", "import", str(good), "--name", "yn"], project.path).exit_code == 0
+    assert run(["prompts", "add", "yn", "Answer [yes] or no."], project.path).exit_code == 0
+    task = project.store.task(project.id, "yn")
+    pid = project.store.list_prompts(project.id)[-1]["id"]
+    stored_evaluation(project.store, pid, task, project.store.examples(task["id"], "test"), [True, False])
+    list_commands = [p for p in _command_paths(cli) if p[-1] == "list"]
+    assert sorted(" ".join(p) for p in list_commands) == [
+        "evals list",
+        "models list",
+        "prompts list",
+        "runs list",
+        "tasks list",
+    ]
+    out = {}
+    for path in list_commands:
+        res = run([*path, "--json"], project.path)
+        assert res.exit_code == 0, (path, res.output)
+        out[path[0]] = json.loads(res.output)
+        assert isinstance(out[path[0]], list)
+    assert any(m["id"] == "smollm2-135m" and m["installed"] for m in out["models"])
+    assert [(t["name"], t["splits"]["train"] + t["splits"]["dev"] + t["splits"]["test"]) for t in out["tasks"]] == [
+        ("yn", 10)
+    ]
+    assert [p["text"] for p in out["prompts"] if p["id"] == pid] == ["Answer [yes] or no."]
+    assert [(e["prompt_id"], e["task"], e["split"]) for e in out["evals"]] == [(pid, "yn", "test")]
+    assert out["runs"] == []

@@ -114,6 +114,25 @@ def test_import_is_atomic_and_duplicates_refused(project, tmp_path):
         store.add_task(project.id, read_task_file(bad, name="bad"))
     assert [t["name"] for t in store.list_tasks(project.id)] == ["yn"]
     assert store.db["examples"].count == 4
+    # The store's own transaction: a write that fails after the task row and a first batch of 500 examples
+    # were inserted leaves nothing behind.
+    import dataclasses
+
+    big = write(
+        tmp_path / "big.csv", "goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(700))
+    )
+    task = read_task_file(big, name="big")
+
+    class Broken:
+        def __getattr__(self, name):
+            raise OSError("disk went away")
+
+    examples = list(task.examples)
+    examples[600] = Broken()
+    with pytest.raises(OSError, match="disk went away"):
+        store.add_task(project.id, dataclasses.replace(task, examples=examples))
+    assert [t["name"] for t in store.list_tasks(project.id)] == ["yn"]
+    assert store.db["examples"].count == 4
 
 
 @needs_shared

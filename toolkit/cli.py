@@ -36,6 +36,13 @@ def Table(*headers: str, keep: tuple[str, ...] = HANDLES, **kw) -> RichTable:
 
 
 console = Console()
+
+
+def _print_json_list(rows: list[dict]) -> None:
+    """A list command's rows as one JSON array on stdout (no markup, no wrapping), for scripts."""
+    click.echo(json.dumps(rows, ensure_ascii=False, default=str))
+
+
 err_console = Console(stderr=True, soft_wrap=True)  # paths in errors must not be broken
 
 
@@ -164,9 +171,27 @@ def models():
 
 
 @models.command("list")
-def models_list():
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
+def models_list(as_json):
     """Known and added models."""
     from .models import list_models
+
+    if as_json:
+        _print_json_list(
+            [
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "quantization": m.quantization,
+                    "source": m.source,
+                    "licence": m.licence,
+                    "installed": bool(m.installed),
+                    "default": bool(m.default),
+                }
+                for m in list_models()
+            ]
+        )
+        return
 
     table = Table("id", "name", "quant", "source", "licence", "status", keep=("id", "status"))
     missing = []
@@ -388,10 +413,19 @@ def tasks_import(
 
 
 @tasks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
 @click.pass_context
-def tasks_list(ctx):
+def tasks_list(ctx, as_json):
     """Tasks in this project."""
     project = _project(ctx)
+    if as_json:
+        _print_json_list(
+            [
+                {k: t[k] for k in ("id", "name", "answer_kind", "source")} | {"splits": dict(t["splits"])}
+                for t in project.store.list_tasks(project.id)
+            ]
+        )
+        return
     table = Table("id", "name", "answer", "train", "dev", "test", "source", keep=("id", "name"))
     for t in project.store.list_tasks(project.id):
         s = t["splits"]
@@ -973,12 +1007,22 @@ def evals():
 @evals.command("list")
 @click.option("--prompt", "prompt_id", type=int, help="Only this prompt's evaluations.")
 @click.option("--task", help="Only this task's evaluations.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
 @click.pass_context
-def evals_list(ctx, prompt_id, task):
+def evals_list(ctx, prompt_id, task, as_json):
     """Evaluations in this project, oldest first."""
     project = _project(ctx)
     task_id = project.store.task(project.id, task)["id"] if task else None
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    if as_json:
+        keys = ("id", "prompt_id", "split", "model_id", "backend", "quantization", "mode", "accuracy", "ci_low")
+        _print_json_list(
+            [
+                {k: e[k] for k in (*keys, "ci_high", "n", "status")} | {"task": names.get(e["task_id"])}
+                for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id)
+            ]
+        )
+        return
     table = Table("id", "prompt", "task", "split", "model", "runtime", "mode", "accuracy (95% CI)", "n", "status")
     for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id):
         acc = f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})" if e["accuracy"] is not None else "-"
@@ -1147,11 +1191,29 @@ def prompts():
 @prompts.command("list")
 @click.option("--task", help="Only this task's prompts.")
 @click.option("--search", help="Full-text search.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
 @click.pass_context
-def prompts_list(ctx, task, search):
+def prompts_list(ctx, task, search, as_json):
     """Prompt versions in this project."""
     project = _project(ctx)
     task_id = project.store.task(project.id, task)["id"] if task else None
+    if as_json:
+        names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+        _print_json_list(
+            [
+                {
+                    "id": p["id"],
+                    "task": names.get(p["task_id"]),
+                    "origin": p["origin"],
+                    "parent_id": p["parent_id"],
+                    "tags": list(row_tags(p)),
+                    "best_test_accuracy": project.store.best_test_accuracy(p["id"]),
+                    "text": p["text"],
+                }
+                for p in project.store.list_prompts(project.id, task_id, search)
+            ]
+        )
+        return
     table = Table("id", "task", "origin", "parent", "tags", "best test acc", "text")
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
     for p in project.store.list_prompts(project.id, task_id, search):
@@ -1310,11 +1372,18 @@ def runs():
 
 
 @runs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
 @click.pass_context
-def runs_list(ctx):
+def runs_list(ctx, as_json):
     """Every run of this project: method, model, status (running, stopped, interrupted, failed, done), steps."""
     project = _project(ctx)
     names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    if as_json:
+        keys = ("id", "method", "model_id", "status", "n_steps", "started", "best_prompt_id")
+        _print_json_list(
+            [{k: r[k] for k in keys} | {"task": names.get(r["task_id"])} for r in project.store.list_runs(project.id)]
+        )
+        return
     table = Table("id", "task", "method", "model", "status", "steps", "started", "best prompt")
     for r in project.store.list_runs(project.id):
         table.add_row(

@@ -326,9 +326,16 @@ class Store:
     # -- projects ------------------------------------------------------------------------------
 
     def ensure_project(self, name: str, path: str) -> int:
+        """The project row of the folder at ``path``. A history database lives inside its project's folder and
+        holds one project, so when the folder has moved (or was copied) the row keeps its history and its path
+        is updated; a second row is never made for the same history."""
         row = next(self.db["projects"].rows_where("path = ?", [path], limit=1), None)
         if row:
             return row["id"]
+        first = next(self.db["projects"].rows_where(order_by="id", limit=1), None)
+        if first is not None:
+            self.db["projects"].update(first["id"], {"path": path})
+            return first["id"]
         return self.db["projects"].insert({"name": name, "path": path, "created": _now()}).last_pk
 
     # -- tasks -----------------------------------------------------------------------------------
