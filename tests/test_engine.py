@@ -515,6 +515,68 @@ def test_one_more_right_answer_outweighs_any_fluency_or_loss(tiny_tm):
     assert ref._score_value(4 / 6, 20.0, 0.0, 6) > ref._score_value(3 / 6, 0.0, 0.0, 6)
 
 
+UNEVEN = [  # 4 positive, 2 negative: a prompt answering "positive" to all gets 4/6 plainly but 1/2 balanced
+    Item(f"review {i}: {'great' if i < 4 else 'awful'} film", "positive" if i < 4 else "negative") for i in range(6)
+]
+
+
+def uneven_engine(tm, **kw):
+    cfg = GreaterConfig(**{"steps": 4, "n_train": 6, "n_dev": 0, "topk": 8, "topq": 3, "intersect": 2, **kw})
+    return GreaterEngine(tm, SPEC, UNEVEN, [], cfg)
+
+
+def test_balanced_objective_weighs_every_label_the_same(tiny_tm):
+    eng = uneven_engine(tiny_tm)
+    assert eng.balanced and eng.weights == pytest.approx([1 / 8] * 4 + [1 / 4] * 2) and sum(eng.weights) == 1
+    assert eng.granularity == pytest.approx(1 / 8)  # 1 / (2 labels x lcm(4, 2))
+    majority = [(0.1, 1.0, i < 4) for i in range(6)]  # right on every "positive", wrong on both "negative"
+    mixed = [(0.1, 1.0, i in (0, 1, 2, 4)) for i in range(6)]  # the same 4/6, one of each label wrong
+    a, b = eng._score_of(majority, eng.train), eng._score_of(mixed, eng.train)
+    assert a.accuracy == b.accuracy == pytest.approx(4 / 6)
+    assert a.objective_accuracy == pytest.approx(0.5) and b.objective_accuracy == pytest.approx(0.625)
+    assert b.value < a.value  # the prompt that answers both labels wins at equal plain accuracy
+    # One more balanced unit outweighs any fluency or loss (the tie-break stays below the granularity).
+    for k in range(8):
+        worse = eng._score_value(k / 8, nll=0.0, loss=0.0, n=6, granularity=eng.granularity)
+        better = eng._score_value((k + 1) / 8, nll=1e6, loss=1e6, n=6, granularity=eng.granularity)
+        assert better < worse
+    # Off on request, on balanced data, and for tasks without labels: the plain error rate.
+    plain = uneven_engine(tiny_tm, objective="accuracy")
+    assert not plain.balanced and plain._score_of(majority, plain.train).objective_accuracy == pytest.approx(4 / 6)
+    assert not engine(tiny_tm).balanced
+    ref = uneven_engine(tiny_tm, schedule="reference")
+    assert not ref.balanced
+    with pytest.raises(Exception, match="objective"):
+        GreaterConfig(objective="f1")
+
+
+def test_racing_and_every_scoring_path_agree_under_the_balanced_objective(tiny_tm):
+    """Racing drops a candidate only when its weighted partial score already reaches the bound; the full
+    scores are the same floats on every path (race, plain, suffix KV, naive)."""
+    eng = uneven_engine(tiny_tm, race_chunk=2)
+    base = eng.encode_prompt(PROMPT)
+    pos = 1
+    toks = sorted({base[pos], *eng.propose(base, pos, random.Random(0))})[:8]
+    prompts = [eng._swap(base, pos, t) for t in toks]
+    plain = GreaterEngine(tiny_tm, SPEC, UNEVEN, [], GreaterConfig(**{**eng.config.to_dict(), "race": False}))
+    full = plain.score_prompts(prompts)
+    # a bound some candidates reach within the first examples (the "positive" ones, weighing 1/8 each)
+    bound = 0.3
+    raced = eng.race_prompts(prompts, bound)
+    assert any(r.raced for r in raced)
+    for r, f in zip(raced, full):
+        if r.raced:
+            assert bound <= r.value <= f.value + 1e-12
+        else:
+            assert r.value == f.value and r.objective_accuracy == f.objective_accuracy
+    fast = uneven_engine(tiny_tm)._suffix_scores(base, pos, toks)
+    naive = uneven_engine(tiny_tm, execution="naive")._suffix_scores(base, pos, toks)
+    for t, f in zip(toks, full):
+        assert fast[t].objective_accuracy == naive[t].objective_accuracy == f.objective_accuracy
+        assert fast[t].value == pytest.approx(f.value, abs=1e-6) and naive[t].value == pytest.approx(f.value, abs=1e-6)
+    assert min(toks, key=lambda t: (fast[t].value, t)) == min(toks, key=lambda t: (naive[t].value, t))
+
+
 def test_random_ranking_ablation_uses_no_gradient(tiny_tm, monkeypatch):
     eng = engine(tiny_tm, steps=2, rank="random", width=4, probe=0)
 

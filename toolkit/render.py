@@ -46,6 +46,11 @@ class StepPrinter:
         where = "pairs " if kind == "pair" else f"pos {record['position']:>2}"
         self.out.print(
             f"step {done:>3}/{self.total}  {where}  train acc {_pct(record['train_accuracy'])}  "
+            + (
+                f"balanced {_pct(search['train_balanced_accuracy'])}  "
+                if search.get("train_balanced_accuracy") is not None
+                else ""
+            )
             + (f"dev acc {_pct(record['dev_accuracy'])}  " if record.get("dev_accuracy") is not None else "")
             + f"score {record['train_score']:.3f}  {mark} {escape(what):<14} "
             f"[dim]{elapsed:5.0f}s elapsed, ~{eta:4.0f}s left[/]",

@@ -92,6 +92,10 @@ class GreaterConfig:
     # this many candidates get fresh chains and a full score (0: every scored candidate gets fresh chains)
     pair_swaps: int = 6  # improved: after a fruitless sweep, try two-token changes among this many best single swaps
     dev_top: int = 4  # improved: best prompts by training score compared with the starting prompt on dev
+    # improved, label tasks: what the training score counts. "balanced": the mean error per gold label (each label
+    # weighs the same however many training examples it has, so a prompt cannot gain by answering the majority
+    # label); "accuracy": the plain error rate. Number and text tasks always use the error rate.
+    objective: str = "balanced"
     alpha: float = 0.05  # improved: significance level of that paired test (Bonferroni over dev_top)
 
     def __post_init__(self):
@@ -103,6 +107,8 @@ class GreaterConfig:
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
         if self.rank not in ("gradient", "random"):
             raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
+        if self.objective not in ("balanced", "accuracy"):
+            raise ConfigError(f"Unknown objective {self.objective!r}: use balanced or accuracy.")
         for name in ("width", "probe", "pair_swaps", "fresh", "n_dev", "dev_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be 0 or more (it is {getattr(self, name)}).")
@@ -155,6 +161,9 @@ class Score:
     # Racing: a candidate dropped after ``seen`` < n examples; ``value`` is then a lower bound of its score
     # (already no better than the best complete one) and accuracy/loss/nll cover the seen examples only.
     seen: int | None = None
+    # The accuracy the score counts: the mean recall per gold label with the "balanced" objective on a label
+    # task, else the plain accuracy (then equal to ``accuracy``).
+    objective_accuracy: float | None = None
 
     @property
     def raced(self) -> bool:
@@ -241,6 +250,7 @@ class GreaterEngine(WideSearch):
             self.label_first = firsts if len(set(firsts)) == len(firsts) else None
         else:
             self.label_ids, self.label_first = [], None
+        self.weights, self.granularity = self._example_weights(self.train)
         self.stop_ids = {i for i in (tm.tokenizer.eos_token_id,) if i is not None}
         for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
             tid = tm.tokenizer.convert_tokens_to_ids(tok)
@@ -801,7 +811,62 @@ class GreaterEngine(WideSearch):
         flat = [r for chunk in self._map_chunks(len(pairs), run_chunk) for r in chunk]
         return [c for c, _, _ in flat], [t for _, t, _ in flat], [lab for _, _, lab in flat]
 
-    def _score_value(self, accuracy: float, nll: float, loss: float, n: int) -> float:
+    def _example_weights(self, items: Sequence[Item]) -> tuple[list[float], float]:
+        """Each training example's share of the training error (the shares sum to 1) and the smallest non-zero
+        difference two error values can have (the tie-break of the score stays below it).
+
+        Plain error rate: 1/n each, granularity 1/n. Balanced (improved schedule, label task, 2+ gold labels
+        among the examples): 1 / (K * n_label) for K labels, so every label weighs 1/K; two error values then
+        differ by a multiple of 1 / (K * lcm(n_label)).
+        """
+        n = len(items)
+        if not n:
+            return [], 1.0
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.answer] = counts.get(it.answer, 0) + 1
+        cfg = self.config
+        if cfg.objective != "balanced" or cfg.schedule != "improved" or self.spec.kind != "label" or len(counts) < 2:
+            return [1.0 / n] * n, 1.0 / n
+        k = len(counts)
+        return [1.0 / (k * counts[it.answer]) for it in items], 1.0 / (k * math.lcm(*counts.values()))
+
+    @property
+    def balanced(self) -> bool:
+        """The training error is weighted per gold label (see :meth:`_example_weights`)."""
+        return self.granularity != 1.0 / max(1, len(self.train))
+
+    def _score_of(self, rows, items: Sequence[Item]) -> "Score":
+        """The Score of one prompt from its (answer loss, prompt NLL, correct) per item, summed in item order
+        (every scoring path sums the same way, so fast and naive execution give the same floats). On the
+        training items of a balanced objective the error and the answer loss are weighted per gold label."""
+        n = len(items)
+        weighted = items is self.train and self.balanced
+        loss = nll = err = 0.0
+        correct = 0
+        for i, (l_i, n_i, c_i) in enumerate(rows):
+            c = int(c_i)
+            correct += c
+            nll += float(n_i)
+            if weighted:
+                loss += self.weights[i] * float(l_i)
+                err += self.weights[i] * (1 - c)
+            else:
+                loss += float(l_i)
+        if not weighted:
+            loss, err = loss / n, 1 - correct / n
+        nll /= n
+        granularity = self.granularity if weighted else 1.0 / n
+        return Score(
+            value=self._score_value(1 - err, nll, loss, n, granularity=granularity),
+            accuracy=correct / n,
+            loss=loss,
+            fluency_nll=nll,
+            n=n,
+            objective_accuracy=1 - err,
+        )
+
+    def _score_value(self, accuracy: float, nll: float, loss: float, n: int, granularity: float | None = None) -> float:
         """The training score (lower is better).
 
         reference: error rate + score_fluency_weight * prompt NLL + loss_weight * answer CE, so ~2 nats of
@@ -814,7 +879,7 @@ class GreaterEngine(WideSearch):
         x = cfg.score_fluency_weight * nll + cfg.effective_loss_weight * loss
         if cfg.schedule == "reference":
             return (1 - accuracy) + x
-        return (1 - accuracy) + (x / (1 + x)) / max(1, n)
+        return (1 - accuracy) + (x / (1 + x)) * (granularity if granularity is not None else 1 / max(1, n))
 
     def race_prompts(self, prompts: Sequence[Sequence[int]], bound: float) -> list[Score]:
         """Score candidate prompts on the training set, racing them against ``bound`` (an exact saving).
@@ -831,7 +896,11 @@ class GreaterEngine(WideSearch):
         n = len(self.train)
         chunk = max(1, self.config.race_chunk)
         keys = list(dict.fromkeys(tuple(p) for p in prompts))
-        acc = {k: {"loss": 0.0, "nll": 0.0, "correct": 0, "chains": []} for k in keys if k not in self._scores}
+        acc = {
+            k: {"terms": [], "loss": 0.0, "nll": 0.0, "err": 0.0, "correct": 0, "chains": []}
+            for k in keys
+            if k not in self._scores
+        }
         alive = list(acc)
         seen = 0
         partial: dict[tuple, Score] = {}
@@ -844,10 +913,15 @@ class GreaterEngine(WideSearch):
             else:
                 chains = self._generate_pairs(pairs)
                 terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
-            for (k, _), ch, (l_i, n_i, c_i) in zip(pairs, chains, terms):
+            weighted = self.balanced
+            for (k, _), ch, t in zip(pairs, chains, terms):
                 a = acc[k]
-                a["loss"] += float(l_i)
+                w = self.weights[len(a["terms"])] if weighted else 1.0 / n  # terms come in example order
+                l_i, n_i, c_i = t
+                a["terms"].append(t)
+                a["loss"] += w * float(l_i)
                 a["nll"] += float(n_i)
+                a["err"] += w * (1 - int(c_i))
                 a["correct"] += int(c_i)
                 a["chains"].append(ch)
             seen += len(items)
@@ -856,8 +930,10 @@ class GreaterEngine(WideSearch):
             still = []
             for k in alive:
                 a = acc[k]
-                x = fw * a["nll"] / n + lw * a["loss"] / n  # a lower bound of the final x: terms are >= 0
-                lower = (seen - a["correct"]) / n + (x if self.config.schedule == "reference" else x / (1 + x) / n)
+                # lower bounds of the final error and x: every example adds a non-negative amount to both
+                x = fw * a["nll"] / n + lw * a["loss"]
+                g = self.granularity if weighted else 1.0 / n
+                lower = a["err"] + (x if self.config.schedule == "reference" else x / (1 + x) * g)
                 if lower >= bound:
                     self.stats["raced_out"] += 1
                     self.stats["race_examples_skipped"] += n - seen
@@ -874,13 +950,7 @@ class GreaterEngine(WideSearch):
             alive = still
         for k in alive:
             a = acc[k]
-            self._scores[k] = Score(
-                value=self._score_value(a["correct"] / n, a["nll"] / n, a["loss"] / n, n),
-                accuracy=a["correct"] / n,
-                loss=a["loss"] / n,
-                fluency_nll=a["nll"] / n,
-                n=n,
-            )
+            self._scores[k] = self._score_of(a["terms"], self.train)
             if self.config.mode == "reasoning":
                 self._chains[(k, 0)] = a["chains"]
         return [partial.get(tuple(p)) or self._scores[tuple(p)] for p in prompts]
@@ -916,17 +986,7 @@ class GreaterEngine(WideSearch):
                     by_prompt[p] = rest_terms[ri * n : (ri + 1) * n]
             terms = [t for p in todo for t in by_prompt[p]]
             for pi, p in enumerate(todo):
-                mine = terms[pi * n : (pi + 1) * n]
-                loss = nll = 0.0
-                correct = 0
-                for l_i, n_i, c_i in mine:  # summed in example order, as racing does
-                    loss += float(l_i)
-                    nll += float(n_i)
-                    correct += int(c_i)
-                accuracy, loss, nll = correct / n, loss / n, nll / n
-                results[p] = Score(
-                    value=self._score_value(accuracy, nll, loss, n), accuracy=accuracy, loss=loss, fluency_nll=nll, n=n
-                )
+                results[p] = self._score_of(terms[pi * n : (pi + 1) * n], items)  # summed as racing does
                 if cacheable:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]

@@ -66,7 +66,6 @@ class WideSearch:
     def _suffix_scores(self, prompt, pos, tokens, chains=None) -> dict[int, object]:
         """Scores of the single swaps ``tokens`` at ``pos``: on the cached prefix (fast execution with
         ``suffix_kv``) or on each full sequence (naive execution, or ``suffix_kv`` off); the same numbers."""
-        from .greater import Score
 
         n = len(self.train)
         if self.naive or not self.config.suffix_kv:
@@ -77,13 +76,7 @@ class WideSearch:
             per_token = [terms[i * n : (i + 1) * n] for i in range(len(tokens))]
         else:
             per_token = self.suffix_terms(prompt, pos, tokens, chains=chains)
-        out = {}
-        for tok, rows in zip(tokens, per_token):
-            loss = sum(float(t[0]) for t in rows) / n
-            nll = sum(float(t[1]) for t in rows) / n
-            acc = sum(int(t[2]) for t in rows) / n
-            out[tok] = Score(value=self._score_value(acc, nll, loss, n), accuracy=acc, loss=loss, fluency_nll=nll, n=n)
-        return out
+        return {tok: self._score_of(rows, self.train) for tok, rows in zip(tokens, per_token)}
 
     def _score_singles(
         self, prompt: list[int], pos: int, tokens: list[int], current_tok: int | None, bound_score
@@ -162,6 +155,9 @@ class WideSearch:
             if cfg.width == 0 and step == 0 and cfg.time_budget_s and record["search"].get("scored"):
                 state["width"] = self._width_for_budget(record, timings, len(new_prompt))
             state.update(prompt_ids=list(new_prompt), step=step + 1)
+            if self.balanced:  # what the score counts, beside the plain accuracy users read
+                record["search"]["objective"] = "balanced"
+                record["search"]["train_balanced_accuracy"] = new_score.objective_accuracy
             record.update(
                 step=step,
                 prompt_before=self.decode(before),
