@@ -58,11 +58,11 @@ def _evaluation(store, prompt_id, task, examples, pattern, mode="direct", limit=
 def test_diff_shows_the_effect_where_both_prompts_were_evaluated_alike(project, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli import cli, console
+    from toolkit.cli import cli
     from toolkit.demo import ensure_demo_task
     from toolkit.evaluate import describe_effect, diff_effect
 
-    monkeypatch.setattr(console, "_width", 250)
+    monkeypatch.setenv("COLUMNS", "250")
     store = project.store
     task = ensure_demo_task(project)
     examples = store.examples(task["id"], "test", limit=5)
@@ -86,12 +86,12 @@ def test_diff_shows_the_effect_where_both_prompts_were_evaluated_alike(project, 
 def test_vote_of_evaluations_against_each_alone(project, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli import cli, console
+    from toolkit.cli import cli
     from toolkit.demo import ensure_demo_task
     from toolkit.errors import ConfigError
     from toolkit.evaluate import vote
 
-    monkeypatch.setattr(console, "_width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     store = project.store
     task = ensure_demo_task(project)
     examples = store.examples(task["id"], "test", limit=5)

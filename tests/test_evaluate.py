@@ -219,9 +219,9 @@ def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
 def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli import cli, console
+    from toolkit.cli import cli
 
-    monkeypatch.setattr(console, "_width", 200)  # a wide terminal: no cell is cut
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: no cell is cut
 
     task = ensure_demo_task(project)
     pid = project.add_prompt(task, "Positive or negative?", origin="manual")
@@ -382,9 +382,9 @@ def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
 def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli import cli, console
+    from toolkit.cli import cli
 
-    monkeypatch.setattr(console, "_width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     task = ensure_demo_task(project)
     a = project.add_prompt(task, "Positive or negative?", origin="manual")
     b = project.add_prompt(task, "Is the review positive or negative?", origin="manual")
@@ -459,11 +459,11 @@ def test_direct_mode_results_do_not_depend_on_the_chain_cap(project, llama):
 def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypatch):
     from click.testing import CliRunner
 
-    from toolkit.cli import cli, console
+    from toolkit.cli import cli
     from toolkit.evaluate import format_warnings
     from toolkit.tasks import AnswerSpec
 
-    monkeypatch.setattr(console, "_width", 200)
+    monkeypatch.setenv("COLUMNS", "200")
     task = ensure_demo_task(project)
     res = CliRunner().invoke(
         cli,

@@ -184,7 +184,7 @@ def test_models_list_never_cuts_an_id_in_a_narrow_terminal(tmp_path, monkeypatch
         'id = "absent-model-with-a-long-id"\nname = "Absent"\n[gguf]\npackage = "no_such_package_gradprompt_test"\n'
         'file = "absent.gguf"\n'
     )
-    monkeypatch.setattr(cli_module.console, "width", 60)
+    monkeypatch.setenv("COLUMNS", "60")
     res = CliRunner().invoke(cli_module.cli, ["models", "list"])
     assert res.exit_code == 0, res.output
     rows = [line for line in res.output.splitlines() if line.startswith("│")]

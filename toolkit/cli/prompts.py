@@ -1,0 +1,225 @@
+"""gradprompt prompts, export and history: the prompt library, exports and the history database."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.markup import escape
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from ..render import _pct
+from ..store import row_tags
+from . import Table, _clip, _print_json_list, _project, cli, console, err_console
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+@cli.group()
+def prompts():
+    """The prompt library: every version, its lineage and scores."""
+
+
+@prompts.command("list")
+@click.option("--task", help="Only this task's prompts.")
+@click.option("--search", help="Full-text search.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
+@click.pass_context
+def prompts_list(ctx, task, search, as_json):
+    """Prompt versions in this project."""
+    project = _project(ctx)
+    task_id = project.store.task(project.id, task)["id"] if task else None
+    if as_json:
+        names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+        _print_json_list(
+            [
+                {
+                    "id": p["id"],
+                    "task": names.get(p["task_id"]),
+                    "origin": p["origin"],
+                    "parent_id": p["parent_id"],
+                    "tags": list(row_tags(p)),
+                    "best_test_accuracy": project.store.best_test_accuracy(p["id"]),
+                    "text": p["text"],
+                }
+                for p in project.store.list_prompts(project.id, task_id, search)
+            ]
+        )
+        return
+    table = Table("id", "task", "origin", "parent", "tags", "best test acc", "text")
+    names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+    for p in project.store.list_prompts(project.id, task_id, search):
+        table.add_row(
+            str(p["id"]),
+            names.get(p["task_id"], "-"),
+            p["origin"],
+            str(p["parent_id"] or ""),
+            Text(", ".join(row_tags(p))),
+            _pct(project.store.best_test_accuracy(p["id"])),
+            _clip(p["text"], 70),
+        )
+    console.print(table)
+
+
+@prompts.command("show")
+@click.argument("prompt_id", type=int)
+@click.pass_context
+def prompts_show(ctx, prompt_id):
+    """One prompt, its lineage and its evaluations."""
+    project = _project(ctx)
+    row = project.store.prompt(prompt_id)
+    console.print(f"[bold]Prompt {prompt_id}[/] ({row['origin']})")
+    console.print(row["text"], highlight=False, markup=False)
+    chain = project.store.lineage(prompt_id)
+    if len(chain) > 1:
+        console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
+    tags = row_tags(row)
+    if tags:
+        console.print("Tags: " + ", ".join(tags), highlight=False)
+    if row["note"]:
+        console.print("Note: " + row["note"], highlight=False)
+    table = Table("eval", "split", "model", "backend", "mode", "accuracy", "95% CI", "n")
+    for e in project.store.evaluations(prompt_id=prompt_id):
+        table.add_row(
+            str(e["id"]),
+            e["split"],
+            e["model_id"],
+            e["backend"],
+            e["mode"],
+            _pct(e["accuracy"]),
+            f"{_pct(e['ci_low'])}-{_pct(e['ci_high'])}",
+            str(e["n"]),
+        )
+    console.print(table)
+
+
+@prompts.command("diff")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--inline", is_flag=True, help="One inline word diff instead of two token-level columns.")
+@click.pass_context
+def prompts_diff(ctx, a, b, inline):
+    """Diff two prompt versions: side by side, token by token (removed red, added green, changed yellow)."""
+    project = _project(ctx)
+
+    from ..diff import diff_markup, diff_stats, side_by_side_text
+
+    ra, rb = project.store.prompt(a), project.store.prompt(b)
+    ta, tb = ra["text"], rb["text"]
+    if ra["task_id"] != rb["task_id"]:
+        names = {t["id"]: t["name"] for t in project.store.list_tasks(project.id)}
+        err_console.print(
+            f"[yellow]Warning:[/] prompt {a} belongs to task {escape(str(names.get(ra['task_id'], '-')))} "
+            f"and prompt {b} to task {escape(str(names.get(rb['task_id'], '-')))}: the diff shows their "
+            "text, but scores of different tasks do not compare.",
+            highlight=False,
+        )
+    if inline:
+        console.print(f"--- {a}\n+++ {b}")
+        console.print(diff_markup(ta, tb), highlight=False)
+        return
+    left, right = side_by_side_text(ta, tb)
+    table = RichTable(f"prompt {a} ({ra['origin']})", f"prompt {b} ({rb['origin']})", show_lines=False, expand=True)
+    table.add_row(left, right)
+    console.print(table, highlight=False)
+    st = diff_stats(ta, tb)
+    console.print(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged")
+    from ..evaluate import describe_effect, diff_effect
+
+    effects = diff_effect(project.store, a, b)
+    if effects:
+        console.print("Effect, where both were evaluated the same way:")
+        for row in effects:
+            console.print("  " + describe_effect(row), highlight=False)
+    else:
+        console.print(f"[dim]No evaluation of both prompts with the same settings yet: gradprompt compare {a} {b}[/]")
+
+
+@prompts.command("tag")
+@click.argument("prompt_id", type=int)
+@click.option("--add", "add", multiple=True, help="Tag to add (repeatable).")
+@click.option("--remove", "remove", multiple=True, help="Tag to remove (repeatable).")
+@click.option("--note", default=None, help="Replace the note ('' clears it).")
+@click.pass_context
+def prompts_tag(ctx, prompt_id, add, remove, note):
+    """Tag a prompt version or change its note (the text itself never changes)."""
+    project = _project(ctx)
+    row = project.store.update_prompt_meta(prompt_id, add_tags=add, remove_tags=remove, note=note)
+    tags = ", ".join(row_tags(row)) or "-"
+    console.print(
+        f"Prompt {prompt_id}: tags {tags}" + (f"; note: {escape(row['note'])}" if row["note"] else ""), highlight=False
+    )
+
+
+@prompts.command("add")
+@click.argument("task")
+@click.argument("text")
+@click.option("--parent", type=int, help="The prompt this one was edited from.")
+@click.option("--note", default="")
+@click.pass_context
+def prompts_add(ctx, task, text, parent, note):
+    """Add a prompt by hand (a new version; nothing is overwritten)."""
+    project = _project(ctx)
+    task_row = project.store.task(project.id, task)
+    pid = project.add_prompt(task_row, text, origin="edit" if parent else "manual", parent_id=parent, note=note)
+    console.print(f"Added prompt {pid}")
+
+
+@cli.command("export")
+@click.argument("prompt_id", type=int)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "llamacpp", "llm", "promptfoo"]),
+    default="text",
+    show_default=True,
+    help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
+    "llm (template YAML); promptfoo (config with the test split as test cases).",
+)
+@click.option("--model", "model_id", help="Model for the llamacpp bundle (default: the project's default model).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    help="A file, or a folder (existing, or ending in /) to write the default file name into. "
+    "Default: exports/ in the project.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file given with -o.")
+@click.pass_context
+def export_cmd(ctx, prompt_id, fmt, model_id, output, force):
+    """Write a prompt to a file you can use elsewhere."""
+    from ..export import export_prompt
+
+    project = _project(ctx)
+    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id, force=force)
+    console.print(f"Wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+
+@cli.group()
+def history():
+    """Where the history database is, and backups."""
+
+
+@history.command("path")
+@click.pass_context
+def history_path(ctx):
+    """Print the path of this project's history database."""
+    click.echo(str(_project(ctx).history_path))
+
+
+@history.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False), required=False)
+@click.pass_context
+def history_backup(ctx, dest):
+    """Copy the history database consistently (safe during a run)."""
+    project = _project(ctx)
+    dest = dest or str(project.path / f"history-backup-{time.strftime('%Y%m%d-%H%M%S')}.db")
+    console.print(f"Backed up to {project.store.backup(dest)}")
