@@ -76,7 +76,7 @@ def run_bench(
 ):
     """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells)."""
     from .baselines import BaselineConfig
-    from .engine.greater import GreaterConfig
+    from .engine.config import GreaterConfig
     from .llamacpp import LlamaCppModel
     from .models import get_model
     from .optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run

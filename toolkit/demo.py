@@ -6,7 +6,7 @@ import time
 
 from rich.markup import escape
 
-from .engine.greater import GreaterConfig
+from .engine.config import GreaterConfig
 from .layout import CHAIN_CAP
 from .tasks import DEMO_TASK_NAME, ImportOptions, demo_task_files, read_task_file
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .engine.greater import GreaterConfig, Item
+from .engine.config import GreaterConfig, Item
 from .errors import ConfigError
 from .models import get_model
 

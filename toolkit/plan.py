@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from .engine.greater import GreaterConfig
+from .engine.config import GreaterConfig
 from .layout import ChatLayout
 from .models import ModelInfo
 

@@ -99,7 +99,7 @@ def _config(
     probe=4,
     rank="gradient",
 ):
-    from ..engine.greater import GreaterConfig
+    from ..engine.config import GreaterConfig
 
     return GreaterConfig(
         mode=mode,

@@ -451,7 +451,7 @@ class WideSearch:
         """Honest selection: the best prompts by training score among everything scored, compared with the
         starting prompt on the same dev examples; the starting prompt stays unless one is significantly
         better (see :mod:`toolkit.selection`)."""
-        from .greater import RunResult
+        from .config import RunResult
 
         cfg = self.config
         initial = list(state.get("initial_ids") or [])

@@ -1,0 +1,179 @@
+"""The GReaTer engine's settings and records, with no torch import: GreaterConfig (every constant of the method),
+Score (a prompt's training score), Item (one example) and RunResult (what a finished search returns). The CLI,
+the planner, the TUI and the store read these without loading torch."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+from ..layout import CHAIN_CAP
+
+REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
+
+
+# Settings as the user names them on the command line (error messages speak in flags, not field names).
+_FLAGS = {
+    "n_train": "--train-size",
+    "n_dev": "--dev-size",
+    "max_new_tokens": "--max-new-tokens",
+    "batch_size": "--batch-size",
+    "dev_every": "--dev-every",
+    "steps": "--steps",
+    "width": "--width",
+    "probe": "--probe",
+    "topk": "top-k",
+    "topq": "top-q",
+}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, name)
+
+
+@dataclass(frozen=True)
+class GreaterConfig:
+    """Every constant of the method. Defaults are the reference values unless noted."""
+
+    schedule: str = "improved"  # "improved" (fixes the reference's bugs) or "reference"
+    mode: str = "direct"  # "direct": answer follows the prompt; "reasoning": the paper's method
+    steps: int = 100
+    n_train: int = 50
+    n_dev: int = 50
+    topk: int = 40  # per-example top-k of the next-token distribution at the slot
+    topq: int = 6  # rounds of intersections (the reference's flag name; not a gradient top-q)
+    intersect: int = 5  # examples per intersection
+    min_candidates: int = 6  # grow k by 2 until |V'| >= this
+    n_grad_candidates: int = 3  # tokens kept by the gradient filter (hard-coded 3 in the reference)
+    ce_temperature: float = 0.2
+    grad_fluency_weight: float = 0.2  # fluency term in the gradient loss
+    score_fluency_weight: float = 0.02  # fluency term in the candidate score
+    loss_weight: float | None = None  # answer-loss tie-break in the score: 0 (reference), 0.01 (improved)
+    token_filter: str = REFERENCE_TOKEN_FILTER
+    max_new_tokens: int = CHAIN_CAP  # reasoning chain cap (the reference uses 1024; see layout.CHAIN_CAP)
+    max_prompt_tokens: int = 50
+    top_keep: int = 10
+    select_on_dev: bool = True
+    batch_size: int = 16
+    seed: int = 0
+    # "fast" (batched, cached, logits only where needed) or "naive" (batch size 1, no caches, full logits:
+    # the way the reference executes). Both make the same choices; the benchmark compares their speed.
+    execution: str = "fast"
+    time_budget_s: float | None = None  # stop starting new steps after this many seconds (then finish normally)
+    prefix_cache: bool = True  # fast execution: compute the shared chat head once per batch (exact saving)
+    # Candidate racing (fast execution, improved schedule; exact): score candidates race_chunk examples at a
+    # time and drop one as soon as its partial score already reaches the best complete score.
+    race: bool = True
+    race_chunk: int = 8
+    # Reasoning mode, fast execution: decode the chains with our own greedy loop and score the extractor and
+    # answer from that KV cache (and the prompt tokens from the prefill), instead of a second full forward.
+    extractor_kv: bool = True
+    dev_every: int = 0  # also score the step's prompt on the dev split every N steps (progress only; 0: never)
+    # ---- the improved schedule's wide search (docs/engine.md, "Wide search") ----
+    pool: int = 32  # improved: grow the proposal's k until the candidate pool has this many tokens
+    width: int = 0  # improved: candidates fully scored per step by gradient rank (0: automatic, from the budget)
+    width_max: int = 64  # the adaptive width never exceeds this
+    probe: int = 4  # improved: random extra candidates fully scored each step to measure the gradient's worth
+    rank: str = "gradient"  # improved: "gradient" (GReaTer) or "random" (the ablation: same pool, random order)
+    suffix_kv: bool = True  # direct mode: score candidates on each example's KV cache of the unchanged prefix (exact)
+    roundtrip: bool = True  # keep only candidates whose prompt text tokenizes back to the same tokens
+    fresh: int = 4  # reasoning mode: after a teacher-forced pre-rank on the current chains (approximate), only
+    # this many candidates get fresh chains and a full score (0: every scored candidate gets fresh chains)
+    pair_swaps: int = 6  # improved: after a fruitless sweep, try two-token changes among this many best single swaps
+    dev_top: int = 4  # improved: best prompts by training score compared with the starting prompt on dev
+    # improved, label tasks: what the training score counts. "balanced": the mean error per gold label (each label
+    # weighs the same however many training examples it has, so a prompt cannot gain by answering the majority
+    # label); "accuracy": the plain error rate. Number and text tasks always use the error rate.
+    objective: str = "balanced"
+    alpha: float = 0.05  # improved: significance level of that paired test (Bonferroni over dev_top)
+
+    def __post_init__(self):
+        if self.execution not in ("fast", "naive"):
+            raise ConfigError(f"Unknown execution {self.execution!r}: use fast or naive.")
+        if self.schedule not in ("improved", "reference"):
+            raise ConfigError(f"Unknown schedule {self.schedule!r}: use improved or reference.")
+        if self.mode not in ("direct", "reasoning"):
+            raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
+        if self.rank not in ("gradient", "random"):
+            raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
+        if self.objective not in ("balanced", "accuracy"):
+            raise ConfigError(f"Unknown objective {self.objective!r}: use balanced or accuracy.")
+        for name in ("width", "probe", "pair_swaps", "fresh", "n_dev", "dev_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be 0 or more (it is {getattr(self, name)}).")
+        if not 0 < self.alpha < 1:
+            raise ConfigError("alpha must be between 0 and 1.")
+        for name in (
+            "steps",
+            "n_train",
+            "topk",
+            "topq",
+            "intersect",
+            "n_grad_candidates",
+            "batch_size",
+            "race_chunk",
+            "max_new_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_flag(name)} must be at least 1 (it is {getattr(self, name)}).")
+        if self.time_budget_s is not None and not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
+            raise ConfigError(f"--budget must be a positive number of seconds (it is {self.time_budget_s}).")
+        try:
+            re.compile(self.token_filter)
+        except re.error as exc:
+            raise ConfigError(f"token_filter {self.token_filter!r} is not a valid regular expression: {exc}") from None
+
+    @property
+    def effective_loss_weight(self) -> float:
+        if self.loss_weight is not None:
+            return self.loss_weight
+        return 0.0 if self.schedule == "reference" else 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GreaterConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Score:
+    """Training score of one prompt. Lower ``value`` is better."""
+
+    value: float
+    accuracy: float
+    loss: float
+    fluency_nll: float
+    n: int
+    # Racing: a candidate dropped after ``seen`` < n examples; ``value`` is then a lower bound of its score
+    # (already no better than the best complete one) and accuracy/loss/nll cover the seen examples only.
+    seen: int | None = None
+    # The accuracy the score counts: the mean recall per gold label with the "balanced" objective on a label
+    # task, else the plain accuracy (then equal to ``accuracy``).
+    objective_accuracy: float | None = None
+
+    @property
+    def raced(self) -> bool:
+        return self.seen is not None and self.seen < self.n
+
+
+@dataclass
+class Item:
+    input: str
+    answer: str
+
+
+@dataclass
+class RunResult:
+    prompt: str
+    prompt_ids: list[int]
+    train: Score | None
+    dev_accuracy: float | None
+    top: list[dict] = field(default_factory=list)
+    steps_done: int = 0
+    selection: dict | None = None  # improved schedule: the paired dev test against the starting prompt
+    stop_reason: str | None = None  # why the search ended before its steps or budget ran out

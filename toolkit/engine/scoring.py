@@ -1,0 +1,377 @@
+"""Scoring of prompts on training examples: the per-example terms (answer loss, prompt NLL, correct), the exact
+suffix-KV scorer of single swaps, the (label-balanced) training score, racing against a bound, and caching.
+A mixin of :class:`toolkit.engine.greater.GreaterEngine`."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from .config import Item, Score
+
+
+class Scoring:
+    """Per-example terms and training scores (a mixin of the engine)."""
+
+    def _sequence(self, item: Item, prompt: Sequence[int], chain: Sequence[int]):
+        """Return (ids, prompt_start, answer_start, answer_ids) for one example."""
+        before = self._split(item.input)
+        head = list(before) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+        ans = self._answer_ids(item.answer)
+        return head + ans, len(before), len(head), ans
+
+    def _prompt_positions(self, p_start: int, n_prompt: int) -> list[int]:
+        # logits at position i predict token i+1; prompt token 0 is predicted from p_start - 1
+        return list(range(p_start - 1, p_start + n_prompt - 1))
+
+    def _terms(self, logits, prompt_ids: Sequence[int], item: Item, ans: list[int]):
+        """(answer loss, prompt NLL, correct) from logits [n_prompt + n_answer_rows, V]."""
+        torch = self.torch
+        F = torch.nn.functional
+        n_prompt = len(prompt_ids)
+        p_logits = logits[:n_prompt]
+        target = torch.tensor(list(prompt_ids), device=logits.device)
+        nll = F.cross_entropy(p_logits, target) if n_prompt else logits.new_zeros(())
+        loss, correct = self._answer_terms(logits[n_prompt:], item, ans)
+        return loss, nll, correct
+
+    def _answer_terms(self, a_logits, item: Item, ans: list[int]):
+        """(answer loss, correct) from the answer rows' logits [n_answer_rows, V]."""
+        torch = self.torch
+        F = torch.nn.functional
+        T = self.config.ce_temperature
+        if self._label_fast():
+            # Score the answer among the labels (first tokens are distinct).
+            lab = a_logits[0, self.label_first]  # [K]
+            gold = self.spec.labels.index(item.answer) if item.answer in self.spec.labels else -1
+            loss = F.cross_entropy((lab / T).unsqueeze(0), torch.tensor([gold], device=a_logits.device))
+            correct = bool(int(lab.argmax()) == gold)
+        else:
+            gold_ids = torch.tensor(ans, device=a_logits.device)
+            loss = F.cross_entropy(a_logits / T, gold_ids)
+            correct = bool((a_logits.argmax(-1) == gold_ids).all())
+        return loss, correct
+
+    def suffix_terms(
+        self,
+        prompt: Sequence[int],
+        pos: int,
+        cands: Sequence[int],
+        items: Sequence[Item] | None = None,
+        chains: Sequence[Sequence[int]] | None = None,
+    ) -> list[list[tuple]]:
+        """(loss, nll, correct) for every candidate token at slot ``pos`` x every item.
+
+        An exact saving: everything before the slot ([chat head, input, prompt[:pos]]) is the same for all
+        candidates, so each example's prefix is forwarded once (left-padded batch) and its KV cache expanded
+        over the candidates; only [candidate, prompt[pos+1:], end of turn, chain, extractor, answer] is
+        computed per candidate, with logits only at the prompt tokens (fluency) and the answer. The NLL of the
+        unchanged prompt tokens comes from the prefix pass. Same numbers as :meth:`_item_terms` on the full
+        sequences with the same ``chains`` (tested), up to float rounding. Returns ``result[c][j]``.
+
+        Direct mode: no chains. Reasoning mode: ``chains`` are held fixed (default: the current prompt's), so
+        the result is a teacher-forced *approximation* of each candidate's score (its own chains would
+        differ); the wide search uses it only to pre-rank candidates before fresh chains.
+        """
+        import copy
+
+        from transformers import DynamicCache
+
+        torch = self.torch
+        F = torch.nn.functional
+        items = self.train if items is None else list(items)
+        prompt = list(prompt)
+        n_p = len(prompt)
+        if chains is None:
+            chains = self.chains(prompt, items) if self.config.mode == "reasoning" else [[] for _ in items]
+        tails = [prompt[pos + 1 :] + self.after_ids + list(ch) + self.extractor_ids for ch in chains]
+        label_fast = self._label_fast()
+        pad_id = self._pad_id()
+        dev = self.device
+        C = len(cands)
+        cand_t = torch.tensor(list(cands), device=dev)
+        out: list[list[tuple]] = [[None] * len(items) for _ in range(C)]
+
+        def run(idx):
+            prefixes = [self._split(items[j].input) + prompt[:pos] for j in idx]
+            starts = [len(self._split(items[j].input)) for j in idx]
+            B, L = len(idx), max(len(x) for x in prefixes)
+            ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
+            mask = torch.zeros((B, L), dtype=torch.long, device=dev)
+            for b, x in enumerate(prefixes):
+                ids[b, L - len(x) :] = torch.tensor(x, device=dev)
+                mask[b, L - len(x) :] = 1
+            cache = DynamicCache(config=self.model.config)
+            with torch.no_grad():
+                hidden = self.base(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state
+                self.stats["forward_tokens"] += int(mask.sum())
+                fixed_nll, slot_lsm = [], []
+                for b in range(B):
+                    off = L - len(prefixes[b])
+                    rows = [off + r for r in self._prompt_positions(starts[b], n_p)[:pos]]
+                    if rows:
+                        lg = self._logits_of(hidden[b, rows])
+                        fixed_nll.append(F.cross_entropy(lg, torch.tensor(prompt[:pos], device=dev), reduction="sum"))
+                    else:
+                        fixed_nll.append(hidden.new_zeros((), dtype=torch.float32))
+                    slot_lsm.append(torch.log_softmax(self._logits_of(hidden[b, L - 1]), dim=-1))  # predicts the slot
+                lengths = mask.sum(-1)
+                answers = [self._answer_ids(items[j].answer) for j in idx]
+                n_ans_rows = [1 if label_fast else len(a) for a in answers]
+                bodies = [tails[j] + ([] if label_fast else answers[b]) for b, j in enumerate(idx)]
+                W = 1 + max(len(x) for x in bodies)
+                group = max(1, (4 * max(1, self.batch_size)) // B)  # rows per suffix pass ~ 4 x batch size
+                for g0 in range(0, C, group):
+                    gc = list(range(g0, min(C, g0 + group)))
+                    G = len(gc)
+                    rows_cache = copy.deepcopy(cache)
+                    rows_cache.batch_repeat_interleave(G)  # row b * G + g: example b, candidate gc[g]
+                    feed = torch.full((B * G, W), pad_id, dtype=torch.long, device=dev)
+                    block = torch.zeros((B * G, W), dtype=torch.long, device=dev)
+                    for b in range(B):
+                        body = bodies[b]
+                        for g, c in enumerate(gc):
+                            r = b * G + g
+                            feed[r, 0] = cand_t[c]
+                            feed[r, 1 : 1 + len(body)] = torch.tensor(body, device=dev)  # never empty: end of turn
+                            block[r, : 1 + len(body)] = 1
+                    full_mask = torch.cat([mask.repeat_interleave(G, dim=0), block], dim=1)
+                    position_ids = lengths.repeat_interleave(G).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
+                    hs = self.base(
+                        input_ids=feed,
+                        attention_mask=full_mask,
+                        position_ids=position_ids,
+                        past_key_values=rows_cache,
+                        use_cache=True,
+                    ).last_hidden_state  # [B*G, W, D]
+                    self.stats["forward_tokens"] += int(block.sum())
+                    n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
+                    a_rows = [len(tails[j]) for j in idx]  # row a_rows[b] predicts example b's first answer token
+                    # One head matmul for every row needed in this pass (the [V, D] head is read once, not per row).
+                    rows_r, rows_c, spans = [], [], []
+                    for b in range(B):
+                        for g in range(G):
+                            r = b * G + g
+                            start = len(rows_r)
+                            rows_r += [r] * (n_rest + n_ans_rows[b])
+                            rows_c += list(range(n_rest)) + list(range(a_rows[b], a_rows[b] + n_ans_rows[b]))
+                            spans.append(start)
+                    logits = self._logits_of(hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)])
+                    if n_rest:
+                        rest_t = torch.tensor(prompt[pos + 1 :], device=dev)
+                    for b, j in enumerate(idx):
+                        for g, c in enumerate(gc):
+                            start = spans[b * G + g]
+                            nll = fixed_nll[b] - slot_lsm[b][cands[c]]
+                            if n_rest:
+                                nll = nll + F.cross_entropy(logits[start : start + n_rest], rest_t, reduction="sum")
+                            a_logits = logits[start + n_rest : start + n_rest + n_ans_rows[b]]
+                            loss, correct = self._answer_terms(a_logits, items[j], answers[b])
+                            out[c][j] = (loss, nll / n_p, correct)
+            return None
+
+        self._map_chunks(len(items), run)
+        return out
+
+    def _item_terms(self, triples: Sequence[tuple[Sequence[int], Item, list[int]]]):
+        """[(loss, nll, correct)] per (prompt, item, chain): the scoring forward, batched across prompts."""
+        torch = self.torch
+        jobs = []
+        for prompt, item, chain in triples:
+            seq, p_start, a_start, ans = self._sequence(item, prompt, chain)
+            n_ans_rows = 1 if self._label_fast() else len(ans)
+            pos = self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+            jobs.append((seq, pos, ans))
+
+        def run(idx):
+            with torch.no_grad():
+                logits = self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+            return [self._terms(lg, triples[i][0], triples[i][1], jobs[i][2]) for lg, i in zip(logits, idx)]
+
+        return [t for chunk in self._map_chunks(len(jobs), run) for t in chunk]
+
+    def _example_weights(self, items: Sequence[Item]) -> tuple[list[float], float]:
+        """Each training example's share of the training error (the shares sum to 1) and the smallest non-zero
+        difference two error values can have (the tie-break of the score stays below it).
+
+        Plain error rate: 1/n each, granularity 1/n. Balanced (improved schedule, label task, 2+ gold labels
+        among the examples): 1 / (K * n_label) for K labels, so every label weighs 1/K; two error values then
+        differ by a multiple of 1 / (K * lcm(n_label)).
+        """
+        n = len(items)
+        if not n:
+            return [], 1.0
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.answer] = counts.get(it.answer, 0) + 1
+        cfg = self.config
+        if cfg.objective != "balanced" or cfg.schedule != "improved" or self.spec.kind != "label" or len(counts) < 2:
+            return [1.0 / n] * n, 1.0 / n
+        k = len(counts)
+        return [1.0 / (k * counts[it.answer]) for it in items], 1.0 / (k * math.lcm(*counts.values()))
+
+    @property
+    def balanced(self) -> bool:
+        """The training error is weighted per gold label (see :meth:`_example_weights`)."""
+        return self.granularity != 1.0 / max(1, len(self.train))
+
+    def _score_of(self, rows, items: Sequence[Item]) -> "Score":
+        """The Score of one prompt from its (answer loss, prompt NLL, correct) per item, summed in item order
+        (every scoring path sums the same way, so fast and naive execution give the same floats). On the
+        training items of a balanced objective the error and the answer loss are weighted per gold label."""
+        n = len(items)
+        weighted = items is self.train and self.balanced
+        loss = nll = err = 0.0
+        correct = 0
+        for i, (l_i, n_i, c_i) in enumerate(rows):
+            c = int(c_i)
+            correct += c
+            nll += float(n_i)
+            if weighted:
+                loss += self.weights[i] * float(l_i)
+                err += self.weights[i] * (1 - c)
+            else:
+                loss += float(l_i)
+        if not weighted:
+            loss, err = loss / n, 1 - correct / n
+        nll /= n
+        granularity = self.granularity if weighted else 1.0 / n
+        return Score(
+            value=self._score_value(1 - err, nll, loss, n, granularity=granularity),
+            accuracy=correct / n,
+            loss=loss,
+            fluency_nll=nll,
+            n=n,
+            objective_accuracy=1 - err,
+        )
+
+    def _score_value(self, accuracy: float, nll: float, loss: float, n: int, granularity: float | None = None) -> float:
+        """The training score (lower is better).
+
+        reference: error rate + score_fluency_weight * prompt NLL + loss_weight * answer CE, so ~2 nats of
+        prompt NLL can outweigh one more correct example. improved: error rate + tie-break / n, with the
+        tie-break x / (1 + x) in [0, 1) for x = score_fluency_weight * NLL + loss_weight * CE: one more
+        correct training example always beats any change of fluency or loss, and among prompts with the same
+        number of right answers the more fluent, more confident one wins.
+        """
+        cfg = self.config
+        x = cfg.score_fluency_weight * nll + cfg.effective_loss_weight * loss
+        if cfg.schedule == "reference":
+            return (1 - accuracy) + x
+        return (1 - accuracy) + (x / (1 + x)) * (granularity if granularity is not None else 1 / max(1, n))
+
+    def race_prompts(self, prompts: Sequence[Sequence[int]], bound: float) -> list[Score]:
+        """Score candidate prompts on the training set, racing them against ``bound`` (an exact saving).
+
+        ``bound`` is the score of the prompt a candidate must beat strictly (the current prompt, which wins
+        ties). All candidates advance together ``race_chunk`` examples at a time (one batch across
+        candidates, chains included). Every example adds a non-negative amount to a score, so once the
+        examples seen so far already reach ``bound`` a candidate cannot win: it is dropped without decoding or
+        scoring the rest, and its Score is marked ``raced`` with that lower bound as value. Complete scores
+        are cached like :meth:`score_prompts`.
+        """
+        if self.naive or not self.config.race:
+            return self.score_prompts(prompts)
+        n = len(self.train)
+        chunk = max(1, self.config.race_chunk)
+        keys = list(dict.fromkeys(tuple(p) for p in prompts))
+        acc = {
+            k: {"terms": [], "loss": 0.0, "nll": 0.0, "err": 0.0, "correct": 0, "chains": []}
+            for k in keys
+            if k not in self._scores
+        }
+        alive = list(acc)
+        seen = 0
+        partial: dict[tuple, Score] = {}
+        fw, lw = self.config.score_fluency_weight, self.config.effective_loss_weight
+        while alive and seen < n:
+            items = self.train[seen : seen + chunk]
+            pairs = [(k, item) for k in alive for item in items]
+            if self.config.mode == "reasoning" and self.config.extractor_kv:
+                chains, terms = self._chains_and_terms(pairs)
+            else:
+                chains = self._generate_pairs(pairs)
+                terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
+            weighted = self.balanced
+            for (k, _), ch, t in zip(pairs, chains, terms):
+                a = acc[k]
+                w = self.weights[len(a["terms"])] if weighted else 1.0 / n  # terms come in example order
+                l_i, n_i, c_i = t
+                a["terms"].append(t)
+                a["loss"] += w * float(l_i)
+                a["nll"] += float(n_i)
+                a["err"] += w * (1 - int(c_i))
+                a["correct"] += int(c_i)
+                a["chains"].append(ch)
+            seen += len(items)
+            if seen >= n:
+                break
+            still = []
+            for k in alive:
+                a = acc[k]
+                # lower bounds of the final error and x: every example adds a non-negative amount to both
+                x = fw * a["nll"] / n + lw * a["loss"]
+                g = self.granularity if weighted else 1.0 / n
+                lower = a["err"] + (x if self.config.schedule == "reference" else x / (1 + x) * g)
+                if lower >= bound:
+                    self.stats["raced_out"] += 1
+                    self.stats["race_examples_skipped"] += n - seen
+                    partial[k] = Score(
+                        value=lower,
+                        accuracy=a["correct"] / seen,
+                        loss=a["loss"] / seen,
+                        fluency_nll=a["nll"] / seen,
+                        n=n,
+                        seen=seen,
+                    )
+                else:
+                    still.append(k)
+            alive = still
+        for k in alive:
+            a = acc[k]
+            self._scores[k] = self._score_of(a["terms"], self.train)
+            if self.config.mode == "reasoning":
+                self._chains[(k, 0)] = a["chains"]
+        return [partial.get(tuple(p)) or self._scores[tuple(p)] for p in prompts]
+
+    def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
+        """Score several prompts on ``items`` (default: train). Train scores are cached by prompt."""
+        items = self.train if items is None else items
+        cacheable = items is self.train and not self.naive
+        todo = [p for p in dict.fromkeys(tuple(p) for p in prompts) if not (cacheable and p in self._scores)]
+        results: dict[tuple, Score] = {}
+        if todo:
+            n = len(items)
+            # Prompts without cached chains: decode and score in one pass (extractor on the decoding cache).
+            fresh = [
+                p
+                for p in todo
+                if self.config.mode == "reasoning"
+                and self.config.extractor_kv
+                and not self.naive
+                and self._chain_key(p, items) not in self._chains
+            ]
+            by_prompt: dict[tuple, list] = {}
+            if fresh:
+                chains, fresh_terms = self._chains_and_terms([(p, item) for p in fresh for item in items])
+                for fi, p in enumerate(fresh):
+                    self._chains[self._chain_key(p, items)] = chains[fi * n : (fi + 1) * n]
+                    by_prompt[p] = fresh_terms[fi * n : (fi + 1) * n]
+            rest = [p for p in todo if p not in by_prompt]
+            if rest:
+                triples = [(p, item, chain) for p in rest for item, chain in zip(items, self.chains(p, items))]
+                rest_terms = self._item_terms(triples)
+                for ri, p in enumerate(rest):
+                    by_prompt[p] = rest_terms[ri * n : (ri + 1) * n]
+            terms = [t for p in todo for t in by_prompt[p]]
+            for pi, p in enumerate(todo):
+                results[p] = self._score_of(terms[pi * n : (pi + 1) * n], items)  # summed as racing does
+                if cacheable:
+                    self._scores[p] = results[p]
+        return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
