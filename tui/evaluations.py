@@ -1,0 +1,243 @@
+"""The TUI's evaluation actions: evaluate a prompt with llama.cpp, compare it across runtimes, add a model.
+A mixin of the App (its workers report through the App's one error handler)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+
+from toolkit.errors import ConfigError
+from toolkit.layout import CHAIN_CAP
+
+from .dialogs import InputDialog, whole
+
+
+class EvaluationActions:
+    """Actions of the App (a mixin: it uses the App's project, store, widgets and workers)."""
+
+    def action_evaluate(self) -> None:
+        """Score the selected prompt with llama.cpp (in a worker; the result lands in the Results tab)."""
+        prompt_id = self.selected_prompt()
+        if prompt_id is None:
+            return
+        prompt = self.project.store.prompt(int(prompt_id))
+        task = next(
+            (t["name"] for t in self.project.store.list_tasks(self.project.id) if t["id"] == prompt["task_id"]), ""
+        )
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.evaluate(int(prompt_id), values)
+
+        self.push_screen(
+            InputDialog(
+                f"Evaluate prompt {prompt_id} with llama.cpp",
+                [
+                    ("task", "Task", task),
+                    ("model", "Model (GGUF)", self.project.default_model),
+                    ("split", "Split", "test", ["test", "dev", "train"]),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+                    ("limit", "Only the first N (blank: all)", ""),
+                ],
+            ),
+            done,
+        )
+
+    @staticmethod
+    def _eval_form(values: dict) -> tuple[str, str, int, int | None]:
+        """(split, mode, chain cap, limit) from an evaluation form, or a ConfigError saying what is wrong."""
+
+        split, mode = values["split"].strip(), values["mode"].strip()
+        if split not in ("train", "dev", "test"):
+            raise ConfigError(f"Split {split!r}: use train, dev or test.")
+        if mode not in ("direct", "reasoning"):
+            raise ConfigError(f"Mode {mode!r}: use direct or reasoning.")
+        limit = whole(values, "limit", "Only the first N", 0, 1)
+        return split, mode, whole(values, "max_new_tokens", "Reasoning chain cap", CHAIN_CAP, 1), limit or None
+
+    def _llama_model(self, model_id: str):
+        """The llama.cpp model of the evaluation workers (group "eval", one at a time), loaded once per id (call
+        from a worker thread)."""
+        if model_id not in self._llama:
+            self.call_from_thread(self.notify, f"Loading {model_id} for llama.cpp...")
+            self._llama[model_id] = self.backends.load_llama_model(model_id)
+        return self._llama[model_id]
+
+    def _status(self, text: str) -> None:
+        """Progress of a worker, in the title bar (callable from the worker's thread)."""
+        text = text or f"project {self.project.name}"  # a finished job gives the header its project back
+        try:
+            self.call_from_thread(setattr, self, "sub_title", text)
+        except RuntimeError:  # called on the app's own thread
+            self.sub_title = text
+
+    @work(thread=True, group="eval", exclusive=True)
+    def evaluate(self, prompt_id: int, values: dict) -> None:
+        from toolkit.evaluate import EvalSettings, evaluate_prompt
+
+        store = self.project.store
+        try:
+            split, mode, cap, limit = self._eval_form(values)
+            task_row = store.task(self.project.id, values["task"].strip())
+            model_id = values["model"].strip()
+            model = self._llama_model(model_id)
+            report = evaluate_prompt(
+                store,
+                model=model,
+                task_row=task_row,
+                prompt_row=store.prompt(prompt_id),
+                split=split,
+                limit=limit,
+                settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                progress=lambda done, total: self._status(f"evaluating prompt {prompt_id}: {done}/{total}"),
+            )
+        except BaseException as exc:
+            self._status("")
+            self.report(exc)
+            return
+        lo, hi = report.ci
+        self._status("")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(
+            self.notify,
+            f"Prompt {prompt_id}: {100 * report.accuracy:.1f}% "
+            f"({report.correct}/{report.n}, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%), "
+            f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
+            "Enter on it in the Results tab shows every example.",
+            timeout=12,
+        )
+
+    def action_compare(self) -> None:
+        """Score prompts across runtimes and quantizations (the quantization-gap matrix) in a worker."""
+        prompt_id = self.selected_prompt()
+        if prompt_id is None:
+            return
+        chain = self.project.store.lineage(int(prompt_id))
+        ids = [chain[-1]["id"], chain[0]["id"]] if len(chain) > 1 else [chain[0]["id"]]
+        m = self.project.default_model
+        runtimes = f"torch:{m}:fp32, llamacpp:{m}, torch:{m}:8bit, torch:{m}:4bit"
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.compare(values)
+
+        self.push_screen(
+            InputDialog(
+                "Compare prompts across runtimes and quantizations",
+                [
+                    ("prompts", "Prompt ids", ", ".join(map(str, ids))),
+                    ("runtimes", "Runtimes", runtimes),
+                    ("split", "Split", "test", ["test", "dev", "train"]),
+                    ("mode", "Mode", "direct", ["direct", "reasoning"]),
+                    ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
+                    ("limit", "Only the first N (blank: all)", ""),
+                ],
+            ),
+            done,
+        )
+
+    @work(thread=True, group="eval", exclusive=True)
+    def compare(self, values: dict) -> None:
+        from toolkit.compare import compare_prompts
+        from toolkit.evaluate import EvalSettings
+
+        def load(kind: str, model_id: str, precision: str):
+            if kind == "llamacpp":
+                return self.backends.load_llama_model(model_id)
+            return self.backends.load_torch_model(model_id, precision)
+
+        try:
+            split, mode, cap, limit = self._eval_form(values)
+            try:
+                prompt_ids = [int(x) for x in values["prompts"].replace(",", " ").split()]
+            except ValueError:
+                raise ConfigError("Prompt ids must be whole numbers.") from None
+            runtimes = [r.strip() for r in values["runtimes"].split(",") if r.strip()]
+            if not prompt_ids or not runtimes:
+                raise ConfigError("Give at least one prompt id and one runtime.")
+            res = compare_prompts(
+                self.project,
+                prompt_ids,
+                runtimes,
+                split=split,
+                limit=limit,
+                settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                load=load,
+                progress=lambda text: self._status(f"compare: {text}"),
+            )
+        except BaseException as exc:
+            self._status("")
+            self.report(exc)
+            return
+        lost = [f"prompt {pid} on {rt}" for pid, rt in res.lost_improvements()]
+        self._status("")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(self.show_results)
+        n = len(res.cells)
+        text = (
+            (
+                f"{n} cells scored. The gain over prompt {prompt_ids[0]} on {runtimes[0]} does not survive: "
+                + "; ".join(lost)
+            )
+            if lost
+            else f"{n} cells scored; see the heat map."
+        )
+        self.call_from_thread(self.notify, text, severity="warning" if lost else "information", timeout=15)
+
+    def action_add_model(self) -> None:
+        def done(values: dict | None) -> None:
+            if values:
+                self.add_model(values)
+
+        self.push_screen(
+            InputDialog(
+                "Add a local model (GGUF file and/or Hugging Face folder)",
+                [
+                    ("id", "Model id", ""),
+                    ("gguf", "GGUF file", ""),
+                    ("hf", "HF folder", ""),
+                    ("name", "Name", ""),
+                    ("licence", "Licence", ""),
+                    ("template", "Chat template file", ""),
+                ],
+            ),
+            done,
+        )
+
+    @work(thread=True, group="models")
+    def add_model(self, values: dict) -> None:
+        from toolkit.models import add_model, gguf_chat_template
+
+        try:  # hashing a large GGUF takes a while: off the UI thread
+            template = None
+            if values.get("template", "").strip():
+                try:
+                    template = Path(values["template"].strip()).expanduser().read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(f"Cannot read the chat template file: {exc}") from None
+            gguf = values["gguf"].strip() or None
+            info = add_model(
+                values["id"].strip(),
+                gguf=gguf,
+                hf=values["hf"].strip() or None,
+                name=values["name"].strip() or None,
+                licence=values["licence"].strip(),
+                chat_template=template,
+            )
+            bare = gguf is not None and template is None and not gguf_chat_template(gguf)
+        except BaseException as exc:
+            self.report(exc)
+            return
+        self.call_from_thread(self.refresh_models, True)
+        self.call_from_thread(self.notify, f"Added model {info.id} ({info.source})")
+        if bare:
+            self.call_from_thread(
+                self.notify,
+                "That GGUF carries no chat template: prompts are laid out as plain "
+                "'User: ... Assistant:' text. Add it again with a chat template file if the model "
+                "expects its own turn format.",
+                severity="warning",
+                timeout=15,
+            )
