@@ -5,6 +5,7 @@ import pytest
 from sqlite_utils.migrations import Migrations
 
 from toolkit.store import Store, apply_migrations, migrations
+from toolkit.tasks import read_task_file
 
 
 def test_migrations_apply_once_in_wal_mode(tmp_path):
@@ -18,6 +19,7 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
         "m004_step_dev_accuracy",
         "m005_step_search",
         "m006_owner",
+        "m007_indexes",
     ]
     s.close()
     s2 = Store(path)
@@ -136,3 +138,55 @@ def test_one_store_is_safe_to_share_between_a_writer_and_reader_threads(tmp_path
         s.close()
     finally:
         sys.setswitchinterval(old)
+
+
+def test_the_indexes_migration_and_aggregate_lists(tmp_path):
+    """m007 adds the lookup indexes; list_tasks, list_runs and best_test_accuracy answer from aggregate queries
+    with the same values a row-by-row count gives."""
+    s = Store(tmp_path / "h.db")
+    indexes = {(t, tuple(i.columns)) for t in ("prompts", "runs", "evaluations") for i in s.db[t].indexes}
+    assert {
+        ("prompts", ("project_id", "task_id")),
+        ("runs", ("project_id",)),
+        ("runs", ("bench_id",)),
+        ("evaluations", ("prompt_id",)),
+        ("evaluations", ("task_id",)),
+    } <= indexes
+    pid = s.ensure_project("p", "/x")
+    data = tmp_path / "t.csv"
+    data.write_text("input,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(20)))
+    task_id = s.add_task(pid, read_task_file(data, name="t"))
+    [task] = s.list_tasks(pid)
+    assert task["splits"] == {
+        split: s.db["examples"].count_where("task_id = ? and split = ?", [task_id, split])
+        for split in ("train", "dev", "test")
+    }
+    p1 = s.add_prompt(pid, task_id, "a", origin="manual")
+    run = s.create_run(
+        project_id=pid,
+        task_id=task_id,
+        method="greater",
+        model_id="m",
+        model_sha256="x",
+        config={},
+        seed=0,
+        versions={},
+        initial_prompt_id=p1,
+    )
+    for step in range(3):
+        s.add_step(run, {"step": step, "prompt_before": "a", "prompt_after": "a", "candidates": [], "timings": {}})
+    assert [(r["id"], r["n_steps"]) for r in s.list_runs(pid)] == [(run, 3)]
+    assert s.best_test_accuracy(p1) is None
+
+    def evaluation(split, mode, status, accuracy):
+        ev = s.create_evaluation(
+            prompt_id=p1, task_id=task_id, split=split, model_id="m", model_sha256="x", backend="llamacpp", mode=mode
+        )
+        s.finish_evaluation(ev, status=status, accuracy=accuracy)
+
+    evaluation("test", "direct", "done", 0.5)
+    evaluation("test", "direct+logic-of-thought", "done", 0.9)  # a strategy around the prompt: not its score
+    evaluation("dev", "direct", "done", 0.8)
+    evaluation("test", "direct", "stopped", 0.7)
+    evaluation("test", "reasoning", "done", 0.6)
+    assert s.best_test_accuracy(p1) == 0.6

@@ -220,6 +220,20 @@ def m006_owner(db: sqlite_utils.Database) -> None:
         db[table].add_column("owner", str)
 
 
+@migrations()
+def m007_indexes(db: sqlite_utils.Database) -> None:
+    # the lookups every list and evaluation makes: by project, by task, by prompt, by bench
+    for table, columns in (
+        ("prompts", ["project_id", "task_id"]),
+        ("runs", ["project_id"]),
+        ("runs", ["bench_id"]),
+        ("evaluations", ["prompt_id"]),
+        ("evaluations", ["task_id"]),
+        ("benches", ["project_id"]),
+    ):
+        db[table].create_index(columns, if_not_exists=True)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
@@ -251,6 +265,40 @@ def _uj(value: str | None, default: Any = None) -> Any:
     return json.loads(value)
 
 
+# The JSON-encoded columns of each table and what an empty one reads as: one map, used by every write (encode)
+# and read (decode) of those tables. Prompt tags stay encoded in prompt rows (read them with ``row_tags``).
+JSON_COLUMNS: dict[str, dict[str, Any]] = {
+    "tasks": {"labels": [], "options": {}},
+    "prompts": {"tags": []},
+    "runs": {"config": {}, "versions": {}, "timings": {}},
+    "benches": {"config": {}},
+    "steps": {"candidates": None, "timings": None, "state": None, "prompt_ids": None, "search": None},
+    "evaluations": {"settings": {}, "timings": {}},
+}
+
+
+def _encode(table: str, fields: dict) -> dict:
+    """``fields`` with the table's JSON columns encoded (values already encoded as text are kept)."""
+    out = dict(fields)
+    for key in JSON_COLUMNS[table]:
+        if key in out and out[key] is not None and not isinstance(out[key], str):
+            out[key] = _j(out[key])
+    return out
+
+
+def _decode(table: str, row: dict, with_status: bool = False) -> dict:
+    """A row with the table's JSON columns decoded (``prompts`` rows keep their tags encoded); ``with_status``:
+    the status as a user should see it (a running row whose process is gone reads ``interrupted``)."""
+    row = dict(row)
+    if table != "prompts":
+        for key, default in JSON_COLUMNS[table].items():
+            if key in row:
+                row[key] = _uj(row[key], default)
+    if with_status:
+        row["status"] = owner.effective_status(row)
+    return row
+
+
 def row_tags(row: dict) -> list[str]:
     """The tags of a prompt row."""
     return _uj(row["tags"], [])
@@ -267,11 +315,7 @@ def _check_tag(tag: str) -> str:
 
 
 def _decoded_evaluation(row: dict) -> dict:
-    row = dict(row)
-    row["settings"] = _uj(row["settings"], {})
-    row["timings"] = _uj(row["timings"], {})
-    row["status"] = owner.effective_status(row)
-    return row
+    return _decode("evaluations", row, with_status=True)
 
 
 class Store:
@@ -360,16 +404,19 @@ class Store:
             task_id = (
                 self.db["tasks"]
                 .insert(
-                    {
-                        "project_id": project_id,
-                        "name": task.name,
-                        "source": task.source,
-                        "answer_kind": task.spec.kind,
-                        "labels": _j(list(task.spec.labels)),
-                        "extractor": task.spec.extractor,
-                        "options": _j(task.options),
-                        "created": _now(),
-                    }
+                    _encode(
+                        "tasks",
+                        {
+                            "project_id": project_id,
+                            "name": task.name,
+                            "source": task.source,
+                            "answer_kind": task.spec.kind,
+                            "labels": list(task.spec.labels),
+                            "extractor": task.spec.extractor,
+                            "options": task.options,
+                            "created": _now(),
+                        },
+                    )
                 )
                 .last_pk
             )
@@ -431,14 +478,17 @@ class Store:
         )
 
     def list_tasks(self, project_id: int) -> list[dict]:
+        """The project's tasks by name, each with ``splits`` {split: examples} (two queries, not one per task)."""
         tasks = list(self.db["tasks"].rows_where("project_id = ?", [project_id], order_by="name"))
+        counts: dict[int, dict[str, int]] = {}
+        sql = (
+            "select e.task_id, e.split, count(*) as n from examples e join tasks t on t.id = e.task_id "
+            "where t.project_id = ? group by e.task_id, e.split"
+        )
+        for r in self.db.query(sql, [project_id]):
+            counts.setdefault(r["task_id"], {})[r["split"]] = r["n"]
         for t in tasks:
-            t["splits"] = {
-                r["split"]: r["n"]
-                for r in self.db.query(
-                    "select split, count(*) as n from examples where task_id = ? group by split", [t["id"]]
-                )
-            }
+            t["splits"] = counts.get(t["id"], {})
         return tasks
 
     def examples(self, task_id: int, split: str | None = None, limit: int | None = None) -> list[dict]:
@@ -471,18 +521,21 @@ class Store:
         return (
             self.db["prompts"]
             .insert(
-                {
-                    "project_id": project_id,
-                    "task_id": task_id,
-                    "text": text,
-                    "parent_id": parent_id,
-                    "origin": origin,
-                    "run_id": run_id,
-                    "step": step,
-                    "tags": _j(sorted(set(tags))),
-                    "note": note,
-                    "created": _now(),
-                }
+                _encode(
+                    "prompts",
+                    {
+                        "project_id": project_id,
+                        "task_id": task_id,
+                        "text": text,
+                        "parent_id": parent_id,
+                        "origin": origin,
+                        "run_id": run_id,
+                        "step": step,
+                        "tags": sorted(set(tags)),
+                        "note": note,
+                        "created": _now(),
+                    },
+                )
             )
             .last_pk
         )
@@ -504,14 +557,12 @@ class Store:
 
     def best_test_accuracy(self, prompt_id: int) -> float | None:
         """The best finished test-split accuracy of a prompt over all its evaluations (None: never scored)."""
-        return max(
-            (
-                e["accuracy"]
-                for e in self.evaluations(prompt_id=prompt_id)
-                if e["split"] == "test" and e["status"] == "done" and "+" not in (e["mode"] or "")
-            ),  # "direct+second-attempt" etc. score the prompt with a strategy around it, not the prompt
-            default=None,
+        # "direct+logic-of-thought" etc. score the prompt with a strategy around it, not the prompt
+        sql = (
+            "select max(accuracy) as best from evaluations where prompt_id = ? and split = 'test' and status = 'done' "
+            "and instr(coalesce(mode, ''), '+') = 0"
         )
+        return next(iter(self.db.query(sql, [int(prompt_id)])))["best"]
 
     def update_prompt_meta(
         self,
@@ -530,10 +581,10 @@ class Store:
         current = set(_uj(row["tags"], [])) if tags is None else {_check_tag(t) for t in tags if t.strip()}
         current |= {_check_tag(t) for t in add_tags}
         current -= {t.strip() for t in remove_tags}
-        fields: dict[str, Any] = {"tags": _j(sorted(current))}
+        fields: dict[str, Any] = {"tags": sorted(current)}
         if note is not None:
             fields["note"] = note.strip()
-        self.db["prompts"].update(row["id"], fields)
+        self.db["prompts"].update(row["id"], _encode("prompts", fields))
         return self.prompt(row["id"])
 
     def list_prompts(self, project_id: int, task_id: int | None = None, search: str | None = None) -> list[dict]:
@@ -598,44 +649,41 @@ class Store:
         return (
             self.db["runs"]
             .insert(
-                {
-                    "bench_id": bench_id,
-                    "project_id": project_id,
-                    "task_id": task_id,
-                    "method": method,
-                    "model_id": model_id,
-                    "model_sha256": model_sha256,
-                    "config": _j(config),
-                    "seed": seed,
-                    "versions": _j(versions),
-                    "status": "running",
-                    "started": _now(),
-                    "finished": None,
-                    "timings": _j({}),
-                    "initial_prompt_id": initial_prompt_id,
-                    "best_prompt_id": None,
-                    "error": "",
-                    "owner": owner.me(),
-                }
+                _encode(
+                    "runs",
+                    {
+                        "bench_id": bench_id,
+                        "project_id": project_id,
+                        "task_id": task_id,
+                        "method": method,
+                        "model_id": model_id,
+                        "model_sha256": model_sha256,
+                        "config": config,
+                        "seed": seed,
+                        "versions": versions,
+                        "status": "running",
+                        "started": _now(),
+                        "finished": None,
+                        "timings": {},
+                        "initial_prompt_id": initial_prompt_id,
+                        "best_prompt_id": None,
+                        "error": "",
+                        "owner": owner.me(),
+                    },
+                )
             )
             .last_pk
         )
 
     def update_run(self, run_id: int, **fields) -> None:
-        for key in ("config", "versions", "timings"):
-            if key in fields and not isinstance(fields[key], str):
-                fields[key] = _j(fields[key])
-        self.db["runs"].update(run_id, fields)
+        self.db["runs"].update(run_id, _encode("runs", fields))
 
     def run(self, run_id: int) -> dict:
         try:
             row = self.db["runs"].get(int(run_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.") from None
-        for key in ("config", "versions", "timings"):
-            row[key] = _uj(row[key], {})
-        row["status"] = owner.effective_status(row)
-        return row
+        return _decode("runs", row, with_status=True)
 
     @staticmethod
     def _check_resumable(run_id: int, status: str, who: str | None, force: bool) -> None:
@@ -689,9 +737,13 @@ class Store:
         return self.run(run_id)
 
     def list_runs(self, project_id: int) -> list[dict]:
-        rows = list(self.db["runs"].rows_where("project_id = ?", [project_id], order_by="id"))
+        """The project's runs, oldest first, each with ``n_steps`` (one query)."""
+        sql = (
+            "select runs.*, (select count(*) from steps where steps.run_id = runs.id) as n_steps from runs "
+            "where project_id = ? order by id"
+        )
+        rows = [dict(r) for r in self.db.query(sql, [project_id])]
         for row in rows:
-            row["n_steps"] = self.db["steps"].count_where("run_id = ?", [row["id"]])
             row["status"] = owner.effective_status(row)
         return rows
 
@@ -699,14 +751,17 @@ class Store:
         return (
             self.db["benches"]
             .insert(
-                {
-                    "project_id": project_id,
-                    "name": name,
-                    "config": _j(config),
-                    "status": "running",
-                    "created": _now(),
-                    "owner": owner.me(),
-                }
+                _encode(
+                    "benches",
+                    {
+                        "project_id": project_id,
+                        "name": name,
+                        "config": config,
+                        "status": "running",
+                        "created": _now(),
+                        "owner": owner.me(),
+                    },
+                )
             )
             .last_pk
         )
@@ -716,9 +771,7 @@ class Store:
             row = self.db["benches"].get(int(bench_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise RunNotFoundError(f"No bench with id {bench_id}. `gradprompt bench --list` shows them.") from None
-        row["config"] = _uj(row["config"], {})
-        row["status"] = owner.effective_status(row)
-        return row
+        return _decode("benches", row, with_status=True)
 
     def list_benches(self, project_id: int) -> list[dict]:
         rows = list(self.db["benches"].rows_where("project_id = ?", [project_id], order_by="id"))
@@ -727,33 +780,20 @@ class Store:
         return rows
 
     def update_bench(self, bench_id: int, **fields) -> None:
-        if "config" in fields and not isinstance(fields["config"], str):
-            fields["config"] = _j(fields["config"])
-        self.db["benches"].update(bench_id, fields)
+        self.db["benches"].update(bench_id, _encode("benches", fields))
 
     def bench_runs(self, bench_id: int) -> list[dict]:
-        rows = list(self.db["runs"].rows_where("bench_id = ?", [bench_id], order_by="id"))
-        for row in rows:
-            for key in ("config", "versions", "timings"):
-                row[key] = _uj(row[key], {})
-            row["status"] = owner.effective_status(row)
-        return rows
+        rows = self.db["runs"].rows_where("bench_id = ?", [bench_id], order_by="id")
+        return [_decode("runs", row, with_status=True) for row in rows]
 
     def add_step(self, run_id: int, record: dict) -> int:
-        row = dict(record)
-        for key in ("candidates", "timings", "state", "prompt_ids", "search"):
-            if key in row and not isinstance(row[key], str):
-                row[key] = _j(row[key])
+        row = _encode("steps", record)
         row["run_id"] = run_id
         row["created"] = _now()
         return self.db["steps"].insert(row).last_pk
 
     def steps(self, run_id: int) -> list[dict]:
-        rows = list(self.db["steps"].rows_where("run_id = ?", [run_id], order_by="step"))
-        for row in rows:
-            for key in ("candidates", "timings", "state", "prompt_ids", "search"):
-                row[key] = _uj(row[key]) if row.get(key) is not None else None
-        return rows
+        return [_decode("steps", row) for row in self.db["steps"].rows_where("run_id = ?", [run_id], order_by="step")]
 
     # -- evaluations -------------------------------------------------------------------------------
 
@@ -761,17 +801,12 @@ class Store:
         fields.setdefault("started", _now())
         fields.setdefault("status", "running")
         fields.setdefault("owner", owner.me())
-        for key in ("settings", "timings"):
-            if key in fields and not isinstance(fields[key], str):
-                fields[key] = _j(fields[key])
-        return self.db["evaluations"].insert(fields).last_pk
+        return self.db["evaluations"].insert(_encode("evaluations", fields)).last_pk
 
     def finish_evaluation(self, evaluation_id: int, **fields) -> None:
         fields.setdefault("finished", _now())
         fields.setdefault("status", "done")
-        if "timings" in fields and not isinstance(fields["timings"], str):
-            fields["timings"] = _j(fields["timings"])
-        self.db["evaluations"].update(evaluation_id, fields)
+        self.db["evaluations"].update(evaluation_id, _encode("evaluations", fields))
 
     def add_result(
         self,
@@ -838,12 +873,13 @@ class Store:
         """Examples scored in both evaluations whose correctness differs: [{example, a, b}]."""
         a = {r["example_id"]: r for r in self.results(evaluation_a)}
         b = {r["example_id"]: r for r in self.results(evaluation_b)}
-        out = []
-        for ex_id in sorted(set(a) & set(b)):
-            if a[ex_id]["correct"] != b[ex_id]["correct"]:
-                example = self.db["examples"].get(ex_id)
-                out.append({"example": example, "a": a[ex_id], "b": b[ex_id]})
-        return out
+        ids = sorted(ex_id for ex_id in set(a) & set(b) if a[ex_id]["correct"] != b[ex_id]["correct"])
+        examples = {}
+        for i in range(0, len(ids), 500):  # one query per 500 examples, not one per example
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            examples.update({r["id"]: r for r in self.db.query(f"select * from examples where id in ({marks})", chunk)})
+        return [{"example": examples[ex_id], "a": a[ex_id], "b": b[ex_id]} for ex_id in ids]
 
     # -- maintenance -------------------------------------------------------------------------------
 
