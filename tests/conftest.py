@@ -10,6 +10,33 @@ os.environ["GRADPROMPT_HOME"] = _HOME
 os.environ.pop("GRADPROMPT_PROJECT", None)
 
 
+# The fast lane, `pytest -m "not slow"`: every test that loads a real model (the 135M GGUF in llama.cpp, or its
+# weights in torch) or builds a bundle, wheel or subprocess pipeline is marked slow here, by the fixtures it uses
+# and by module, so a new test of that kind is marked without anyone remembering to.
+SLOW_FIXTURES = {"real_tm", "llama"}
+SLOW_MODULES = {
+    "test_bundle",
+    "test_wheel",
+    "test_edge",
+    "test_crash",
+    "test_optimize_real",
+    "test_quantize",
+    "test_runtimes",
+    "test_offline",
+    "test_logic",
+    "test_evaluate",
+    "test_baselines",
+    "test_tui_snapshots",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The test user directory holds ~1 GB of converted weights and GGUF variants: remove it at the end."""
     import shutil
@@ -61,16 +88,32 @@ def llama():
 
 
 @pytest.fixture(scope="session")
-def tiny_tm(real_tm):
-    """A tiny random-weight causal LM (2 layers) sharing the default model's tokenizer and chat template."""
+def tokenizer():
+    """The default model's tokenizer alone, read from its GGUF: no weights are loaded or converted."""
+    from transformers import AutoTokenizer
+
+    from toolkit.engine.torch_backend import offline_env, quiet_transformers
+    from toolkit.models import get_model
+
+    offline_env()
+    quiet_transformers()
+    gguf = Path(get_model().to_dict()["gguf_path"])
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tm(tokenizer):
+    """A tiny random-weight causal LM (2 layers) sharing the default model's tokenizer and chat template (the
+    real model is never loaded for it)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from toolkit.engine.torch_backend import TorchModel
+    from toolkit.models import get_model
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=len(real_tm.tokenizer),
+        vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -82,9 +125,7 @@ def tiny_tm(real_tm):
     model = LlamaForCausalLM(cfg).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return TorchModel(
-        model=model, tokenizer=real_tm.tokenizer, info=real_tm.info, sha256="tiny", precision="fp32", device="cpu"
-    )
+    return TorchModel(model=model, tokenizer=tokenizer, info=get_model(), sha256="tiny", precision="fp32", device="cpu")
 
 
 def stored_evaluation(store, prompt_id, task, examples, correct, *, ci=(0.0, 1.0), output="out"):

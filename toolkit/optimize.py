@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .engine.config import GreaterConfig, Item
+from .engine.config import STORED_STEP_FIELDS, GreaterConfig, Item, StepRecord
 from .errors import ConfigError
 from .models import get_model
 
@@ -137,22 +137,10 @@ def resume(
     return drive(project, task_row, run_id, GreaterRun(engine), state, run["initial_prompt_id"], on_step, stop)
 
 
-STEP_FIELDS = (
-    "step",
-    "position",
-    "prompt_before",
-    "prompt_after",
-    "prompt_ids",
-    "chosen_token",
-    "candidates",
-    "train_score",
-    "train_accuracy",
-    "state",
-    "timings",
-)
+STEP_FIELDS = STORED_STEP_FIELDS  # the schema: toolkit.engine.config.StepRecord
 
 
-def record_step(store, run_id: int, record: dict, on_step: Callable[[dict], None] | None) -> None:
+def record_step(store, run_id: int, record: StepRecord, on_step: Callable[[StepRecord], None] | None) -> None:
     """Store one step record of any optimizer (it carries the state to resume from), then report it."""
     store.add_step(
         run_id,

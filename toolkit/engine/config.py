@@ -177,3 +177,74 @@ class RunResult:
     steps_done: int = 0
     selection: dict | None = None  # improved schedule: the paired dev test against the starting prompt
     stop_reason: str | None = None  # why the search ended before its steps or budget ran out
+
+
+# ---------------------------------------------------------------------------------------------- step records
+
+try:  # Python 3.11+: NotRequired from typing; 3.10 has it in typing_extensions
+    from typing import NotRequired, TypedDict
+except ImportError:  # pragma: no cover
+    from typing_extensions import NotRequired, TypedDict
+
+
+class SearchInfo(TypedDict, total=False):
+    """What one step of the improved schedule searched (stored as the step's ``search`` JSON)."""
+
+    kind: str  # "single" (one position), "grow" (a token added at the end) or "pair" (two-token change)
+    pool: int  # deployable proposals (after the round-trip filter)
+    dropped_roundtrip: int  # proposals whose text does not tokenize back to the same ids
+    width: int  # candidates taken by rank
+    probe: int  # random extra candidates scored to measure the ranking
+    scored: int
+    fully_scored: int  # scored on every training example (not dropped by racing)
+    better: int  # candidates strictly better than the current prompt
+    preranked: int  # reasoning mode: candidates pre-ranked teacher-forced on the current chains
+    agreement: float | None  # Spearman between the gradient's rank and the true scores
+    rank: str | None  # "gradient" or "random"
+    bound: float  # the score a candidate had to beat
+    stop_reason: str  # set on the last step when the search converged
+    objective: str  # "balanced" when the training error is weighted per gold label
+    train_balanced_accuracy: float
+
+
+class StepRecord(TypedDict):
+    """One step as every optimizer yields it (GReaTer's schedules and the APE/OPRO/initial/CoT baselines), and as
+    :func:`toolkit.optimize.drive`, the printers, the TUI and the store consume it. The schema lives here; the
+    store keeps :data:`STORED_STEP_FIELDS` of it (``state`` is the engine state to resume from)."""
+
+    step: int
+    position: int  # the prompt position searched (-1: a two-token step; 0 for baselines)
+    prompt_before: str
+    prompt_after: str
+    prompt_ids: list[int]
+    chosen_token: str
+    accepted: bool  # the prompt changed
+    candidates: list[dict]  # every candidate scored: token/text, grad, rank, probe, score, accuracy, loss, nll
+    train_score: float  # lower is better
+    train_accuracy: float
+    timings: dict[str, float]  # seconds per phase
+    state: dict  # the engine state after this step (resume from it)
+    events: list[str]  # notices for the user (e.g. out-of-memory halving)
+    dev_accuracy: NotRequired[float | None]
+    train_nll: NotRequired[float]
+    search: NotRequired[SearchInfo]
+    kind: NotRequired[str]
+    grown: NotRequired[bool]
+    stuck: NotRequired[bool]
+    proposed: NotRequired[int]
+
+
+# What the history keeps of each step (besides ``accepted``, ``dev_accuracy`` and ``search``).
+STORED_STEP_FIELDS = (
+    "step",
+    "position",
+    "prompt_before",
+    "prompt_after",
+    "prompt_ids",
+    "chosen_token",
+    "candidates",
+    "train_score",
+    "train_accuracy",
+    "state",
+    "timings",
+)

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 from ..errors import ConfigError
 from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
 from ..tasks import AnswerSpec
-from .config import REFERENCE_TOKEN_FILTER, GreaterConfig, Item, RunResult, Score, _flag  # noqa: F401  (re-exported)
+from .config import REFERENCE_TOKEN_FILTER, GreaterConfig, Item, RunResult, Score, StepRecord, _flag  # noqa: F401  (re-exported)
 from .decode import Decoding
 from .forward import ForwardPasses
 from .predict import Prediction
@@ -243,7 +243,7 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
             "initial_ids": list(ids),
         }
 
-    def run(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
+    def run(self, state: dict, stop: threading.Event | None = None) -> Iterator[StepRecord]:
         """Optimize from ``state`` (see :meth:`initial_state`), yielding one record per step.
 
         Each record carries ``state``: pass it back to continue exactly where the run stopped.
@@ -254,7 +254,7 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
             return self._run_improved(state, stop)
         return self._run_reference(state, stop)
 
-    def _run_reference(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
+    def _run_reference(self, state: dict, stop: threading.Event | None = None) -> Iterator[StepRecord]:
         """The published schedule (see docs/engine.md): the gradient's top ``n_grad_candidates``, one position
         per step, left to right."""
         cfg = self.config

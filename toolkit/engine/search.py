@@ -31,6 +31,7 @@ import time
 from typing import Iterator, Sequence
 
 from ..selection import select_final, spearman
+from .config import StepRecord
 
 
 class WideSearch:
@@ -111,7 +112,7 @@ class WideSearch:
 
     # ------------------------------------------------------------------ the loop
 
-    def _run_improved(self, state: dict, stop: threading.Event | None = None) -> Iterator[dict]:
+    def _run_improved(self, state: dict, stop: threading.Event | None = None) -> Iterator[StepRecord]:
         cfg = self.config
         torch = self.torch
         torch.manual_seed(cfg.seed)
