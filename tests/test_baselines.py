@@ -74,3 +74,26 @@ def test_bench_runs_resumes_and_reports(project, llama, tmp_path):
     assert "'Say positive or negative.'" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(collect(project, bench_id)) == 3
+
+
+def test_ctrl_c_marks_a_baseline_run_stopped_like_a_greater_run(project, llama):
+    """Ctrl-C (a KeyboardInterrupt during a step) leaves a baseline run `stopped` and resumable, as it does a
+    GReaTer run; any other error is `failed`."""
+    task = ensure_demo_task(project)
+    cfg = BaselineConfig(method="ape", budget_s=30, max_steps=3, n_train=4, n_dev=4, candidates_per_step=2)
+
+    def ctrl_c(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize_baseline(project, task["name"], model=llama, config=cfg, on_step=ctrl_c)
+    [run] = project.store.list_runs(project.id)
+    assert run["status"] == "stopped" and run["method"] == "ape"
+    assert project.store.check_resumable(run["id"])["id"] == run["id"]
+
+    def broken(record):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        optimize_baseline(project, task["name"], model=llama, config=cfg, on_step=broken)
+    assert [r["status"] for r in project.store.list_runs(project.id)] == ["stopped", "failed"]

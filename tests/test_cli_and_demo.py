@@ -337,3 +337,19 @@ def test_every_list_command_prints_json(project, tmp_path):
     assert [p["text"] for p in out["prompts"] if p["id"] == pid] == ["Answer [yes] or no."]
     assert [(e["prompt_id"], e["task"], e["split"]) for e in out["evals"]] == [(pid, "yn", "test")]
     assert out["runs"] == []
+
+
+def test_the_prompt_bold_x_and_the_input_bracket_soup_print_verbatim(project, tmp_path):
+    """Issue 11's cases: a prompt `[bold]x[/]` and an input `[ ( ] )` print as written in every view."""
+    f = tmp_path / "soup.csv"
+    f.write_text("input,target\n" + "".join(f'"[ ( ] ) {i}",{"yes" if i % 2 else "no"}\n' for i in range(10)))
+    assert run(["tasks", "import", str(f)], project.path).exit_code == 0
+    assert run(["prompts", "add", "soup", "[bold]x[/]"], project.path).exit_code == 0
+    shown = {
+        " ".join(args): CliRunner().invoke(cli, ["--project", str(project.path), *args], terminal_width=200)
+        for args in (["tasks", "show", "soup"], ["prompts", "show", "1"], ["prompts", "list"])
+    }
+    for args, res in shown.items():
+        assert res.exit_code == 0, (args, res.output)
+    assert "[ ( ] ) 0" in shown["tasks show soup"].output
+    assert "[bold]x[/]" in shown["prompts show 1"].output and "[bold]x[/]" in shown["prompts list"].output
