@@ -27,6 +27,8 @@ SLOW_MODULES = {
     "test_evaluate",
     "test_baselines",
     "test_tui_snapshots",
+    "test_engine",  # the tiny random-weight model through torch: seconds per test
+    "test_tui",  # Pilot sessions with the tiny model
 }
 
 

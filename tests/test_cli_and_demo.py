@@ -1,6 +1,7 @@
 import io
 import json
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -101,6 +102,7 @@ def test_prompts_diff_export_history(project, tmp_path):
     assert (tmp_path / "b.db").exists()
 
 
+@pytest.mark.slow
 def test_demo_short_end_to_end(project):
     """The main job with a tiny budget: real torch optimization and real llama.cpp evaluation."""
     from toolkit.demo import run_demo
