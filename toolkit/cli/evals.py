@@ -44,6 +44,20 @@ from .optimize import _load_torch
     "premises (truth-teller puzzles, categorical arguments, if-then sentences); no extra model call. Stored as "
     "mode 'direct+logic-of-thought'; compare it with the plain evaluation using `gradprompt evals flipped A B`.",
 )
+@click.option(
+    "--second-attempt",
+    is_flag=True,
+    help="Second attempt (SCoRe's prompting form): after its answer the model sees the question, its answer and a "
+    "correction instruction, and answers again. Reports both attempts, the wrong->right and right->wrong flips, a "
+    "paired test and the calls (2 per input). Stored as mode 'direct+second-attempt'; the first attempt is the "
+    "plain evaluation.",
+)
+@click.option(
+    "--correction",
+    default=None,
+    help="The correction instruction of --second-attempt (default: SCoRe's; kept in the prompt library, tagged "
+    "'correction').",
+)
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
 @click.pass_context
@@ -60,6 +74,8 @@ def eval_cmd(
     max_new_tokens,
     limit,
     logic_of_thought,
+    second_attempt,
+    correction,
     show_confusion,
     as_json,
 ):
@@ -79,6 +95,13 @@ def eval_cmd(
         settings = EvalSettings(
             mode=mode, max_new_tokens=max_new_tokens, strategy="logic-of-thought", strategy_args=RULES_VERSION
         )
+    if (second_attempt or correction) and (backend != "llamacpp" or logic_of_thought):
+        raise click.UsageError(
+            "--second-attempt runs on the llama.cpp backend, on its own (leave out --backend torch and "
+            "--logic-of-thought)."
+        )
+    if correction is not None and not second_attempt:
+        raise click.UsageError("--correction is the instruction of --second-attempt; add --second-attempt.")
     if backend == "llamacpp":
         from ..llamacpp import LlamaCppModel
 
@@ -90,6 +113,9 @@ def eval_cmd(
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
+        if second_attempt:
+            _second_attempt(project, model, info, task_row, prompt_row, split, settings, limit, correction, as_json)
+            continue
         with console.status(f"Evaluating prompt {pid}...") as status:
             progress = eval_progress(status, f"Evaluating prompt {pid}")
             if backend == "llamacpp":
@@ -378,4 +404,30 @@ def evals_vote(ctx, evaluation_ids):
     console.print(
         f"The vote {verdict} the best single evaluation ({_pct(best)}); a deployed vote costs "
         f"{len(res['evaluations'])} model calls per input."
+    )
+
+
+def _second_attempt(project, model, info, task_row, prompt_row, split, settings, limit, correction, as_json) -> None:
+    from ..strategies import DEFAULT_CORRECTION, second_attempt, second_attempt_markdown
+
+    with console.status(f"Second attempt on prompt {prompt_row['id']}...") as status:
+        report = second_attempt(
+            project.store,
+            model=model,
+            project_id=project.id,
+            task_row=task_row,
+            prompt_row=prompt_row,
+            split=split,
+            settings=settings,
+            limit=limit,
+            correction=correction or DEFAULT_CORRECTION,
+            progress=eval_progress(status, f"Second attempt on prompt {prompt_row['id']}"),
+        )
+    if as_json:
+        click.echo(json.dumps({"prompt_id": prompt_row["id"], "task": task_row["name"], **report.to_dict()}))
+        return
+    click.echo(second_attempt_markdown(report, prompt=prompt_row["text"], task=task_row["name"], model=info.id))
+    console.print(
+        f"[dim]Both turns of every example: gradprompt evals show {report.second.evaluation_id}; the flips: "
+        f"gradprompt evals flipped {report.first.evaluation_id} {report.second.evaluation_id}[/]"
     )

@@ -1,0 +1,205 @@
+"""Inference-time strategies around a prompt, measured like any evaluation (issue 16).
+
+**Second attempt** (the prompting form of SCoRe, "Training Language Models to Self-Correct via Reinforcement
+Learning"): the model answers (the first attempt is the plain evaluation of the prompt, cached and stored as
+its own evaluation); then it sees the question, its own first answer and a correction instruction, and answers
+again. The report gives first- and second-attempt accuracy with 95% intervals, the two flip counts SCoRe
+reports (wrong -> right, right -> wrong), an exact two-sided McNemar test of the two attempts on the same
+examples, and every model call counted and timed.
+
+The correction instruction is an ordinary prompt of the library (kept there, tagged ``correction``), so it can
+be compared, edited and versioned like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+from .evaluate import EvalReport, EvalSettings, answer_after, evaluate_prompt, predict
+from .layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout
+from .selection import mcnemar_two_sided
+
+# SCoRe's own self-correction instruction (its Appendix), worded for an answer rather than a written solution.
+DEFAULT_CORRECTION = (
+    "There might be an error in the answer above because of lack of understanding of the question. Please "
+    "check it, correct the error if there is one, and give the final answer again."
+)
+
+
+def flip_counts(first: Sequence[bool], second: Sequence[bool]) -> dict:
+    """Paired counts of two attempts on the same examples: right -> right, wrong -> right (fixed), right -> wrong
+    (broken), wrong -> wrong, and the exact two-sided McNemar p-value of fixed vs broken."""
+    if len(first) != len(second):
+        raise ValueError("Both attempts must be scored on the same examples.")
+    fixed = sum(1 for a, b in zip(first, second) if not a and b)
+    broken = sum(1 for a, b in zip(first, second) if a and not b)
+    return {
+        "n": len(first),
+        "right_right": sum(1 for a, b in zip(first, second) if a and b),
+        "wrong_to_right": fixed,
+        "right_to_wrong": broken,
+        "wrong_wrong": sum(1 for a, b in zip(first, second) if not a and not b),
+        "p_value": mcnemar_two_sided(fixed, broken),
+    }
+
+
+def first_turn_text(spec, chain: str, answer: str | None, settings: EvalSettings) -> str:
+    """The assistant's first turn as the model produced it: (chain,) extractor and answer."""
+    said = f"{spec.extractor} {answer if answer is not None else ''}".rstrip()
+    return f"{chain}{REASONING_SEPARATOR}{said}" if settings.mode == "reasoning" and chain else said
+
+
+@dataclass
+class SecondAttemptReport:
+    first: EvalReport
+    second: EvalReport
+    flips: dict
+    correction: str
+    correction_prompt_id: int
+    calls_first: int  # model calls made now for the first attempt (one per example not already cached)
+    calls_second: int  # and for the second
+    seconds_first: float
+    seconds_second: float
+
+    def to_dict(self) -> dict:
+        def ev(r: EvalReport) -> dict:
+            keys = ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached", "model_calls")
+            return {k: getattr(r, k) for k in keys}
+
+        out = asdict(self)
+        out["first"], out["second"] = ev(self.first), ev(self.second)
+        return out
+
+
+def second_attempt(
+    store,
+    *,
+    model,
+    project_id: int,
+    task_row: dict,
+    prompt_row: dict,
+    split: str = "test",
+    settings: EvalSettings | None = None,
+    limit: int | None = None,
+    correction: str = DEFAULT_CORRECTION,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> SecondAttemptReport:
+    """Evaluate ``prompt_row`` with a second attempt after ``correction`` (see the module docstring).
+
+    The first attempt is the plain evaluation (its cache is shared with ``gradprompt eval``); the second is
+    stored as an evaluation of mode ``<mode>+second-attempt`` whose per-example output holds both turns, cached
+    by the prompt, the correction and the example (and so by the first answer, which they determine)."""
+    base = settings or EvalSettings()
+    plain = EvalSettings(mode=base.mode, max_new_tokens=base.max_new_tokens, answer_tokens=base.answer_tokens)
+    spec = store.task_spec(task_row)
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    correction = correction.strip()
+    corr_row = store.find_prompt(project_id, task_row["id"], correction)
+    if corr_row is None:
+        corr_id = store.add_prompt(
+            project_id, task_row["id"], correction, origin="manual", tags=["correction"], note="second-attempt"
+        )
+    else:
+        corr_id = corr_row["id"]
+    t0 = time.perf_counter()
+    first = evaluate_prompt(
+        store, model=model, task_row=task_row, prompt_row=prompt_row, split=split, settings=plain, limit=limit
+    )
+    calls_first, seconds_first = first.model_calls, time.perf_counter() - t0
+    first_rows = {r["example_id"]: r for r in store.example_results(first.evaluation_id)}
+    settings2 = EvalSettings(
+        mode=plain.mode,
+        max_new_tokens=plain.max_new_tokens,
+        answer_tokens=plain.answer_tokens,
+        strategy="second-attempt",
+        strategy_args=json.dumps({"correction": correction}),
+    )
+
+    def predictor(ex: dict) -> tuple[str, str | None]:
+        row = first_rows.get(ex["id"])
+        if row is None:  # not in the plain evaluation (it was stopped): the first attempt is made here
+            output, answer = predict(model, layout, spec, prompt_row["text"], ex["input"], plain)
+        else:
+            output, answer = row["output"], row["predicted"]
+        chain = (
+            output[: -len(answer)].strip() if plain.mode == "reasoning" and answer and output.endswith(answer) else ""
+        )
+        turns = [
+            {"role": "user", "content": f"{ex['input']}{INPUT_SEPARATOR}{prompt_row['text']}"},
+            {"role": "assistant", "content": first_turn_text(spec, chain, answer, plain)},
+            {"role": "user", "content": correction},
+        ]
+        tokens = model.encode(layout.conversation(turns))
+        chain2, text2, predicted2 = answer_after(model, spec, tokens, plain)
+        second_text = (chain2 + " " + text2).strip()
+        return f"first: {output}\nsecond: {second_text}", predicted2
+
+    t1 = time.perf_counter()
+    second = evaluate_prompt(
+        store,
+        model=model,
+        task_row=task_row,
+        prompt_row=prompt_row,
+        split=split,
+        settings=settings2,
+        limit=limit,
+        progress=progress,
+        stop=stop,
+        predictor=predictor,
+    )
+    calls_second, seconds_second = second.model_calls, time.perf_counter() - t1
+    second_rows = {r["example_id"]: r for r in store.example_results(second.evaluation_id)}
+    shared = [i for i in first_rows if i in second_rows]
+    flips = flip_counts(
+        [bool(first_rows[i]["correct"]) for i in shared], [bool(second_rows[i]["correct"]) for i in shared]
+    )
+    return SecondAttemptReport(
+        first=first,
+        second=second,
+        flips=flips,
+        correction=correction,
+        correction_prompt_id=corr_id,
+        calls_first=calls_first,
+        calls_second=calls_second,
+        seconds_first=seconds_first,
+        seconds_second=seconds_second,
+    )
+
+
+def second_attempt_markdown(report: SecondAttemptReport, *, prompt: str, task: str, model: str) -> str:
+    """The report as Markdown: both attempts with 95% intervals, the flips, the paired test and the cost."""
+    f, s, fl = report.first, report.second, report.flips
+
+    def pct(r: EvalReport) -> str:
+        return f"{100 * r.accuracy:.1f}% ({r.correct}/{r.n}, 95% CI {100 * r.ci[0]:.1f}-{100 * r.ci[1]:.1f})"
+
+    verdict = (
+        "the second attempt is significantly different from the first"
+        if fl["p_value"] < 0.05
+        else "no significant difference between the attempts"
+    )
+    return "\n".join(
+        [
+            f"# Second attempt: {task}, {model}",
+            "",
+            f"Prompt: `{prompt}`  ",
+            f"Correction instruction (library prompt {report.correction_prompt_id}): `{report.correction}`",
+            "",
+            "| | accuracy | model calls | seconds |",
+            "|---|---|---|---|",
+            f"| first attempt (plain prompt) | {pct(f)} | {report.calls_first} | {report.seconds_first:.1f} |",
+            f"| second attempt | {pct(s)} | {report.calls_second} | {report.seconds_second:.1f} |",
+            "",
+            f"On the same {fl['n']} examples: wrong -> right {fl['wrong_to_right']}, right -> wrong "
+            f"{fl['right_to_wrong']} (right both times {fl['right_right']}, wrong both times {fl['wrong_wrong']}); "
+            f"exact two-sided McNemar p = {fl['p_value']:.3f}: {verdict}.",
+            "Cost: a deployed second attempt makes 2 model calls per input (the first answer, then the "
+            "corrected one); cached examples cost none here.",
+            "",
+        ]
+    )
