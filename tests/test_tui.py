@@ -403,6 +403,28 @@ async def test_evaluate_the_selected_prompt_with_llama_cpp(project, tiny_tm, lla
         assert loaded == [project.default_model] and again["timings"]["cached"] == 3
 
 
+async def test_the_evaluate_dialog_runs_a_second_attempt(project, tiny_tm, llama, tmp_path):
+    """Issue 16's TUI action: the evaluate dialog's strategy choice; both attempts land in the Results tab."""
+    from toolkit.demo import ensure_demo_task
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Is this review positive or negative?", origin="manual")
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await select_prompt(pilot, app, pid)
+        await pilot.press("v")
+        await fill(pilot, app, {"limit": "3", "strategy": "second-attempt"})
+        await wait_for(pilot, lambda: len(project.store.evaluations(prompt_id=pid)) == 2)
+        await wait_for(pilot, lambda: all(e["status"] == "done" for e in project.store.evaluations(prompt_id=pid)))
+        modes = [e["mode"] for e in project.store.evaluations(prompt_id=pid)]
+        assert modes == ["direct", "direct+second-attempt"]
+        second = project.store.evaluations(prompt_id=pid)[1]
+        assert second["n"] == 3 and all("\nsecond: " in r["output"] for r in project.store.results(second["id"]))
+        await wait_for(pilot, lambda: app.query_one("#evals-table").row_count == 2)
+
+
 async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, llama, real_tm):
     from toolkit.demo import ensure_demo_task
 

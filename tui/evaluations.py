@@ -40,6 +40,7 @@ class EvaluationActions:
                     ("mode", "Mode", "direct", ["direct", "reasoning"]),
                     ("max_new_tokens", "Reasoning chain cap", str(CHAIN_CAP)),
                     ("limit", "Only the first N (blank: all)", ""),
+                    ("strategy", "Strategy", "plain", ["plain", "second-attempt", "logic-of-thought"]),
                 ],
             ),
             done,
@@ -78,11 +79,24 @@ class EvaluationActions:
         from toolkit.evaluate import EvalSettings, evaluate_prompt
 
         store = self.project.store
+        strategy = (values.get("strategy") or "plain").strip()
         try:
             split, mode, cap, limit = self._eval_form(values)
             task_row = store.task(self.project.id, values["task"].strip())
             model_id = values["model"].strip()
             model = self._llama_model(model_id)
+            if strategy == "second-attempt":
+                self._second_attempt(model, task_row, prompt_id, split, mode, cap, limit)
+                return
+            settings = EvalSettings(mode=mode, max_new_tokens=cap)
+            if strategy == "logic-of-thought":
+                from toolkit.logic import RULES_VERSION
+
+                settings = EvalSettings(
+                    mode=mode, max_new_tokens=cap, strategy="logic-of-thought", strategy_args=RULES_VERSION
+                )
+            elif strategy != "plain":
+                raise ConfigError(f"Strategy {strategy!r}: use plain, second-attempt or logic-of-thought.")
             report = evaluate_prompt(
                 store,
                 model=model,
@@ -90,7 +104,7 @@ class EvaluationActions:
                 prompt_row=store.prompt(prompt_id),
                 split=split,
                 limit=limit,
-                settings=EvalSettings(mode=mode, max_new_tokens=cap),
+                settings=settings,
                 progress=lambda done, total: self._status(f"evaluating prompt {prompt_id}: {done}/{total}"),
             )
         except BaseException as exc:
@@ -107,6 +121,34 @@ class EvaluationActions:
             f"evaluation {report.evaluation_id}; {report.cached} from the cache. "
             "Enter on it in the Results tab shows every example.",
             timeout=12,
+        )
+
+    def _second_attempt(self, model, task_row, prompt_id: int, split: str, mode: str, cap: int, limit) -> None:
+        """The second-attempt strategy (in the evaluation worker): both attempts stored, the flips notified."""
+        from toolkit.evaluate import EvalSettings
+        from toolkit.strategies import second_attempt
+
+        report = second_attempt(
+            self.project.store,
+            model=model,
+            project_id=self.project.id,
+            task_row=task_row,
+            prompt_row=self.project.store.prompt(prompt_id),
+            split=split,
+            settings=EvalSettings(mode=mode, max_new_tokens=cap),
+            limit=limit,
+            progress=lambda done, total: self._status(f"second attempt on prompt {prompt_id}: {done}/{total}"),
+        )
+        f, s, fl = report.first, report.second, report.flips
+        self._status("")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(
+            self.notify,
+            f"Prompt {prompt_id}, second attempt: first {100 * f.accuracy:.1f}%, second {100 * s.accuracy:.1f}% "
+            f"on {fl['n']} examples; wrong->right {fl['wrong_to_right']}, right->wrong {fl['right_to_wrong']} "
+            f"(McNemar p={fl['p_value']:.3f}); {report.calls_first + report.calls_second} model calls. "
+            f"Evaluations {f.evaluation_id} and {s.evaluation_id} are in the Results tab.",
+            timeout=15,
         )
 
     def action_compare(self) -> None:
