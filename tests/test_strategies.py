@@ -81,3 +81,42 @@ def test_second_attempt_from_the_command_line(project, llama):
     assert text.exit_code == 0 and "wrong -> right" in text.output and "McNemar" in text.output
     bad = run("eval", str(pid), "--correction", "Check it.")
     assert bad.exit_code == 2 and "--second-attempt" in bad.output
+
+
+def test_combine_reads_the_candidates_compares_and_reuses_the_cache(project, llama):
+    from toolkit.errors import ConfigError
+    from toolkit.evaluate import evaluate_prompt
+    from toolkit.strategies import combine
+
+    from toolkit.demo import ensure_demo_task
+
+    task = ensure_demo_task(project)
+    store = project.store
+    ids = []
+    for text in ("Answer the question.", "Is this review positive or negative?"):
+        pid = store.add_prompt(project.id, task["id"], text, origin="manual")
+        ids.append(
+            evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), limit=5).evaluation_id
+        )
+    report = combine(store, model=llama, project_id=project.id, evaluation_ids=ids)
+    assert report.n == report.combined.n == 5 and report.calls_combine == 5 and report.calls_candidates == 10
+    rows = store.example_results(report.combined.evaluation_id)
+    sources = [{r["example_id"]: r for r in store.example_results(i)} for i in ids]
+    for r in rows:  # each stored output names the candidates the model read, in order
+        cands = [s[r["example_id"]]["predicted"] for s in sources]
+        assert r["output"].startswith("candidates: " + " | ".join(cands) + "\nanswer: ")
+    right = [[bool(s[r["example_id"]]["correct"]) for s in sources] for r in rows]
+    assert report.any_correct == sum(any(x) for x in right) / 5
+    assert [c["accuracy"] for c in report.candidates] == [sum(x[k] for x in right) / 5 for k in range(2)]
+    assert store.evaluation(report.combined.evaluation_id)["mode"] == "direct+combine"
+    again = combine(store, model=llama, project_id=project.id, evaluation_ids=ids)
+    assert again.calls_combine == 0 and again.combined.cached == 5 and again.flips_vs_best == report.flips_vs_best
+    with pytest.raises(ConfigError, match="at least two"):
+        combine(store, model=llama, project_id=project.id, evaluation_ids=ids[:1])
+    pid = store.add_prompt(project.id, task["id"], "Sentiment:", origin="manual")
+    other = evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), limit=3).evaluation_id
+    shorter = combine(store, model=llama, project_id=project.id, evaluation_ids=[ids[0], other, ids[1]])
+    assert shorter.n == 3 and shorter.calls_candidates == 9  # the first examples all three scored
+    dev = evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), split="dev", limit=3)
+    with pytest.raises(ConfigError, match="same task and split"):
+        combine(store, model=llama, project_id=project.id, evaluation_ids=[other, dev.evaluation_id])

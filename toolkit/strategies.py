@@ -203,3 +203,166 @@ def second_attempt_markdown(report: SecondAttemptReport, *, prompt: str, task: s
             "",
         ]
     )
+
+
+# ---------------------------------------------------------------------------------------------- combine
+
+# The corrector's instruction (LMCor's prompting form: the small model reads the candidates with the input).
+DEFAULT_COMBINE = (
+    "Above are candidate answers to the question, written by different prompts. Some may be wrong. Read the "
+    "question and the candidates, then give the single correct answer."
+)
+
+
+@dataclass
+class CombineReport:
+    combined: EvalReport
+    n: int
+    candidates: list[dict]  # per source evaluation: id, prompt_id, accuracy on the shared examples
+    vote_accuracy: float
+    any_correct: float  # the ceiling: at least one candidate right
+    best_single: dict  # the best candidate alone
+    flips_vs_best: dict  # best single -> combined, paired on the same examples
+    instruction: str
+    instruction_prompt_id: int
+    calls_combine: int  # model calls made now (one per example not already cached)
+    calls_candidates: int  # model calls the candidates cost when they were evaluated (one per example each)
+    seconds: float
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        r = self.combined
+        out["combined"] = {
+            k: getattr(r, k) for k in ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached")
+        }
+        return out
+
+
+def combine(
+    store,
+    *,
+    model,
+    project_id: int,
+    evaluation_ids: Sequence[int],
+    instruction: str = DEFAULT_COMBINE,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> CombineReport:
+    """Combine the answers of several stored evaluations (different prompts, or runtimes, on one task split)
+    with the model itself as the corrector: it reads the input and the candidates and answers. Compared with
+    each candidate alone, their majority vote and the any-right ceiling on the same examples."""
+    from .effects import vote
+    from .errors import ConfigError
+
+    if len(evaluation_ids) < 2:
+        raise ConfigError("Combining needs at least two evaluations (their answers are the candidates).")
+    evals = [store.evaluation(i) for i in evaluation_ids]
+    if len({(e["task_id"], e["split"]) for e in evals}) != 1:
+        raise ConfigError("The evaluations must be of the same task and split (their examples are combined).")
+    if any(e["status"] != "done" for e in evals):
+        raise ConfigError("Every evaluation must be finished (run `gradprompt eval` again to complete it).")
+    voted = vote(store, evaluation_ids)  # also refuses the same prompt and settings twice
+    task_row = store.task_by_id(evals[0]["task_id"])
+    spec = store.task_spec(task_row)
+    split = evals[0]["split"]
+    results = [{r["example_id"]: r for r in store.example_results(e["id"])} for e in evals]
+    shared = set.intersection(*(set(r) for r in results))
+    examples = store.examples(task_row["id"], split)
+    n = 0
+    while n < len(examples) and examples[n]["id"] in shared:
+        n += 1
+    if n == 0 or n != len(shared):
+        raise ConfigError(
+            "The evaluations must cover the same first examples of the split: evaluate each prompt with the same "
+            "--limit (or none)."
+        )
+    instruction = instruction.strip()
+    row = store.find_prompt(project_id, task_row["id"], instruction)
+    instr_id = (
+        row["id"]
+        if row is not None
+        else store.add_prompt(
+            project_id, task_row["id"], instruction, origin="manual", tags=["combiner"], note="combine"
+        )
+    )
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    settings = EvalSettings(mode="direct", strategy="combine")
+
+    def answers(ex: dict) -> list[str | None]:
+        return [r[ex["id"]]["predicted"] for r in results]
+
+    def predictor(ex: dict) -> tuple[str, str | None]:
+        cands = answers(ex)
+        listing = "\n".join(f"({i + 1}) {c if c is not None else '(no answer)'}" for i, c in enumerate(cands))
+        user = f"{ex['input']}{INPUT_SEPARATOR}Candidate answers:\n{listing}{INPUT_SEPARATOR}{instruction}"
+        _, text, predicted = answer_after(model, spec, model.encode(layout.user_turn(user)), settings)
+        return f"candidates: {' | '.join(str(c) for c in cands)}\nanswer: {text}", predicted
+
+    t0 = time.perf_counter()
+    combined = evaluate_prompt(
+        store,
+        model=model,
+        task_row=task_row,
+        prompt_row=store.prompt(instr_id),
+        split=split,
+        settings=settings,
+        limit=n,
+        progress=progress,
+        stop=stop,
+        predictor=predictor,
+        key_extra=lambda ex: json.dumps(answers(ex)),
+    )
+    seconds = time.perf_counter() - t0
+    mine = {r["example_id"]: bool(r["correct"]) for r in store.example_results(combined.evaluation_id)}
+    order = [ex["id"] for ex in examples[:n]]
+    cand = [
+        {"id": e["id"], "prompt_id": e["prompt_id"], "accuracy": sum(r[i]["correct"] for i in order) / n}
+        for e, r in zip(evals, results)
+    ]
+    best = max(range(len(cand)), key=lambda k: (cand[k]["accuracy"], -k))
+    return CombineReport(
+        combined=combined,
+        n=n,
+        candidates=cand,
+        vote_accuracy=voted["vote_accuracy"],
+        any_correct=voted["any_correct"],
+        best_single=cand[best],
+        flips_vs_best=flip_counts([bool(results[best][i]["correct"]) for i in order], [mine[i] for i in order]),
+        instruction=instruction,
+        instruction_prompt_id=instr_id,
+        calls_combine=combined.model_calls,
+        calls_candidates=len(evals) * n,
+        seconds=seconds,
+    )
+
+
+def combine_markdown(report: CombineReport, *, task: str, model: str) -> str:
+    c, fl = report.combined, report.flips_vs_best
+    rows = [
+        f"| evaluation {x['id']} (prompt {x['prompt_id']}) alone | {100 * x['accuracy']:.1f}% | 1 |"
+        for x in report.candidates
+    ]
+    k = len(report.candidates)
+    return "\n".join(
+        [
+            f"# Combine: {task}, {model}, {report.n} examples",
+            "",
+            f"Corrector instruction (library prompt {report.instruction_prompt_id}): `{report.instruction}`",
+            "",
+            "| | accuracy | model calls per input |",
+            "|---|---|---|",
+            *rows,
+            f"| majority vote | {100 * report.vote_accuracy:.1f}% | {k} |",
+            f"| any candidate right (ceiling) | {100 * report.any_correct:.1f}% | - |",
+            f"| **combined by the model** | **{100 * c.accuracy:.1f}%** (95% CI {100 * c.ci[0]:.1f}-"
+            f"{100 * c.ci[1]:.1f}) | {k + 1} |",
+            "",
+            f"Against the best candidate alone (evaluation {report.best_single['id']}) on the same examples: "
+            f"wrong -> right {fl['wrong_to_right']}, right -> wrong {fl['right_to_wrong']}, exact two-sided "
+            f"McNemar p = {fl['p_value']:.3f}"
+            + (" (significant)." if fl["p_value"] < 0.05 else ": no significant difference."),
+            f"Calls now: {report.calls_combine} ({report.seconds:.1f} s); the candidates cost "
+            f"{report.calls_candidates} calls when they were evaluated.",
+            "",
+        ]
+    )

@@ -407,6 +407,47 @@ def evals_vote(ctx, evaluation_ids):
     )
 
 
+@evals.command("combine")
+@click.argument("evaluation_ids", nargs=-1, type=int, required=True)
+@click.option(
+    "--instruction",
+    default=None,
+    help="The corrector's instruction (default: LMCor's prompting form; kept in the library, tagged 'combiner').",
+)
+@click.option("--model", "model_id", help="The corrector model (default: the project's default model).")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@click.pass_context
+def evals_combine(ctx, evaluation_ids, instruction, model_id, as_json):
+    """Combine several evaluations' answers with the model as corrector (LMCor's prompting form): for each
+    example it reads the input and the candidate answers and answers once more. Compared with each candidate
+    alone, their majority vote and the any-right ceiling on the same examples, with a paired test against the
+    best candidate. Costs one model call per input on top of the candidates' own."""
+    from ..llamacpp import LlamaCppModel
+    from ..models import get_model
+    from ..strategies import DEFAULT_COMBINE, combine, combine_markdown
+
+    project = _project(ctx)
+    info = get_model(model_id or project.default_model)
+    model = LlamaCppModel(info)
+    with console.status("Combining...") as status:
+        report = combine(
+            project.store,
+            model=model,
+            project_id=project.id,
+            evaluation_ids=list(evaluation_ids),
+            instruction=instruction or DEFAULT_COMBINE,
+            progress=eval_progress(status, "Combining"),
+        )
+    task = project.store.task_by_id(project.store.evaluation(evaluation_ids[0])["task_id"])["name"]
+    if as_json:
+        click.echo(json.dumps({"task": task, **report.to_dict()}))
+        return
+    click.echo(combine_markdown(report, task=task, model=info.id))
+    console.print(
+        f"[dim]Every example's candidates and answer: gradprompt evals show {report.combined.evaluation_id}[/]"
+    )
+
+
 def _second_attempt(project, model, info, task_row, prompt_row, split, settings, limit, correction, as_json) -> None:
     from ..strategies import DEFAULT_CORRECTION, second_attempt, second_attempt_markdown
 
