@@ -113,6 +113,38 @@ async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
         assert "score" in str(app.query_one("#live-plot").render())
 
 
+async def test_a_live_step_refreshes_only_the_runs_and_the_live_tab(project, tiny_tm, tmp_path):
+    """Issue 11: every live step used to refresh every tab and re-query the whole store."""
+    from toolkit.tasks import read_task_file
+
+    project.store.add_task(project.id, read_task_file(write_task(tmp_path)))
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(100, 30)) as pilot:
+        counts = {"all": 0, "runs": 0}
+        refresh_all, refresh_runs = app.refresh_all, app.refresh_runs
+
+        def counted_all():
+            counts["all"] += 1
+            refresh_all()
+
+        def counted_runs(names=None):
+            counts["runs"] += 1
+            refresh_runs(names)
+
+        app.refresh_all, app.refresh_runs = counted_all, counted_runs
+        await pilot.press("n")
+        await fill(pilot, app, {"steps": "400", "train": "4"})
+        steps = app.query_one("#live-steps")
+        await wait_for(pilot, lambda: steps.row_count >= 3)
+        seen_all, seen_steps = counts["all"], steps.row_count
+        assert counts["runs"] >= seen_steps  # the step counts stay current
+        assert seen_all <= 2  # the start of the run, not one per step
+        await pilot.press("s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.query_one("#runs-table").get_row_at(0)[3] == "stopped"
+
+
 async def test_diff_and_export(project, tiny_tm, tmp_path):
     from toolkit.tasks import read_task_file
 

@@ -228,6 +228,16 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
             "the shipped sentiment task and a first optimization. ? lists every key."
         )
         self.refresh_prompts()
+        self.refresh_runs(names)
+        self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
+        self.refresh_results(names)
+        self.refresh_models()
+
+    def refresh_runs(self, names: dict | None = None) -> None:
+        """The Runs tab alone (what a live step changes besides the Live tab: its run's step count)."""
+        store, pid = self.project.store, self.project.id
+        if names is None:
+            names = {t["id"]: t["name"] for t in store.list_tasks(pid)}
         runs = self.query_one("#runs-table", DataTable)
         with keep_cursor(runs):
             for r in store.list_runs(pid):
@@ -240,9 +250,6 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
                     str(r["best_prompt_id"] or ""),
                     key=str(r["id"]),
                 )
-        self.refresh_projects(tasks, store.list_prompts(pid), store.list_runs(pid))
-        self.refresh_results(names)
-        self.refresh_models()
 
     def refresh_models(self, force: bool = False) -> None:
         models = self.query_one("#models-table", DataTable)

@@ -212,8 +212,10 @@ class LiveRuns:
         return any(w.group == "run" and not w.is_finished for w in self.workers)
 
     def on_step_arrived(self, message: StepArrived) -> None:
+        """A live step changes the Live tab and its run's step count: only those are refreshed (the whole
+        project is refreshed when the run ends)."""
         self._show_step(message.record)
-        self.refresh_all()
+        self.refresh_runs()
 
     def _show_step(self, r: dict, run_id: int | None = None) -> None:
         self.live_scores.append(r["train_score"])
