@@ -30,6 +30,15 @@ DEFAULT_CORRECTION = (
 )
 
 
+def _library_prompt(store, project_id: int, task_id: int, text: str, *, tag: str, note: str) -> int:
+    """The id of the library prompt with this text (added, tagged, the first time): a strategy's instruction is a
+    prompt like any other."""
+    row = store.find_prompt(project_id, task_id, text)
+    if row is not None:
+        return row["id"]
+    return store.add_prompt(project_id, task_id, text, origin="manual", tags=[tag], note=note)
+
+
 def flip_counts(first: Sequence[bool], second: Sequence[bool]) -> dict:
     """Paired counts of two attempts on the same examples: right -> right, wrong -> right (fixed), right -> wrong
     (broken), wrong -> wrong, and the exact two-sided McNemar p-value of fixed vs broken."""
@@ -99,13 +108,7 @@ def second_attempt(
     spec = store.task_spec(task_row)
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     correction = correction.strip()
-    corr_row = store.find_prompt(project_id, task_row["id"], correction)
-    if corr_row is None:
-        corr_id = store.add_prompt(
-            project_id, task_row["id"], correction, origin="manual", tags=["correction"], note="second-attempt"
-        )
-    else:
-        corr_id = corr_row["id"]
+    corr_id = _library_prompt(store, project_id, task_row["id"], correction, tag="correction", note="second-attempt")
     t0 = time.perf_counter()
     first = evaluate_prompt(
         store, model=model, task_row=task_row, prompt_row=prompt_row, split=split, settings=plain, limit=limit
@@ -277,14 +280,7 @@ def combine(
             "--limit (or none)."
         )
     instruction = instruction.strip()
-    row = store.find_prompt(project_id, task_row["id"], instruction)
-    instr_id = (
-        row["id"]
-        if row is not None
-        else store.add_prompt(
-            project_id, task_row["id"], instruction, origin="manual", tags=["combiner"], note="combine"
-        )
-    )
+    instr_id = _library_prompt(store, project_id, task_row["id"], instruction, tag="combiner", note="combine")
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     settings = EvalSettings(mode="direct", strategy="combine")
 

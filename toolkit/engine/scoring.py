@@ -218,8 +218,9 @@ class Scoring:
 
     @property
     def balanced(self) -> bool:
-        """The training error is weighted per gold label (see :meth:`_example_weights`)."""
-        return self.granularity != 1.0 / max(1, len(self.train))
+        """The training error is weighted per gold label (see :meth:`_example_weights`): the weights differ.
+        With equal label counts they are all 1/n and the balanced error is the plain one."""
+        return len(set(self.weights)) > 1
 
     def _score_of(self, rows, items: Sequence[Item]) -> "Score":
         """The Score of one prompt from its (answer loss, prompt NLL, correct) per item, summed in item order
