@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="[all]"  # tui, torch (the optimizer), gpu (bitsandbytes), bench (matplotlib): everything
-[ "${1:-}" = "--test" ] && extras="[all,test]"
+[ "${1:-}" = "--test" ] && extras="[all,server,test]"  # server: the tests run the exports against llama.cpp's server
 lock="-c packaging/constraints.txt"  # the lock: the same versions on every machine (packaging/lock.sh rewrites it)
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -63,6 +63,19 @@ if [ ! -f "$conv/convert_hf_to_gguf.py" ]; then
   else  # optional: everything else works without it, and the one command that needs it says how to add it
     rm -rf "$conv.partial"
     echo "gradprompt setup: warning: the HF-to-GGUF converter did not install; only quantizing from a Hugging Face folder needs it"
+  fi
+fi
+# The test suite runs the promptfoo export in promptfoo itself (npm; tests/test_export_tools.py): a pinned copy in
+# the venv, only for --test, only where npm is installed (the test says it skipped otherwise).
+pf=".venv/share/gradprompt/promptfoo"
+if [ "${1:-}" = "--test" ] && command -v npm >/dev/null 2>&1 && [ ! -x "$pf/node_modules/.bin/promptfoo" ]; then
+  echo "gradprompt setup: installing promptfoo 0.121.20 with npm (for the export tests)"
+  rm -rf "$pf.partial" && mkdir -p "$pf.partial"
+  if npm install --prefix "$pf.partial" --no-audit --no-fund --loglevel=error promptfoo@0.121.20 >/dev/null 2>&1; then
+    rm -rf "$pf" && mv "$pf.partial" "$pf"
+  else
+    rm -rf "$pf.partial"
+    echo "gradprompt setup: warning: promptfoo did not install; its export test will be skipped"
   fi
 fi
 echo "gradprompt setup: done ($(.venv/bin/gradprompt --version))"

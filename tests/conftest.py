@@ -25,6 +25,8 @@ SLOW_MODULES = {
     "test_offline",
     "test_logic",
     "test_evaluate",
+    "test_export",  # exports read the GGUF (token ids for the requests)
+    "test_export_tools",  # a llama.cpp server, promptfoo, llm
     "test_baselines",
     "test_tui_snapshots",
     "test_engine",  # the tiny random-weight model through torch: seconds per test

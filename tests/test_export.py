@@ -1,34 +1,29 @@
 import json
+from pathlib import Path
 
 import yaml
 
 from toolkit.demo import ensure_demo_task
-from toolkit.evaluate import evaluate_prompt
 from toolkit.export import export_prompt
 
 PROMPT = "Decide whether the review is positive or negative."
 
 
-def test_llamacpp_bundle_gives_the_same_answers_as_eval(project, llama):
+def test_the_llamacpp_bundle_names_its_servers_and_fills_in_safely(project, llama):
+    """The bundle's requests (run against a real server in tests/test_export_tools.py): the whole text up to the
+    extractor with {input}, the label biases and grammar, and a llama-completion line that reads the filled-in
+    text from a file (an apostrophe in the input cannot break shell quoting)."""
     task = ensure_demo_task(project)
     pid = project.add_prompt(task, PROMPT, origin="manual")
-    report = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=8)
-    predicted = {r["example_id"]: r["predicted"] for r in project.store.results(report.evaluation_id)}
     bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
-    assert bundle["model"]["sha256"] == llama.sha256 and "{input}" in bundle["prompt_template"]
-    assert "llama-cli" in bundle["llama_cli"] and "--logit-bias" in bundle["llama_cli"]
-    req = bundle["llama_server"]["request"]
-    for ex in project.store.examples(task["id"], "test", limit=8):
-        text = req["prompt"].replace("{input}", ex["input"])
-        tokens = llama.llm.tokenize(text.encode(), add_bos=False, special=True)
-        out = llama.llm.create_completion(
-            prompt=tokens,
-            max_tokens=req["n_predict"],
-            temperature=0,
-            top_k=1,
-            logit_bias={int(t): float(b) for t, b in req["logit_bias"]},
-        )
-        assert out["choices"][0]["text"].strip() == predicted[ex["id"]]
+    assert bundle["model"]["sha256"] == llama.sha256 and bundle["prompt_template"].count("{input}") == 1
+    assert bundle["prompt_template"].endswith(PROMPT + "<|im_end|>\n<|im_start|>assistant\n" + task["extractor"])
+    req = bundle["llama_cpp_python_server"]["request"]
+    firsts = {str(ids[0]) for ids in bundle["label_tokens"].values()}
+    assert set(req["logit_bias"]) == firsts and req["temperature"] == 0 and req["repeat_penalty"] == 1.0
+    assert bundle["llama_server"]["request"]["logit_bias"] == [[int(t), 100.0] for t in req["logit_bias"]]
+    cli = bundle["llama_completion"]
+    assert cli.startswith("llama-completion ") and cli.endswith("-f PROMPT_FILE") and "{input}" not in cli
 
 
 def test_text_json_llm_and_promptfoo_exports(project):
@@ -40,11 +35,40 @@ def test_text_json_llm_and_promptfoo_exports(project):
     llm = yaml.safe_load(export_prompt(project, pid, "llm").read_text())
     assert llm["prompt"].startswith("$input\n\n" + PROMPT) and llm["model"] == "SmolLM2"
     pf = yaml.safe_load(export_prompt(project, pid, "promptfoo").read_text())
-    assert pf["prompts"] == ["{{input}}\n\n" + PROMPT]
-    assert pf["providers"][0]["config"]["apiBaseUrl"].startswith("http://127.0.0.1")
+    assert pf["prompts"][0].count("{{input}}") == 1 and pf["prompts"][0].endswith(task["extractor"])
+    provider = pf["providers"][0]
+    assert provider["id"] == "http" and provider["config"]["url"] == "http://127.0.0.1:8080/v1/completions"
+    assert provider["config"]["body"]["prompt"] == "{{prompt}}" and "grammar" in provider["config"]["body"]
     tests = pf["tests"]
-    assert len(tests) == len(project.store.examples(task["id"], "test"))
+    assert len(tests) == len(project.store.examples(task["id"], "test"))  # nothing evaluated yet: the split
     assert all(t["vars"]["input"] and t["assert"][0]["type"] == "javascript" for t in tests)
+    assert len(yaml.safe_load(export_prompt(project, pid, "promptfoo", limit=7).read_text())["tests"]) == 7
+
+
+def test_promptfoo_keeps_braces_in_a_prompt_literal(project):
+    """promptfoo renders prompts with Nunjucks: "{{" in a prompt must reach the model as written."""
+    task = ensure_demo_task(project)
+    prompt = "Say {{ label }} or {% raw %} - {# no #}."
+    pid = project.add_prompt(task, prompt, origin="manual")
+    template = yaml.safe_load(export_prompt(project, pid, "promptfoo").read_text())["prompts"][0]
+    code = (
+        "const nunjucks = require(process.argv[1]); const env = new nunjucks.Environment(null, {autoescape: false});"
+        "process.stdout.write(env.renderString(process.argv[2], {input: 'An input.'}));"
+    )
+    from tests.test_export_tools import _promptfoo
+
+    pf = _promptfoo()
+    if pf is None:
+        import pytest
+
+        pytest.skip("promptfoo (and its nunjucks) is not installed")
+    nunjucks = next(p / "nunjucks" for p in Path(pf).resolve().parents if (p / "nunjucks").is_dir())
+    import subprocess
+
+    out = subprocess.run(
+        ["node", "-e", code, str(nunjucks), template], capture_output=True, text=True, check=True
+    ).stdout
+    assert "An input.\n\n" + prompt + "<|im_end|>" in out
 
 
 def _run_js_assertion(js: str, output: str) -> bool:
@@ -56,7 +80,8 @@ def _run_js_assertion(js: str, output: str) -> bool:
         import pytest
 
         pytest.skip("node is not installed: the promptfoo assertions' JavaScript is checked with it")
-    code = f"const output = {json.dumps(output)}; const f = () => {{ {js} }}; process.stdout.write(String(f()));"
+    # as promptfoo runs a one-line assertion: an expression
+    code = f"const output = {json.dumps(output)}; process.stdout.write(String({js}));"
     return subprocess.run([node, "-e", code], capture_output=True, text=True, check=True).stdout == "true"
 
 
@@ -84,8 +109,10 @@ def test_promptfoo_assertions_judge_answers_like_gradprompt(project, tmp_path):
     ex = project.store.examples(task["id"], "test")[0]
     js = tests[0]["assert"][0]["value"]
     other = "negative" if ex["answer"] == "positive" else "positive"
-    assert _run_js_assertion(js, f"It is {other}... no, {ex['answer'].upper()}.")  # the last label counts
-    assert not _run_js_assertion(js, f"Maybe {ex['answer']}, but {other}.")
+    assert _run_js_assertion(js, f" {ex['answer']}")  # the output is the label the grammar allowed
+    assert _run_js_assertion(js, f" {ex['answer'].upper()}.")
+    assert not _run_js_assertion(js, f" {other}")
+    assert not _run_js_assertion(js, f"{other}, not {ex['answer']}")
 
 
 def test_an_llm_template_keeps_dollar_signs_literal(project):

@@ -81,28 +81,28 @@ def predict(
     model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
 ) -> tuple[str, str | None]:
     """(model output text, predicted answer) for one example on a llama.cpp model."""
-    before, after = layout.split(input_text)
-    chain, text, predicted = answer_after(
-        model, spec, model.encode(before) + model.encode(prompt) + model.encode(after), settings
-    )
+    chain, text, predicted = answer_after(model, spec, layout.render(input_text, prompt), settings)
     return (chain + " " + text).strip(), predicted
 
 
-def answer_after(model, spec: AnswerSpec, tokens: list[int], settings: EvalSettings) -> tuple[str, str, str | None]:
-    """(reasoning chain, answer text, predicted answer) from the assistant header on (``tokens`` end there): in
-    reasoning mode a greedy chain first, then the extractor and the answer."""
+def answer_after(model, spec: AnswerSpec, text: str, settings: EvalSettings) -> tuple[str, str, str | None]:
+    """(reasoning chain, answer text, predicted answer) after ``text`` (rendered up to the assistant header): in
+    reasoning mode a greedy chain first, then the extractor and the answer.
+
+    Every step tokenizes the whole text so far, as a server that receives the text does (llama.cpp's
+    ``/completion``, an OpenAI-style ``/v1/completions``): tokenizing the parts one by one gives different
+    tokens where they meet (SmolLM2: ``'\\n\\n'`` before the prompt, where the whole text has ``'\\n', '\\n'``),
+    and those change answers. The KV cache keeps the shared prefix, so re-tokenizing costs nothing."""
     chain = ""
     if settings.mode == "reasoning":
-        chain_ids = model.generate(tokens, settings.max_new_tokens)
-        chain = model.decode(chain_ids)
-        tokens = tokens + chain_ids + model.encode(REASONING_SEPARATOR + spec.extractor)
-    else:
-        tokens = tokens + model.encode(spec.extractor)
+        chain = model.decode(model.generate(model.encode(text), settings.max_new_tokens))
+        text = text + chain + REASONING_SEPARATOR
+    tokens = model.encode(text + spec.extractor)
     if spec.kind == "label":
         predicted = choose_label(model, tokens, spec.labels)
         return chain, predicted, predicted
-    text = model.decode(model.generate_constrained(tokens, answer_grammar(spec), settings.answer_tokens)).strip()
-    return chain, text, answer_from_text(text, spec.kind)
+    answer = model.decode(model.generate_constrained(tokens, answer_grammar(spec), settings.answer_tokens)).strip()
+    return chain, answer, answer_from_text(answer, spec.kind)
 
 
 def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
@@ -113,12 +113,26 @@ def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
     A character-level grammar is not used for labels: it lets the model spell " positive" as " " + "positive"
     (a tokenization it never saw in training), which changes the answer (seen on SmolLM2: 19 of 30 differed).
     """
+    raw = _label_raw_scores(model, tokens, labels)
+    return labels[max(range(len(labels)), key=lambda i: raw[i])]
+
+
+def label_scores(model, tokens: list[int], labels: Sequence[str]) -> list[float]:
+    """Each label's log-probability after ``tokens``, normalized over the labels (the scores
+    :func:`choose_label` compares: first-token logits when the first tokens differ, else whole labels)."""
+    raw = [float(x) for x in _label_raw_scores(model, tokens, labels)]
+    top = max(raw)
+    norm = top + math.log(sum(math.exp(x - top) for x in raw))
+    return [x - norm for x in raw]
+
+
+def _label_raw_scores(model, tokens: list[int], labels: Sequence[str]) -> list:
     label_ids = [model.encode(answer_text(label)) for label in labels]
     firsts = [ids[0] for ids in label_ids]
     if len(set(firsts)) == len(firsts):
         logits = model.next_logits(tokens)
-        return labels[max(range(len(labels)), key=lambda i: logits[firsts[i]])]
-    return labels[max(range(len(labels)), key=lambda i: _sequence_logprob(model, tokens, label_ids[i]))]
+        return [logits[f] for f in firsts]
+    return [_sequence_logprob(model, tokens, ids) for ids in label_ids]
 
 
 def _sequence_logprob(model, tokens: list[int], label: list[int]) -> float:
@@ -179,6 +193,12 @@ def answer_grammar(spec: AnswerSpec) -> str:
     return 'root ::= " " [^\n]+'
 
 
+# How an example becomes tokens (part of every cache key: results of another tokenization are not reused).
+# "whole-text": the rendered text is tokenized in one piece, as a server does (before 2026-12-06 the input, the
+# prompt and the end of turn were tokenized one by one).
+TOKENIZATION = "whole-text"
+
+
 def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerSpec, example: dict) -> str:
     parts = [
         prompt,
@@ -189,6 +209,7 @@ def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerS
         spec.extractor,
         example["input"],
         example["answer"],
+        TOKENIZATION,
     ]
     if spec.kind != "label":  # generated answers depend on the answer grammar: a new grammar, new results
         parts.append(answer_grammar(spec))

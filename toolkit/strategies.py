@@ -137,8 +137,7 @@ def second_attempt(
             {"role": "assistant", "content": first_turn_text(spec, chain, answer, plain)},
             {"role": "user", "content": correction},
         ]
-        tokens = model.encode(layout.conversation(turns))
-        chain2, text2, predicted2 = answer_after(model, spec, tokens, plain)
+        chain2, text2, predicted2 = answer_after(model, spec, layout.conversation(turns), plain)
         second_text = (chain2 + " " + text2).strip()
         return f"first: {output}\nsecond: {second_text}", predicted2
 
@@ -241,6 +240,32 @@ class CombineReport:
         return out
 
 
+def candidate_results(store, evaluation_ids: Sequence[int]) -> tuple[list[dict], list[dict], list[dict], int]:
+    """The evaluations to combine, checked (two or more, finished, one task and split, the same first examples):
+    (evaluations, their results by example id, the split's examples, how many first examples they share)."""
+    from .errors import ConfigError
+
+    if len(evaluation_ids) < 2:
+        raise ConfigError("Combining needs at least two evaluations (their answers are the candidates).")
+    evals = [store.evaluation(i) for i in evaluation_ids]
+    if len({(e["task_id"], e["split"]) for e in evals}) != 1:
+        raise ConfigError("The evaluations must be of the same task and split (their examples are combined).")
+    if any(e["status"] != "done" for e in evals):
+        raise ConfigError("Every evaluation must be finished (run `gradprompt eval` again to complete it).")
+    results = [{r["example_id"]: r for r in store.example_results(e["id"])} for e in evals]
+    shared = set.intersection(*(set(r) for r in results))
+    examples = store.examples(evals[0]["task_id"], evals[0]["split"])
+    n = 0
+    while n < len(examples) and examples[n]["id"] in shared:
+        n += 1
+    if n == 0 or n != len(shared):
+        raise ConfigError(
+            "The evaluations must cover the same first examples of the split: evaluate each prompt with the same "
+            "--limit (or none)."
+        )
+    return evals, results, examples, n
+
+
 def combine(
     store,
     *,
@@ -255,30 +280,12 @@ def combine(
     with the model itself as the corrector: it reads the input and the candidates and answers. Compared with
     each candidate alone, their majority vote and the any-right ceiling on the same examples."""
     from .effects import vote
-    from .errors import ConfigError
 
-    if len(evaluation_ids) < 2:
-        raise ConfigError("Combining needs at least two evaluations (their answers are the candidates).")
-    evals = [store.evaluation(i) for i in evaluation_ids]
-    if len({(e["task_id"], e["split"]) for e in evals}) != 1:
-        raise ConfigError("The evaluations must be of the same task and split (their examples are combined).")
-    if any(e["status"] != "done" for e in evals):
-        raise ConfigError("Every evaluation must be finished (run `gradprompt eval` again to complete it).")
+    evals, results, examples, n = candidate_results(store, evaluation_ids)
     voted = vote(store, evaluation_ids)  # also refuses the same prompt and settings twice
     task_row = store.task_by_id(evals[0]["task_id"])
     spec = store.task_spec(task_row)
     split = evals[0]["split"]
-    results = [{r["example_id"]: r for r in store.example_results(e["id"])} for e in evals]
-    shared = set.intersection(*(set(r) for r in results))
-    examples = store.examples(task_row["id"], split)
-    n = 0
-    while n < len(examples) and examples[n]["id"] in shared:
-        n += 1
-    if n == 0 or n != len(shared):
-        raise ConfigError(
-            "The evaluations must cover the same first examples of the split: evaluate each prompt with the same "
-            "--limit (or none)."
-        )
     instruction = instruction.strip()
     instr_id = _library_prompt(store, project_id, task_row["id"], instruction, tag="combiner", note="combine")
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
@@ -291,7 +298,7 @@ def combine(
         cands = answers(ex)
         listing = "\n".join(f"({i + 1}) {c if c is not None else '(no answer)'}" for i, c in enumerate(cands))
         user = f"{ex['input']}{INPUT_SEPARATOR}Candidate answers:\n{listing}{INPUT_SEPARATOR}{instruction}"
-        _, text, predicted = answer_after(model, spec, model.encode(layout.user_turn(user)), settings)
+        _, text, predicted = answer_after(model, spec, layout.user_turn(user), settings)
         return f"candidates: {' | '.join(str(c) for c in cands)}\nanswer: {text}", predicted
 
     t0 = time.perf_counter()

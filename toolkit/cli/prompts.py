@@ -175,8 +175,10 @@ def prompts_add(ctx, task, text, parent, note):
     type=click.Choice(["text", "json", "llamacpp", "llm", "promptfoo"]),
     default="text",
     show_default=True,
-    help="text; json (full metadata); llamacpp (llama-server request + llama-cli line); "
-    "llm (template YAML); promptfoo (config with the test split as test cases).",
+    help="text; json (full metadata); llamacpp (requests for llama-cpp-python's server and llama-server, and a "
+    "llama-completion line, that give gradprompt's answers); llm (a template for `llm -t`: the same user turn, "
+    "free reply); promptfoo (a config sending gradprompt's request to llama-cpp-python's server, graded as "
+    "gradprompt grades, on the test examples gradprompt evaluated).",
 )
 @click.option("--model", "model_id", help="Model for the llamacpp bundle (default: the project's default model).")
 @click.option(
@@ -187,13 +189,29 @@ def prompts_add(ctx, task, text, parent, note):
     "Default: exports/ in the project.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file given with -o.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="promptfoo: at most this many test cases (default: every test example of the prompt's latest test "
+    "evaluation, else the whole test split).",
+)
+@click.option(
+    "--server",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="promptfoo: the address of the llama-cpp-python server the config sends requests to.",
+)
 @click.pass_context
-def export_cmd(ctx, prompt_id, fmt, model_id, output, force):
-    """Write a prompt to a file you can use elsewhere."""
+def export_cmd(ctx, prompt_id, fmt, model_id, output, force, limit, server):
+    """Write a prompt to a file you can use elsewhere.
+
+    The llamacpp and promptfoo exports target a llama.cpp server on 127.0.0.1:8080, started with
+    `python -m llama_cpp.server --model MODEL.gguf --port 8080` (pip install 'llama-cpp-python[server]'); they
+    send the whole rendered text, as gradprompt's evaluation tokenizes it, and give its answers."""
     from ..export import export_prompt
 
     project = _project(ctx)
-    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id, force=force)
+    path = export_prompt(project, prompt_id, fmt, output, model_id=model_id, force=force, limit=limit, server=server)
     console.print(f"Wrote {path}")
 
 

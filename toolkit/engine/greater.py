@@ -99,12 +99,25 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
             if isinstance(tid, int) and tid != tm.tokenizer.unk_token_id and tid >= 0:
                 self.stop_ids.add(tid)
 
+    # The prompt's first character, standing in for any prompt that starts with a visible character when the
+    # text before a prompt is tokenized (see :meth:`_split`).
+    PROMPT_ANCHOR = "A"
+
     def _split(self, text: str) -> list[int]:
+        """The tokens before the prompt for input ``text``, as the whole rendered text tokenizes (what a server
+        that receives the text sees, and what the llama.cpp evaluation scores): tokenized alone, the text before
+        the prompt can end in other tokens (SmolLM2: ``'\\n\\n'`` alone, ``'\\n', '\\n'`` before a word). A
+        candidate whose text would merge with these tokens is not deployable (:meth:`roundtrips`)."""
         if text not in self._prefix_cache:
             before, after = self.layout.split(text)
-            self._prefix_cache[text] = self.tm.encode(before)
             if self._after_ids is None:
                 self._after_ids = self.tm.encode(after)
+            anchored = self.tm.encode(self.PROMPT_ANCHOR) + self._after_ids
+            whole = self.tm.encode(before + self.PROMPT_ANCHOR + after)
+            if whole[-len(anchored) :] == anchored:
+                self._prefix_cache[text] = whole[: -len(anchored)]
+            else:  # pragma: no cover - a tokenizer that merges across the prompt's first character
+                self._prefix_cache[text] = self.tm.encode(before)
         return self._prefix_cache[text]
 
     @property
@@ -233,6 +246,11 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
         ids = self.encode_prompt(prompt_text)
         if not ids:
             raise ConfigError("The initial prompt is empty.")
+        if self.train and not self.roundtrips(ids):
+            self.events.append(
+                "the starting prompt's tokens change when its text is tokenized with the input around it (it "
+                "starts or ends with spaces?): the search scores it as tokenized alone, llama.cpp as a whole"
+            )
         return {
             "prompt_ids": ids,
             "pos": 0,

@@ -40,8 +40,18 @@ class WideSearch:
     # ------------------------------------------------------------------ candidates
 
     def roundtrips(self, prompt: Sequence[int]) -> bool:
-        """The prompt's text tokenizes back to the same ids (what a server receiving the text would see)."""
-        return self.encode_prompt(self.decode(list(prompt))) == list(prompt)
+        """The prompt's text tokenizes back to the same ids in place: alone, and inside the rendered layout of a
+        training example (between the text before it and the end of the turn), which is what a server receiving
+        the text sees and what the llama.cpp evaluation scores."""
+        prompt = list(prompt)
+        text = self.decode(prompt)
+        if self.encode_prompt(text) != prompt:
+            return False
+        if not self.train:
+            return True
+        item = self.train[0]
+        before, after = self.layout.split(item.input)
+        return self.tm.encode(before + text + after) == self._split(item.input) + prompt + self.after_ids
 
     def deployable(self, prompt: Sequence[int], pos: int, cands: Sequence[int]) -> list[int]:
         """The candidate tokens for slot ``pos`` whose prompt round-trips through its text (nanoGCG's

