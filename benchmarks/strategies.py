@@ -1,7 +1,8 @@
 """Measure the inference-time strategies (issue 16) against the plain prompt on the default model (llama.cpp).
 
 For each task: three prompts evaluated plainly on the first ``--limit`` test examples; the majority vote of
-the three; the model combining their answers (LMCor's prompting form); a second attempt (SCoRe's prompting
+the three; the model combining their answers (LMCor's prompting form); a reranker over their label scores
+trained on ``--train-size`` training examples (LMCor's trained form, :mod:`toolkit.combiner`); a second attempt (SCoRe's prompting
 form) and Logic-of-Thought (rules, where they apply) for the first prompt. Every row: accuracy with a 95%
 Wilson interval, the paired result against the plain first prompt on the same examples (fixed / broken, exact
 two-sided McNemar), model calls per input and seconds. Prints a Markdown table, then one JSON object.
@@ -27,8 +28,10 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--task", action="append", help=f"repeat; default: {', '.join(TASKS)}")
     p.add_argument("--project", help="project folder (default: a new temporary one)")
+    p.add_argument("--train-size", type=int, default=64, help="training examples for the trained reranker")
     args = p.parse_args()
 
+    from toolkit.combiner import trained_combine
     from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
     from toolkit.effects import vote
     from toolkit.llamacpp import LlamaCppModel
@@ -117,6 +120,22 @@ def main() -> None:
             project.store, model=model, project_id=project.id, evaluation_ids=[r.evaluation_id for r, _ in reports]
         )
         rows.append(row("combine (model reads the 3)", comb.combined.evaluation_id, 4, time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        tc = trained_combine(
+            project.store,
+            model=model,
+            project_id=project.id,
+            folder=folder / "combiners",
+            evaluation_ids=[r.evaluation_id for r, _ in reports],
+            train_size=args.train_size,
+        )
+        rows.append(row("trained reranker of the 3", tc.combined.evaluation_id, 3, time.perf_counter() - t0))
+        rows[-1]["train"] = {
+            "n": tc.train_n,
+            "accuracy": tc.train_accuracy,
+            "calls": tc.train_calls,
+            "seconds": tc.train_seconds,
+        }
         t0 = time.perf_counter()
         sa = second_attempt(
             project.store,

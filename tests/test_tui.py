@@ -457,6 +457,41 @@ async def test_the_evaluate_dialog_runs_a_second_attempt(project, tiny_tm, llama
         await wait_for(pilot, lambda: app.query_one("#evals-table").row_count == 2)
 
 
+async def test_the_combine_action_trains_a_reranker_and_shows_its_report(project, tiny_tm, llama, tmp_path):
+    """Issue 16's combine in the TUI: `b` on the Results tab, the trained form; the evaluation lands in the
+    Results tab, the safetensors file in the project, and the report opens."""
+    from toolkit.demo import ensure_demo_task
+    from toolkit.evaluate import evaluate_prompt
+
+    task = ensure_demo_task(project)
+    ids = []
+    for text in ("Classify the sentiment.", "Answer the question.", "Is the review positive or negative?"):
+        pid = project.add_prompt(task, text, origin="manual")
+        ids.append(
+            evaluate_prompt(
+                project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=4
+            ).evaluation_id
+        )
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.press("b")
+        await fill(pilot, app, {"ids": " ".join(map(str, ids)), "form": "trained reranker"})
+        await wait_for(
+            pilot,
+            lambda: any(
+                e["mode"] == "direct+trained-combine" and e["status"] == "done"
+                for e in project.store.evaluations(task_id=task["id"])
+            ),
+            limit=1200,
+        )
+        await wait_for(pilot, lambda: "Trained combine" in getattr(app.screen, "text", ""))
+        assert "majority vote" in app.screen.text and "any candidate right" in app.screen.text
+        assert len(list((project.path / "combiners").glob("*.safetensors"))) == 1
+
+
 async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, llama, real_tm):
     from toolkit.demo import ensure_demo_task
 

@@ -41,6 +41,7 @@ HELP = """[b]Keys[/b]
   a        add a prompt by hand (a new version; nothing is overwritten)
   v        evaluate the selected prompt with llama.cpp (results in the Results tab)
   x        compare the selected prompt and its origin across runtimes and quantizations
+  b        combine several evaluations' answers (Results tab): the model reads them, or a trained reranker
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
   enter    on a task: its answer spec, label counts and examples
            on a prompt: its text, lineage and scores per model and quantization
@@ -74,6 +75,7 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
         Binding("c", "create_project", "New project", show=False),
         Binding("o", "open_project", "Open project", show=False),
         Binding("f", "flipped", "Flipped", show=False),
+        Binding("b", "combine", "Combine", show=False),
         Binding("k", "check_task", "Check task", show=False),
         Binding("0", "tab('projects')", "Projects", show=False),
         Binding("1", "tab('tasks')", "Tasks", show=False),

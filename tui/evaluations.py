@@ -11,6 +11,7 @@ from toolkit.errors import ConfigError
 from toolkit.layout import CHAIN_CAP
 
 from .dialogs import InputDialog, whole
+from .render import escape_markup
 
 
 class EvaluationActions:
@@ -150,6 +151,66 @@ class EvaluationActions:
             f"Evaluations {f.evaluation_id} and {s.evaluation_id} are in the Results tab.",
             timeout=15,
         )
+
+    def action_combine(self) -> None:
+        """Combine the answers of several evaluations (issue 16): the model reads them (LMCor's prompting form) or
+        a reranker trained on the training split picks the label; the report opens when it is done."""
+        current = self.selected("#evals-table") or ""
+
+        def done(values: dict | None) -> None:
+            if values:
+                self.combine(values)
+
+        self.push_screen(
+            InputDialog(
+                "Combine evaluations (same task, split and examples)",
+                [
+                    ("ids", "Evaluation ids (2 or more)", current),
+                    ("form", "Combiner", "model reads them", ["model reads them", "trained reranker"]),
+                    ("model", "Model (GGUF)", self.project.default_model),
+                ],
+            ),
+            done,
+        )
+
+    @work(thread=True, group="eval", exclusive=True)
+    def combine(self, values: dict) -> None:
+        from .dialogs import TextDialog
+
+        store = self.project.store
+        try:
+            try:
+                ids = [int(x) for x in values["ids"].replace(",", " ").split()]
+            except ValueError:
+                raise ConfigError("Evaluation ids: whole numbers from the Results tab, e.g. 3 4 5.") from None
+            model_id = values["model"].strip()
+            model = self._llama_model(model_id)
+            task = store.task_by_id(store.evaluation(ids[0])["task_id"])["name"] if ids else ""
+            progress = lambda done, total: self._status(f"combining: {done}/{total}")  # noqa: E731
+            if values["form"] == "trained reranker":
+                from toolkit.combiner import trained_combine, trained_combine_markdown
+
+                report = trained_combine(
+                    store,
+                    model=model,
+                    project_id=self.project.id,
+                    folder=self.project.path / "combiners",
+                    evaluation_ids=ids,
+                    progress=progress,
+                )
+                text = trained_combine_markdown(report, task=task, model=model_id)
+            else:
+                from toolkit.strategies import combine, combine_markdown
+
+                report = combine(store, model=model, project_id=self.project.id, evaluation_ids=ids, progress=progress)
+                text = combine_markdown(report, task=task, model=model_id)
+        except BaseException as exc:
+            self._status("")
+            self.report(exc)
+            return
+        self._status("")
+        self.call_from_thread(self.refresh_all)
+        self.call_from_thread(self.push_screen, TextDialog("Combined", escape_markup(text)))
 
     def action_compare(self) -> None:
         """Score prompts across runtimes and quantizations (the quantization-gap matrix) in a worker."""

@@ -414,14 +414,26 @@ def evals_vote(ctx, evaluation_ids):
     default=None,
     help="The corrector's instruction (default: LMCor's prompting form; kept in the library, tagged 'combiner').",
 )
+@click.option(
+    "--trained",
+    is_flag=True,
+    help="The trained form: a reranker over the prompts' label scores, trained with torch on the task's training "
+    "split and saved as safetensors under combiners/ in the project (reused when it exists). Label tasks, direct mode.",
+)
+@click.option("--retrain", is_flag=True, help="With --trained: train again even if the file exists.")
+@click.option(
+    "--train-size", type=click.IntRange(min=2), help="With --trained: the first N training examples (default: all)."
+)
 @click.option("--model", "model_id", help="The corrector model (default: the project's default model).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 @click.pass_context
-def evals_combine(ctx, evaluation_ids, instruction, model_id, as_json):
-    """Combine several evaluations' answers with the model as corrector (LMCor's prompting form): for each
-    example it reads the input and the candidate answers and answers once more. Compared with each candidate
-    alone, their majority vote and the any-right ceiling on the same examples, with a paired test against the
-    best candidate. Costs one model call per input on top of the candidates' own."""
+def evals_combine(ctx, evaluation_ids, instruction, trained, retrain, train_size, model_id, as_json):
+    """Combine several evaluations' answers (LMCor). By default the model is the corrector (the prompting form):
+    for each example it reads the input and the candidate answers and answers once more (one model call per
+    input on top of the candidates' own). With --trained, a small reranker trained on the training split picks
+    the label from the prompts' label scores (one call per prompt and input, as a vote). Either is compared with
+    each candidate alone, their majority vote and the any-right ceiling on the same examples, with a paired test
+    against the best candidate."""
     from ..llamacpp import LlamaCppModel
     from ..models import get_model
     from ..strategies import DEFAULT_COMBINE, combine, combine_markdown
@@ -429,6 +441,9 @@ def evals_combine(ctx, evaluation_ids, instruction, model_id, as_json):
     project = _project(ctx)
     info = get_model(model_id or project.default_model)
     model = LlamaCppModel(info)
+    if trained:
+        _trained_combine(project, model, info, list(evaluation_ids), train_size, retrain, as_json)
+        return
     with console.status("Combining...") as status:
         report = combine(
             project.store,
@@ -445,6 +460,30 @@ def evals_combine(ctx, evaluation_ids, instruction, model_id, as_json):
     click.echo(combine_markdown(report, task=task, model=info.id))
     console.print(
         f"[dim]Every example's candidates and answer: gradprompt evals show {report.combined.evaluation_id}[/]"
+    )
+
+
+def _trained_combine(project, model, info, evaluation_ids, train_size, retrain, as_json) -> None:
+    from ..combiner import trained_combine, trained_combine_markdown
+
+    with console.status("Trained combine...") as status:
+        report = trained_combine(
+            project.store,
+            model=model,
+            project_id=project.id,
+            folder=project.path / "combiners",
+            evaluation_ids=evaluation_ids,
+            train_size=train_size,
+            retrain=retrain,
+            progress=eval_progress(status, "Trained combine (training examples, then the evaluation's)"),
+        )
+    task = project.store.task_by_id(project.store.evaluation(evaluation_ids[0])["task_id"])["name"]
+    if as_json:
+        click.echo(json.dumps({"task": task, **report.to_dict()}))
+        return
+    click.echo(trained_combine_markdown(report, task=task, model=info.id))
+    console.print(
+        f"[dim]Every example's candidates and the reranker's probabilities: gradprompt evals show {report.combined.evaluation_id}[/]"
     )
 
 
