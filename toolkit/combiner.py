@@ -169,7 +169,7 @@ def trained_combine(
     """Combine the prompts of several evaluations (one label task and split, direct mode) with a reranker trained
     on the task's training split; evaluated on the evaluations' examples like any evaluation (stored, cached)."""
     from .effects import vote
-    from .strategies import candidate_results, flip_counts
+    from .strategies import against_candidates, candidate_results
 
     evals, results, examples, n = candidate_results(store, evaluation_ids)
     task_row = store.task_by_id(evals[0]["task_id"])
@@ -252,21 +252,9 @@ def trained_combine(
         predictor=predictor,
         key_extra=lambda ex: json.dumps(prompt_ids),
     )
-    mine = {r["example_id"]: bool(r["correct"]) for r in store.example_results(combined.evaluation_id)}
-    order = [ex["id"] for ex in examples[:n]]
-    cand = [
-        {"id": e["id"], "prompt_id": e["prompt_id"], "accuracy": sum(r[i]["correct"] for i in order) / n}
-        for e, r in zip(evals, results)
-    ]
-    best = max(range(len(cand)), key=lambda k: (cand[k]["accuracy"], -k))
     return TrainedCombineReport(
         combined=combined,
-        n=n,
-        candidates=cand,
-        vote_accuracy=voted["vote_accuracy"],
-        any_correct=voted["any_correct"],
-        best_single=cand[best],
-        flips_vs_best=flip_counts([bool(results[best][i]["correct"]) for i in order], [mine[i] for i in order]),
+        **against_candidates(store, combined.evaluation_id, evals, results, examples, n, voted),
         combiner=str(path),
         trained=trained,
         train_n=int(reranker.meta["train_n"]),

@@ -266,6 +266,26 @@ def candidate_results(store, evaluation_ids: Sequence[int]) -> tuple[list[dict],
     return evals, results, examples, n
 
 
+def against_candidates(store, evaluation_id: int | None, evals, results, examples, n: int, voted: dict) -> dict:
+    """A combined evaluation against what it combined, on the same first ``n`` examples: each candidate alone,
+    their vote, the any-right ceiling, the best candidate and the paired flips from it to the combination."""
+    mine = {r["example_id"]: bool(r["correct"]) for r in store.example_results(evaluation_id)}
+    order = [ex["id"] for ex in examples[:n]]
+    cand = [
+        {"id": e["id"], "prompt_id": e["prompt_id"], "accuracy": sum(r[i]["correct"] for i in order) / n}
+        for e, r in zip(evals, results)
+    ]
+    best = max(range(len(cand)), key=lambda k: (cand[k]["accuracy"], -k))
+    return {
+        "n": n,
+        "candidates": cand,
+        "vote_accuracy": voted["vote_accuracy"],
+        "any_correct": voted["any_correct"],
+        "best_single": cand[best],
+        "flips_vs_best": flip_counts([bool(results[best][i]["correct"]) for i in order], [mine[i] for i in order]),
+    }
+
+
 def combine(
     store,
     *,
@@ -316,21 +336,9 @@ def combine(
         key_extra=lambda ex: json.dumps(answers(ex)),
     )
     seconds = time.perf_counter() - t0
-    mine = {r["example_id"]: bool(r["correct"]) for r in store.example_results(combined.evaluation_id)}
-    order = [ex["id"] for ex in examples[:n]]
-    cand = [
-        {"id": e["id"], "prompt_id": e["prompt_id"], "accuracy": sum(r[i]["correct"] for i in order) / n}
-        for e, r in zip(evals, results)
-    ]
-    best = max(range(len(cand)), key=lambda k: (cand[k]["accuracy"], -k))
     return CombineReport(
         combined=combined,
-        n=n,
-        candidates=cand,
-        vote_accuracy=voted["vote_accuracy"],
-        any_correct=voted["any_correct"],
-        best_single=cand[best],
-        flips_vs_best=flip_counts([bool(results[best][i]["correct"]) for i in order], [mine[i] for i in order]),
+        **against_candidates(store, combined.evaluation_id, evals, results, examples, n, voted),
         instruction=instruction,
         instruction_prompt_id=instr_id,
         calls_combine=combined.model_calls,

@@ -441,49 +441,38 @@ def evals_combine(ctx, evaluation_ids, instruction, trained, retrain, train_size
     project = _project(ctx)
     info = get_model(model_id or project.default_model)
     model = LlamaCppModel(info)
-    if trained:
-        _trained_combine(project, model, info, list(evaluation_ids), train_size, retrain, as_json)
-        return
     with console.status("Combining...") as status:
-        report = combine(
-            project.store,
-            model=model,
-            project_id=project.id,
-            evaluation_ids=list(evaluation_ids),
-            instruction=instruction or DEFAULT_COMBINE,
-            progress=eval_progress(status, "Combining"),
-        )
+        if trained:
+            from ..combiner import trained_combine, trained_combine_markdown
+
+            report = trained_combine(
+                project.store,
+                model=model,
+                project_id=project.id,
+                folder=project.path / "combiners",
+                evaluation_ids=list(evaluation_ids),
+                train_size=train_size,
+                retrain=retrain,
+                progress=eval_progress(status, "Trained combine (training examples, then the evaluation's)"),
+            )
+            render, what = trained_combine_markdown, "the reranker's probabilities"
+        else:
+            report = combine(
+                project.store,
+                model=model,
+                project_id=project.id,
+                evaluation_ids=list(evaluation_ids),
+                instruction=instruction or DEFAULT_COMBINE,
+                progress=eval_progress(status, "Combining"),
+            )
+            render, what = combine_markdown, "the answer"
     task = project.store.task_by_id(project.store.evaluation(evaluation_ids[0])["task_id"])["name"]
     if as_json:
         click.echo(json.dumps({"task": task, **report.to_dict()}))
         return
-    click.echo(combine_markdown(report, task=task, model=info.id))
+    click.echo(render(report, task=task, model=info.id))
     console.print(
-        f"[dim]Every example's candidates and answer: gradprompt evals show {report.combined.evaluation_id}[/]"
-    )
-
-
-def _trained_combine(project, model, info, evaluation_ids, train_size, retrain, as_json) -> None:
-    from ..combiner import trained_combine, trained_combine_markdown
-
-    with console.status("Trained combine...") as status:
-        report = trained_combine(
-            project.store,
-            model=model,
-            project_id=project.id,
-            folder=project.path / "combiners",
-            evaluation_ids=evaluation_ids,
-            train_size=train_size,
-            retrain=retrain,
-            progress=eval_progress(status, "Trained combine (training examples, then the evaluation's)"),
-        )
-    task = project.store.task_by_id(project.store.evaluation(evaluation_ids[0])["task_id"])["name"]
-    if as_json:
-        click.echo(json.dumps({"task": task, **report.to_dict()}))
-        return
-    click.echo(trained_combine_markdown(report, task=task, model=info.id))
-    console.print(
-        f"[dim]Every example's candidates and the reranker's probabilities: gradprompt evals show {report.combined.evaluation_id}[/]"
+        f"[dim]Every example's candidates and {what}: gradprompt evals show {report.combined.evaluation_id}[/]"
     )
 
 
