@@ -78,4 +78,27 @@ if [ "${1:-}" = "--test" ] && command -v npm >/dev/null 2>&1 && [ ! -x "$pf/node
     echo "gradprompt setup: warning: promptfoo did not install; its export test will be skipped"
   fi
 fi
+# Native llama.cpp programs (llama-server, llama-completion) for the export tests, built from the llama.cpp that
+# llama-cpp-python vendors (its source distribution, so the same version): only for --test, only where cmake and a
+# C++ compiler exist, and optional (the tests that need them say they skipped). ~10 minutes on 2 cores, once.
+ll=".venv/share/gradprompt/llama.cpp"
+if [ "${1:-}" = "--test" ] && [ ! -x "$ll/llama-server" ] && command -v cmake >/dev/null 2>&1 \
+    && command -v c++ >/dev/null 2>&1; then
+  echo "gradprompt setup: building llama.cpp's llama-server and llama-completion (for the export tests; ~10 minutes)"
+  v=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')
+  work=$(mktemp -d)
+  if $pip download -q --no-deps --no-binary :all: "llama-cpp-python==$v" -d "$work" >/dev/null 2>&1 \
+      && tar xzf "$work"/llama_cpp_python-*.tar.gz -C "$work" \
+      && cmake -S "$work/llama_cpp_python-$v/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+           -DBUILD_SHARED_LIBS=OFF $portable -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF \
+           -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >/dev/null 2>&1 \
+      && cmake --build "$work/build" -j "$(nproc)" --target llama-server llama-completion >/dev/null 2>&1; then
+    rm -rf "$ll.partial" && mkdir -p "$ll.partial" \
+      && cp "$work/build/bin/llama-server" "$work/build/bin/llama-completion" "$ll.partial/" \
+      && rm -rf "$ll" && mv "$ll.partial" "$ll"
+  else
+    echo "gradprompt setup: warning: llama.cpp's programs did not build; their export tests will be skipped"
+  fi
+  rm -rf "$work"
+fi
 echo "gradprompt setup: done ($(.venv/bin/gradprompt --version))"

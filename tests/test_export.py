@@ -24,6 +24,7 @@ def test_the_llamacpp_bundle_names_its_servers_and_fills_in_safely(project, llam
     assert bundle["llama_server"]["request"]["logit_bias"] == [[int(t), 100.0] for t in req["logit_bias"]]
     cli = bundle["llama_completion"]
     assert cli.startswith("llama-completion ") and cli.endswith("-f PROMPT_FILE") and "{input}" not in cli
+    assert "-no-cnv" in cli  # the GGUF has a chat template: llama-completion would start a conversation
 
 
 def test_text_json_llm_and_promptfoo_exports(project):

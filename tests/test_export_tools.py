@@ -8,6 +8,7 @@ task.
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -105,6 +106,100 @@ def evaluated(tmp_path_factory):
         project.close()
 
 
+def _llama_cpp_tool(name: str) -> str | None:
+    """A native llama.cpp program: $GRADPROMPT_LLAMA_CPP_BIN/NAME, the copy `packaging/setup.sh --test` builds from
+    the llama.cpp that llama-cpp-python vendors, or NAME on the PATH."""
+    for folder in (os.environ.get("GRADPROMPT_LLAMA_CPP_BIN"), ROOT / ".venv" / "share" / "gradprompt" / "llama.cpp"):
+        if folder and (Path(folder) / name).is_file():
+            return str(Path(folder) / name)
+    return shutil.which(name)
+
+
+def bundle_start_command() -> str:
+    """The llama-server command a llamacpp bundle gives (ends with "--port 8080")."""
+    from toolkit.project import init_project
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        project = init_project(Path(tmp) / "p", name="start")
+        try:
+            task = ensure_demo_task(project)
+            pid = project.add_prompt(task, LABEL_PROMPT, origin="manual")
+            command = json.loads(export_prompt(project, pid, "llamacpp").read_text())["llama_server"]["start"]
+        finally:
+            project.close()
+    assert command.endswith("--port 8080")
+    return command
+
+
+@pytest.fixture(scope="module")
+def native_server(tmp_path_factory):
+    """llama.cpp's own llama-server on the default GGUF, on a free local port (skipped without the binary)."""
+    binary = _llama_cpp_tool("llama-server")
+    if binary is None:
+        pytest.skip("llama.cpp's llama-server is not built (packaging/setup.sh --test builds it where cmake works)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("native") / "llama-server.log").open("w")
+    start = shlex.split(bundle_start_command())  # the bundle's own command, on a free port
+    cmd = [binary, *start[1:-1], str(port), "-c", "2048", "-np", "1", "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama-server did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.mark.parametrize("kind", ["label", "number"])
+def test_the_llama_server_request_gives_gradprompts_answers_on_llama_cpps_own_server(
+    native_server, evaluated, kind, llama
+):
+    project, pid, examples, results = evaluated[kind]
+    bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    target = bundle["llama_server"]
+    assert target["endpoint"] == "POST /completion"
+    for ex in examples:
+        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"])}
+        text = _post(native_server + "/completion", request)["content"].strip()
+        assert text == results[ex["id"]]["output"], ex["input"]
+    # llama-server tokenizes a completion prompt with the model's special tokens added and parsed: as gradprompt
+    text = _fill(bundle["prompt_template"], examples[0]["input"])
+    tokens = _post(native_server + "/tokenize", {"content": text, "add_special": True, "parse_special": True})
+    assert tokens["tokens"] == llama.encode(text)
+
+
+@pytest.mark.parametrize("kind", ["label", "number"])
+def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tmp_path):
+    binary = _llama_cpp_tool("llama-completion")
+    if binary is None:
+        pytest.skip("llama.cpp's llama-completion is not built (packaging/setup.sh --test builds it where cmake works)")
+    project, pid, examples, results = evaluated[kind]
+    bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    line = shlex.split(bundle["llama_completion"])
+    assert line[0] == "llama-completion" and line[-1] == "PROMPT_FILE"
+    for ex in examples[:5]:  # a process (and a model load) per example
+        prompt_file = tmp_path / "prompt.txt"
+        prompt_file.write_text(_fill(bundle["prompt_template"], ex["input"]), encoding="utf-8")
+        run = subprocess.run(
+            [binary, *line[1:-1], str(prompt_file), "-t", "2"], capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.replace("[end of text]", "").strip() == results[ex["id"]]["output"], ex["input"]
+
+
 def _fill(template: str, text: str) -> str:
     return template.replace("{input}", text)
 
@@ -127,7 +222,6 @@ def test_the_llamacpp_requests_give_gradprompts_answers_on_a_real_server(server,
     # llama-server's request carries the same settings under its own names
     native = bundle["llama_server"]["request"]
     assert native["n_predict"] == target["request"]["max_tokens"] and native["grammar"] == target["request"]["grammar"]
-    assert "llama-completion" in bundle["llama_completion"] and "-no-cnv" not in bundle["llama_completion"]
 
 
 def test_the_evaluation_scores_the_tokens_a_server_sees(server, evaluated, llama):

@@ -209,9 +209,9 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
     """Requests for llama.cpp servers that give gradprompt's answers, with ``{input}`` to fill in (direct mode).
 
     ``llama_cpp_python_server``: ``POST /v1/completions`` of llama-cpp-python's server (``pip install
-    'llama-cpp-python[server]'``; tested against a real one). ``llama_server``: ``POST /completion`` of
-    llama.cpp's own ``llama-server`` (the same settings in its field names; written from its documentation, not
-    run here). ``llama_completion``: the same as a command line for llama.cpp's ``llama-completion``.
+    'llama-cpp-python[server]'``). ``llama_server``: ``POST /completion`` of llama.cpp's own ``llama-server`` (the
+    same settings in its field names). ``llama_completion``: the same as a command line for llama.cpp's
+    ``llama-completion``. Each is run against the real program in tests/test_export_tools.py.
     """
     import shlex
 
@@ -226,8 +226,12 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
     if "logit_bias" in settings:
         native["logit_bias"] = [[int(t), b] for t, b in settings["logit_bias"].items()]
     native["grammar"] = settings["grammar"]
-    cli = ["llama-completion", "-m", req["model"]["path"], "--temp", "0", "--top-k", "1", "--repeat-penalty", "1"]
-    cli += ["-n", str(settings["max_tokens"]), "--grammar", settings["grammar"], "--no-display-prompt"]
+    # -fa off: llama.cpp's programs turn flash attention on by default, which moves logits by rounding (enough to
+    # flip a close answer); gradprompt's evaluation (llama-cpp-python) runs without it
+    cli = ["llama-completion", "-m", req["model"]["path"], "-fa", "off", "--temp", "0", "--top-k", "1"]
+    cli += ["--repeat-penalty", "1"]
+    # -no-cnv: with a chat template in the GGUF, llama-completion would otherwise start a conversation
+    cli += ["-n", str(settings["max_tokens"]), "--grammar", settings["grammar"], "--no-display-prompt", "-no-cnv"]
     for t, b in (settings.get("logit_bias") or {}).items():
         cli += ["--logit-bias", f"{t}+{int(b)}"]
     cli += ["-f", "PROMPT_FILE"]
@@ -248,7 +252,7 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
             "answer": "choices[0].text, stripped",
         },
         "llama_server": {
-            "start": f"llama-server -m {shlex.quote(req['model']['path'])} --host 127.0.0.1 --port 8080",
+            "start": f"llama-server -m {shlex.quote(req['model']['path'])} -fa off --host 127.0.0.1 --port 8080",
             "endpoint": "POST /completion",
             "request": native,
             "answer": "content, stripped",
@@ -264,7 +268,7 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
             )
             + " Special tokens in the text (the chat template's) must be parsed as such: both servers do, and "
             "llama-completion does for -f/-p. For llama-completion, write the filled-in text to PROMPT_FILE (no "
-            "shell quoting of the input). Direct mode: a prompt optimized in reasoning mode needs the model's "
+            "shell quoting of the input); it prints the answer, then ' [end of text]' when the model stops. Direct mode: a prompt optimized in reasoning mode needs the model's "
             "reasoning first (generate from the text up to the assistant header, then append a newline and the "
             "extractor)."
         ),
