@@ -267,6 +267,10 @@ def test_the_promptfoo_config_runs_unchanged_and_agrees_with_gradprompt(server, 
         "PROMPTFOO_DISABLE_UPDATE": "1",
         "PROMPTFOO_CONFIG_DIR": str(tmp_path / "promptfoo-home"),
         "NO_COLOR": "1",
+        # the network otherwise cut: any request not to the local server goes to a dead proxy and fails
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
     }
     out = tmp_path / "out.json"
     run = subprocess.run(
