@@ -42,7 +42,7 @@ def _cli(project_dir, *args, timeout=600):
     return subprocess.run([GRADPROMPT, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _kill_when(proc, project_dir, condition, limit_s=300):
+def _kill_when(proc, project_dir, condition, limit_s=300, log_path=None):
     """SIGKILL ``proc`` as soon as ``condition(store)`` holds in the project's history (polled)."""
     from toolkit.project import open_project
 
@@ -55,7 +55,9 @@ def _kill_when(proc, project_dir, condition, limit_s=300):
                     break
             finally:
                 proj.close()
-            assert proc.poll() is None, "the process ended before the point to kill it"
+            if proc.poll() is not None:
+                said = Path(log_path).read_text()[-3000:] if log_path else ""
+                raise AssertionError(f"the process ended (rc {proc.returncode}) before the point to kill it:\n{said}")
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -77,13 +79,12 @@ def demo_project(tmp_path, real_tm):  # real_tm: the torch weights are converted
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(demo_project, tmp_path):
     project_dir, task = demo_project
     env = {**os.environ, "GRADPROMPT_PROJECT": str(project_dir)}
-    proc = subprocess.Popen(
-        [GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = (tmp_path / "optimize.log").open("w")  # what the process said, should it end too early
+    proc = subprocess.Popen([GRADPROMPT, "optimize", task, *ARGS], env=env, stdout=log, stderr=subprocess.STDOUT)
     from toolkit.project import open_project
 
     # Kill right after the first step is stored.
-    _kill_when(proc, project_dir, lambda store: store.db["runs"].count and len(store.steps(1)) >= 1)
+    _kill_when(proc, project_dir, lambda store: store.db["runs"].count and len(store.steps(1)) >= 1, log_path=log.name)
     proj = open_project(project_dir)
     assert proj.store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
     assert proj.store.run(1)["status"] == "interrupted"
