@@ -372,7 +372,9 @@ class LibraryActions:
             if values:
                 self.export_prompt(int(prompt_id), values["format"].strip() or "text")
 
-        self.push_screen(InputDialog(f"Export prompt {prompt_id}", [("format", "Format", "text")]), done)
+        from toolkit.export import FORMATS
+
+        self.push_screen(InputDialog(f"Export prompt {prompt_id}", [("format", "Format", "text", list(FORMATS))]), done)
 
     @work(thread=True, group="export")
     def export_prompt(self, prompt_id: int, fmt: str) -> None:
