@@ -8,9 +8,10 @@ One example is laid out as::
     " " ANSWER
 
 The chat template comes from the model file itself (the GGUF's ``tokenizer.chat_template``) and is rendered
-with a placeholder where the prompt goes, so the prompt span is found without per-family code. Both runtimes
-tokenize the same segments with ``add_bos=False`` (the template adds BOS where the model wants one), so they
-see the same token ids.
+with a placeholder where the prompt goes, so the prompt span is found without per-family code. The rendered
+text is tokenized in one piece with ``add_bos=False`` (the template adds BOS where the model wants one), as a
+server that receives the text tokenizes it; the optimizer takes the tokens before the prompt from that whole
+text and keeps only prompts whose tokens stay the same in place, so both runtimes see the same ids.
 """
 
 from __future__ import annotations
