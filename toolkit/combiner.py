@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigError
+from .files import partial_path
 from .evaluate import EvalReport, EvalSettings, evaluate_prompt, label_scores
 from .layout import ChatLayout
 
@@ -96,12 +97,15 @@ def save(path: Path, weight, bias, meta: dict) -> Path:
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for array in tensors.values():
-            f.write(array.tobytes())
-    os.replace(tmp, path)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            for array in tensors.values():
+                f.write(array.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

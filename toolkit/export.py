@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import partial_path
 from .tasks import normalize_answer, parse_number
 
 SERVER_URL = "http://127.0.0.1:8080"  # where the llamacpp and promptfoo exports send requests
@@ -125,7 +126,7 @@ def export_prompt(
         text += _yaml(llm_template(bundle))
     else:
         text = _yaml(promptfoo_config(project, bundle, model_id, limit, server))
-    tmp = output.with_name(output.name + ".partial")
+    tmp = partial_path(output)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, output)

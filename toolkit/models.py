@@ -25,6 +25,7 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from .files import atomic_write_text
 from .errors import ConfigError, ModelFileError, ModelNotFoundError
 from .paths import cache_dir, user_dir
 
@@ -310,9 +311,7 @@ def add_model(
             hf_data["hub_id"] = hub_id
         data["hf"] = hf_data
     out = user_manifest_dir() / f"{model_id}.toml"
-    tmp = out.with_suffix(".toml.partial")
-    tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, tomli_w.dumps(data))
     return get_model(model_id)
 
 
@@ -352,9 +351,7 @@ def file_sha256(path: str | Path, *, fresh: bool = False) -> str:
             digest.update(block)
     value = digest.hexdigest()
     cache[key] = value
-    tmp = cache_file.with_suffix(".partial")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_file)
+    atomic_write_text(cache_file, json.dumps(cache))
     return value
 
 

@@ -99,9 +99,9 @@ class Project:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _recent_file() -> Path:
@@ -133,7 +133,10 @@ def _remember(project: "Project") -> None:
 
     items = [i for i in recent_projects() if i["path"] != str(project.path)]
     items.insert(0, {"path": str(project.path), "name": project.name, "opened": time.time()})
-    _atomic_write(_recent_file(), json.dumps(items[:30], indent=1))
+    try:
+        _atomic_write(_recent_file(), json.dumps(items[:30], indent=1))
+    except OSError:  # the list of recent projects is a convenience: it never stops a command
+        pass
 
 
 def init_project(path: str | Path, name: str | None = None, default_model: str | None = None) -> Project:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tomli_w
 
+from .files import partial_path
 from .errors import ConfigError, ModelFileError
 from .models import ModelInfo, file_sha256, get_model, user_manifest_dir, verified_gguf
 from .paths import cache_dir
@@ -46,27 +47,30 @@ def dequantize_to_f16(src: Path, dst: Path) -> Path:
 
     reader = gguf.GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
-    tmp = dst.with_name(dst.name + ".partial")
-    writer = gguf.GGUFWriter(str(tmp), arch)
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue
-        vtype = field.types[0]
-        value = field.contents()
-        if vtype == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(name, value, vtype, sub_type=field.types[-1])
-        else:
-            writer.add_key_value(name, value, vtype)
-    writer.add_file_type(FTYPES["F16"])
-    for tensor in reader.tensors:
-        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        data = data.astype(np.float32 if data.ndim == 1 else np.float16)
-        writer.add_tensor(tensor.name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, dst)
+    tmp = partial_path(dst)
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        for name, field in reader.fields.items():
+            if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+                continue
+            vtype = field.types[0]
+            value = field.contents()
+            if vtype == gguf.GGUFValueType.ARRAY:
+                writer.add_key_value(name, value, vtype, sub_type=field.types[-1])
+            else:
+                writer.add_key_value(name, value, vtype)
+        writer.add_file_type(FTYPES["F16"])
+        for tensor in reader.tensors:
+            data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            data = data.astype(np.float32 if data.ndim == 1 else np.float16)
+            writer.add_tensor(tensor.name, data)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dst
 
 
@@ -115,7 +119,7 @@ def hf_to_gguf_f16(folder: Path, dst: Path) -> Path:
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ModelFileError(f"{folder} is not a Hugging Face model folder (no config.json).")
-    tmp = dst.with_name(dst.name + ".partial")
+    tmp = partial_path(dst)
     with tempfile.TemporaryDirectory(prefix="gradprompt-convert-") as work:
         src = _architecture_fixed(folder, Path(work))
         env = {**os.environ, "PYTHONPATH": str(tool), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -158,9 +162,10 @@ def quantize_file(src: Path, dst: Path, qtype: str, threads: int | None = None) 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[qtype]
     params.nthread = threads or (os.cpu_count() or 1)
-    tmp = dst.with_name(dst.name + ".partial")
+    tmp = partial_path(dst)
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
         raise ModelFileError(f"llama.cpp could not quantize {src.name} to {qtype} (code {rc}).")
     os.replace(tmp, dst)
     return dst

@@ -86,8 +86,10 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
         pass
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from ..files import partial_path, remove_stale_partials
+
+    remove_stale_partials(out)  # left by a conversion that was killed
+    tmp = partial_path(out)
     # transformers' GGUF reader draws its own progress bar on stderr; keep the user's terminal clean.
     with contextlib.redirect_stderr(io.StringIO()):
         tokenizer = AutoTokenizer.from_pretrained(
@@ -125,8 +127,17 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     (tmp / "gradprompt.json").write_text(
         json.dumps({"source": str(gguf_path), "sha256": sha256, "format": CACHE_FORMAT})
     )
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    try:  # another process may have finished the same conversion first: then its copy stands (it may be in use)
+        if json.loads((out / "gradprompt.json").read_text()).get("format") == CACHE_FORMAT:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return out
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(out, ignore_errors=True)  # an incomplete or older cache
+    try:
+        os.replace(tmp, out)
+    except OSError:  # a concurrent conversion put its complete copy there between the two lines above
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

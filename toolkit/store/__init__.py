@@ -88,7 +88,9 @@ class Store(Library, Runs, Evaluations):
         """A consistent copy of the database (SQLite's online backup), safe while a run writes."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".partial")
+        from ..files import partial_path
+
+        tmp = partial_path(dest)
         target = sqlite3.connect(str(tmp))
         try:
             self.db.conn.backup(target)
