@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=60)
     parser.add_argument("--only", nargs="*", help="task names")
+    parser.add_argument("--model", default=None, help="model id (default: the default model)")
     parser.add_argument("--sensitivity", action="store_true", help="five prompts; report how often they disagree")
     args = parser.parse_args()
 
@@ -58,7 +59,7 @@ def main() -> None:
     from toolkit.models import get_model
     from toolkit.tasks import read_task_file
 
-    model = LlamaCppModel(get_model())
+    model = LlamaCppModel(get_model(args.model) if args.model else get_model())
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     out = {}
     for name, path in task_files().items():

@@ -518,6 +518,33 @@ def test_rejected_growth_is_not_stored_as_a_change(tiny_tm):
             assert r["prompt_after"] == r["prompt_before"] and r["chosen_token"] == ""
 
 
+def test_a_prompt_ending_in_a_full_stop_can_grow_a_second_sentence(tiny_tm):
+    """After the last position of a prompt ending in "." the improved schedule tries one more token (the
+    reference wraps to the start instead), so a start like "Answer the question." is not held at its length;
+    never beyond max_prompt_tokens. Off with grow_past_stop=False."""
+    n = len(engine(tiny_tm).encode_prompt("Decide now."))
+    for past in (True, False):
+        eng = engine(tiny_tm, max_prompt_tokens=n + 1, grow_past_stop=past)
+        prompt = eng.encode_prompt("Decide now.")
+        assert "." in eng.decode([prompt[-1]])
+        ids = ",".join(map(str, prompt))
+        state = {"visited": [f"{p}:{ids}" for p in range(n)], "sweep_best": []}
+        eng._next_position(state, {"search": {}}, prompt, n - 1)
+        assert state["pos"] == (n if past else 0)
+        longest = prompt + [prompt[0]]  # at the cap: no growth
+        ids = ",".join(map(str, longest))
+        state = {"visited": [f"{p}:{ids}" for p in range(n + 1)], "sweep_best": []}
+        eng._next_position(state, {"search": {}}, longest, n)
+        assert state["pos"] != n + 1
+    # In a run, every growth step adds at the end and the cap holds.
+    eng = engine(tiny_tm, steps=30, width=2, probe=0, pool=6, max_prompt_tokens=n + 1)
+    records = list(eng.run(eng.initial_state("Decide now.")))
+    for r in records:
+        if r["search"]["kind"] == "grow":
+            assert r["position"] == len(eng.encode_prompt(r["prompt_before"]))
+        assert len(r["prompt_ids"]) <= n + 1
+
+
 def test_one_more_right_answer_outweighs_any_fluency_or_loss(tiny_tm):
     eng = engine(tiny_tm, n_train=6)
     n = 6

@@ -81,6 +81,9 @@ class GreaterConfig:
     roundtrip: bool = True  # keep only candidates whose prompt text tokenizes back to the same tokens
     fresh: int = 4  # reasoning mode: after a teacher-forced pre-rank on the current chains (approximate), only
     # this many candidates get fresh chains and a full score (0: every scored candidate gets fresh chains)
+    # improved: the prompt may grow past a sentence's full stop (a second sentence), up to max_prompt_tokens; the
+    # longer prompt must still score better. The reference wraps to the start after a "." instead.
+    grow_past_stop: bool = True
     pair_swaps: int = 6  # improved: after a fruitless sweep, try two-token changes among this many best single swaps
     dev_top: int = 4  # improved: best prompts by training score compared with the starting prompt on dev
     # improved, label tasks: what the training score counts. "balanced": the mean error per gold label (each label

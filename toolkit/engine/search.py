@@ -454,7 +454,7 @@ class WideSearch:
         n = len(prompt)
         if n >= self.config.max_prompt_tokens or f"{n}:{ids}" in visited:
             return False
-        return "." not in self.decode([prompt[-1]])
+        return self.config.grow_past_stop or "." not in self.decode([prompt[-1]])
 
     # ------------------------------------------------------------------ the final choice
 
