@@ -97,3 +97,23 @@ def test_ctrl_c_marks_a_baseline_run_stopped_like_a_greater_run(project, llama):
     with pytest.raises(RuntimeError):
         optimize_baseline(project, task["name"], model=llama, config=cfg, on_step=broken)
     assert [r["status"] for r in project.store.list_runs(project.id)] == ["stopped", "failed"]
+
+
+def test_bench_agreement_table_pools_the_tasks_with_a_sign_test():
+    from toolkit.bench import BenchCell, agreement_table
+
+    def cell(task, values, method="greater"):
+        return BenchCell(task, method, 1, "p", 0.5, (0.4, 0.6), 10, 1.0, agreement=values)
+
+    cells = [
+        cell("a", [0.5, 0.25, -0.1, 0.0]),
+        cell("b", [0.3, 0.2, 0.1, 0.4, 0.6, 0.7]),
+        cell("c", [-0.9], method="greater-random"),  # only GReaTer's own rows count
+    ]
+    rows = agreement_table(cells, ["a", "b", "c"]).splitlines()
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| a", "| b", "| **all tasks**"]
+    a, b, pooled = (r.split(" | ") for r in rows[2:])
+    assert a[1:5] == ["4", "+0.25", "+0.00 to +0.25", "2/4"] and float(a[5].rstrip(" |")) == 1.0  # 2 up, 1 down
+    assert float(b[5].rstrip(" |")) == pytest.approx(2 / 64, abs=1e-3)  # 6 of 6 positive: 2 * 0.5**6
+    assert pooled[1] == "10" and pooled[4] == "8/10"
+    assert float(pooled[5].rstrip(" |")) == pytest.approx(2 * 10 / 2**9, abs=1e-3)  # 8 up, 1 down (the 0 left out)

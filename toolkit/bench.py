@@ -291,18 +291,35 @@ def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str])
 
 def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
     """The gradient's rank agreement (Spearman, gradient rank vs true score of the fully scored candidates)
-    per task: how often the gradient ranks candidates better than chance."""
-    lines = ["| task | steps | median | quartiles | share > 0 |", "|---|---|---|---|---|"]
+    per task and over all tasks: how often the gradient ranks candidates better than chance. The sign test asks
+    whether positive and negative agreements are equally likely (what a ranking no better than random gives);
+    steps with agreement exactly 0 are left out of it."""
+    from .selection import mcnemar_two_sided
+
+    lines = [
+        "| task | steps | median | quartiles | share > 0 | sign test p (two-sided) |",
+        "|---|---|---|---|---|---|",
+    ]
     by = {(c.task, c.method): c for c in cells}
+
+    def row(name: str, values: list[float]) -> str:
+        v = sorted(values)
+        q = [v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))] for f in (0.25, 0.5, 0.75)]
+        pos, neg = sum(1 for x in v if x > 0), sum(1 for x in v if x < 0)
+        return (
+            f"| {name} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | {pos}/{len(v)} | "
+            f"{mcnemar_two_sided(pos, neg):.3f} |"
+        )
+
+    pooled: list[float] = []
     for t in tasks:
         c = by.get((t, "greater"))
         if c is None or not c.agreement:
             continue
-        v = sorted(c.agreement)
-        q = [v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))] for f in (0.25, 0.5, 0.75)]
-        lines.append(
-            f"| {t} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | {sum(1 for x in v if x > 0)}/{len(v)} |"
-        )
+        pooled += list(c.agreement)
+        lines.append(row(t, list(c.agreement)))
+    if len(lines) > 3:
+        lines.append(row("**all tasks**", pooled))
     return "\n".join(lines)
 
 
