@@ -59,7 +59,7 @@ def main() -> None:
     from toolkit.models import get_model
     from toolkit.tasks import read_task_file
 
-    model = LlamaCppModel(get_model(args.model) if args.model else get_model())
+    model = LlamaCppModel(get_model(args.model))
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     out = {}
     for name, path in task_files().items():

@@ -17,6 +17,7 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
+from .selection import mcnemar_two_sided
 
 ALL_METHODS = ("initial", "cot", "ape", "opro", "greater", "greater-random")
 DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "greater")
@@ -196,8 +197,6 @@ def _test_evaluation(store, prompt_id: int, task_id: int, mode: str):
 
 
 def collect(project, bench_id: int) -> list[BenchCell]:
-    from .selection import mcnemar_two_sided
-
     store = project.store
     mode = store.bench(bench_id)["config"].get("mode", "direct")
     cells = []
@@ -294,8 +293,6 @@ def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
     per task and over all tasks: how often the gradient ranks candidates better than chance. The sign test asks
     whether positive and negative agreements are equally likely (what a ranking no better than random gives);
     steps with agreement exactly 0 are left out of it."""
-    from .selection import mcnemar_two_sided
-
     lines = [
         "| task | steps | median | quartiles | share > 0 | sign test p (two-sided) |",
         "|---|---|---|---|---|---|",
