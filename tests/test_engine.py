@@ -655,10 +655,11 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
     res = eng.finish(state)  # +2 over the initial prompt: not significant; others[3] is not among the top 3 others
     assert res.prompt_ids == initial and not res.selection["significant"]
     assert res.selection["compared"] == 3 and "kept" in res.selection["reason"]
-    answers[tuple(others[1])] = 16  # +8, 0 broken: one-sided p = 1/256, x3 < 0.05
+    answers[tuple(others[1])] = 16  # +8, 0 broken: one-sided p = 1/256 < its level as second (0.05 x 0.25)
     res = eng.finish(state)
     assert res.prompt_ids == others[1] and res.selection["significant"]
     assert res.dev_accuracy == 16 / 20
+    assert res.selection["order"] == [0, 1, 2]  # the pre-declared order: training scores
 
 
 def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
