@@ -29,7 +29,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--gain", type=float, default=0.15)
     ap.add_argument("--sizes", default="32,50,100,200")
     args = ap.parse_args(argv)
-    rules = [("fallback", LEAD, f"fallback (lead {LEAD})"), ("fallback", 1.0, "fixed sequence"), ("bonferroni", 0, "Bonferroni")]
+    rules = [
+        ("fallback", LEAD, f"fallback (lead {LEAD})"),
+        ("fallback", 1.0, "fixed sequence"),
+        ("bonferroni", 0, "Bonferroni"),
+    ]
     rows = []
     print(
         f"{args.candidates} candidates, each disagreeing with the start on {args.discord:.0%} of the dev rows; "

@@ -22,6 +22,7 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, predict
 from .layout import ChatLayout
+from .selection import DEFAULT_DEV_SIZE
 from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, drive, library_versions
 
 METHODS = ("initial", "cot", "ape", "opro")
@@ -46,7 +47,7 @@ class BaselineConfig:
     budget_s: float = 120.0  # wall-clock seconds for proposing and scoring (dev selection not counted)
     max_steps: int = 20
     n_train: int = 16
-    n_dev: int = 32
+    n_dev: int = DEFAULT_DEV_SIZE
     n_demos: int = 5
     candidates_per_step: int = 4
     history: int = 8  # OPRO: best pairs shown in the meta-prompt
@@ -180,7 +181,7 @@ class BaselineOptimizer:
         significantly better on the same dev examples (the paired test every optimizer uses:
         :func:`toolkit.selection.select_final`). initial / cot: their one prompt.
         """
-        from .selection import select_final
+        from .selection import annotate, select_final
 
         initial = state["initial"]
         if self.config.method in ("initial", "cot") or not self.dev:
@@ -211,6 +212,7 @@ class BaselineOptimizer:
                 "initial": True,
             }
         )
+        annotate(table, sel)
         if sel.chosen is not None:
             acc, text = top[sel.chosen]
             return text, acc, sel.best_accuracy, table, sel.to_dict()

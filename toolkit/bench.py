@@ -17,7 +17,7 @@ from typing import Callable
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
-from .selection import mcnemar_two_sided
+from .selection import DEFAULT_DEV_SIZE, mcnemar_two_sided
 
 ALL_METHODS = ("initial", "cot", "ape", "opro", "greater", "greater-random")
 DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "greater")
@@ -31,7 +31,7 @@ class BenchConfig:
     model_id: str = "smollm2-135m"
     budget_s: float = 60.0
     n_train: int = 16
-    n_dev: int = 32
+    n_dev: int = DEFAULT_DEV_SIZE
     n_test: int = 100
     seed: int = 0
     mode: str = "direct"

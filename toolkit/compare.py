@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import ConfigError
-from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, run_evaluation
+from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, prompt_calibration, run_evaluation
 from .models import get_model
 
 
@@ -68,6 +68,7 @@ def evaluate_prompt_torch(
 
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
+    calibration = prompt_calibration(prompt_row, spec)
     examples = store.examples(task_row["id"], split, limit=limit)
     config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
     engine = GreaterEngine(tm, spec, [], [], config, predict_only=True)
@@ -80,16 +81,21 @@ def evaluate_prompt_torch(
         backend="torch",
         quantization=tm.precision,
         mode=settings.mode,
-        settings={**json.loads(settings.key()), "limit": limit, "device": str(engine.device)},
+        settings={
+            **json.loads(settings.key()),
+            "limit": limit,
+            "device": str(engine.device),
+            **({"calibration": calibration.to_dict()} if calibration else {}),
+        },
         n=len(examples),
     )
     model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
-    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex)) for ex in examples]
+    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration)) for ex in examples]
     prompt_ids = engine.encode_prompt(prompt_row["text"])
 
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
         items = [Item(ex["input"], ex["answer"]) for ex in batch]
-        preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens)
+        preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens, calibration=calibration)
         chains = engine.chains(prompt_ids, items)  # cached by predict_items
         return [
             ((engine.decode(chain).strip() + " " + str(pred)).strip(), pred) for chain, (_, pred) in zip(chains, preds)

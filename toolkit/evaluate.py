@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .errors import InputTooLongError
+from .calibration import Calibration
+from .errors import ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .tasks import AnswerSpec, normalize_answer, parse_number
 
@@ -78,14 +79,63 @@ SKIPPED = "[skipped] "
 
 
 def predict(
-    model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
+    model,
+    layout: ChatLayout,
+    spec: AnswerSpec,
+    prompt: str,
+    input_text: str,
+    settings: EvalSettings,
+    calibration: Calibration | None = None,
 ) -> tuple[str, str | None]:
     """(model output text, predicted answer) for one example on a llama.cpp model."""
-    chain, text, predicted = answer_after(model, spec, layout.render(input_text, prompt), settings)
+    chain, text, predicted = answer_after(model, spec, layout.render(input_text, prompt), settings, calibration)
     return (chain + " " + text).strip(), predicted
 
 
-def answer_after(model, spec: AnswerSpec, text: str, settings: EvalSettings) -> tuple[str, str, str | None]:
+def _answer_tokens(model, spec: AnswerSpec, text: str, settings: EvalSettings) -> tuple[str, list[int]]:
+    """(reasoning chain, tokens up to the answer) after ``text``: in reasoning mode a greedy chain first."""
+    chain = ""
+    if settings.mode == "reasoning":
+        chain = model.decode(model.generate(model.encode(text), settings.max_new_tokens))
+        text = text + chain + REASONING_SEPARATOR
+    return chain, model.encode(text + spec.extractor)
+
+
+def label_scores_for(
+    model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
+) -> list[float]:
+    """The raw label scores :func:`choose_label` compares for one input (what a calibration is fitted on)."""
+    _, tokens = _answer_tokens(model, spec, layout.render(input_text, prompt), settings)
+    return [float(x) for x in _label_raw_scores(model, tokens, spec.labels)]
+
+
+def fit_calibration(
+    model,
+    layout: ChatLayout,
+    spec: AnswerSpec,
+    prompt: str,
+    method: str,
+    train_inputs: Sequence[str],
+    settings: EvalSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> Calibration:
+    """Fit a calibration of ``prompt`` with llama.cpp: on ``train_inputs`` (batch; rows of the training split
+    only, the caller's duty) or on the content-free inputs (contextual)."""
+    from .calibration import CONTENT_FREE, check_label_task, fit
+
+    check_label_task(spec)
+    inputs = list(CONTENT_FREE) if method == "contextual" else list(train_inputs)
+    rows = []
+    for i, text in enumerate(inputs):
+        rows.append(label_scores_for(model, layout, spec, prompt, text, settings))
+        if progress:
+            progress(i + 1, len(inputs))
+    return fit(method, rows, spec.labels)
+
+
+def answer_after(
+    model, spec: AnswerSpec, text: str, settings: EvalSettings, calibration: Calibration | None = None
+) -> tuple[str, str, str | None]:
     """(reasoning chain, answer text, predicted answer) after ``text`` (rendered up to the assistant header): in
     reasoning mode a greedy chain first, then the extractor and the answer.
 
@@ -93,19 +143,15 @@ def answer_after(model, spec: AnswerSpec, text: str, settings: EvalSettings) -> 
     ``/completion``, an OpenAI-style ``/v1/completions``): tokenizing the parts one by one gives different
     tokens where they meet (SmolLM2: ``'\\n\\n'`` before the prompt, where the whole text has ``'\\n', '\\n'``),
     and those change answers. The KV cache keeps the shared prefix, so re-tokenizing costs nothing."""
-    chain = ""
-    if settings.mode == "reasoning":
-        chain = model.decode(model.generate(model.encode(text), settings.max_new_tokens))
-        text = text + chain + REASONING_SEPARATOR
-    tokens = model.encode(text + spec.extractor)
+    chain, tokens = _answer_tokens(model, spec, text, settings)
     if spec.kind == "label":
-        predicted = choose_label(model, tokens, spec.labels)
+        predicted = choose_label(model, tokens, spec.labels, calibration)
         return chain, predicted, predicted
     answer = model.decode(model.generate_constrained(tokens, answer_grammar(spec), settings.answer_tokens)).strip()
     return chain, answer, answer_from_text(answer, spec.kind)
 
 
-def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
+def choose_label(model, tokens: list[int], labels: Sequence[str], calibration: Calibration | None = None) -> str:
     """The label the model prefers after ``tokens``: greedy decoding restricted to the labels' own tokens.
 
     When the labels' first tokens differ this is the label whose first token has the highest logit (one
@@ -114,6 +160,8 @@ def choose_label(model, tokens: list[int], labels: Sequence[str]) -> str:
     (a tokenization it never saw in training), which changes the answer (seen on SmolLM2: 19 of 30 differed).
     """
     raw = _label_raw_scores(model, tokens, labels)
+    if calibration is not None:  # each label's score shifted by its bias (toolkit.calibration)
+        return labels[calibration.choose([float(x) for x in raw])]
     return labels[max(range(len(labels)), key=lambda i: raw[i])]
 
 
@@ -199,7 +247,14 @@ def answer_grammar(spec: AnswerSpec) -> str:
 TOKENIZATION = "whole-text"
 
 
-def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerSpec, example: dict) -> str:
+def cache_key(
+    prompt: str,
+    model_sha: str,
+    settings: EvalSettings,
+    spec: AnswerSpec,
+    example: dict,
+    calibration: Calibration | None = None,
+) -> str:
     parts = [
         prompt,
         model_sha,
@@ -213,6 +268,8 @@ def cache_key(prompt: str, model_sha: str, settings: EvalSettings, spec: AnswerS
     ]
     if spec.kind != "label":  # generated answers depend on the answer grammar: a new grammar, new results
         parts.append(answer_grammar(spec))
+    if calibration is not None:  # uncalibrated keys stay what they were
+        parts.append(calibration.to_json())
     raw = json.dumps(parts)
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -329,6 +386,12 @@ def evaluate_prompt(
     """
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
+    calibration = prompt_calibration(prompt_row, spec)
+    if calibration is not None and predictor is not None:
+        raise ConfigError(
+            f"Prompt {prompt_row['id']} is calibrated; the strategies around a prompt do not apply a calibration "
+            "yet. Use its uncalibrated parent for a strategy."
+        )
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     examples = store.examples(task_row["id"], split, limit=limit)
     ev_id = store.create_evaluation(
@@ -341,12 +404,22 @@ def evaluate_prompt(
         quantization=model.info.quantization or "gguf",
         mode=settings.label,
         n=len(examples),
-        settings={**json.loads(settings.key()), "limit": limit, "gpu_layers": getattr(model, "n_gpu_layers", 0)},
+        settings={
+            **json.loads(settings.key()),
+            "limit": limit,
+            "gpu_layers": getattr(model, "n_gpu_layers", 0),
+            **({"calibration": calibration.to_dict()} if calibration else {}),
+        },
     )
     # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
     model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
     keyed = [
-        (ex, cache_key(prompt_row["text"] + (key_extra(ex) if key_extra else ""), model_key, settings, spec, ex))
+        (
+            ex,
+            cache_key(
+                prompt_row["text"] + (key_extra(ex) if key_extra else ""), model_key, settings, spec, ex, calibration
+            ),
+        )
         for ex in examples
     ]
 
@@ -354,13 +427,13 @@ def evaluate_prompt(
         from .logic import augment
 
         def predictor(ex: dict) -> tuple[str, str | None]:  # the rules' derived statements appended to the input
-            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings)
+            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings, calibration)
 
     def predict_one(ex: dict) -> tuple[str, str | None]:
         try:
             if predictor is not None:
                 return predictor(ex)
-            return predict(model, layout, spec, prompt_row["text"], ex["input"], settings)
+            return predict(model, layout, spec, prompt_row["text"], ex["input"], settings, calibration)
         except InputTooLongError as exc:  # this example only: the rest of the evaluation goes on
             return SKIPPED + str(exc), None
 
@@ -377,6 +450,12 @@ def evaluate_prompt(
         progress=progress,
         stop=stop,
     )
+
+
+def prompt_calibration(prompt_row: dict, spec: AnswerSpec) -> Calibration | None:
+    """The calibration stored with a prompt version (None: plain argmax), checked against the task's labels."""
+    cal = Calibration.from_json(prompt_row.get("calibration"))
+    return cal.for_labels(spec.labels) if cal is not None else None
 
 
 def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], prompt: str, settings: EvalSettings) -> dict:

@@ -30,6 +30,8 @@ def prompt_bundle(project, prompt_id: int) -> dict:
     run = store.run(row["run_id"]) if row["run_id"] else None
     return {
         "prompt": row["text"],
+        # the label decision: a per-label shift of the scores (toolkit.calibration), or None
+        "calibration": json.loads(row["calibration"]) if row.get("calibration") else None,
         "prompt_id": prompt_id,
         "origin": row["origin"],
         "parent_id": row["parent_id"],
@@ -153,7 +155,9 @@ def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict
     generated greedily: when the labels' first tokens differ (most tasks) this picks exactly the label gradprompt
     picks (the first token decides), and the output is the label. Labels that share a first token are scored by
     gradprompt on whole-label log-probabilities, which one request cannot do: there the request is close, not
-    exact (``exact`` says which). Numbers and free text: the same GBNF grammar and greedy decoding as gradprompt.
+    exact (``exact`` says which). A calibrated prompt adds each label's calibration shift to its first token's
+    bias (exact under the same condition). Numbers and free text: the same GBNF grammar and greedy decoding as
+    gradprompt.
     """
     from .evaluate import answer_grammar
     from .layout import ChatLayout, answer_text
@@ -187,9 +191,18 @@ def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict
             label_tokens = {label: model.encode(answer_text(label)) for label in spec.labels}
             firsts = [ids[0] for ids in label_tokens.values()]
             exact = len(set(firsts)) == len(firsts)
+            shift = [0.0] * len(firsts)
+            if bundle.get("calibration"):
+                from .calibration import Calibration
+
+                cal = Calibration.from_json(bundle["calibration"])
+                shift = list(cal.for_labels(spec.labels).bias) if cal else shift
+            bias: dict[str, float] = {}
+            for t, b in zip(firsts, shift):  # labels sharing a first token: the largest shift (approximate)
+                bias[str(t)] = max(bias.get(str(t), float("-inf")), round(100.0 + b, 6))
             settings = {
                 "max_tokens": max(len(ids) for ids in label_tokens.values()) + 2,
-                "logit_bias": {str(t): 100.0 for t in firsts},
+                "logit_bias": bias,
                 "grammar": answer_grammar(spec),
             }
         else:
@@ -234,7 +247,7 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
     # -no-cnv: with a chat template in the GGUF, llama-completion would otherwise start a conversation
     cli += ["-n", str(settings["max_tokens"]), "--grammar", settings["grammar"], "--no-display-prompt", "-no-cnv"]
     for t, b in (settings.get("logit_bias") or {}).items():
-        cli += ["--logit-bias", f"{t}+{int(b)}"]
+        cli += ["--logit-bias", f"{t}+{b}"]  # llama.cpp reads the bias as a float
     cli += ["-f", "PROMPT_FILE"]
     return {
         "format": "gradprompt-llamacpp-bundle/2",

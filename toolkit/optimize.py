@@ -32,6 +32,7 @@ class OptimizeResult:
     seconds: float
     selection: dict | None = None  # the paired dev test against the starting prompt (see toolkit.selection)
     stop_reason: str | None = None  # why the search ended early (converged), if it did
+    calibration: dict | None = None  # the final prompt's label calibration, if the final choice took one
 
 
 def library_versions() -> dict:
@@ -167,6 +168,7 @@ class Finished:
     selection: dict | None = None  # the paired dev test against the starting prompt
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)  # model calls / tokens the run cost
+    calibration: dict | None = None  # the final prompt's label calibration (toolkit.calibration), if chosen
 
 
 class GreaterRun:
@@ -194,6 +196,7 @@ class GreaterRun:
             top=result.top,
             selection=result.selection,
             stop_reason=result.stop_reason,
+            calibration=result.calibration,
             usage={
                 "torch_forward_tokens": self.engine.stats["forward_tokens"],
                 "torch_gradient_tokens": self.engine.stats["grad_tokens"],
@@ -238,14 +241,22 @@ def drive(
         except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
             pass
         raise
-    existing = store.find_prompt(project.id, task_row["id"], done.prompt)
+    cal_json = _cal_json(done.calibration)
+    existing = store.find_prompt(project.id, task_row["id"], done.prompt, cal_json)
     prompt_id = (
         existing["id"]
         if existing
         else project.add_prompt(
-            task_row, done.prompt, origin=optimizer.origin, parent_id=initial_id, run_id=run_id, step=done.steps
+            task_row,
+            done.prompt,
+            origin=optimizer.origin,
+            parent_id=initial_id,
+            run_id=run_id,
+            step=done.steps,
+            calibration=cal_json,
         )
     )
+    keep_candidates(project, task_row, run_id, initial_id, prompt_id, done.top)
     seconds = time.perf_counter() - t_start
     store.update_run(
         run_id,
@@ -275,7 +286,68 @@ def drive(
         seconds,
         selection=done.selection,
         stop_reason=done.stop_reason,
+        calibration=done.calibration,
     )
+
+
+def _cal_json(calibration: dict | None) -> str | None:
+    """A calibration as the library stores it (one canonical JSON text: part of the version's identity)."""
+    if not calibration:
+        return None
+    from .calibration import Calibration
+
+    cal = Calibration.from_json(calibration)
+    return cal.to_json() if cal else None
+
+
+CANDIDATE_TAG = "dev-compared"
+
+
+def keep_candidates(project, task_row, run_id: int, initial_id: int, chosen_id: int, top: list[dict]) -> None:
+    """Every prompt the final dev test compared goes to the library, tagged ``dev-compared`` with its dev
+    result in the note, so a user can still take one the test did not adopt; its id is written into ``top``
+    (what `runs show` lists)."""
+    store = project.store
+    for row in top:
+        if row.get("initial"):
+            row["prompt_id"] = initial_id
+            continue
+        if row.get("dev_accuracy") is None or "wins" not in row:
+            continue
+        cal_json = _cal_json(row.get("calibration"))
+        existing = store.find_prompt(project.id, task_row["id"], row["prompt"], cal_json)
+        note = (
+            f"Run {run_id} dev test"
+            + (" (with its label calibration)" if row.get("calibration") else "")
+            + f": {100 * row['dev_accuracy']:.1f}% on dev, {row['wins']} fixed and "
+            f"{row['losses']} broken against the starting prompt (one-sided p={row['p_value']:.4f}, level "
+            f"{row['level']:.4f}): "
+            + (
+                "adopted"
+                if row.get("chosen")
+                else "passed, not the best on dev"
+                if row.get("passed")
+                else "not adopted"
+            )
+        )
+        if existing:
+            pid = existing["id"]
+            if pid not in (initial_id, chosen_id) and not existing["note"]:
+                store.update_prompt_meta(pid, add_tags=[CANDIDATE_TAG], note=note)
+            else:
+                store.update_prompt_meta(pid, add_tags=[CANDIDATE_TAG])
+        else:
+            pid = project.add_prompt(
+                task_row,
+                row["prompt"],
+                origin="candidate",
+                parent_id=initial_id,
+                run_id=run_id,
+                tags=[CANDIDATE_TAG],
+                note=note,
+                calibration=cal_json,
+            )
+        row["prompt_id"] = pid
 
 
 # -- one entry point for every method -----------------------------------------------------------------------

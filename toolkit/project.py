@@ -91,6 +91,11 @@ class Project:
             + (f" | run {row['run_id']} step {row['step']}" if row["run_id"] else ""),
             f"# created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['created']))}",
         ]
+        if row.get("calibration"):
+            from .calibration import Calibration
+
+            cal = Calibration.from_json(row["calibration"])
+            header.append(f"# label decision: {cal.describe() if cal else '-'}")
         _atomic_write(out, "\n".join(header) + "\n" + row["text"] + "\n")
         return out
 

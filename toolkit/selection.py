@@ -227,7 +227,22 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return cov / (vx * vy) ** 0.5
 
 
-def bonferroni_choice(initial: Sequence[bool], candidates: Sequence[Sequence[bool]], alpha: float = ALPHA) -> int | None:
+def annotate(table: list[dict], selection: "Selection | None") -> list[dict]:
+    """The final choice's table (one row per candidate, in the candidates' order, then the starting prompt's
+    row) with each candidate's paired test: fixed, broken, p-value, its level, its place in the order, passed."""
+    if selection is None:
+        return table
+    for row in selection.table:
+        i = row["index"]
+        if i < len(table):
+            table[i].update({k: row[k] for k in ("wins", "losses", "p_value", "level", "rank", "passed")})
+            table[i]["chosen"] = i == selection.chosen
+    return table
+
+
+def bonferroni_choice(
+    initial: Sequence[bool], candidates: Sequence[Sequence[bool]], alpha: float = ALPHA
+) -> int | None:
     """The rule before 2026-12-06, kept for comparison: the best candidate by dev accuracy, adopted when its
     one-sided p-value times the number compared is below ``alpha``."""
     k = len(candidates)

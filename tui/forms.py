@@ -9,7 +9,7 @@ from .dialogs import seconds, whole
 
 def run_config_from_form(values: dict):
     """The new-run dialog's values -> ("greater", GreaterConfig) or ("baseline", BaselineConfig), with the
-    defaults of `gradprompt optimize` (20 steps, 16 training and 32 dev examples, chain cap 64, dev at the end)."""
+    defaults of `gradprompt optimize` (20 steps, 16 training examples, dev examples up to DEFAULT_DEV_SIZE, chain cap 64, dev at the end)."""
     from toolkit.optimize import is_greater
 
     method = (values.get("method") or "greater").strip()

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Static
 
 from toolkit.errors import ConfigError, GradpromptError
 from toolkit.layout import CHAIN_CAP
+from toolkit.selection import DEFAULT_DEV_SIZE
 
 from .dialogs import ErrorDialog, InputDialog
 from .forms import run_config_from_form
@@ -74,7 +75,7 @@ class LiveRuns:
                     ("steps", "Steps", "20"),
                     ("budget", "Time budget, seconds (optional)", ""),
                     ("train", "Training examples", "16"),
-                    ("dev", "Dev examples", "32"),
+                    ("dev", "Dev examples", str(DEFAULT_DEV_SIZE)),
                     ("chain_cap", "Reasoning chain cap (tokens)", str(CHAIN_CAP)),
                     ("dev_every", "Dev score every N steps (0: at the end)", "0"),
                     ("seed", "Seed", "0"),

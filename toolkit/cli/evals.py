@@ -58,6 +58,22 @@ from .optimize import _load_torch
     help="The correction instruction of --second-attempt (default: SCoRe's; kept in the prompt library, tagged "
     "'correction').",
 )
+@click.option(
+    "--calibrate",
+    type=click.Choice(["none", "contextual", "batch"]),
+    default=None,
+    help="Label tasks: correct the model's bias towards some labels before scoring. batch: the label prior from "
+    "the model's answers on training inputs; contextual: from content-free inputs ('N/A', '', '[MASK]'). Fitted "
+    "on training rows only, stored as a new prompt version (origin 'calibrated') that every later evaluation and "
+    "export of it uses; none: score the uncalibrated version.",
+)
+@click.option(
+    "--calibrate-rows",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Training rows the batch calibration is fitted on (the first N of the train split).",
+)
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
 @click.pass_context
@@ -76,6 +92,8 @@ def eval_cmd(
     logic_of_thought,
     second_attempt,
     correction,
+    calibrate,
+    calibrate_rows,
     show_confusion,
     as_json,
 ):
@@ -102,6 +120,11 @@ def eval_cmd(
         )
     if correction is not None and not second_attempt:
         raise click.UsageError("--correction is the instruction of --second-attempt; add --second-attempt.")
+    if calibrate not in (None, "none") and (backend != "llamacpp" or logic_of_thought or second_attempt):
+        raise click.UsageError(
+            "--calibrate runs on the llama.cpp backend, on its own (leave out --backend torch, --logic-of-thought "
+            "and --second-attempt)."
+        )
     if backend == "llamacpp":
         from ..llamacpp import LlamaCppModel
 
@@ -113,6 +136,28 @@ def eval_cmd(
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
+        if calibrate is not None:
+            from ..calibration import calibrated_version
+
+            with console.status(f"Calibrating prompt {pid} on training rows...") as status:
+                prompt_row = calibrated_version(
+                    project,
+                    model,
+                    task_row,
+                    prompt_row,
+                    calibrate,
+                    rows=calibrate_rows,
+                    settings=settings,
+                    progress=eval_progress(status, f"Calibrating prompt {pid}"),
+                )
+            if not as_json:
+                console.print(
+                    f"Prompt {pid} {'calibrated' if prompt_row.get('calibration') else 'uncalibrated'}: version "
+                    f"{prompt_row['id']}"
+                    + (f" ({escape(prompt_row['note'])})" if prompt_row.get("calibration") else ""),
+                    highlight=False,
+                )
+            pid = prompt_row["id"]
         if second_attempt:
             _second_attempt(project, model, info, task_row, prompt_row, split, settings, limit, correction, as_json)
             continue
@@ -147,6 +192,7 @@ def eval_cmd(
                         "evaluation_id": report.evaluation_id,
                         "prompt_id": pid,
                         "prompt": report.prompt,
+                        "calibration": json.loads(prompt_row["calibration"]) if prompt_row.get("calibration") else None,
                         "task": task_row["name"],
                         "split": split,
                         "model": info.id,

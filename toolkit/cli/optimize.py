@@ -11,6 +11,7 @@ from rich.markup import escape
 from ..errors import ConfigError
 from ..layout import CHAIN_CAP
 from ..render import StepPrinter, _pct
+from ..selection import DEFAULT_DEV_SIZE
 from . import _project, cli, console, err_console
 
 
@@ -38,7 +39,11 @@ def _greater_options(f):
         ),
         click.option("--train-size", type=int, default=16, show_default=True, help="Training examples used."),
         click.option(
-            "--dev-size", type=int, default=32, show_default=True, help="Dev examples used to pick the final prompt."
+            "--dev-size",
+            type=int,
+            default=DEFAULT_DEV_SIZE,
+            show_default=True,
+            help="Dev examples of the paired test that picks the final prompt (all dev rows up to this many).",
         ),
         click.option(
             "--max-new-tokens",
@@ -286,6 +291,11 @@ def _print_run_result(result, scorer: str = "torch") -> None:
         console.print(f"Continue it with `gradprompt runs resume {result.run_id}`.")
         return
     console.print(f"Prompt {result.prompt_id}: [bold cyan]{escape(result.prompt)}[/]", highlight=False)
+    if getattr(result, "calibration", None):
+        from ..calibration import Calibration
+
+        cal = Calibration.from_json(result.calibration)
+        console.print(f"Label decision: {escape(cal.describe()) if cal else '-'}", highlight=False)
     console.print(
         f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)"
     )

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..errors import ConfigError
 from ..render import StepPrinter, _pct
+from ..selection import DEFAULT_DEV_SIZE
 from . import Table, _clip, _print_json_list, _project, cli, console
 from .optimize import BaselinePrinter, _load_torch, _print_run_result, _stopped_hint
 
@@ -100,6 +101,33 @@ def runs_show(ctx, run_id, show_config):
     if sel:
         verdict = "changed the prompt" if sel.get("chosen") is not None else "kept the starting prompt"
         console.print(f"Dev test: {verdict} ({sel.get('reason', '')})", markup=False, highlight=False)
+    compared = [r for r in timings.get("top") or [] if "wins" in r or r.get("initial")]
+    if compared:
+        console.print(
+            "Compared on dev (every one is in the library, tagged dev-compared; take one with `gradprompt eval ID`):"
+        )
+        ctable = Table("prompt", "dev acc", "fixed", "broken", "p", "level", "", "text")
+        for r in compared:
+            verdict = (
+                "start"
+                if r.get("initial")
+                else "adopted"
+                if r.get("chosen")
+                else "passed"
+                if r.get("passed")
+                else "not adopted"
+            )
+            ctable.add_row(
+                str(r.get("prompt_id") or "-"),
+                _pct(r.get("dev_accuracy")),
+                str(r.get("wins", "")),
+                str(r.get("losses", "")),
+                f"{r['p_value']:.4f}" if r.get("p_value") is not None else "",
+                f"{r['level']:.4f}" if r.get("level") is not None else "",
+                verdict,
+                _clip(r["prompt"], 50),
+            )
+        console.print(ctable)
     if timings.get("stop_reason"):
         console.print(f"Stopped early: {timings['stop_reason']}", markup=False, highlight=False)
     # Ctrl-C is not an error: the status already says stopped.
@@ -189,7 +217,7 @@ def runs_resume(ctx, run_id, force):
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
 @click.option("--train-size", type=int, default=16, show_default=True)
-@click.option("--dev-size", type=int, default=32, show_default=True)
+@click.option("--dev-size", type=int, default=DEFAULT_DEV_SIZE, show_default=True)
 @click.option("--test-size", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", "resume_id", type=int, help="Continue an interrupted bench.")
@@ -268,7 +296,7 @@ def bench_cmd(
 @click.option(
     "--dev-size",
     type=int,
-    default=60,
+    default=DEFAULT_DEV_SIZE,
     show_default=True,
     help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.",
 )

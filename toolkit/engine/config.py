@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ConfigError
 from ..layout import CHAIN_CAP
+from ..selection import DEFAULT_DEV_SIZE
 
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
 
@@ -41,7 +42,7 @@ class GreaterConfig:
     mode: str = "direct"  # "direct": answer follows the prompt; "reasoning": the paper's method
     steps: int = 100
     n_train: int = 50
-    n_dev: int = 50
+    n_dev: int = DEFAULT_DEV_SIZE  # all dev rows up to this many (toolkit.selection)
     topk: int = 40  # per-example top-k of the next-token distribution at the slot
     topq: int = 6  # rounds of intersections (the reference's flag name; not a gradient top-q)
     intersect: int = 5  # examples per intersection
@@ -90,7 +91,10 @@ class GreaterConfig:
     # weighs the same however many training examples it has, so a prompt cannot gain by answering the majority
     # label); "accuracy": the plain error rate. Number and text tasks always use the error rate.
     objective: str = "balanced"
-    alpha: float = 0.05  # improved: significance level of that paired test (Bonferroni over dev_top)
+    alpha: float = 0.05  # improved: significance level of that paired test (the fallback procedure over dev_top)
+    # improved, label tasks: the final choice also compares each prompt (the start among them) with a label
+    # calibration fitted on the training rows (toolkit.calibration): "batch", "contextual" or "none"
+    calibrate: str = "batch"
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -101,6 +105,8 @@ class GreaterConfig:
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
         if self.rank not in ("gradient", "random"):
             raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
+        if self.calibrate not in ("none", "batch", "contextual"):
+            raise ConfigError(f"Unknown calibration {self.calibrate!r}: use none, batch or contextual.")
         if self.objective not in ("balanced", "accuracy"):
             raise ConfigError(f"Unknown objective {self.objective!r}: use balanced or accuracy.")
         for name in ("width", "probe", "pair_swaps", "fresh", "n_dev", "dev_every"):
@@ -140,6 +146,7 @@ class GreaterConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "GreaterConfig":
         names = {f.name for f in fields(cls)}
+        data = {"calibrate": "none", **data}  # runs stored before calibration existed conclude as they would have
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -180,6 +187,7 @@ class RunResult:
     steps_done: int = 0
     selection: dict | None = None  # improved schedule: the paired dev test against the starting prompt
     stop_reason: str | None = None  # why the search ended before its steps or budget ran out
+    calibration: dict | None = None  # the chosen prompt's label calibration (toolkit.calibration), if any
 
 
 # ---------------------------------------------------------------------------------------------- step records

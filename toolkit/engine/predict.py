@@ -13,16 +13,22 @@ class Prediction:
     """Answers for evaluation (a mixin of the engine)."""
 
     def predict_items(
-        self, prompt: Sequence[int], items: Sequence[Item], answer_tokens: int = 16
+        self, prompt: Sequence[int], items: Sequence[Item], answer_tokens: int = 16, calibration=None
     ) -> list[tuple[bool, str | None]]:
         """(correct, predicted answer) per item under ``prompt``: the torch side of an evaluation.
 
         The llama.cpp evaluator's rules (:mod:`toolkit.evaluate`), so the two runtimes are comparable: labels
         by the first answer token when the labels' first tokens differ, else by whole-label log-probability;
         numbers and free text by greedy generation held to the same shapes as the llama.cpp grammar (a number;
-        one line), at most ``answer_tokens`` tokens, compared after the same normalization.
+        one line), at most ``answer_tokens`` tokens, compared after the same normalization. A ``calibration``
+        (:class:`toolkit.calibration.Calibration`, label tasks) shifts the label scores before the argmax.
         """
         from ..evaluate import is_correct
+
+        if calibration is not None and self.spec.kind == "label":
+            scores = self.label_scores_items(prompt, items)
+            preds = [self.spec.labels[calibration.choose(row)] for row in scores]
+            return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
 
         key = self._chain_key(prompt, items)
         if (
@@ -37,18 +43,32 @@ class Prediction:
             chains, _, preds = self._chains_terms_labels([(prompt, item) for item in items])
             self._chains[key] = chains
             return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
-        chains = self.chains(prompt, items)
-        heads = [
-            self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
-            for item, chain in zip(items, chains)
-        ]
+        heads = self._heads(prompt, items)
         if self.spec.kind == "label":
             preds = self._choose_labels(heads)
         else:
             preds = self._generate_answers(heads, answer_tokens)
         return [(is_correct(pred, item.answer, self.spec.kind), pred) for item, pred in zip(items, preds)]
 
+    def _heads(self, prompt: Sequence[int], items: Sequence[Item]) -> list[list[int]]:
+        """Each item's tokens up to the answer (its chain first in reasoning mode)."""
+        chains = self.chains(prompt, items)
+        return [
+            self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+            for item, chain in zip(items, chains)
+        ]
+
+    def label_scores_items(self, prompt: Sequence[int], items: Sequence[Item]) -> list[list[float]]:
+        """Each item's raw label scores under ``prompt`` (what the label rule compares; a calibration is fitted
+        on and applied to these): first-token logits when the labels' first tokens differ, else whole-label
+        log-probabilities."""
+        return self._label_scores(self._heads(prompt, items))
+
     def _choose_labels(self, heads: list[list[int]]) -> list[str]:
+        labels = self.spec.labels
+        return [labels[max(range(len(labels)), key=row.__getitem__)] for row in self._label_scores(heads)]
+
+    def _label_scores(self, heads: list[list[int]]) -> list[list[float]]:
         torch = self.torch
         labels, label_ids = self.spec.labels, self.label_ids
         if self.label_first is not None:  # one row of logits per example
@@ -62,7 +82,7 @@ class Prediction:
 
         logits = [lg for chunk in self._map_chunks(len(jobs), run) for lg in chunk]
         if self.label_first is not None:
-            return [labels[int(lg[0, self.label_first].argmax())] for lg in logits]
+            return [[float(x) for x in lg[0, self.label_first]] for lg in logits]
         out = []
         for e in range(len(heads)):
             scores = []
@@ -70,7 +90,7 @@ class Prediction:
                 lp = torch.log_softmax(logits[e * len(labels) + k].double(), dim=-1)
                 rows, cols = torch.arange(len(ids), device=lp.device), torch.tensor(ids, device=lp.device)
                 scores.append(float(lp[rows, cols].sum()))
-            out.append(labels[max(range(len(labels)), key=scores.__getitem__)])
+            out.append(scores)
         return out
 
     def _token_texts(self) -> list[str]:

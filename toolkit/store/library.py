@@ -150,6 +150,7 @@ class Library:
         step: int | None = None,
         tags: Iterable[str] = (),
         note: str = "",
+        calibration: str | None = None,
     ) -> int:
         return (
             self.db["prompts"]
@@ -167,6 +168,7 @@ class Library:
                         "tags": sorted(set(tags)),
                         "note": note,
                         "created": _now(),
+                        "calibration": calibration,
                     },
                 )
             )
@@ -245,13 +247,15 @@ class Library:
         )
         return list(self.db.query(sql, [*args, like, like, like]))
 
-    def find_prompt(self, project_id: int, task_id: int, text: str) -> dict | None:
-        return next(
-            self.db["prompts"].rows_where(
-                "project_id = ? and task_id = ? and text = ?", [project_id, task_id, text], order_by="id", limit=1
-            ),
-            None,
-        )
+    def find_prompt(self, project_id: int, task_id: int, text: str, calibration: str | None = None) -> dict | None:
+        """The first version with this text and calibration (JSON text; None: the uncalibrated one)."""
+        where, args = "project_id = ? and task_id = ? and text = ?", [project_id, task_id, text]
+        if calibration is None:
+            where += " and calibration is null"
+        else:
+            where += " and calibration = ?"
+            args.append(calibration)
+        return next(self.db["prompts"].rows_where(where, args, order_by="id", limit=1), None)
 
     def lineage(self, prompt_id: int) -> list[dict]:
         chain, seen = [], set()

@@ -220,6 +220,13 @@ def m007_indexes(db: sqlite_utils.Database) -> None:
         db[table].create_index(columns, if_not_exists=True)
 
 
+@migrations()
+def m008_prompt_calibration(db: sqlite_utils.Database) -> None:
+    # JSON (toolkit.calibration.Calibration) or NULL: a prompt version is its text plus, optionally, a label
+    # calibration fitted on training rows; every evaluation of that version applies it. Older prompts have none.
+    db["prompts"].add_column("calibration", str)
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
