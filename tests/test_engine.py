@@ -636,7 +636,11 @@ def test_random_ranking_ablation_uses_no_gradient(tiny_tm, monkeypatch):
 def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_tm, monkeypatch):
     dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(20)]
     eng = GreaterEngine(
-        tiny_tm, SPEC, TRAIN, dev, GreaterConfig(steps=2, n_train=6, n_dev=20, topk=8, topq=3, intersect=2, dev_top=3)
+        tiny_tm,
+        SPEC,
+        TRAIN,
+        dev,
+        GreaterConfig(steps=2, n_train=6, n_dev=20, topk=8, topq=3, intersect=2, dev_top=3, calibrate="none"),
     )
     state = eng.initial_state(PROMPT)
     initial = state["initial_ids"]
@@ -660,6 +664,43 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
     assert res.prompt_ids == others[1] and res.selection["significant"]
     assert res.dev_accuracy == 16 / 20
     assert res.selection["order"] == [0, 1, 2]  # the pre-declared order: training scores
+
+
+def test_the_final_choice_adopts_a_calibrated_start_where_the_start_has_a_label_bias(tiny_tm, monkeypatch):
+    """A start that answers "negative" for everything (a constant bias of 2 nats the evidence never beats):
+    the batch calibration fitted on the training rows alone fixes the decision, the dev test adopts the
+    calibrated start; with calibrate="none" the start is kept. The calibration sees training rows only."""
+    dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(40)]
+    train = [Item(f"train review {i}", "positive" if i % 2 else "negative") for i in range(12)]
+
+    def scores(prompt, items):  # only the start carries evidence; the other prompts say "negative" regardless
+        assert all(item.input.startswith(("train", "dev")) or item.input in ("N/A", "", "[MASK]") for item in items)
+        if list(prompt) != start:
+            return [[2.0, 0.0] for _ in items]
+        return [[2.0 - (1 if it.answer == "positive" else -1), (1 if it.answer == "positive" else -1)] for it in items]
+
+    def plain(prompt, items, answer_tokens=16, calibration=None):
+        return [(False if it.answer == "positive" else True, "negative") for it in items]
+
+    seen = []
+    start = GreaterEngine(tiny_tm, SPEC, train, dev, GreaterConfig(steps=1, n_train=12)).encode_prompt(PROMPT)
+    for calibrate, adopted in (("batch", True), ("none", False)):
+        cfg = GreaterConfig(steps=1, n_train=12, n_dev=40, topk=8, topq=3, intersect=2, dev_top=2, calibrate=calibrate)
+        eng = GreaterEngine(tiny_tm, SPEC, train, dev, cfg)
+        monkeypatch.setattr(eng, "label_scores_items", lambda p, items: seen.append(items) or scores(p, items))
+        monkeypatch.setattr(eng, "predict_items", plain)
+        state = eng.initial_state(PROMPT)
+        initial = state["initial_ids"]
+        state["top"] = [[0.1, eng.encode_prompt("Say it.")], [0.2, eng.encode_prompt("Guess.")]]
+        res = eng.finish(state)
+        assert res.prompt_ids == initial
+        assert (res.calibration is not None) == adopted and res.selection["significant"] == adopted
+        if adopted:
+            assert res.dev_accuracy == 1.0 and res.calibration["method"] == "batch" and res.calibration["n"] == 12
+            assert any(row.get("calibration") for row in res.top)
+            # the calibrated variants were fitted on the training rows: the dev rows were only scored
+            fitted = [items for items in seen if items and items[0].input.startswith("train")]
+            assert fitted and all(len(items) == 12 for items in fitted)
 
 
 def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
