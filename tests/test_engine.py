@@ -703,6 +703,24 @@ def test_the_final_choice_adopts_a_calibrated_start_where_the_start_has_a_label_
             assert fitted and all(len(items) == 12 for items in fitted)
 
 
+def test_search_calibration_runs_no_steps_and_search_instruction_adds_no_calibrated_variants(tiny_tm):
+    from toolkit.errors import ConfigError
+
+    cfg = GreaterConfig(steps=3, n_train=6, n_dev=6, topk=8, topq=3, intersect=2, search="calibration")
+    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, TRAIN[:6], cfg)
+    state = eng.initial_state(PROMPT)
+    assert list(eng.run(state)) == []
+    res = eng.finish(state)
+    assert [bool(r.get("calibration")) for r in res.top if not r.get("initial")] == [True]  # the calibrated start
+    cfg = GreaterConfig(steps=1, n_train=6, n_dev=6, topk=8, topq=3, intersect=2, search="instruction")
+    assert not GreaterEngine(tiny_tm, SPEC, TRAIN, TRAIN[:6], cfg)._calibrating()
+    with pytest.raises(ConfigError, match="needs a calibration"):
+        GreaterConfig(search="calibration", calibrate="none")
+    with pytest.raises(ConfigError, match="label tasks"):
+        GreaterEngine(tiny_tm, AnswerSpec(kind="number"), [Item("1+1", "2")], [], GreaterConfig(search="calibration"))
+    assert GreaterConfig.from_dict({"steps": 2}).calibrate == "none"  # runs stored before calibration existed
+
+
 def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
     """Reasoning mode's pre-rank: candidates teacher-forced on given chains; exact for those chains."""
     eng = GreaterEngine(

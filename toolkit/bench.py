@@ -19,9 +19,12 @@ from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
 from .selection import DEFAULT_DEV_SIZE, mcnemar_two_sided
 
-ALL_METHODS = ("initial", "cot", "ape", "opro", "greater", "greater-random")
-DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "greater")
-# greater-random is the ablation: the same search with the gradient ranking replaced by a random order.
+ALL_METHODS = ("initial", "cot", "ape", "opro", "calibration", "greater", "greater-instruction", "greater-random")
+DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "calibration", "greater")
+# greater: the whole-prompt search (instruction and label decision); greater-instruction: the gradient search of
+# the instruction alone (as before 2026-12-06); greater-random is the ablation: the same search with the gradient
+# ranking replaced by a random order; calibration: the start with a label calibration alone (no search steps).
+SEARCH_OF = {"greater-instruction": "instruction", "calibration": "calibration"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def run_bench(
                     time_budget_s=config.budget_s,
                     max_new_tokens=CHAIN_CAP,
                     rank="random" if method == "greater-random" else "gradient",
+                    search=SEARCH_OF.get(method, "all"),
                     width=config.width,
                     width_max=config.width or 64,
                 )

@@ -186,3 +186,9 @@ def calibrated_version(
         note=f"{cal.describe()}; fitted on the model {model.info.id}",
     )
     return store.prompt(pid)
+
+
+def row_decision(row: dict) -> str | None:
+    """A prompt row's label decision in words ("batch calibration (32 train rows): ..."), None when it has none."""
+    cal = Calibration.from_json(row.get("calibration"))
+    return cal.describe() if cal is not None else None

@@ -115,6 +115,14 @@ def export_prompt(
         text = bundle["prompt"] + "\n"
         if bundle["answer"]:
             text += f"\n# Put the prompt after the input (blank line between). Then ask for the answer with:\n# {bundle['answer']['extractor']}\n"
+        if bundle.get("calibration"):
+            from .calibration import Calibration
+
+            cal = Calibration.from_json(bundle["calibration"])
+            text += (
+                f"# Label decision: {cal.describe() if cal else '-'}: add each shift to its label's score (the "
+                "llamacpp and promptfoo exports carry it as logit_bias).\n"
+            )
     elif fmt == "json":
         text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
     elif fmt == "llamacpp":

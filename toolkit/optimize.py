@@ -355,7 +355,8 @@ def keep_candidates(project, task_row, run_id: int, initial_id: int, chosen_id: 
 
 
 def is_greater(method: str) -> bool:
-    return method.startswith("greater")  # greater, and the bench's greater-random ablation
+    # greater, the bench's greater-instruction and greater-random, and calibration alone: runs of the torch engine
+    return method.startswith("greater") or method == "calibration"
 
 
 def _default_load_torch(info, precision: str = "auto", device: str = "auto"):

@@ -8,6 +8,7 @@ from rich.markup import escape
 from textual import work
 from textual.widgets import Input
 
+from toolkit.calibration import row_decision
 from toolkit.errors import ConfigError, GradpromptError
 from toolkit.layout import CHAIN_CAP
 from toolkit.store import row_tags
@@ -266,6 +267,9 @@ class LibraryActions:
         store = self.project.store
         row = store.prompt(int(prompt_id))
         lines = [escape_markup(row["text"]), ""]
+        decision = row_decision(row)
+        if decision:
+            lines.append(f"label decision: {escape_markup(decision)}")
         chain = store.lineage(int(prompt_id))
         lines.append(
             "lineage: "

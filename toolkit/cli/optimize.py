@@ -78,6 +78,24 @@ def _greater_options(f):
             help="Random extra candidates scored in full per step to measure how well the gradient ranks.",
         ),
         click.option(
+            "--search",
+            type=click.Choice(["all", "instruction", "calibration"]),
+            default="all",
+            show_default=True,
+            help="Which parts of the prompt to search. all: the instruction (gradient steps) and, on label tasks, "
+            "the label decision (each prompt also with a label calibration fitted on the training rows, in the final "
+            "dev test); instruction: the gradient search alone; calibration: no steps, the start against the "
+            "calibrated start.",
+        ),
+        click.option(
+            "--calibrate",
+            type=click.Choice(["batch", "contextual", "none"]),
+            default="batch",
+            show_default=True,
+            help="The calibration the label decision is searched with (batch: label prior from the model's answers "
+            "on training inputs; contextual: from content-free inputs).",
+        ),
+        click.option(
             "--rank",
             type=click.Choice(["gradient", "random"]),
             default="gradient",
@@ -103,6 +121,8 @@ def _config(
     width=0,
     probe=4,
     rank="gradient",
+    search="all",
+    calibrate="batch",
 ):
     from ..engine.config import GreaterConfig
 
@@ -119,6 +139,8 @@ def _config(
         width=width,
         probe=probe,
         rank=rank,
+        search=search,
+        calibrate=calibrate,
     )
 
 
@@ -156,6 +178,8 @@ def optimize_cmd(
     dev_every,
     width,
     probe,
+    search,
+    calibrate,
     rank,
     initial_prompt,
     method,
@@ -195,7 +219,20 @@ def optimize_cmd(
             what="GReaTer (`gradprompt optimize`; --method ape, opro, cot or initial run on llama.cpp alone)",
         )
         gcfg = _config(
-            mode, schedule, steps, train_size, dev_size, max_new_tokens, batch_size, seed, dev_every, width, probe, rank
+            mode,
+            schedule,
+            steps,
+            train_size,
+            dev_size,
+            max_new_tokens,
+            batch_size,
+            seed,
+            dev_every,
+            width,
+            probe,
+            rank,
+            search,
+            calibrate,
         )
         if budget:
             from dataclasses import replace

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ..calibration import row_decision
 from ..render import _pct
 from ..store import row_tags
 from . import Table, _clip, _print_json_list, _project, cli, console, err_console
@@ -58,7 +59,7 @@ def prompts_list(ctx, task, search, as_json):
             str(p["parent_id"] or ""),
             Text(", ".join(row_tags(p))),
             _pct(project.store.best_test_accuracy(p["id"])),
-            _clip(p["text"], 70),
+            _clip(p["text"], 70) + (" [+ calibration]" if p.get("calibration") else ""),
         )
     console.print(table)
 
@@ -72,6 +73,9 @@ def prompts_show(ctx, prompt_id):
     row = project.store.prompt(prompt_id)
     console.print(f"[bold]Prompt {prompt_id}[/] ({row['origin']})")
     console.print(row["text"], highlight=False, markup=False)
+    decision = row_decision(row)
+    if decision:
+        console.print(f"Label decision: {decision}", highlight=False, markup=False)
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
@@ -126,6 +130,9 @@ def prompts_diff(ctx, a, b, inline):
     console.print(table, highlight=False)
     st = diff_stats(ta, tb)
     console.print(f"{st['removed']} token(s) removed, {st['added']} added, {st['unchanged']} unchanged")
+    da, db = row_decision(ra), row_decision(rb)
+    if da != db:
+        console.print(f"Label decision: {a}: {da or 'none'}; {b}: {db or 'none'}", highlight=False, markup=False)
     from ..evaluate import describe_effect, diff_effect
 
     effects = diff_effect(project.store, a, b)

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..errors import ConfigError
 from ..render import StepPrinter, _pct
+from ..bench import ALL_METHODS, DEFAULT_METHODS
 from ..selection import DEFAULT_DEV_SIZE
 from . import Table, _clip, _print_json_list, _project, cli, console
 from .optimize import BaselinePrinter, _load_torch, _print_run_result, _stopped_hint
@@ -83,6 +84,8 @@ def runs_show(ctx, run_id, show_config):
         ("budget_s", "budget s"),
         ("width", "width"),
         ("rank", "rank"),
+        ("search", "search"),
+        ("calibrate", "calibration"),
     ]
     shown = [
         f"{label} {settings[k]:g}" if isinstance(settings.get(k), float) else f"{label} {settings[k]}"
@@ -195,9 +198,10 @@ def runs_resume(ctx, run_id, force):
     "--method",
     "methods",
     multiple=True,
-    type=click.Choice(["initial", "cot", "ape", "opro", "greater", "greater-random"]),
-    help="Repeat; default: initial, cot, ape, opro, greater. greater-random is the ablation: the same "
-    "search with a random ranking instead of the gradient.",
+    type=click.Choice(list(ALL_METHODS)),
+    help="Repeat; default: " + ", ".join(DEFAULT_METHODS) + ". greater searches the instruction and the label "
+    "decision; greater-instruction the instruction alone; greater-random is the ablation: the same search with a "
+    "random ranking instead of the gradient; calibration: the start with a label calibration, no search.",
 )
 @click.option(
     "--mode",

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..layout import CHAIN_CAP
 from ..selection import DEFAULT_DEV_SIZE
 
+SEARCH_PARTS = ("all", "instruction", "calibration")
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
 
 
@@ -95,6 +96,10 @@ class GreaterConfig:
     # improved, label tasks: the final choice also compares each prompt (the start among them) with a label
     # calibration fitted on the training rows (toolkit.calibration): "batch", "contextual" or "none"
     calibrate: str = "batch"
+    # improved: which parts of the prompt the run searches. "all": the instruction (GReaTer steps) and the label
+    # decision (calibrated variants in the final choice); "instruction": GReaTer alone (as before 2026-12-06);
+    # "calibration": no steps, the final choice between the start and its calibrated variant (label tasks).
+    search: str = "all"
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -105,6 +110,10 @@ class GreaterConfig:
             raise ConfigError(f"Unknown mode {self.mode!r}: use direct or reasoning.")
         if self.rank not in ("gradient", "random"):
             raise ConfigError(f"Unknown rank {self.rank!r}: use gradient or random.")
+        if self.search not in SEARCH_PARTS:
+            raise ConfigError(f"Unknown --search {self.search!r}: use {', '.join(SEARCH_PARTS)}.")
+        if self.search == "calibration" and self.calibrate == "none":
+            raise ConfigError("--search calibration needs a calibration: --calibrate batch or contextual.")
         if self.calibrate not in ("none", "batch", "contextual"):
             raise ConfigError(f"Unknown calibration {self.calibrate!r}: use none, batch or contextual.")
         if self.objective not in ("balanced", "accuracy"):

@@ -55,6 +55,11 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
         self.predict_only = predict_only
         if not self.train and not predict_only:
             raise ConfigError("The task has no training examples.")
+        if config.search == "calibration" and (spec.kind != "label" or config.schedule != "improved"):
+            raise ConfigError(
+                "--search calibration applies to label tasks with the improved schedule (the task's answers are "
+                f"{spec.kind}s): use --search instruction."
+            )
         self.layout = ChatLayout(
             tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "", getattr(tm.tokenizer, "eos_token", "") or ""
         )

@@ -136,6 +136,8 @@ class WideSearch:
         state.setdefault("sweep_best", [])
         placeholder = self.tm.encode(" _")[-1]
         t_start = time.perf_counter()
+        if cfg.search == "calibration":  # no instruction steps: the final choice alone decides
+            return
         while state["step"] < cfg.steps:
             if state.get("done") or self._out_of_time(stop, t_start):
                 return
@@ -518,7 +520,8 @@ class WideSearch:
         return result
 
     def _calibrating(self) -> bool:
-        return self.config.calibrate != "none" and self.spec.kind == "label" and len(self.spec.labels) > 1
+        cfg = self.config
+        return cfg.search != "instruction" and cfg.calibrate != "none" and self.spec.kind == "label"
 
     def _with_calibrations(self, initial, cands, vectors):
         """The final choice's candidates with a label calibration (fitted on the training rows only) of the
