@@ -209,6 +209,56 @@ def test_the_llamacpp_requests_give_gradprompts_answers_on_a_real_server(server,
     assert native["n_predict"] == target["request"]["max_tokens"] and native["grammar"] == target["request"]["grammar"]
 
 
+@pytest.fixture(scope="module")
+def calibrated(evaluated, llama):
+    """The label prompt with two label calibrations, each evaluated by gradprompt on 20 test rows: the batch
+    calibration fitted on the training rows, and a strong hand-set one that flips answers (so the export is seen
+    to carry it). {name: (project, prompt_id, examples, {example_id: result}, uncalibrated predictions)}."""
+    from toolkit.calibration import Calibration, calibrated_version
+
+    project, pid, _, _ = evaluated["label"]
+    task = project.store.find_task(project.id, "demo-sentiment")
+    spec = project.store.task_spec(task)
+    fitted = calibrated_version(project, llama, task, project.store.prompt(pid), "batch", rows=32)
+    strong = Calibration("batch", spec.labels, (2.5, -2.5), n=0).to_json()
+    strong_id = project.add_prompt(task, LABEL_PROMPT, origin="calibrated", calibration=strong)
+    plain = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=20)
+    plain_pred = {r["example_id"]: r["predicted"] for r in project.store.results(plain.evaluation_id)}
+    out = {}
+    for name, row_id in (("fitted", fitted["id"]), ("strong", strong_id)):
+        report = evaluate_prompt(
+            project.store, model=llama, task_row=task, prompt_row=project.store.prompt(row_id), limit=20
+        )
+        results = {r["example_id"]: r for r in project.store.results(report.evaluation_id)}
+        out[name] = (project, row_id, project.store.examples(task["id"], "test", limit=20), results, plain_pred)
+    return out
+
+
+@pytest.mark.parametrize("name", ["fitted", "strong"])
+def test_the_export_of_a_calibrated_prompt_gives_gradprompts_answers_on_llama_server(native_server, calibrated, name):
+    project, pid, examples, results, plain = calibrated[name]
+    bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    assert bundle["exact"] is True and bundle["prompt"] == LABEL_PROMPT
+    request = bundle["llama_server"]["request"]
+    assert sorted(b for _, b in request["logit_bias"]) != [100.0, 100.0]  # the calibration is carried
+    agree = 0
+    for ex in examples:
+        text = _post(native_server + "/completion", {**request, "prompt": _fill(request["prompt"], ex["input"])})
+        agree += text["content"].strip() == results[ex["id"]]["predicted"]
+    assert len(examples) == 20 and agree >= 19
+    if name == "strong":  # the calibration changed gradprompt's answers, and the server followed
+        assert any(results[k]["predicted"] != plain[k] for k in results)
+
+
+def test_the_calibrated_request_gives_gradprompts_answers_on_llama_cpp_pythons_server(server, calibrated):
+    project, pid, examples, results, _ = calibrated["strong"]
+    target = json.loads(export_prompt(project, pid, "llamacpp").read_text())["llama_cpp_python_server"]
+    for ex in examples:
+        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"])}
+        text = _post(server + "/v1/completions", request)["choices"][0]["text"].strip()
+        assert text == results[ex["id"]]["predicted"], ex["input"]
+
+
 def test_the_evaluation_scores_the_tokens_a_server_sees(server, evaluated, llama):
     """The tokens gradprompt's evaluation reads the answer after are the server's tokenization of the whole text
     (tokenized in parts, they differ at the input/prompt boundary: '\\n\\n' vs '\\n', '\\n')."""
