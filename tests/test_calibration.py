@@ -108,14 +108,14 @@ def test_an_old_history_migrates_and_its_prompts_have_no_calibration(tmp_path):
     path = tmp_path / "h.db"
     old = Store(path)
     # the history as it was before m008: without the column the migration adds, and without its record
-    old.db.execute("delete from _sqlite_migrations where name = 'm008_prompt_calibration'")
+    old.db.execute("delete from _sqlite_migrations where name = 'm008_prompt_parts'")
     old.db["prompts"].transform(drop={"calibration"})
     assert "calibration" not in old.db["prompts"].columns_dict
     pid = old.ensure_project("p", "/x")
     prompt_id = old.db["prompts"].insert({"project_id": pid, "text": "old prompt", "origin": "manual"}).last_pk
     old.close()
     new = Store(path)
-    assert "m008_prompt_calibration" in [m.name for m in migrations.applied(new.db)]
+    assert "m008_prompt_parts" in [m.name for m in migrations.applied(new.db)]
     row = new.prompt(prompt_id)
     assert row["text"] == "old prompt" and row["calibration"] is None
     new.close()

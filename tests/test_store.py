@@ -20,7 +20,7 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
         "m005_step_search",
         "m006_owner",
         "m007_indexes",
-        "m008_prompt_calibration",
+        "m008_prompt_parts",
     ]
     s.close()
     s2 = Store(path)

@@ -19,12 +19,23 @@ from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
 from .selection import DEFAULT_DEV_SIZE, mcnemar_two_sided
 
-ALL_METHODS = ("initial", "cot", "ape", "opro", "calibration", "greater", "greater-instruction", "greater-random")
-DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "calibration", "greater")
+ALL_METHODS = (
+    "initial",
+    "cot",
+    "ape",
+    "opro",
+    "calibration",
+    "demonstrations",
+    "greater",
+    "greater-instruction",
+    "greater-random",
+)
+DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "calibration", "demonstrations", "greater")
 # greater: the whole-prompt search (instruction and label decision); greater-instruction: the gradient search of
 # the instruction alone (as before 2026-12-06); greater-random is the ablation: the same search with the gradient
-# ranking replaced by a random order; calibration: the start with a label calibration alone (no search steps).
-SEARCH_OF = {"greater-instruction": "instruction", "calibration": "calibration"}
+# ranking replaced by a random order; calibration: the start with a label calibration alone (no search steps);
+# demonstrations: the start with the best demonstration sets alone (no search steps).
+SEARCH_OF = {"greater-instruction": "instruction", "calibration": "calibration", "demonstrations": "demonstrations"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,9 @@ def run_bench(
                 store.update_bench(bench_id, status="stopped")
                 return bench_id, collect(project, bench_id)
             if (task, method) in done:
+                continue
+            if method == "calibration" and project.store.task(project.id, task)["answer_kind"] != "label":
+                say(f"{task}: calibration skipped (not a label task)")
                 continue
             say(f"{task}: {method}")
             initial_prompt = config.initial_prompt or DEFAULT_INITIAL_PROMPT

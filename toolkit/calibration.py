@@ -150,8 +150,7 @@ def calibrated_version(
     """The prompt version of ``prompt_row``'s text with a ``method`` calibration fitted with llama.cpp on the
     first ``rows`` rows of the task's training split (never dev or test), found in the library or added to it
     (origin ``calibrated``, parent: the prompt it was fitted for). ``method`` "none": the uncalibrated version."""
-    from .evaluate import EvalSettings, fit_calibration
-    from .layout import ChatLayout
+    from .evaluate import EvalSettings, fit_calibration, prompt_layout
 
     store = project.store
     if method not in METHODS:
@@ -159,21 +158,24 @@ def calibrated_version(
     if method == "none":
         if not prompt_row.get("calibration"):
             return prompt_row
-        plain = store.find_prompt(project.id, task_row["id"], prompt_row["text"])
+        demos = prompt_row.get("demos")
+        plain = store.find_prompt(project.id, task_row["id"], prompt_row["text"], None, demos)
         if plain is not None:
             return plain
-        return store.prompt(project.add_prompt(task_row, prompt_row["text"], origin="user", parent_id=prompt_row["id"]))
+        return store.prompt(
+            project.add_prompt(task_row, prompt_row["text"], origin="user", parent_id=prompt_row["id"], demos=demos)
+        )
     spec = store.task_spec(task_row)
     check_label_task(spec)
     if rows < 1:
         raise ConfigError(f"--calibrate-rows must be 1 or more (it is {rows}).")
     train = [e["input"] for e in store.examples(task_row["id"], "train", limit=rows)]
-    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    layout = prompt_layout(model, spec, prompt_row)
     cal = fit_calibration(
         model, layout, spec, prompt_row["text"], method, train, settings or EvalSettings(), progress=progress
     )
     text = cal.to_json()
-    existing = store.find_prompt(project.id, task_row["id"], prompt_row["text"], text)
+    existing = store.find_prompt(project.id, task_row["id"], prompt_row["text"], text, prompt_row.get("demos"))
     if existing is not None:
         return existing
     parent = prompt_row["id"]
@@ -183,6 +185,7 @@ def calibrated_version(
         origin="calibrated",
         parent_id=parent,
         calibration=text,
+        demos=prompt_row.get("demos"),
         note=f"{cal.describe()}; fitted on the model {model.info.id}",
     )
     return store.prompt(pid)

@@ -71,7 +71,9 @@ def evaluate_prompt_torch(
     calibration = prompt_calibration(prompt_row, spec)
     examples = store.examples(task_row["id"], split, limit=limit)
     config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
-    engine = GreaterEngine(tm, spec, [], [], config, predict_only=True)
+    from .layout import demos_from_json
+
+    engine = GreaterEngine(tm, spec, [], [], config, predict_only=True, demos=demos_from_json(prompt_row.get("demos")))
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"],
         task_id=task_row["id"],
@@ -90,7 +92,10 @@ def evaluate_prompt_torch(
         n=len(examples),
     )
     model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
-    keyed = [(ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration)) for ex in examples]
+    keyed = [
+        (ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration, prompt_row.get("demos")))
+        for ex in examples
+    ]
     prompt_ids = engine.encode_prompt(prompt_row["text"])
 
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:

@@ -254,6 +254,7 @@ def cache_key(
     spec: AnswerSpec,
     example: dict,
     calibration: Calibration | None = None,
+    demos: str | None = None,
 ) -> str:
     parts = [
         prompt,
@@ -270,6 +271,8 @@ def cache_key(
         parts.append(answer_grammar(spec))
     if calibration is not None:  # uncalibrated keys stay what they were
         parts.append(calibration.to_json())
+    if demos:  # the stored JSON of the demonstrations (toolkit.layout.demos_to_json)
+        parts.append(["demos", demos])
     raw = json.dumps(parts)
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -387,12 +390,12 @@ def evaluate_prompt(
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
     calibration = prompt_calibration(prompt_row, spec)
-    if calibration is not None and predictor is not None:
+    if (calibration is not None or prompt_row.get("demos")) and (predictor is not None or settings.strategy != "plain"):
         raise ConfigError(
-            f"Prompt {prompt_row['id']} is calibrated; the strategies around a prompt do not apply a calibration "
-            "yet. Use its uncalibrated parent for a strategy."
+            f"Prompt {prompt_row['id']} has a label calibration or demonstrations; the strategies around a prompt "
+            "do not apply those yet. Use the plain instruction (its parent) for a strategy."
         )
-    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    layout = prompt_layout(model, spec, prompt_row)
     examples = store.examples(task_row["id"], split, limit=limit)
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"],
@@ -417,7 +420,13 @@ def evaluate_prompt(
         (
             ex,
             cache_key(
-                prompt_row["text"] + (key_extra(ex) if key_extra else ""), model_key, settings, spec, ex, calibration
+                prompt_row["text"] + (key_extra(ex) if key_extra else ""),
+                model_key,
+                settings,
+                spec,
+                ex,
+                calibration,
+                prompt_row.get("demos"),
             ),
         )
         for ex in examples
@@ -450,6 +459,15 @@ def evaluate_prompt(
         progress=progress,
         stop=stop,
     )
+
+
+def prompt_layout(model, spec: AnswerSpec, prompt_row: dict | None = None) -> ChatLayout:
+    """The layout of a model's chat, with the prompt version's demonstrations (if any) as earlier turns."""
+    from .layout import demos_from_json
+
+    layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+    demos = demos_from_json(prompt_row.get("demos")) if prompt_row else ()
+    return layout.with_demos(demos, spec.extractor) if demos else layout
 
 
 def prompt_calibration(prompt_row: dict, spec: AnswerSpec) -> Calibration | None:

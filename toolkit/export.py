@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import partial_path
+from .layout import demo_lines
 from .tasks import normalize_answer, parse_number
 
 SERVER_URL = "http://127.0.0.1:8080"  # where the llamacpp and promptfoo exports send requests
@@ -32,12 +33,15 @@ def prompt_bundle(project, prompt_id: int) -> dict:
         "prompt": row["text"],
         # the label decision: a per-label shift of the scores (toolkit.calibration), or None
         "calibration": json.loads(row["calibration"]) if row.get("calibration") else None,
+        # demonstrations: [[input, answer], ...] shown as earlier chat turns before the example, or None
+        "demos": json.loads(row["demos"]) if row.get("demos") else None,
         "prompt_id": prompt_id,
         "origin": row["origin"],
         "parent_id": row["parent_id"],
         "task": task_row["name"] if task_row else None,
         "answer": {"kind": spec.kind, "labels": list(spec.labels), "extractor": spec.extractor} if spec else None,
-        "layout": "user turn: INPUT, blank line, PROMPT; assistant turn: [reasoning] EXTRACTOR ' ' ANSWER",
+        "layout": "[for each demonstration: user turn: DEMO INPUT; assistant turn: EXTRACTOR ' ' DEMO ANSWER] "
+        "user turn: INPUT, blank line, PROMPT; assistant turn: [reasoning] EXTRACTOR ' ' ANSWER",
         "run": {
             "id": run["id"],
             "model_id": run["model_id"],
@@ -115,6 +119,10 @@ def export_prompt(
         text = bundle["prompt"] + "\n"
         if bundle["answer"]:
             text += f"\n# Put the prompt after the input (blank line between). Then ask for the answer with:\n# {bundle['answer']['extractor']}\n"
+        if bundle.get("demos"):
+            text += "# Demonstrations: show these first, as earlier turns of the chat (user: input; assistant: the\n"
+            text += "# answer after the extractor), then the input with the prompt:\n"
+            text += "".join(f"#   {line}\n" for line in demo_lines(bundle["demos"], 1000))
         if bundle.get("calibration"):
             from .calibration import Calibration
 
@@ -133,6 +141,19 @@ def export_prompt(
             "one of " + ", ".join(answer["labels"]) if answer.get("kind") == "label" else f"a {answer.get('kind')}"
         )
         text = LLM_HEADER.format(path=output, extractor=answer.get("extractor", ""), restricted=restricted)
+        if bundle.get("demos") or bundle.get("calibration"):
+            text += (
+                "# Not reproduced either: this prompt version's "
+                + " and ".join(
+                    part
+                    for part, present in (
+                        ("demonstrations (earlier chat turns)", bundle.get("demos")),
+                        ("label calibration", bundle.get("calibration")),
+                    )
+                    if present
+                )
+                + "; the llamacpp and promptfoo exports carry them.\n"
+            )
         text += _yaml(llm_template(bundle))
     else:
         text = _yaml(promptfoo_config(project, bundle, model_id, limit, server))
@@ -184,6 +205,8 @@ def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict
             extractor=bundle["answer"]["extractor"],
         )
         layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
+        if bundle.get("demos"):  # earlier turns of the chat, as gradprompt lays them out
+            layout = layout.with_demos(tuple((i, a) for i, a in bundle["demos"]), spec.extractor)
         marker = "\u0000INPUT\u0000"
         before, after = layout.split(marker)
         template = before + bundle["prompt"] + after + spec.extractor

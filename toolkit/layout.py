@@ -7,6 +7,14 @@ One example is laid out as::
     EXTRACTOR          e.g. "Therefore, the final answer (one of: no, yes) is"
     " " ANSWER
 
+With demonstrations (a prompt version's ordered (input, answer) pairs from the training split), each comes first
+as an earlier exchange of the same chat, the form chat models are trained on::
+
+    [user turn: DEMO INPUT]  [assistant turn: EXTRACTOR " " DEMO ANSWER]  ...  then the example as above
+
+The instruction stays in its one slot in the last user turn (the demonstrations' turns hold only their inputs),
+so the text before the prompt is fixed for a run and shared by every example: its KV is computed once.
+
 The chat template comes from the model file itself (the GGUF's ``tokenizer.chat_template``) and is rendered
 with a placeholder where the prompt goes, so the prompt span is found without per-family code. The rendered
 text is tokenized in one piece with ``add_bos=False`` (the template adds BOS where the model wants one), as a
@@ -52,16 +60,49 @@ FALLBACK_TEMPLATE = (
 )
 
 
+Demos = tuple[tuple[str, str], ...]
+
+
+def demos_from_json(text: str | list | None) -> Demos:
+    """A prompt version's demonstrations as stored (JSON [[input, answer], ...] or NULL) -> ((input, answer), ...)."""
+    import json
+
+    if text in (None, ""):
+        return ()
+    data = json.loads(text) if isinstance(text, str) else text
+    return tuple((str(i), str(a)) for i, a in data)
+
+
+def demos_to_json(demos: Demos) -> str | None:
+    """The stored form (also part of the version's identity); None for no demonstrations."""
+    import json
+
+    return json.dumps([[i, a] for i, a in demos], ensure_ascii=False) if demos else None
+
+
 @dataclass(frozen=True)
 class ChatLayout:
     template: str
     bos_token: str = ""
     eos_token: str = ""
+    demos: Demos = ()  # (input, answer) pairs shown as earlier turns
+    extractor: str = ""  # what each demonstration's answer follows in its assistant turn (the task's extractor)
+
+    def with_demos(self, demos: Demos, extractor: str) -> "ChatLayout":
+        return ChatLayout(self.template, self.bos_token, self.eos_token, tuple(demos), extractor)
+
+    def demo_messages(self) -> list[dict]:
+        turns: list[dict] = []
+        for demo_input, demo_answer in self.demos:
+            turns.append({"role": "user", "content": demo_input})
+            turns.append({"role": "assistant", "content": (self.extractor + answer_text(demo_answer)).strip()})
+        return turns
 
     def split(self, input_text: str) -> tuple[str, str]:
         """(text before the prompt, text after it) for one example's user turn."""
         rendered = _compile(self.template or FALLBACK_TEMPLATE).render(
-            messages=[{"role": "user", "content": f"{input_text}{INPUT_SEPARATOR}{PLACEHOLDER}"}],
+            messages=self.demo_messages()
+            + [{"role": "user", "content": f"{input_text}{INPUT_SEPARATOR}{PLACEHOLDER}"}],
             add_generation_prompt=True,
             bos_token=self.bos_token,
             eos_token=self.eos_token,
@@ -80,7 +121,10 @@ class ChatLayout:
         """Several turns ([{"role", "content"}], ending with a user turn) and the assistant header, as text
         (the second attempt's layout: the first exchange, then the correction instruction)."""
         return _compile(self.template or FALLBACK_TEMPLATE).render(
-            messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+            messages=self.demo_messages() + list(messages),
+            add_generation_prompt=True,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
         )
 
     def render(self, input_text: str, prompt: str) -> str:
@@ -91,3 +135,14 @@ class ChatLayout:
 def answer_text(answer: str) -> str:
     """The answer as it follows the extractor."""
     return " " + answer.strip()
+
+
+def demo_lines(stored: str | list | None, width: int = 100) -> list[str]:
+    """A prompt version's demonstrations as lines for people ("1. INPUT -> ANSWER", one line each, clipped)."""
+    lines = []
+    for n, (demo_input, demo_answer) in enumerate(demos_from_json(stored), 1):
+        flat = " ".join(demo_input.split())
+        if len(flat) > width:
+            flat = flat[: width - 3] + "..."
+        lines.append(f"{n}. {flat} -> {demo_answer}")
+    return lines

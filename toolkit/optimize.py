@@ -33,6 +33,7 @@ class OptimizeResult:
     selection: dict | None = None  # the paired dev test against the starting prompt (see toolkit.selection)
     stop_reason: str | None = None  # why the search ended early (converged), if it did
     calibration: dict | None = None  # the final prompt's label calibration, if the final choice took one
+    demos: list | None = None  # the final prompt's demonstrations, if the final choice took some
 
 
 def library_versions() -> dict:
@@ -169,6 +170,7 @@ class Finished:
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)  # model calls / tokens the run cost
     calibration: dict | None = None  # the final prompt's label calibration (toolkit.calibration), if chosen
+    demos: list | None = None  # the final prompt's demonstrations [[input, answer], ...], if chosen
 
 
 class GreaterRun:
@@ -197,6 +199,7 @@ class GreaterRun:
             selection=result.selection,
             stop_reason=result.stop_reason,
             calibration=result.calibration,
+            demos=result.demos,
             usage={
                 "torch_forward_tokens": self.engine.stats["forward_tokens"],
                 "torch_gradient_tokens": self.engine.stats["grad_tokens"],
@@ -241,8 +244,8 @@ def drive(
         except Exception:  # e.g. the disk is full: the run then reads interrupted (its process is gone)
             pass
         raise
-    cal_json = _cal_json(done.calibration)
-    existing = store.find_prompt(project.id, task_row["id"], done.prompt, cal_json)
+    cal_json, demos_json = _cal_json(done.calibration), _demos_json(done.demos)
+    existing = store.find_prompt(project.id, task_row["id"], done.prompt, cal_json, demos_json)
     prompt_id = (
         existing["id"]
         if existing
@@ -254,6 +257,7 @@ def drive(
             run_id=run_id,
             step=done.steps,
             calibration=cal_json,
+            demos=demos_json,
         )
     )
     keep_candidates(project, task_row, run_id, initial_id, prompt_id, done.top)
@@ -287,6 +291,7 @@ def drive(
         selection=done.selection,
         stop_reason=done.stop_reason,
         calibration=done.calibration,
+        demos=done.demos,
     )
 
 
@@ -298,6 +303,12 @@ def _cal_json(calibration: dict | None) -> str | None:
 
     cal = Calibration.from_json(calibration)
     return cal.to_json() if cal else None
+
+
+def _demos_json(demos) -> str | None:
+    from .layout import demos_to_json
+
+    return demos_to_json(tuple((str(i), str(a)) for i, a in demos or ()))
 
 
 CANDIDATE_TAG = "dev-compared"
@@ -314,11 +325,12 @@ def keep_candidates(project, task_row, run_id: int, initial_id: int, chosen_id: 
             continue
         if row.get("dev_accuracy") is None or "wins" not in row:
             continue
-        cal_json = _cal_json(row.get("calibration"))
-        existing = store.find_prompt(project.id, task_row["id"], row["prompt"], cal_json)
+        cal_json, demos_json = _cal_json(row.get("calibration")), _demos_json(row.get("demos"))
+        existing = store.find_prompt(project.id, task_row["id"], row["prompt"], cal_json, demos_json)
         note = (
             f"Run {run_id} dev test"
             + (" (with its label calibration)" if row.get("calibration") else "")
+            + (f" (with {len(row['demos'])} demonstrations)" if row.get("demos") else "")
             + f": {100 * row['dev_accuracy']:.1f}% on dev, {row['wins']} fixed and "
             f"{row['losses']} broken against the starting prompt (one-sided p={row['p_value']:.4f}, level "
             f"{row['level']:.4f}): "
@@ -346,6 +358,7 @@ def keep_candidates(project, task_row, run_id: int, initial_id: int, chosen_id: 
                 tags=[CANDIDATE_TAG],
                 note=note,
                 calibration=cal_json,
+                demos=demos_json,
             )
         row["prompt_id"] = pid
 
@@ -356,7 +369,7 @@ def keep_candidates(project, task_row, run_id: int, initial_id: int, chosen_id: 
 
 def is_greater(method: str) -> bool:
     # greater, the bench's greater-instruction and greater-random, and calibration alone: runs of the torch engine
-    return method.startswith("greater") or method == "calibration"
+    return method.startswith("greater") or method in ("calibration", "demonstrations")
 
 
 def _default_load_torch(info, precision: str = "auto", device: str = "auto"):

@@ -91,6 +91,11 @@ class Project:
             + (f" | run {row['run_id']} step {row['step']}" if row["run_id"] else ""),
             f"# created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['created']))}",
         ]
+        if row.get("demos"):
+            from .layout import demo_lines
+
+            header.append("# demonstrations (earlier chat turns, in order):")
+            header += ["#   " + line for line in demo_lines(row["demos"])]
         if row.get("calibration"):
             from .calibration import Calibration
 

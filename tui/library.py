@@ -9,6 +9,7 @@ from textual import work
 from textual.widgets import Input
 
 from toolkit.calibration import row_decision
+from toolkit.layout import demo_lines
 from toolkit.errors import ConfigError, GradpromptError
 from toolkit.layout import CHAIN_CAP
 from toolkit.store import row_tags
@@ -270,6 +271,10 @@ class LibraryActions:
         decision = row_decision(row)
         if decision:
             lines.append(f"label decision: {escape_markup(decision)}")
+        demos = demo_lines(row.get("demos"), 70)
+        if demos:
+            lines.append(f"demonstrations ({len(demos)}, earlier chat turns):")
+            lines += ["  " + escape_markup(line) for line in demos]
         chain = store.lineage(int(prompt_id))
         lines.append(
             "lineage: "

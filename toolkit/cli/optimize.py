@@ -37,7 +37,14 @@ def _greater_options(f):
         click.option(
             "--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."
         ),
-        click.option("--train-size", type=int, default=16, show_default=True, help="Training examples used."),
+        click.option(
+            "--train-size",
+            type=int,
+            default=16,
+            show_default=True,
+            help="Training examples the prompt is scored on (the training rows beyond them are the pool of "
+            "demonstrations).",
+        ),
         click.option(
             "--dev-size",
             type=int,
@@ -79,13 +86,13 @@ def _greater_options(f):
         ),
         click.option(
             "--search",
-            type=click.Choice(["all", "instruction", "calibration"]),
+            type=click.Choice(["all", "instruction", "demonstrations", "calibration"]),
             default="all",
             show_default=True,
-            help="Which parts of the prompt to search. all: the instruction (gradient steps) and, on label tasks, "
-            "the label decision (each prompt also with a label calibration fitted on the training rows, in the final "
-            "dev test); instruction: the gradient search alone; calibration: no steps, the start against the "
-            "calibrated start.",
+            help="Which parts of the prompt to search. all: the instruction (gradient steps), demonstrations (sets "
+            "of training rows beyond --train-size, shown as earlier chat turns) and, on label tasks, the label "
+            "decision (a calibration fitted on the training rows), all compared in the final dev test; "
+            "instruction: the gradient search alone; demonstrations or calibration: no steps, that part alone.",
         ),
         click.option(
             "--calibrate",
@@ -333,6 +340,13 @@ def _print_run_result(result, scorer: str = "torch") -> None:
 
         cal = Calibration.from_json(result.calibration)
         console.print(f"Label decision: {escape(cal.describe()) if cal else '-'}", highlight=False)
+    if getattr(result, "demos", None):
+        from ..layout import demo_lines, demos_to_json
+
+        lines = demo_lines(demos_to_json(tuple(tuple(d) for d in result.demos)), 80)
+        console.print(f"Demonstrations ({len(lines)}, shown before the input as earlier chat turns):")
+        for line in lines:
+            console.print("  " + escape(line), highlight=False)
     console.print(
         f"Train accuracy {_pct(result.train_accuracy)}, dev accuracy {_pct(result.dev_accuracy)} ({scorer} scoring)"
     )

@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from ..calibration import row_decision
+from ..layout import demo_lines
 from ..render import _pct
 from ..store import row_tags
 from . import Table, _clip, _print_json_list, _project, cli, console, err_console
@@ -59,7 +60,9 @@ def prompts_list(ctx, task, search, as_json):
             str(p["parent_id"] or ""),
             Text(", ".join(row_tags(p))),
             _pct(project.store.best_test_accuracy(p["id"])),
-            _clip(p["text"], 70) + (" [+ calibration]" if p.get("calibration") else ""),
+            _clip(p["text"], 70)
+            + (f" [+ {len(demo_lines(p['demos']))} demos]" if p.get("demos") else "")
+            + (" [+ calibration]" if p.get("calibration") else ""),
         )
     console.print(table)
 
@@ -76,6 +79,11 @@ def prompts_show(ctx, prompt_id):
     decision = row_decision(row)
     if decision:
         console.print(f"Label decision: {decision}", highlight=False, markup=False)
+    demos = demo_lines(row.get("demos"))
+    if demos:
+        console.print(f"Demonstrations ({len(demos)}, shown before the input as earlier chat turns):")
+        for line in demos:
+            console.print("  " + line, highlight=False, markup=False)
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))

@@ -201,7 +201,8 @@ def runs_resume(ctx, run_id, force):
     type=click.Choice(list(ALL_METHODS)),
     help="Repeat; default: " + ", ".join(DEFAULT_METHODS) + ". greater searches the instruction and the label "
     "decision; greater-instruction the instruction alone; greater-random is the ablation: the same search with a "
-    "random ranking instead of the gradient; calibration: the start with a label calibration, no search.",
+    "random ranking instead of the gradient; calibration, demonstrations: the start with a label calibration, or "
+    "with the best demonstration sets, no search steps.",
 )
 @click.option(
     "--mode",

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..layout import CHAIN_CAP
 from ..selection import DEFAULT_DEV_SIZE
 
-SEARCH_PARTS = ("all", "instruction", "calibration")
+SEARCH_PARTS = ("all", "instruction", "demonstrations", "calibration")
 REFERENCE_TOKEN_FILTER = r"^ ?[A-Za-z]+$|^[.,]$"
 
 
@@ -96,10 +96,15 @@ class GreaterConfig:
     # improved, label tasks: the final choice also compares each prompt (the start among them) with a label
     # calibration fitted on the training rows (toolkit.calibration): "batch", "contextual" or "none"
     calibrate: str = "batch"
-    # improved: which parts of the prompt the run searches. "all": the instruction (GReaTer steps) and the label
-    # decision (calibrated variants in the final choice); "instruction": GReaTer alone (as before 2026-12-06);
-    # "calibration": no steps, the final choice between the start and its calibrated variant (label tasks).
+    # improved: which parts of the prompt the run searches (toolkit/engine/final.py). "all": the instruction
+    # (GReaTer steps), demonstration sets and the label decision (calibrated variants) in the final choice;
+    # "instruction": GReaTer alone (as before 2026-12-06); "demonstrations": no steps, the start against the start
+    # with demonstration sets; "calibration": no steps, the start against its calibrated variant (label tasks).
     search: str = "all"
+    demo_max: int = 4  # demonstrations per set at most (0: no demonstration search)
+    demo_sets: int = 6  # demonstration sets scored on the training rows
+    demo_keep: int = 2  # best sets (by training score) compared on dev
+    demo_tokens: int = 768  # a set's demonstrations in tokens at most (the context the model has for them)
 
     def __post_init__(self):
         if self.execution not in ("fast", "naive"):
@@ -118,7 +123,17 @@ class GreaterConfig:
             raise ConfigError(f"Unknown calibration {self.calibrate!r}: use none, batch or contextual.")
         if self.objective not in ("balanced", "accuracy"):
             raise ConfigError(f"Unknown objective {self.objective!r}: use balanced or accuracy.")
-        for name in ("width", "probe", "pair_swaps", "fresh", "n_dev", "dev_every"):
+        for name in (
+            "width",
+            "probe",
+            "pair_swaps",
+            "fresh",
+            "n_dev",
+            "dev_every",
+            "demo_max",
+            "demo_sets",
+            "demo_keep",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be 0 or more (it is {getattr(self, name)}).")
         if not 0 < self.alpha < 1:
@@ -155,7 +170,8 @@ class GreaterConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "GreaterConfig":
         names = {f.name for f in fields(cls)}
-        data = {"calibrate": "none", **data}  # runs stored before calibration existed conclude as they would have
+        # runs stored before the whole-prompt search existed conclude as they would have
+        data = {"calibrate": "none", "search": "instruction", **data}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -197,6 +213,7 @@ class RunResult:
     selection: dict | None = None  # improved schedule: the paired dev test against the starting prompt
     stop_reason: str | None = None  # why the search ended before its steps or budget ran out
     calibration: dict | None = None  # the chosen prompt's label calibration (toolkit.calibration), if any
+    demos: list | None = None  # the chosen prompt's demonstrations [[input, answer], ...], if any
 
 
 # ---------------------------------------------------------------------------------------------- step records

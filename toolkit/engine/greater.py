@@ -18,13 +18,14 @@ from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
 from ..tasks import AnswerSpec
 from .config import REFERENCE_TOKEN_FILTER, GreaterConfig, Item, RunResult, Score, StepRecord, _flag  # noqa: F401  (re-exported)
 from .decode import Decoding
+from .final import FinalChoice
 from .forward import ForwardPasses
 from .predict import Prediction
 from .scoring import Scoring
 from .search import WideSearch
 
 
-class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
+class GreaterEngine(WideSearch, FinalChoice, Scoring, Decoding, Prediction, ForwardPasses):
     """The GReaTer engine on one model and task. This module keeps its construction, the layout pieces, the
     proposal (the model's own next-token candidates), the gradient through the one-hot slot, and the two
     schedules (``_run_reference``; the improved one is :meth:`WideSearch._run_improved`); forward passes,
@@ -40,9 +41,12 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
         config: GreaterConfig,
         *,
         predict_only: bool = False,
+        demos: Sequence[tuple[str, str]] = (),
     ):
         """``predict_only``: an engine that only scores and predicts (evaluation on torch, compare) and so needs
-        no training examples; searching with it is refused."""
+        no training examples; searching with it is refused. ``demos``: (input, answer) pairs shown before every
+        example (a prompt version's demonstrations). The training rows beyond ``n_train`` are the pool that
+        demonstration sets are drawn from (never the rows they are scored on)."""
         import torch
 
         self.torch = torch
@@ -51,18 +55,23 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
         self.spec = spec
         self.config = config
         self.train = list(train)[: config.n_train]
+        self.pool = list(train)[config.n_train :]
         self.dev = list(dev)[: config.n_dev]
         self.predict_only = predict_only
         if not self.train and not predict_only:
             raise ConfigError("The task has no training examples.")
-        if config.search == "calibration" and (spec.kind != "label" or config.schedule != "improved"):
+        if config.search in ("calibration", "demonstrations") and config.schedule != "improved":
+            raise ConfigError(f"--search {config.search} needs the improved schedule.")
+        if config.search == "calibration" and spec.kind != "label":
             raise ConfigError(
-                "--search calibration applies to label tasks with the improved schedule (the task's answers are "
-                f"{spec.kind}s): use --search instruction."
+                f"--search calibration applies to label tasks (this task's answers are {spec.kind}s): use --search "
+                "instruction or demonstrations."
             )
         self.layout = ChatLayout(
             tm.chat_template, getattr(tm.tokenizer, "bos_token", "") or "", getattr(tm.tokenizer, "eos_token", "") or ""
         )
+        if demos:
+            self.layout = self.layout.with_demos(tuple(tuple(d) for d in demos), spec.extractor)
         self.device = next(self.model.parameters()).device
         from .torch_backend import prepare_for_gradients
 
@@ -91,6 +100,7 @@ class GreaterEngine(WideSearch, Scoring, Decoding, Prediction, ForwardPasses):
             "race_examples_skipped": 0,
         }
         self.events: list[str] = []
+        self.demo_stats: dict = {}  # the final choice's demonstration search: sets scored, seconds
         if spec.kind == "label":
             self.label_ids = [tm.encode(answer_text(lab)) for lab in spec.labels]
             firsts = [ids[0] for ids in self.label_ids]

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Iterator, Sequence
 
-from ..selection import annotate, select_final, spearman
+from ..selection import spearman
 from .config import StepRecord
 
 
@@ -136,7 +136,7 @@ class WideSearch:
         state.setdefault("sweep_best", [])
         placeholder = self.tm.encode(" _")[-1]
         t_start = time.perf_counter()
-        if cfg.search == "calibration":  # no instruction steps: the final choice alone decides
+        if cfg.search in ("calibration", "demonstrations"):  # no instruction steps: the final choice decides
             return
         while state["step"] < cfg.steps:
             if state.get("done") or self._out_of_time(stop, t_start):
@@ -457,112 +457,3 @@ class WideSearch:
         if n >= self.config.max_prompt_tokens or f"{n}:{ids}" in visited:
             return False
         return self.config.grow_past_stop or "." not in self.decode([prompt[-1]])
-
-    # ------------------------------------------------------------------ the final choice
-
-    def _finish_improved(self, state: dict):
-        """Honest selection: the best prompts by training score among everything scored, compared with the
-        starting prompt on the same dev examples; the starting prompt stays unless one is significantly
-        better (see :mod:`toolkit.selection`)."""
-        from .config import RunResult
-
-        cfg = self.config
-        initial = list(state.get("initial_ids") or [])
-        top = [t for t in state["top"] if list(t[1]) != initial] if initial else list(state["top"])
-        if not top and not initial:
-            top = [[self.score_prompts([state["prompt_ids"]])[0].value, state["prompt_ids"]]]
-        cands = [[value, ids, None] for value, ids in top[: cfg.dev_top]]
-        table, selection = [], None
-        if cfg.select_on_dev and self.dev and initial:
-            init_ok = [ok for ok, _ in self.predict_items(initial, self.dev)]
-            vectors = [[ok for ok, _ in self.predict_items(ids, self.dev)] for _, ids, _ in cands]
-            order_scores = [value for value, _, _ in cands]
-            if self._calibrating():
-                cands, vectors, order_scores = self._with_calibrations(initial, cands, vectors)
-            selection = select_final(init_ok, vectors, train_scores=order_scores, alpha=cfg.alpha)
-            for (value, ids, cal), vec, order_score in zip(cands, vectors, order_scores):
-                table.append(
-                    {
-                        "prompt": self.decode(ids),
-                        "train_score": value,
-                        "order_score": order_score,
-                        "dev_accuracy": sum(vec) / len(vec),
-                        "calibration": cal.to_dict() if cal is not None else None,
-                    }
-                )
-            table.append(
-                {
-                    "prompt": self.decode(initial),
-                    "train_score": None,
-                    "dev_accuracy": selection.initial_accuracy,
-                    "initial": True,
-                }
-            )
-            annotate(table, selection)
-            best_ids = cands[selection.chosen][1] if selection.chosen is not None else initial
-            best_cal = cands[selection.chosen][2] if selection.chosen is not None else None
-            best_dev = selection.best_accuracy if selection.chosen is not None else selection.initial_accuracy
-        else:
-            best_ids = cands[0][1] if cands else initial
-            best_dev, best_cal = None, None
-            table = [{"prompt": self.decode(ids), "train_score": v, "dev_accuracy": None} for v, ids, _ in cands]
-        result = RunResult(
-            prompt=self.decode(best_ids),
-            prompt_ids=list(best_ids),
-            train=self.score_prompts([best_ids])[0],
-            dev_accuracy=best_dev,
-            top=table,
-            steps_done=state["step"],
-        )
-        result.selection = selection.to_dict() if selection is not None else None
-        result.stop_reason = state.get("done")
-        result.calibration = best_cal.to_dict() if best_cal is not None else None
-        return result
-
-    def _calibrating(self) -> bool:
-        cfg = self.config
-        return cfg.search != "instruction" and cfg.calibrate != "none" and self.spec.kind == "label"
-
-    def _with_calibrations(self, initial, cands, vectors):
-        """The final choice's candidates with a label calibration (fitted on the training rows only) of the
-        starting prompt and of each candidate added, all in one pre-declared order: the balanced training error
-        of each decision (lower first; the uncalibrated prompt first on a tie). -> (cands, dev vectors, order)."""
-        from ..calibration import CONTENT_FREE, fit
-        from ..evaluate import is_correct
-        from .config import Item
-
-        labels = self.spec.labels
-        cf_items = [Item(text, labels[0]) for text in CONTENT_FREE]
-        out_cands, out_vectors, order = [], [], []
-        prompts = [[value, ids, None] for value, ids, _ in cands] + [[None, initial, None]]
-        plain_vectors = list(vectors) + [None]
-        for (value, ids, _), plain_vec in zip(prompts, plain_vectors):
-            train_scores = self.label_scores_items(ids, self.train)
-            if self.config.calibrate == "contextual":
-                cal = fit("contextual", self.label_scores_items(ids, cf_items), labels)
-            else:
-                cal = fit("batch", train_scores, labels)
-            plain_err = self._balanced_error([labels[max(range(len(r)), key=r.__getitem__)] for r in train_scores])
-            cal_err = self._balanced_error([labels[cal.choose(r)] for r in train_scores])
-            dev_scores = self.label_scores_items(ids, self.dev)
-            cal_vec = [is_correct(labels[cal.choose(r)], item.answer, "label") for r, item in zip(dev_scores, self.dev)]
-            if plain_vec is not None:
-                out_cands.append([value, ids, None])
-                out_vectors.append(plain_vec)
-                order.append((plain_err, 0, len(order)))
-            out_cands.append([value, ids, cal])
-            out_vectors.append(cal_vec)
-            order.append((cal_err, 1, len(order)))
-        ranks = sorted(range(len(order)), key=order.__getitem__)
-        # the order as numbers select_final sorts on (lower first), keeping the tie-breaks above
-        position = {i: r for r, i in enumerate(ranks)}
-        return out_cands, out_vectors, [float(position[i]) for i in range(len(order))]
-
-    def _balanced_error(self, predicted) -> float:
-        """Mean error per gold label on the training rows (each label weighs the same)."""
-        from ..evaluate import is_correct
-
-        per: dict[str, list[bool]] = {}
-        for pred, item in zip(predicted, self.train):
-            per.setdefault(item.answer, []).append(is_correct(pred, item.answer, "label"))
-        return 1.0 - sum(sum(v) / len(v) for v in per.values()) / max(1, len(per))

@@ -151,6 +151,7 @@ class Library:
         tags: Iterable[str] = (),
         note: str = "",
         calibration: str | None = None,
+        demos: str | None = None,
     ) -> int:
         return (
             self.db["prompts"]
@@ -169,6 +170,7 @@ class Library:
                         "note": note,
                         "created": _now(),
                         "calibration": calibration,
+                        "demos": demos,
                     },
                 )
             )
@@ -247,14 +249,17 @@ class Library:
         )
         return list(self.db.query(sql, [*args, like, like, like]))
 
-    def find_prompt(self, project_id: int, task_id: int, text: str, calibration: str | None = None) -> dict | None:
-        """The first version with this text and calibration (JSON text; None: the uncalibrated one)."""
+    def find_prompt(
+        self, project_id: int, task_id: int, text: str, calibration: str | None = None, demos: str | None = None
+    ) -> dict | None:
+        """The first version with this text, calibration and demonstrations (their stored JSON; None: without)."""
         where, args = "project_id = ? and task_id = ? and text = ?", [project_id, task_id, text]
-        if calibration is None:
-            where += " and calibration is null"
-        else:
-            where += " and calibration = ?"
-            args.append(calibration)
+        for column, value in (("calibration", calibration), ("demos", demos)):
+            if value is None:
+                where += f" and {column} is null"
+            else:
+                where += f" and {column} = ?"
+                args.append(value)
         return next(self.db["prompts"].rows_where(where, args, order_by="id", limit=1), None)
 
     def lineage(self, prompt_id: int) -> list[dict]:

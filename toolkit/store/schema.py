@@ -221,9 +221,12 @@ def m007_indexes(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m008_prompt_calibration(db: sqlite_utils.Database) -> None:
-    # JSON (toolkit.calibration.Calibration) or NULL: a prompt version is its text plus, optionally, a label
-    # calibration fitted on training rows; every evaluation of that version applies it. Older prompts have none.
+def m008_prompt_parts(db: sqlite_utils.Database) -> None:
+    # A prompt version is more than its text (issue 26): ``demos``, JSON [[input, answer], ...] or NULL, the
+    # demonstrations shown as earlier chat turns (training rows, in order); ``calibration``, JSON
+    # (toolkit.calibration.Calibration) or NULL, a label calibration fitted on training rows. Every evaluation
+    # and export of the version uses both. Older prompts have neither.
+    db["prompts"].add_column("demos", str)
     db["prompts"].add_column("calibration", str)
 
 
