@@ -191,8 +191,9 @@ class FinalChoice:
     # ------------------------------------------------------------------ the choice
 
     def _dev_correct(self, v: Variant) -> list[bool]:
+        extra = {"calibration": v.calibration} if v.calibration is not None else {}
         with self.using_demos(v.demos):
-            return [ok for ok, _ in self.predict_items(v.ids, self.dev, calibration=v.calibration)]
+            return [ok for ok, _ in self.predict_items(v.ids, self.dev, **extra)]
 
     def _finish_improved(self, state: dict):
         """Honest selection: the candidates above compared with the starting prompt on the same dev examples;
