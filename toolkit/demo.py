@@ -58,10 +58,12 @@ def run_demo(
     with console.status("Loading the model for torch (the first time converts the GGUF, ~20 s)..."):
         tm = load_torch_model(info, precision="auto", device="auto")
     limit = f"{budget_s:.0f} s" if budget_s else f"{steps} steps"
+    pool = max(0, sizes.get("train", 0) - train_size)
     console.print(
-        f"Torch: {tm.precision} on {tm.device}. Optimizing for {limit} on {train_size} training examples "
-        f"({mode} mode); the result must beat the starting prompt significantly on {dev_size} dev examples "
-        "to replace it."
+        f"Torch: {tm.precision} on {tm.device}. The whole-prompt search: the instruction for {limit} on "
+        f"{train_size} training examples ({mode} mode), then demonstration sets drawn from the other {pool} "
+        "training rows and a label calibration fitted on the training rows; the result must beat the starting "
+        f"prompt significantly on {dev_size} dev examples to replace it."
     )
     config = GreaterConfig(
         mode=mode,
@@ -91,6 +93,18 @@ def run_demo(
             highlight=False,
             markup=False,
         )
+    chosen = project.store.prompt(result.prompt_id)
+    from .calibration import row_decision
+    from .layout import demo_lines
+
+    if chosen.get("demos"):
+        console.print(
+            "With demonstrations (earlier chat turns): " + "; ".join(demo_lines(chosen["demos"], 50)),
+            highlight=False,
+            markup=False,
+        )
+    if row_decision(chosen):
+        console.print(f"With a label decision: {row_decision(chosen)}", highlight=False, markup=False)
     del tm
     what = "the starting prompt" if result.prompt_id == result.initial_prompt_id else "both prompts"
     console.print(
@@ -179,4 +193,6 @@ def run_demo(
         "p_value": p_value,
         "kept_initial": result.prompt_id == result.initial_prompt_id,
         "selection": result.selection,
+        "demos": chosen.get("demos"),
+        "calibration": chosen.get("calibration"),
     }
