@@ -9,7 +9,10 @@ its own subprocess so its peak RSS is its own. Prints a table, then one JSON obj
     python benchmarks/engine.py --mode direct --train-size 16 --width 16 --skip-4bit   # the wide direct search
 
 candidates_per_s: candidates scored in full on every training example per second of the whole run (all
-phases); scoring_candidates_per_s: the same per second of the scoring phase only.
+phases); scoring_candidates_per_s: the same per second of the scoring phase only. demo_sets_per_s /
+naive_demo_sets_per_s: demonstration sets (the final choice's demonstration search, up to 4 training rows shown
+as earlier chat turns) scored on every training example per second, fast (their KV shared by the examples) and
+naive.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def worker(args) -> dict:
     for rec in eng.run(state):
         records.append(rec)
     total = time.perf_counter() - t0
+    # Demonstration sets scored on the training rows (the final choice's demonstration search), drawn from the
+    # rows beyond the training examples: the same sets in both executions.
+    demo_eng = GreaterEngine(tm, task.spec, items, [], cfg)
+    t1 = time.perf_counter()
+    demo_variants = demo_eng._demo_variants(demo_eng.encode_prompt("Decide the sentiment of the review."))
+    demo_s = time.perf_counter() - t1
+    demo_sets = demo_eng.demo_stats.get("sets", 0)
     phases: dict[str, float] = {}
     for rec in records:
         for k, v in rec["timings"].items():
@@ -104,6 +114,9 @@ def worker(args) -> dict:
         "candidates_scored": scored,
         "candidates_per_s": scored / max(total, 1e-9),
         "scoring_candidates_per_s": scored / max(scoring_s, 1e-9),
+        "demo_sets": demo_sets,
+        "demo_sets_per_s": demo_sets / max(demo_s, 1e-9),
+        "demo_choices": [[list(d) for d in v.demos] for v in demo_variants],
     }
 
 
@@ -202,6 +215,12 @@ def main() -> None:
         f"{fast['scoring_candidates_per_s']:.2f}, naive {naive['candidates_per_s']:.3f} / "
         f"{naive['scoring_candidates_per_s']:.3f} ({args.width} by rank + {args.probe} probe per step)"
     )
+    same_demos = fast["demo_choices"] == naive["demo_choices"]
+    print(
+        f"demonstration sets scored per second ({fast['demo_sets']} sets on {args.train_size} training examples): "
+        f"fast {fast['demo_sets_per_s']:.2f}, naive {naive['demo_sets_per_s']:.3f} "
+        f"({fast['demo_sets_per_s'] / max(naive['demo_sets_per_s'], 1e-9):.2f}x), same sets kept: {same_demos}"
+    )
     if norace:
         same_race = norace["choices"] == fast["choices"]
         print(
@@ -236,6 +255,9 @@ def main() -> None:
                 "naive_scoring_candidates_per_s": naive["scoring_candidates_per_s"],
                 "width": args.width,
                 "probe": args.probe,
+                "demo_sets_per_s": fast["demo_sets_per_s"],
+                "naive_demo_sets_per_s": naive["demo_sets_per_s"],
+                "demo_same_choices": same_demos,
             }
         )
     )
