@@ -109,7 +109,7 @@ def test_an_old_history_migrates_and_its_prompts_have_no_calibration(tmp_path):
     old = Store(path)
     # the history as it was before m008: without the column the migration adds, and without its record
     old.db.execute("delete from _sqlite_migrations where name = 'm008_prompt_parts'")
-    old.db["prompts"].transform(drop={"calibration"})
+    old.db["prompts"].transform(drop={"calibration", "demos"})
     assert "calibration" not in old.db["prompts"].columns_dict
     pid = old.ensure_project("p", "/x")
     prompt_id = old.db["prompts"].insert({"project_id": pid, "text": "old prompt", "origin": "manual"}).last_pk
@@ -202,3 +202,13 @@ def test_every_candidate_the_dev_test_compared_is_in_the_library_after_a_run(pro
     # each is a library file too (both or neither)
     for r in compared:
         assert (project.path / "prompts" / "reviews" / f"{r['id']:04d}.txt").is_file()
+    # `runs show` lists what the dev test compared, with ids a user can take
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "runs", "show", str(run_id)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Compared on dev" in res.output and "not adopted" in res.output and "adopted" in res.output
+    assert str(rejected["id"]) in res.output and "Which one has been assigned to" in res.output
+    assert "[+ calibration]" in res.output

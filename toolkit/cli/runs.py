@@ -128,7 +128,9 @@ def runs_show(ctx, run_id, show_config):
                 f"{r['p_value']:.4f}" if r.get("p_value") is not None else "",
                 f"{r['level']:.4f}" if r.get("level") is not None else "",
                 verdict,
-                _clip(r["prompt"], 50),
+                _clip(r["prompt"], 50)
+                + (f" [+ {len(r['demos'])} demos]" if r.get("demos") else "")
+                + (" [+ calibration]" if r.get("calibration") else ""),
             )
         console.print(ctable)
     if timings.get("stop_reason"):
