@@ -222,8 +222,13 @@ def calibrated(evaluated, llama):
     fitted = calibrated_version(project, llama, task, project.store.prompt(pid), "batch", rows=32)
     strong = Calibration("batch", spec.labels, (2.5, -2.5), n=0).to_json()
     strong_id = project.add_prompt(task, LABEL_PROMPT, origin="calibrated", calibration=strong)
-    plain = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=project.store.prompt(pid), limit=20)
-    plain_pred = {r["example_id"]: r["predicted"] for r in project.store.results(plain.evaluation_id)}
+    from toolkit.evaluate import predict
+
+    layout = ChatLayout(llama.chat_template, llama.bos_token, llama.eos_token)
+    plain_pred = {  # not stored: the promptfoo test reads the plain prompt's own latest evaluation
+        ex["id"]: predict(llama, layout, spec, LABEL_PROMPT, ex["input"], EvalSettings())[1]
+        for ex in project.store.examples(task["id"], "test", limit=20)
+    }
     out = {}
     for name, row_id in (("fitted", fitted["id"]), ("strong", strong_id)):
         report = evaluate_prompt(
