@@ -64,7 +64,7 @@ def _task(project, tmp_path, n=40):
 
 
 def test_calibration_is_fitted_on_training_rows_only(project, tmp_path, monkeypatch):
-    import toolkit.evaluate as evaluate
+    import toolkit.calibration as calibration_module
 
     task = _task(project, tmp_path)
     seen = []
@@ -73,7 +73,7 @@ def test_calibration_is_fitted_on_training_rows_only(project, tmp_path, monkeypa
         seen.append(input_text)
         return [1.0, 0.0]
 
-    monkeypatch.setattr(evaluate, "label_scores_for", scores)
+    monkeypatch.setattr(calibration_module, "label_scores_for", scores)
     prompt = project.store.prompt(project.add_prompt(task, "Classify.", origin="manual"))
     row = calibrated_version(project, _Model(), task, prompt, "batch", rows=32)
     split = {e["input"]: e["split"] for e in project.store.examples(task["id"])}

@@ -21,9 +21,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # evaluate imports this module; these are for the annotations only
+    from .evaluate import EvalSettings
+    from .layout import ChatLayout
+    from .tasks import AnswerSpec
 
 METHODS = ("none", "contextual", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -136,6 +141,39 @@ def check_label_task(spec, what: str = "Calibration") -> None:
         )
 
 
+def label_scores_for(
+    model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
+) -> list[float]:
+    """The raw label scores :func:`toolkit.evaluate.choose_label` compares for one input (what a calibration is
+    fitted on)."""
+    from .evaluate import _answer_tokens, _label_raw_scores
+
+    _, tokens = _answer_tokens(model, spec, layout.render(input_text, prompt), settings)
+    return [float(x) for x in _label_raw_scores(model, tokens, spec.labels)]
+
+
+def fit_calibration(
+    model,
+    layout: ChatLayout,
+    spec: AnswerSpec,
+    prompt: str,
+    method: str,
+    train_inputs: Sequence[str],
+    settings: EvalSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> Calibration:
+    """Fit a calibration of ``prompt`` with llama.cpp: on ``train_inputs`` (batch; rows of the training split
+    only, the caller's duty) or on the content-free inputs (contextual)."""
+    check_label_task(spec)
+    inputs = list(CONTENT_FREE) if method == "contextual" else list(train_inputs)
+    rows = []
+    for i, text in enumerate(inputs):
+        rows.append(label_scores_for(model, layout, spec, prompt, text, settings))
+        if progress:
+            progress(i + 1, len(inputs))
+    return fit(method, rows, spec.labels)
+
+
 def calibrated_version(
     project,
     model,
@@ -150,7 +188,7 @@ def calibrated_version(
     """The prompt version of ``prompt_row``'s text with a ``method`` calibration fitted with llama.cpp on the
     first ``rows`` rows of the task's training split (never dev or test), found in the library or added to it
     (origin ``calibrated``, parent: the prompt it was fitted for). ``method`` "none": the uncalibrated version."""
-    from .evaluate import EvalSettings, fit_calibration, prompt_layout
+    from .evaluate import EvalSettings, prompt_layout
 
     store = project.store
     if method not in METHODS:

@@ -101,38 +101,6 @@ def _answer_tokens(model, spec: AnswerSpec, text: str, settings: EvalSettings) -
     return chain, model.encode(text + spec.extractor)
 
 
-def label_scores_for(
-    model, layout: ChatLayout, spec: AnswerSpec, prompt: str, input_text: str, settings: EvalSettings
-) -> list[float]:
-    """The raw label scores :func:`choose_label` compares for one input (what a calibration is fitted on)."""
-    _, tokens = _answer_tokens(model, spec, layout.render(input_text, prompt), settings)
-    return [float(x) for x in _label_raw_scores(model, tokens, spec.labels)]
-
-
-def fit_calibration(
-    model,
-    layout: ChatLayout,
-    spec: AnswerSpec,
-    prompt: str,
-    method: str,
-    train_inputs: Sequence[str],
-    settings: EvalSettings,
-    progress: Callable[[int, int], None] | None = None,
-) -> Calibration:
-    """Fit a calibration of ``prompt`` with llama.cpp: on ``train_inputs`` (batch; rows of the training split
-    only, the caller's duty) or on the content-free inputs (contextual)."""
-    from .calibration import CONTENT_FREE, check_label_task, fit
-
-    check_label_task(spec)
-    inputs = list(CONTENT_FREE) if method == "contextual" else list(train_inputs)
-    rows = []
-    for i, text in enumerate(inputs):
-        rows.append(label_scores_for(model, layout, spec, prompt, text, settings))
-        if progress:
-            progress(i + 1, len(inputs))
-    return fit(method, rows, spec.labels)
-
-
 def answer_after(
     model, spec: AnswerSpec, text: str, settings: EvalSettings, calibration: Calibration | None = None
 ) -> tuple[str, str, str | None]:
