@@ -212,3 +212,28 @@ def test_every_candidate_the_dev_test_compared_is_in_the_library_after_a_run(pro
     assert "Compared on dev" in res.output and "not adopted" in res.output and "adopted" in res.output
     assert str(rejected["id"]) in res.output and "Which one has been assigned to" in res.output
     assert "[+ calibration]" in res.output
+
+
+@pytest.mark.slow
+def test_eval_calibrate_scores_a_calibrated_version_and_reuses_it(project):
+    """`gradprompt eval ID --calibrate batch` on the real default model: a calibrated version is fitted on the
+    training rows, stored, scored; asked again, the same version and its cached answers."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+    from toolkit.demo import ensure_demo_task
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Answer the question.", origin="manual")
+    args = ["--project", str(project.path), "eval", str(pid), "--calibrate", "batch", "--calibrate-rows", "8"]
+    first = CliRunner().invoke(cli, [*args, "--limit", "6", "--json"])
+    assert first.exit_code == 0, first.output
+    row = json.loads(first.output.strip().splitlines()[-1])
+    assert row["prompt_id"] != pid and row["calibration"]["method"] == "batch" and row["calibration"]["n"] == 8
+    assert row["n"] == 6 and row["cached"] == 0
+    again = json.loads(CliRunner().invoke(cli, [*args, "--limit", "6", "--json"]).output.strip().splitlines()[-1])
+    assert again["prompt_id"] == row["prompt_id"] and again["cached"] == 6
+    shown = CliRunner().invoke(cli, ["--project", str(project.path), "prompts", "show", str(row["prompt_id"])])
+    assert "Label decision: batch calibration (8 train rows)" in shown.output
+    bad = CliRunner().invoke(cli, [*args, "--backend", "torch"])
+    assert bad.exit_code != 0 and "--calibrate runs on the llama.cpp backend" in bad.output
