@@ -673,10 +673,12 @@ def test_the_final_choice_adopts_a_calibrated_start_where_the_start_has_a_label_
     dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(40)]
     train = [Item(f"train review {i}", "positive" if i % 2 else "negative") for i in range(12)]
 
-    def scores(prompt, items):  # only the start carries evidence; the other prompts say "negative" regardless
+    def scores(prompt, items):  # the other prompts fit the training rows perfectly and say "negative" on dev
         assert all(item.input.startswith(("train", "dev")) or item.input in ("N/A", "", "[MASK]") for item in items)
         if list(prompt) != start:
-            return [[2.0, 0.0] for _ in items]
+            return [
+                [0.0, 2.0] if it.input.startswith("train") and it.answer == "positive" else [2.0, 0.0] for it in items
+            ]
         return [[2.0 - (1 if it.answer == "positive" else -1), (1 if it.answer == "positive" else -1)] for it in items]
 
     def plain(prompt, items, answer_tokens=16, calibration=None):
@@ -698,6 +700,9 @@ def test_the_final_choice_adopts_a_calibrated_start_where_the_start_has_a_label_
         if adopted:
             assert res.dev_accuracy == 1.0 and res.calibration["method"] == "batch" and res.calibration["n"] == 12
             assert any(row.get("calibration") for row in res.top)
+            # the pre-declared order: the start's label decision first, whatever the instructions' training error
+            first = next(row for row in res.top if row.get("order_score") == 0.0)
+            assert first["prompt"] == PROMPT and first["calibration"] and first["rank"] == 1
             # the calibrated variants were fitted on the training rows: the dev rows were only scored
             fitted = [items for items in seen if items and items[0].input.startswith("train")]
             assert fitted and all(len(items) == 12 for items in fitted)

@@ -12,8 +12,14 @@ optionally, a label calibration (:mod:`toolkit.calibration`). At the end of a ru
 * each of those, and the start, with a label calibration fitted on the training rows (``search`` all or
   calibration, label tasks).
 
-They are compared with the start on the same dev rows by the fallback procedure in a pre-declared training order
-(:func:`toolkit.selection.select_final`).
+They are compared with the start on the same dev rows by the fallback procedure in a pre-declared order
+(:func:`toolkit.selection.select_final`): first the start's own label decision (the calibrated start), then the
+demonstration sets, then the searched instructions, each part in the order of its training score. The parts come
+in that order because of what moves small models (docs/small-models.md: the label decision and the
+demonstrations, hardly the instruction wording) and because the searched instructions' training scores are the
+most optimistic: they were picked *for* those training rows (on Gemma-3-270M's sentiment task the calibrated
+start, 21 fixed and 6 broken on dev, p = 0.003, came 8th of 13 by training error behind overfitted instructions,
+and its level there was too small).
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ class Variant:
     calibration: Any = None  # toolkit.calibration.Calibration or None
     demos: tuple = ()  # ((input, answer), ...)
     order: float = 0.0  # its place in the pre-declared test order (lower first)
+
+    @property
+    def part(self) -> int:
+        """Which part of the prompt it changes, in test order: 0 the start's label decision, 1 demonstrations,
+        2 the instruction."""
+        return 2 if self.value is not None and not self.demos else 1 if self.demos else 0
+
     dev: list[bool] = field(default_factory=list)
 
 
@@ -146,8 +159,8 @@ class FinalChoice:
 
     def _with_calibrations(self, initial: list[int], cands: list[Variant]) -> list[Variant]:
         """``cands`` with a label calibration (fitted on the training rows only) of each and of the start added,
-        all in one pre-declared order: the balanced training error of each decision (lower first; the
-        uncalibrated version first on a tie)."""
+        all in one pre-declared order: by part (:attr:`Variant.part`), then the balanced training error of each
+        decision (lower first; the uncalibrated version first on a tie)."""
         from ..calibration import CONTENT_FREE, fit
         from ..evaluate import is_correct
         from .config import Item
@@ -155,7 +168,7 @@ class FinalChoice:
         labels = self.spec.labels
         cf_items = [Item(text, labels[0]) for text in CONTENT_FREE]
         out: list[Variant] = []
-        keys: list[tuple[float, int, int]] = []
+        keys: list[tuple[int, float, int, int]] = []
         for base in [*cands, Variant(None, list(initial))]:
             with self.using_demos(base.demos):
                 train_scores = self.label_scores_items(base.ids, self.train)
@@ -168,13 +181,13 @@ class FinalChoice:
             cal_err = self._balanced_error([labels[cal.choose(r)] for r in train_scores])
             if base.value is not None or base.demos:  # the plain start is the baseline, not a candidate
                 out.append(base)
-                keys.append((plain_err, 0, len(keys)))
+                keys.append((base.part, plain_err, 0, len(keys)))
             calibrated = Variant(base.value, base.ids, cal, base.demos)
             calibrated.dev = [
                 is_correct(labels[cal.choose(r)], it.answer, "label") for r, it in zip(dev_scores, self.dev)
             ]
             out.append(calibrated)
-            keys.append((cal_err, 1, len(keys)))
+            keys.append((calibrated.part, cal_err, 1, len(keys)))
         for rank, i in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
             out[i].order = float(rank)
         return out
@@ -214,7 +227,7 @@ class FinalChoice:
                 cands += self._demo_variants(initial)
             for v in cands:
                 v.dev = self._dev_correct(v)
-            order = sorted(range(len(cands)), key=lambda i: (cands[i].value or 0.0, i))
+            order = sorted(range(len(cands)), key=lambda i: (cands[i].part, cands[i].value or 0.0, i))
             for rank, i in enumerate(order):
                 cands[i].order = float(rank)
             if self._calibrating():
