@@ -63,7 +63,7 @@ def run_demo(
         f"Torch: {tm.precision} on {tm.device}. The whole-prompt search: the instruction for {limit} on "
         f"{train_size} training examples ({mode} mode), then demonstration sets drawn from the other {pool} "
         "training rows and a label calibration fitted on the training rows; the result must beat the starting "
-        f"prompt significantly on {dev_size} dev examples to replace it."
+        f"prompt significantly on {min(dev_size, sizes.get('dev', 0))} dev examples to replace it."
     )
     config = GreaterConfig(
         mode=mode,
