@@ -7,6 +7,7 @@ the Markdown table and the PNG chart.
 
 from __future__ import annotations
 
+import json
 import platform
 import threading
 import time
@@ -79,6 +80,7 @@ class BenchCell:
     p_value: float | None = None  # exact two-sided McNemar against the initial prompt on the same test examples
     kept_initial: bool = False
     agreement: list = field(default_factory=list)  # per step: the gradient's rank agreement with true scores
+    parts: str = ""  # the final prompt's other parts: " [+ N demonstrations]", " [+ label calibration]"
 
 
 def run_bench(
@@ -225,11 +227,16 @@ def collect(project, bench_id: int) -> list[BenchCell]:
         if ev is None:
             continue
         t = run["timings"]
+        best = store.prompt(run["best_prompt_id"])
+        parts = (f" [+ {len(json.loads(best['demos']))} demonstrations]" if best.get("demos") else "") + (
+            " [+ label calibration]" if best.get("calibration") else ""
+        )
         cell = BenchCell(
             task=run["config"]["task"],
             method=run["config"].get("bench_method", run["method"]),
             run_id=run["id"],
-            prompt=store.prompt(run["best_prompt_id"])["text"],
+            prompt=best["text"],
+            parts=parts,
             accuracy=ev["accuracy"],
             ci=(ev["ci_low"], ev["ci_high"]),
             n=ev["n"],
@@ -412,7 +419,7 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
         kept = "; kept the initial prompt" if c.kept_initial and c.method not in ("initial", "cot") else ""
         text.append(
             f"* **{c.task} / {c.method}** (run {c.run_id}; {c.steps} steps{kept}"
-            f"{'; ' + usage if usage else ''}): `{c.prompt}`"
+            f"{'; ' + usage if usage else ''}): `{c.prompt}`{c.parts}"
         )
     text += ["", f"Machine: {cfg.get('machine', {})}"]
     md.write_text("\n".join(text) + "\n", encoding="utf-8")
