@@ -180,6 +180,11 @@ class FinalChoice:
             plain_err = self._balanced_error([labels[max(range(len(r)), key=r.__getitem__)] for r in train_scores])
             cal_err = self._balanced_error([labels[cal.choose(r)] for r in train_scores])
             if base.value is not None or base.demos:  # the plain start is the baseline, not a candidate
+                if not base.dev:  # the plain decision from the same scores (the label rule's argmax)
+                    base.dev = [
+                        is_correct(labels[max(range(len(r)), key=r.__getitem__)], it.answer, "label")
+                        for r, it in zip(dev_scores, self.dev)
+                    ]
                 out.append(base)
                 keys.append((base.part, plain_err, 0, len(keys)))
             calibrated = Variant(base.value, base.ids, cal, base.demos)
@@ -225,12 +230,14 @@ class FinalChoice:
             init_ok = [ok for ok, _ in self.predict_items(initial, self.dev)]
             if self._demonstrating():
                 cands += self._demo_variants(initial)
+            calibrating = self._calibrating()
             for v in cands:
-                v.dev = self._dev_correct(v)
+                if not calibrating:  # calibrating scores every label on dev once and reads both decisions
+                    v.dev = self._dev_correct(v)
             order = sorted(range(len(cands)), key=lambda i: (cands[i].part, cands[i].value or 0.0, i))
             for rank, i in enumerate(order):
                 cands[i].order = float(rank)
-            if self._calibrating():
+            if calibrating:
                 cands = self._with_calibrations(initial, cands)
             selection = select_final(
                 init_ok, [v.dev for v in cands], train_scores=[v.order for v in cands], alpha=cfg.alpha
