@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .calibration import Calibration
+from .calibration import Calibration, argmax
 from .errors import ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .tasks import AnswerSpec, normalize_answer, parse_number
@@ -130,7 +130,7 @@ def choose_label(model, tokens: list[int], labels: Sequence[str], calibration: C
     raw = _label_raw_scores(model, tokens, labels)
     if calibration is not None:  # each label's score shifted by its bias (toolkit.calibration)
         return labels[calibration.choose([float(x) for x in raw])]
-    return labels[max(range(len(labels)), key=lambda i: raw[i])]
+    return labels[argmax([float(x) for x in raw])]
 
 
 def label_scores(model, tokens: list[int], labels: Sequence[str]) -> list[float]:
@@ -404,7 +404,7 @@ def evaluate_prompt(
         from .logic import augment
 
         def predictor(ex: dict) -> tuple[str, str | None]:  # the rules' derived statements appended to the input
-            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings, calibration)
+            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings)
 
     def predict_one(ex: dict) -> tuple[str, str | None]:
         try:

@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
+from ..calibration import DEFAULT_ROWS
 from ..layout import CHAIN_CAP
 from ..render import _pct, _print_eval, eval_progress
 from . import Table, _clip, _confusion_table, _print_json_list, _project, cli, console
@@ -70,7 +71,7 @@ from .optimize import _load_torch
 @click.option(
     "--calibrate-rows",
     type=int,
-    default=32,
+    default=DEFAULT_ROWS,
     show_default=True,
     help="Training rows the batch calibration is fitted on (the first N of the train split).",
 )

@@ -161,7 +161,7 @@ class FinalChoice:
         """``cands`` with a label calibration (fitted on the training rows only) of each and of the start added,
         all in one pre-declared order: by part (:attr:`Variant.part`), then the balanced training error of each
         decision (lower first; the uncalibrated version first on a tie)."""
-        from ..calibration import CONTENT_FREE, fit
+        from ..calibration import CONTENT_FREE, argmax, fit
         from ..evaluate import is_correct
         from .config import Item
 
@@ -177,13 +177,12 @@ class FinalChoice:
                 else:
                     cal = fit("batch", train_scores, labels)
                 dev_scores = self.label_scores_items(base.ids, self.dev)
-            plain_err = self._balanced_error([labels[max(range(len(r)), key=r.__getitem__)] for r in train_scores])
+            plain_err = self._balanced_error([labels[argmax(r)] for r in train_scores])
             cal_err = self._balanced_error([labels[cal.choose(r)] for r in train_scores])
             if base.value is not None or base.demos:  # the plain start is the baseline, not a candidate
                 if not base.dev:  # the plain decision from the same scores (the label rule's argmax)
                     base.dev = [
-                        is_correct(labels[max(range(len(r)), key=r.__getitem__)], it.answer, "label")
-                        for r, it in zip(dev_scores, self.dev)
+                        is_correct(labels[argmax(r)], it.answer, "label") for r, it in zip(dev_scores, self.dev)
                     ]
                 out.append(base)
                 keys.append((base.part, plain_err, 0, len(keys)))

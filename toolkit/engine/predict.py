@@ -66,7 +66,9 @@ class Prediction:
 
     def _choose_labels(self, heads: list[list[int]]) -> list[str]:
         labels = self.spec.labels
-        return [labels[max(range(len(labels)), key=row.__getitem__)] for row in self._label_scores(heads)]
+        from ..calibration import argmax
+
+        return [labels[argmax(row)] for row in self._label_scores(heads)]
 
     def _label_scores(self, heads: list[list[int]]) -> list[list[float]]:
         torch = self.torch
