@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--rows", type=int, default=32, help="training rows the batch calibration is fitted on")
     args = ap.parse_args(argv)
 
-    from scan_tasks import task_files
+    from scan_tasks import read_named_task, task_files
 
     from toolkit.calibration import calibrated_version
     from toolkit.evaluate import evaluate_prompt
@@ -62,7 +62,6 @@ def main(argv=None) -> dict:
     from toolkit.models import get_model
     from toolkit.project import init_project
     from toolkit.selection import mcnemar_two_sided
-    from toolkit.tasks import read_task_file
 
     info = get_model(args.model)
     model = LlamaCppModel(info)
@@ -73,7 +72,7 @@ def main(argv=None) -> dict:
     print("| task | labels | start | top share | reference | batch cal. | contextual cal. |")
     print("|---|---|---|---|---|---|---|")
     for name in args.tasks:
-        task_id = project.store.add_task(project.id, read_task_file(files[name], name=name))
+        task_id = project.store.add_task(project.id, read_named_task(name, files))
         task = project.store.task_by_id(task_id)
         spec = project.store.task_spec(task)
         if spec.kind != "label":

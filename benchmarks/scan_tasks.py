@@ -21,7 +21,8 @@ import json
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 PROMPTS = {
     "initial": "proper logical reasoning and think step by step. Finally give the actual correct answer.",
     "cot": "Let's think step by step.",
@@ -41,7 +42,21 @@ def task_files() -> dict[str, Path]:
     for folder in sorted((SHARED / "instruction_induction").iterdir()):
         files[f"ii_{folder.name}"] = folder / "train.csv"
     files.update({p.stem: p for p in sorted((SHARED / "bbh").glob("*.csv"))})
+    data = ROOT / "toolkit" / "data"  # the shipped demo tasks: train file (its test file beside it)
+    files.update({p.stem.replace("_train", ""): p for p in sorted(data.glob("demo_*_train.csv"))})
     return files
+
+
+def read_named_task(name: str, files: dict | None = None):
+    """A benchmark task by name: a shipped demo task as the demo imports it (40 train / 60 dev rows from the
+    train file, its test file as test), any other with gradprompt's seeded 40/20/40 split."""
+    from toolkit.tasks import ImportOptions, read_task_file
+
+    path = (files or task_files())[name]
+    if name.startswith("demo_"):
+        test = path.with_name(path.name.replace("_train", "_test"))
+        return read_task_file(path, name=name, options=ImportOptions(split=(0.4, 0.6, 0.0)), test_file=test)
+    return read_task_file(path, name=name)
 
 
 def main() -> None:

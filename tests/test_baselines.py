@@ -117,3 +117,74 @@ def test_bench_agreement_table_pools_the_tasks_with_a_sign_test():
     assert float(b[5].rstrip(" |")) == pytest.approx(2 / 64, abs=1e-3)  # 6 of 6 positive: 2 * 0.5**6
     assert pooled[1] == "10" and pooled[4] == "8/10"
     assert float(pooled[5].rstrip(" |")) == pytest.approx(2 * 10 / 2**9, abs=1e-3)  # 8 up, 1 down (the 0 left out)
+
+
+def test_kshot_takes_random_pool_rows_never_scored_on_themselves(project, llama):
+    """kshot: the start with n_shots rows of the demonstrations' pool (train rows beyond n_train), no search;
+    the final prompt version carries them and its run says what it is."""
+    task = ensure_demo_task(project)
+    cfg = BaselineConfig(method="kshot", n_train=4, n_dev=4, n_shots=3)
+    result = optimize_baseline(
+        project, task["name"], model=llama, config=cfg, initial_prompt="Say positive or negative."
+    )
+    assert result.status == "done" and result.steps == 0
+    assert result.prompt == "Say positive or negative." and result.demos and len(result.demos) == 3
+    train = project.store.examples(task["id"], "train")
+    scored = {ex["input"] for ex in train[:4]}
+    pool = {ex["input"] for ex in train[4:]}
+    assert all(i in pool and i not in scored for i, _ in result.demos)
+    row = project.store.prompt(result.prompt_id)
+    assert row["demos"] and row["id"] != result.initial_prompt_id  # a new version: the start with demonstrations
+    assert project.store.run(result.run_id)["config"]["bench_method"] == "kshot"
+
+
+def test_kshot_dev_takes_the_best_set_on_dev_with_the_start_first(project, llama):
+    """kshot-dev (DSPy's random search): the zero-shot start is the first candidate; each set is scored on the
+    dev rows; the best on dev is taken (the first of equals)."""
+    task = ensure_demo_task(project)
+    cfg = BaselineConfig(method="kshot-dev", n_train=4, n_dev=4, n_shots=2, max_steps=3, budget_s=600)
+    result = optimize_baseline(
+        project, task["name"], model=llama, config=cfg, initial_prompt="Say positive or negative."
+    )
+    steps = project.store.steps(result.run_id)
+    assert result.status == "done" and len(steps) == 3
+    sets = steps[-1]["state"]["sets"]
+    assert sets[0][1] == [] and all(1 <= len(d) <= 2 for _, d in sets[1:])  # the start first, then 1..n_shots
+    best_acc = max(acc for acc, _ in sets)
+    first_best = next(d for acc, d in sets if acc == best_acc)
+    assert result.dev_accuracy == best_acc
+    assert (result.demos or []) == first_best
+    if not first_best:  # the start was best: the run takes it as it is
+        assert result.prompt_id == result.initial_prompt_id
+
+
+def test_bench_reference_prompt_is_a_column_tested_against_the_start(project, llama, tmp_path):
+    from toolkit.bench import BenchConfig, run_bench, write_report
+
+    task = ensure_demo_task(project)
+    cfg = BenchConfig(
+        tasks=(task["name"],),
+        methods=("initial", "kshot"),
+        n_train=3,
+        n_dev=3,
+        n_test=4,
+        initial_prompt="Say positive or negative.",
+        reference_prompt="Is the review positive or negative?",
+    )
+    bench_id, cells = run_bench(project, cfg)
+    by = {c.method: c for c in cells}
+    assert set(by) == {"initial", "reference", "kshot"}
+    assert by["reference"].prompt == "Is the review positive or negative?"
+    ref = {r["example_id"]: r["correct"] for r in project.store.results(by["reference"].evaluation_id)}
+    start = {r["example_id"]: r["correct"] for r in project.store.results(by["initial"].evaluation_id)}
+    assert by["reference"].wins == sum(1 for k in ref if ref[k] and not start[k])  # against the start, not itself
+    assert by["reference"].losses == sum(1 for k in ref if start[k] and not ref[k])
+    # the start is scored on test once per task and reused by every method's paired test
+    start_evals = [
+        e
+        for e in project.store.evaluations(task_id=task["id"])
+        if e["split"] == "test" and e["prompt_id"] == project.store.run(by["initial"].run_id)["best_prompt_id"]
+    ]
+    assert len(start_evals) == 1
+    md, _ = write_report(project, bench_id, tmp_path)
+    assert "| task | initial | reference | kshot |" in md.read_text()

@@ -768,3 +768,43 @@ def test_a_predict_only_engine_needs_no_training_examples_and_refuses_to_search(
     assert len(preds) == 2 and all(p in SPEC.labels for _, p in preds)
     with pytest.raises(ConfigError, match="predict only"):
         engine.run({"prompt_ids": ids})
+
+
+def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
+    """--budget covers the search and the final choice: the start's dev pass is timed before the first step and
+    the choice's passes, counted in that unit, are set aside. Where they need more than the budget no
+    instruction step starts (and the run says why); the choice still runs and reuses the start's dev answers."""
+    import time as _time
+
+    dev = [Item(f"dev review {i}", "positive" if i % 2 else "negative") for i in range(8)]
+    cfg = GreaterConfig(
+        steps=50, n_train=6, n_dev=8, topk=8, topq=3, intersect=2, time_budget_s=4.0, calibrate="none", demo_max=0
+    )
+    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, cfg)
+    real_predict = eng.predict_items
+    calls = []
+
+    def slow_predict(prompt, items, *a, **kw):  # a dev pass of 1 s: the choice needs ~dev_top + 1 of them
+        calls.append(len(items))
+        if items is eng.dev:
+            _time.sleep(1.0)
+        return real_predict(prompt, items, *a, **kw)
+
+    monkeypatch.setattr(eng, "predict_items", slow_predict)
+    state = eng.initial_state(PROMPT)
+    records = list(eng.run(state))
+    assert records == []  # 4 dev passes (dev_top) + the training score > 4 s - 1 s spent: no step starts
+    assert "leaves no time for instruction steps" in state["done"]
+    assert state["initial_dev"] and len(state["initial_dev"]) == 8 and state["dev_pass_s"] >= 1.0
+    # dev_top (4) versions on dev and the adopted version's training score (6 of 8 rows), in dev passes
+    assert eng._final_reserve(state) == pytest.approx(state["dev_pass_s"] * (4 + 6 / 8)) and state["dev_pass_s"] >= 1
+    n = len(calls)
+    res = eng.finish(state)
+    assert res.prompt_ids == state["initial_ids"]
+    assert calls[n:].count(8) == 0  # the start's dev answers are reused, no candidate left to compare
+
+    eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, GreaterConfig(**{**cfg.to_dict(), "time_budget_s": 60.0}))
+    monkeypatch.setattr(eng, "predict_items", lambda p, items, *a, **kw: real_predict(p, items, *a, **kw))
+    state = eng.initial_state(PROMPT)
+    first = next(iter(eng.run(state)))  # a budget with room: steps run, the reserve is in the state
+    assert first["state"]["final_reserve_s"] > 0 and "initial_dev" in first["state"]

@@ -567,3 +567,23 @@ def test_an_input_longer_than_the_context_is_warned_at_import_and_skipped_at_eva
     outputs = [r["output"] for r in project.store.example_results(report.evaluation_id)]
     skipped = [o for o in outputs if o.startswith("[skipped] ")]
     assert len(skipped) == 1 and "longer than the context (2048)" in skipped[0]
+
+
+def test_another_chat_template_on_the_same_gguf_is_not_served_from_the_cache(project, llama):
+    """Two models that share a GGUF but render different chat templates give different answers: their cached
+    results are kept apart (the model's own template keeps the keys it always had)."""
+    import copy
+    import dataclasses
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Is the review positive or negative?", origin="manual")
+    prompt = project.store.prompt(pid)
+    first = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3)
+    template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+    other = copy.copy(llama)
+    other.info = dataclasses.replace(llama.info, chat_template=template)
+    other.chat_template = template
+    again = evaluate_prompt(project.store, model=other, task_row=task, prompt_row=prompt, limit=3)
+    assert first.model_calls == 3 and again.cached == 0 and again.model_calls == 3
+    same = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=3)
+    assert same.cached == 3

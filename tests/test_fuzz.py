@@ -153,3 +153,99 @@ def test_history_databases_open_or_fail_cleanly(tmp_path_factory, data, keep_hea
         open_project(folder).close()
     except GradpromptError:
         pass
+
+
+# -- the command line itself: arguments, files and options as a hostile user gives them -------------------------
+
+hostile_text = st.text(
+    alphabet=st.characters(codec=None, categories=("L", "N", "P", "S", "Z", "Cc", "Cs")), max_size=40
+) | st.sampled_from(["", " ", "{input}", "{{7*7}}", "\\n\\t\\\\", "$x", "-1", "0", "9223372036854775808", "--"])
+hostile_int = st.integers(min_value=-(2**70), max_value=2**70).map(str) | hostile_text
+
+
+@st.composite
+def cli_calls(draw):
+    kind = draw(st.sampled_from(["add", "show", "list", "import", "evals", "runs", "tasks"]))
+    if kind == "add":
+        args = ["prompts", "add", draw(st.sampled_from(["t", "nope", ""])), draw(hostile_text)]
+        if draw(st.booleans()):
+            args += ["--parent", draw(hostile_int)]
+        if draw(st.booleans()):
+            args += ["--note", draw(hostile_text)]
+        return args, None
+    if kind == "show":
+        return ["prompts", "show", draw(hostile_int)], None
+    if kind == "list":
+        return ["prompts", "list", "--search", draw(hostile_text)], None
+    if kind == "evals":
+        return ["evals", "show", draw(hostile_int)], None
+    if kind == "runs":
+        return ["runs", "show", draw(hostile_int)], None
+    if kind == "tasks":
+        return ["tasks", "show", draw(hostile_text)], None
+    body = draw(rows)
+    text = "\n".join(",".join(r) for r in [["input", "target"], *body])
+    args = ["tasks", "import", "FILE", "--name", draw(st.sampled_from(["u", "t", "x y", "../z", ""]))]
+    if draw(st.booleans()):
+        args += ["--split", draw(st.sampled_from(["1e308,1e308,1e308", "0,0,0", "1,1,2", "a", "-1,1,1"]))]
+    if draw(st.booleans()):
+        args += ["--answer-regex", draw(st.sampled_from(["(x)?", "(", "^(.)", ".*"]))]
+    return args, text
+
+
+def _run_calls(folder, calls) -> list[int]:
+    """Run ``calls`` against a fresh project holding task ``t``; check the history after each; the exit codes."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+    from toolkit.project import init_project, open_project
+    from toolkit.tasks import read_task_file
+
+    proj = init_project(folder / "p", name="p")
+    src = folder / "t.csv"
+    src.write_text("input,target\n" + "\n".join(f"q{i},{'ab'[i % 2]}" for i in range(12)) + "\n")
+    proj.store.add_task(proj.id, read_task_file(src, name="t"))
+    proj.close()
+    codes = []
+    for args, text in calls:
+        if text is not None:
+            (folder / "in.csv").write_text(text, encoding="utf-8", errors="surrogateescape")
+            args = [str(folder / "in.csv") if a == "FILE" else a for a in args]
+        res = CliRunner().invoke(cli, ["--project", str(folder / "p"), *args])
+        codes.append(res.exit_code)
+        assert res.exit_code in (0, 1, 2), (args, res.output, res.exception)
+        assert res.exception is None or isinstance(res.exception, SystemExit), (args, res.exception)
+        assert "Traceback" not in res.output
+        proj = open_project(folder / "p")
+        try:
+            assert proj.store.integrity_check() == ["ok"]
+            prompts = proj.store.list_prompts(proj.id)
+            files = list((folder / "p" / "prompts").rglob("*.txt"))
+            assert len(files) == len(prompts), (args, len(files), len(prompts))
+            for task in proj.store.list_tasks(proj.id):
+                assert proj.store.examples(task["id"]), task["name"]
+        finally:
+            proj.close()
+    return codes
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(calls=st.lists(cli_calls(), min_size=1, max_size=4))
+def test_the_command_line_succeeds_or_fails_cleanly_and_never_half_writes(tmp_path_factory, calls):
+    """Every call exits 0, 1 (a GradpromptError's message) or 2 (a usage error), never with a traceback; after
+    each one the history passes SQLite's integrity check, every stored prompt has its library file and every
+    task its examples (no partial rows or files)."""
+    _run_calls(tmp_path_factory.mktemp("cli"), calls)
+
+
+def test_the_command_line_harness_lets_good_calls_through(tmp_path):
+    """The fuzz harness above is not passed by refusing everything: the same checks with calls that must work."""
+    body = "\n".join(f"text {i},{'xy'[i % 2]}" for i in range(10))
+    calls = [
+        (["prompts", "add", "t", "A prompt with {input}, {{7*7}} and \\n in it."], None),
+        (["prompts", "add", "t", "Edited.", "--parent", "1", "--note", "é€"], None),
+        (["prompts", "show", "2"], None),
+        (["tasks", "import", "FILE", "--name", "u", "--split", "1,1,2"], "input,target\n" + body),
+        (["tasks", "show", "u"], None),
+    ]
+    assert _run_calls(tmp_path, calls) == [0, 0, 0, 0, 0]

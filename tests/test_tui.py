@@ -818,3 +818,50 @@ async def test_form_labels_are_never_cut(project, tiny_tm, tmp_path):
                 text = str(label.render())
                 assert label.size.width >= len(text), text
             await pilot.press("escape")
+
+
+async def test_a_new_run_starts_from_the_prompt_selected_in_the_library(project, tiny_tm, llama, tmp_path):
+    """Issue 28: "optimize this prompt" - the new-run form takes the prompt selected in the Prompts tab (and its
+    task); task and model are picked from lists of what the project has, not typed."""
+    from textual.widgets import Select
+
+    from tui.app import InputDialog
+
+    backends = tiny_backends(tiny_tm, [])
+    backends.load_llama_model = lambda model_id: llama
+    app = create_app(project, backends)
+    async with app.run_test(size=(110, 44)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path, n=20))
+        task = project.store.list_tasks(project.id)[0]
+        pid = project.add_prompt(task, "Say positive or negative.", origin="manual")
+        app.refresh_all()
+        await pilot.pause()
+        await select_prompt(pilot, app, pid)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, InputDialog), limit=50)
+        assert isinstance(app.screen.query_one("#field-task"), Select)
+        assert isinstance(app.screen.query_one("#field-model"), Select)
+        assert app.screen.query_one("#field-task").value == task["name"]
+        assert app.screen.query_one("#field-initial").value == "Say positive or negative."
+        app.screen.query_one("#field-method").value = "initial"
+        await pilot.pause()
+        await fill(pilot, app, {"train": "4", "dev": "4"})
+        await wait_for(pilot, lambda: any(r["status"] == "done" for r in project.store.list_runs(project.id)))
+        run = project.store.run(project.store.list_runs(project.id)[0]["id"])
+        assert run["config"]["initial_prompt"] == "Say positive or negative." and run["initial_prompt_id"] == pid
+
+
+async def test_every_tab_shows_rows_another_process_adds(project, tiny_tm, tmp_path):
+    """A prompt added by the CLI (another connection) while the TUI is open appears in the Prompts tab."""
+    from toolkit.project import open_project
+
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(110, 44)) as pilot:
+        await import_task(pilot, app, write_task(tmp_path))
+        await pilot.pause(2.5)
+        rows = app.query_one("#prompts-table").row_count
+        other = open_project(project.path)  # another process's connection
+        task = other.store.list_tasks(other.id)[0]
+        other.add_prompt(task, "Added from the command line.", origin="manual")
+        other.close()
+        await wait_for(pilot, lambda: app.query_one("#prompts-table").row_count == rows + 1, limit=60)

@@ -6,6 +6,13 @@
   training split and the best are kept (Zhou et al., forward mode with selection).
 * ``opro``: the model is the optimizer: a meta-prompt with the task, a few exemplars and the best
   (instruction, score) pairs so far; each step it proposes new instructions, which are scored (Yang et al.).
+* ``kshot``: the start with ``n_shots`` random training rows as demonstrations (earlier chat turns), no search.
+* ``kshot-dev``: random demonstration sets (1 to ``n_shots`` rows each), each scored on the dev rows; the best
+  on dev is taken as it is, with no test against the start (DSPy's BootstrapFewShotWithRandomSearch with
+  labelled demonstrations: the start itself, zero-shot, is the first candidate).
+
+The demonstrations come from the training rows beyond the ``n_train`` scoring rows, the pool the whole-prompt
+search draws from (so a demonstration is never scored on itself).
 
 Runs and steps are stored like GReaTer's; the final prompt is the best of the top few on the dev split.
 Generation is sampled (temperature, top-p and a per-call seed are recorded); scoring is greedy.
@@ -25,7 +32,10 @@ from .layout import ChatLayout
 from .selection import DEFAULT_DEV_SIZE
 from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, drive, library_versions
 
-METHODS = ("initial", "cot", "ape", "opro")
+METHODS = ("initial", "cot", "ape", "opro", "kshot", "kshot-dev")
+DEMO_METHODS = ("kshot", "kshot-dev")
+# what `gradprompt optimize --method` and the TUI's new-run form offer: the gradient search first, then these
+RUN_METHODS = ("greater", "ape", "opro", "cot", "initial", "kshot", "kshot-dev")
 COT_PROMPT = "Let's think step by step."
 
 APE_META = (
@@ -44,7 +54,7 @@ OPRO_META = (
 @dataclass(frozen=True)
 class BaselineConfig:
     method: str = "ape"
-    budget_s: float = 120.0  # wall-clock seconds for proposing and scoring (dev selection not counted)
+    budget_s: float = 120.0  # wall-clock seconds for the whole search: proposing, scoring and the dev test
     max_steps: int = 20
     n_train: int = 16
     n_dev: int = DEFAULT_DEV_SIZE
@@ -55,11 +65,17 @@ class BaselineConfig:
     top_p: float = 0.95
     max_prompt_tokens: int = 60
     top_keep: int = 4  # best-by-train prompts compared on dev at the end
+    n_shots: int = 4  # kshot / kshot-dev: demonstrations per set at most (the whole-prompt search's demo_max)
     seed: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"Unknown method {self.method!r}: use one of {', '.join(METHODS)} or greater.")
+        for name, low in (("max_steps", 0), ("n_train", 1), ("n_dev", 0), ("n_shots", 1), ("top_keep", 1)):
+            if int(getattr(self, name)) < low:
+                raise ConfigError(f"{name} is {getattr(self, name)}: it must be at least {low}.")
+        if not (self.budget_s > 0 and self.budget_s != float("inf")):
+            raise ConfigError(f"The budget is {self.budget_s}: give a positive number of seconds.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "BaselineConfig":
@@ -71,18 +87,25 @@ class BaselineOptimizer:
     def __init__(self, model, spec, train: list[dict], dev: list[dict], config: BaselineConfig):
         self.model, self.spec, self.config = model, spec, config
         self.train, self.dev = train[: config.n_train], dev[: config.n_dev]
+        self.pool = train[config.n_train :]  # the demonstrations' pool (never scored)
         self.layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
         self._scores: dict[str, float] = {}
 
-    def correct(self, prompt: str, items: list[dict]) -> list[bool]:
+    def correct(self, prompt: str, items: list[dict], demos: tuple = ()) -> list[bool]:
+        layout = self.layout.with_demos(demos, self.spec.extractor) if demos else self.layout
         return [
             bool(
                 self.spec.is_correct(
-                    predict(self.model, self.layout, self.spec, prompt, ex["input"], EvalSettings())[1], ex["answer"]
+                    predict(self.model, layout, self.spec, prompt, ex["input"], EvalSettings())[1], ex["answer"]
                 )
             )
             for ex in items
         ]
+
+    def demo_set(self, rng: random.Random, size: int | None = None) -> tuple:
+        """``size`` (default ``n_shots``) random rows of the demonstrations' pool, as ((input, answer), ...)."""
+        k = min(size or self.config.n_shots, len(self.pool))
+        return tuple((ex["input"], ex["answer"]) for ex in rng.sample(self.pool, k))
 
     def accuracy(self, prompt: str, items: list[dict]) -> float:
         return sum(self.correct(prompt, items)) / max(1, len(items))
@@ -136,11 +159,19 @@ class BaselineOptimizer:
         state = {**state, "pool": [list(t) for t in state["pool"]]}
         start_prompt = COT_PROMPT if cfg.method == "cot" else state["initial"]
         if not state["pool"]:
+            t0 = time.perf_counter()
             state["pool"].append([self.train_accuracy(start_prompt), start_prompt])
-        if cfg.method in ("initial", "cot"):
+            state["example_s"] = (time.perf_counter() - t0) / max(1, len(self.train))
+        if cfg.method in ("initial", "cot", "kshot"):
+            return
+        if cfg.method == "kshot-dev":
+            yield from self._demo_search(state, stop)
             return
         t0 = time.perf_counter() - state["elapsed"]
-        while state["step"] < cfg.max_steps and time.perf_counter() - t0 < cfg.budget_s:
+        # one budget: the dev test of the top_keep prompts and the start at the end is set aside first
+        reserve = state.get("example_s", 0.0) * len(self.dev) * (cfg.top_keep + 1)
+        budget = cfg.budget_s - reserve
+        while state["step"] < cfg.max_steps and time.perf_counter() - t0 < budget:
             if stop is not None and stop.is_set():
                 return
             rng = random.Random(f"{cfg.seed}-{cfg.method}-{state['step']}")
@@ -150,7 +181,7 @@ class BaselineOptimizer:
             t_prop = time.perf_counter() - t_step
             scored = []
             for text in cands:  # a started step scores at least one of its proposals (else it proposed in vain)
-                if scored and time.perf_counter() - t0 >= cfg.budget_s:
+                if scored and time.perf_counter() - t0 >= budget:
                     break
                 scored.append({"text": text, "accuracy": self.train_accuracy(text)})
             known = {t[1] for t in state["pool"]}
@@ -173,6 +204,53 @@ class BaselineOptimizer:
                 "state": dict(state),
                 "events": [],
             }
+
+    def _demo_search(self, state: dict, stop: threading.Event | None):
+        """kshot-dev: random sets scored on dev until the budget is used; the start (zero-shot) first."""
+        cfg = self.config
+        state.setdefault("sets", [])
+        t0 = time.perf_counter() - state["elapsed"]
+        while state["step"] < cfg.max_steps and time.perf_counter() - t0 < cfg.budget_s:
+            if stop is not None and stop.is_set():
+                return
+            rng = random.Random(f"{cfg.seed}-{cfg.method}-{state['step']}")
+            demos = () if state["step"] == 0 or not self.pool else self.demo_set(rng, rng.randint(1, cfg.n_shots))
+            t_step = time.perf_counter()
+            before = max(state["sets"], key=lambda t: t[0]) if state["sets"] else None
+            acc = sum(self.correct(state["initial"], self.dev, demos)) / max(1, len(self.dev))
+            state["sets"] = state["sets"] + [[acc, [list(d) for d in demos]]]
+            best = max(state["sets"], key=lambda t: t[0])  # the first of equals: fewer demonstrations first
+            state["step"] += 1
+            state["elapsed"] = time.perf_counter() - t0
+            yield {
+                "step": state["step"] - 1,
+                "position": 0,
+                "prompt_before": state["initial"],
+                "prompt_after": state["initial"],
+                "prompt_ids": [],
+                "chosen_token": "",
+                "accepted": before is not None and best is not before,
+                "candidates": [{"text": state["initial"], "demos": len(demos), "dev_accuracy": acc}],
+                "train_score": 1 - state["pool"][0][0],
+                "train_accuracy": state["pool"][0][0],
+                "timings": {"scoring": time.perf_counter() - t_step},
+                "state": dict(state),
+                "events": [f"{len(demos)} demonstrations: {100 * acc:.0f}% on {len(self.dev)} dev rows"],
+            }
+
+    def finish_demos(self, state: dict) -> tuple[tuple, float, float | None, list[dict]]:
+        """kshot / kshot-dev: (demonstrations, train accuracy, dev accuracy, table) of the set taken."""
+        initial = state["initial"]
+        if self.config.method == "kshot":
+            demos = self.demo_set(random.Random(f"{self.config.seed}-kshot"))
+            dev = sum(self.correct(initial, self.dev, demos)) / len(self.dev) if self.dev else None
+        else:
+            sets = state.get("sets") or [[state["pool"][0][0], []]]
+            dev, raw = max(sets, key=lambda t: t[0])
+            demos = tuple((i, a) for i, a in raw)
+        train = sum(self.correct(initial, self.train, demos)) / max(1, len(self.train))
+        table = [{"prompt": initial, "demos": list(demos), "train_accuracy": train, "dev_accuracy": dev}]
+        return demos, train, dev, table
 
     def finish(self, state: dict) -> tuple[str, float, float | None, list[dict], dict | None]:
         """(prompt, train accuracy, dev accuracy, table, selection).
@@ -245,8 +323,10 @@ def optimize_baseline(
     bench_id: int | None = None,
     run_id: int | None = None,
     force: bool = False,
+    method_name: str | None = None,
 ) -> OptimizeResult:
-    """Run (or, with ``run_id``, resume) a baseline on a stored task with a loaded llama.cpp model."""
+    """Run (or, with ``run_id``, resume) a baseline on a stored task with a loaded llama.cpp model.
+    ``method_name``: the bench's name for the run (``reference``: the hand-written prompt, run as ``initial``)."""
     store = project.store
     task_row = store.task(project.id, task)
     spec = store.task_spec(task_row)
@@ -262,6 +342,7 @@ def optimize_baseline(
             "initial_prompt": initial_prompt,
             "task": task_row["name"],
             "backend": "llamacpp",
+            "bench_method": method_name or config.method,
             "sampling": {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
         }
         run_id = store.create_run(
@@ -307,7 +388,12 @@ class BaselineRun:
         if not state["pool"]:  # initial / cot never entered the loop body
             text = COT_PROMPT if opt.config.method == "cot" else state["initial"]
             state["pool"] = [[opt.train_accuracy(text), text]]
-        prompt, train_acc, dev_acc, table, selection = opt.finish(state)
+        demos: tuple = ()
+        if opt.config.method in DEMO_METHODS:
+            demos, train_acc, dev_acc, table = opt.finish_demos(state)
+            prompt, selection = state["initial"], None
+        else:
+            prompt, train_acc, dev_acc, table, selection = opt.finish(state)
         usage = {k: self.model.stats[k] - self.calls0.get(k, 0) for k in self.model.stats}
         return Finished(
             prompt=prompt,
@@ -317,4 +403,5 @@ class BaselineRun:
             top=table,
             selection=selection,
             usage=usage,
+            demos=[list(d) for d in demos] or None,
         )

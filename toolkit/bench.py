@@ -25,17 +25,22 @@ ALL_METHODS = (
     "cot",
     "ape",
     "opro",
+    "kshot",
+    "kshot-dev",
     "calibration",
     "demonstrations",
     "greater",
     "greater-instruction",
     "greater-random",
 )
-DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "calibration", "demonstrations", "greater")
+DEFAULT_METHODS = ("initial", "cot", "ape", "opro", "kshot", "kshot-dev", "calibration", "demonstrations", "greater")
 # greater: the whole-prompt search (instruction and label decision); greater-instruction: the gradient search of
 # the instruction alone (as before 2026-12-06); greater-random is the ablation: the same search with the gradient
 # ranking replaced by a random order; calibration: the start with a label calibration alone (no search steps);
-# demonstrations: the start with the best demonstration sets alone (no search steps).
+# demonstrations: the start with the best demonstration sets alone (no search steps); kshot: the start with random
+# training rows as demonstrations; kshot-dev: the best of random demonstration sets on dev (DSPy's random search).
+# reference is not chosen with --method: --reference-prompt TEXT adds it, the hand-written prompt as it is.
+REFERENCE = "reference"
 SEARCH_OF = {"greater-instruction": "instruction", "calibration": "calibration", "demonstrations": "demonstrations"}
 
 
@@ -53,6 +58,7 @@ class BenchConfig:
     initial_prompt: str | None = None  # None: the paper's prompt (toolkit.optimize.DEFAULT_INITIAL_PROMPT)
     width: int = 0  # GReaTer: candidates scored per step; 0: automatic and adaptive; N: fixed at N (no widening),
     # so that greater and greater-random differ only in how they rank the same pool (the ablation)
+    reference_prompt: str | None = None  # a hand-written prompt scored as it is: the column "reference"
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in ALL_METHODS]
@@ -60,6 +66,21 @@ class BenchConfig:
             raise ConfigError(f"Unknown method(s) {', '.join(bad)}: use {', '.join(ALL_METHODS)}.")
         if not self.tasks:
             raise ConfigError("Name at least one task (--task).")
+        if self.reference_prompt is not None and not self.reference_prompt.strip():
+            raise ConfigError("--reference-prompt is empty: give the prompt a user would write, or leave it out.")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The report's columns: the methods, with the reference prompt after the start when there is one."""
+        return columns(self.methods, self.reference_prompt)
+
+
+def columns(methods, reference_prompt: str | None) -> tuple[str, ...]:
+    methods = tuple(methods)
+    if not reference_prompt:
+        return methods
+    at = methods.index("initial") + 1 if "initial" in methods else 0
+    return methods[:at] + (REFERENCE,) + methods[at:]
 
 
 @dataclass
@@ -129,8 +150,9 @@ def run_bench(
         for r in store.bench_runs(bench_id)
         if r["status"] == "done"
     }
+    start_text = config.initial_prompt or DEFAULT_INITIAL_PROMPT
     for task in config.tasks:
-        for method in config.methods:
+        for method in config.columns:
             if stop is not None and stop.is_set():
                 store.update_bench(bench_id, status="stopped")
                 return bench_id, collect(project, bench_id)
@@ -140,8 +162,10 @@ def run_bench(
                 say(f"{task}: calibration skipped (not a label task)")
                 continue
             say(f"{task}: {method}")
-            initial_prompt = config.initial_prompt or DEFAULT_INITIAL_PROMPT
+            initial_prompt = start_text
             gcfg = bcfg = None
+            if method == REFERENCE:  # the hand-written prompt, scored as it is (a run of "initial")
+                initial_prompt = config.reference_prompt or start_text
             if is_greater(method):
                 if tm is None:
                     from .engine.torch_backend import load_torch_model
@@ -162,7 +186,7 @@ def run_bench(
                 )
             else:
                 bcfg = BaselineConfig(
-                    method=method,
+                    method="initial" if method == REFERENCE else method,
                     budget_s=config.budget_s,
                     n_train=config.n_train,
                     n_dev=config.n_dev,
@@ -171,7 +195,7 @@ def run_bench(
             result = start_run(
                 project,
                 task,
-                method,
+                "initial" if method == REFERENCE else method,
                 model_id=info.id,
                 greater=gcfg,
                 baseline=bcfg,
@@ -180,50 +204,55 @@ def run_bench(
                 torch_model=tm,
                 llama_model=llama,
                 bench_id=bench_id,
+                method_name=method,
             )
             if result.status != "done":
                 continue
             say(f"{task}: {method}: test")
-            evaluate_prompt(
-                store,
-                model=llama,
-                task_row=store.task(project.id, task),
-                prompt_row=store.prompt(result.prompt_id),
-                split="test",
-                settings=EvalSettings(mode=config.mode),
-                limit=config.n_test,
-            )
-            if result.initial_prompt_id != result.prompt_id:  # the paired test needs the initial prompt's answers
-                evaluate_prompt(
-                    store,
-                    model=llama,
-                    task_row=store.task(project.id, task),
-                    prompt_row=store.prompt(result.initial_prompt_id),
-                    split="test",
-                    settings=EvalSettings(mode=config.mode),
-                    limit=config.n_test,
-                )
+            task_row = store.task(project.id, task)
+            # the paired test needs the start's answers on the same rows: scored once per task, then reused
+            start = store.find_prompt(project.id, task_row["id"], start_text)
+            n_test = min(config.n_test, len(store.examples(task_row["id"], "test")))
+            for prompt_id in dict.fromkeys(p for p in (result.prompt_id, start and start["id"]) if p):
+                if _test_evaluation(store, prompt_id, task_row["id"], config.mode, info.id, n_test) is None:
+                    evaluate_prompt(
+                        store,
+                        model=llama,
+                        task_row=task_row,
+                        prompt_row=store.prompt(prompt_id),
+                        split="test",
+                        settings=EvalSettings(mode=config.mode),
+                        limit=config.n_test,
+                    )
     store.update_bench(bench_id, status="done", finished=time.time())
     return bench_id, collect(project, bench_id)
 
 
-def _test_evaluation(store, prompt_id: int, task_id: int, mode: str):
+def _test_evaluation(store, prompt_id: int, task_id: int, mode: str, model_id: str | None = None, n: int | None = None):
+    """The newest finished llama.cpp test evaluation of a prompt version (on ``model_id``, of ``n`` rows, when
+    given)."""
     evs = [
         e
         for e in store.evaluations(prompt_id=prompt_id, task_id=task_id)
-        if e["split"] == "test" and e["status"] == "done" and e["backend"] == "llamacpp" and e["mode"] == mode
+        if e["split"] == "test"
+        and e["status"] == "done"
+        and e["backend"] == "llamacpp"
+        and e["mode"] == mode
+        and (model_id is None or e["model_id"] == model_id)
+        and (n is None or e["n"] == n)
     ]
     return evs[-1] if evs else None
 
 
 def collect(project, bench_id: int) -> list[BenchCell]:
     store = project.store
-    mode = store.bench(bench_id)["config"].get("mode", "direct")
+    cfg = store.bench(bench_id)["config"]
+    mode = cfg.get("mode", "direct")
     cells = []
     for run in store.bench_runs(bench_id):
         if run["status"] != "done" or not run["best_prompt_id"]:
             continue
-        ev = _test_evaluation(store, run["best_prompt_id"], run["task_id"], mode)
+        ev = _test_evaluation(store, run["best_prompt_id"], run["task_id"], mode, cfg.get("model_id"))
         if ev is None:
             continue
         t = run["timings"]
@@ -250,7 +279,14 @@ def collect(project, bench_id: int) -> list[BenchCell]:
         cell.agreement = [
             s["search"]["agreement"] for s in steps if s.get("search") and s["search"].get("agreement") is not None
         ]
-        base = _test_evaluation(store, run["initial_prompt_id"], run["task_id"], mode)
+        base_id = run["initial_prompt_id"]
+        if cell.method == REFERENCE:  # compared with the bench's start, not with itself
+            from .optimize import DEFAULT_INITIAL_PROMPT
+
+            start = store.find_prompt(project.id, run["task_id"], cfg.get("initial_prompt") or DEFAULT_INITIAL_PROMPT)
+            base_id = start["id"] if start else None
+            cell.kept_initial = False
+        base = _test_evaluation(store, base_id, run["task_id"], mode, cfg.get("model_id")) if base_id else None
         if base is not None:
             a = {r["example_id"]: bool(r["correct"]) for r in store.results(ev["id"])}
             b = {r["example_id"]: bool(r["correct"]) for r in store.results(base["id"])}
@@ -379,7 +415,7 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
     bench = store.bench(bench_id)
     cfg = bench["config"]
     cells = collect(project, bench_id)
-    methods = [m for m in cfg["methods"]]
+    methods = list(columns(cfg["methods"], cfg.get("reference_prompt")))
     tasks = [t for t in cfg["tasks"]]
     out_dir = Path(out_dir or project.path / "reports")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -394,10 +430,12 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
     text = [
         f"# Bench {bench_id}: {bench['name']}",
         "",
-        f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (proposal + scoring; "
-        f"dev selection and the test evaluation not counted); {cfg['n_train']} train / {cfg['n_dev']} dev / "
+        f"Model {cfg['model_id']}; budget {cfg['budget_s']:.0f} s per method and task (the whole search: "
+        f"proposals, scoring and the final dev test; the test evaluation not counted); {cfg['n_train']} train / {cfg['n_dev']} dev / "
         f"up to {cfg['n_test']} test examples; seed {cfg['seed']}; {cfg['mode']} mode; initial prompt "
-        f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}. Test accuracy % with 95% Wilson "
+        f"{cfg.get('initial_prompt') or 'the paper' + chr(39) + 's'!r}"
+        + (f"; reference (hand-written) prompt {cfg['reference_prompt']!r}" if cfg.get("reference_prompt") else "")
+        + ". Test accuracy % with 95% Wilson "
         "intervals, scored with llama.cpp on the GGUF; +W/-L: test examples fixed / broken against the "
         "initial prompt, p: exact two-sided McNemar test on the same examples (bold: p < 0.05).",
         "",

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import ConfigError
-from .evaluate import EvalReport, EvalSettings, cache_key, evaluate_prompt, prompt_calibration, run_evaluation
+from .evaluate import (
+    EvalReport,
+    EvalSettings,
+    cache_key,
+    evaluate_prompt,
+    template_key,
+    prompt_calibration,
+    run_evaluation,
+)
 from .models import get_model
 
 
@@ -91,7 +99,8 @@ def evaluate_prompt_torch(
         },
         n=len(examples),
     )
-    model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}"  # CPU and GPU arithmetic differ
+    # CPU and GPU arithmetic differ; another chat template than the weights' own gives other answers
+    model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}" + template_key(tm)
     keyed = [
         (ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration, prompt_row.get("demos")))
         for ex in examples

@@ -245,6 +245,15 @@ def cache_key(
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def template_key(model) -> str:
+    """The part of a cache key that tells chat templates apart: empty for a model that renders the template its
+    weights carry (the weights' hash already names it), else a hash of the template it renders instead."""
+    info = getattr(model, "info", None)
+    if info is None or getattr(info, "chat_template", "gguf") == "gguf":
+        return ""
+    return ":template:" + hashlib.sha256((model.chat_template or "").encode()).hexdigest()[:16]
+
+
 @contextlib.contextmanager
 def interrupted_marks(store, evaluation_id: int):
     """An evaluation left by Ctrl-C is marked ``stopped``, one left by an error ``failed``; its finished
@@ -382,8 +391,9 @@ def evaluate_prompt(
             **({"calibration": calibration.to_dict()} if calibration else {}),
         },
     )
-    # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart.
-    model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "")
+    # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart; so are the
+    # answers under a chat template other than the GGUF's own (two models can share one GGUF)
+    model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "") + template_key(model)
     keyed = [
         (
             ex,

@@ -238,16 +238,29 @@ def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict
             }
         else:
             settings = {"max_tokens": 16, "grammar": answer_grammar(spec)}
+        slot = input_marker(template.replace(marker, ""))
         return {
             "model": {"id": info.id, "path": str(info.gguf_path()), "sha256": model.sha256},
             "spec": spec,
-            "template": template.replace(marker, "{input}"),
+            "template": template.replace(marker, slot),
+            "marker": slot,
             "settings": {**greedy, **settings},
             "label_tokens": label_tokens,
             "exact": exact,
         }
     finally:
         model.close()
+
+
+def input_marker(text: str) -> str:
+    """The placeholder for the example's input: ``{input}``, unless the rest of the text (the prompt, a
+    demonstration) holds that literally; then ``{input_2}``, ``{input_3}``...: one that occurs nowhere else, so
+    filling it in fills exactly one place."""
+    marker, n = "{input}", 1
+    while marker in text:
+        n += 1
+        marker = "{input_%d}" % n
+    return marker
 
 
 def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
@@ -277,8 +290,11 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
     cli += ["--repeat-penalty", "1"]
     # -no-cnv: with a chat template in the GGUF, llama-completion would otherwise start a conversation
     cli += ["-n", str(settings["max_tokens"]), "--grammar", settings["grammar"], "--no-display-prompt", "-no-cnv"]
+    # --no-escape: llama.cpp otherwise turns a literal \n, \t or \\ in the prompt file into a newline, a tab or
+    # one backslash, and the model would see other text than gradprompt sends
+    cli += ["--no-escape"]
     for t, b in (settings.get("logit_bias") or {}).items():
-        cli += ["--logit-bias", f"{t}+{b}"]  # llama.cpp reads the bias as a float
+        cli += ["--logit-bias", f"{t}+{b}"]  # llama.cpp reads the bias as a float; one option per token
     cli += ["-f", "PROMPT_FILE"]
     return {
         "format": "gradprompt-llamacpp-bundle/2",
@@ -290,6 +306,7 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
         "label_tokens": req["label_tokens"],
         "exact": req["exact"],
         "prompt_template": req["template"],
+        "input_marker": req["marker"],
         "llama_cpp_python_server": {
             "start": SERVER_COMMAND.format(model=shlex.quote(req["model"]["path"])),
             "endpoint": "POST /v1/completions",
@@ -304,7 +321,8 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
         },
         "llama_completion": " ".join(shlex.quote(c) for c in cli),
         "note": (
-            "Replace {input} in the prompt with the example's text (nothing else) and send the whole text: the server "
+            f"Replace {req['marker']} in the prompt with the example's text (nothing else) and send the whole text: "
+            "the server "
             "tokenizes it in one piece, as gradprompt's evaluation does, so the answers are gradprompt's "
             + (
                 "exactly."
@@ -313,7 +331,11 @@ def llamacpp_bundle(project, bundle: dict, model_id: str | None = None) -> dict:
             )
             + " Special tokens in the text (the chat template's) must be parsed as such: both servers do, and "
             "llama-completion does for -f/-p. For llama-completion, write the filled-in text to PROMPT_FILE (no "
-            "shell quoting of the input); it prints the answer, then ' [end of text]' when the model stops. Direct mode: a prompt optimized in reasoning mode needs the model's "
+            "shell quoting of the input; --no-escape keeps backslashes as they are); it prints the answer, then "
+            "' [end of text]' when the model stops. The label biases are given as one --logit-bias option per token, "
+            "the form that applies all of them (llama.cpp may warn that a repeated --logit-bias keeps only the last; "
+            "in the builds tested every one applies, and the comma-separated form applies only the first). "
+            "Direct mode: a prompt optimized in reasoning mode needs the model's "
             "reasoning first (generate from the text up to the assistant header, then append a newline and the "
             "extractor)."
         ),
@@ -390,11 +412,12 @@ def promptfoo_config(
         tests.append(
             {
                 "description": f"example {ex['idx']}",
-                "vars": {"input": ex["input"]},
+                # promptfoo renders variables as Nunjucks too: an input is carried literally ("{{7*7}}" stays)
+                "vars": {"input": _nunjucks_literal(ex["input"])},
                 "assert": [{"type": "javascript", "value": js}],
             }
         )
-    before, after = req["template"].split("{input}")
+    before, after = req["template"].split(req["marker"])
     return {
         "description": f"gradprompt export: task {bundle['task']}, prompt {bundle['prompt_id']} "
         f"(start the server first: {SERVER_COMMAND.format(model=req['model']['path'])})",

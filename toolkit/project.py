@@ -12,6 +12,7 @@ data directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -63,17 +64,27 @@ class Project:
         return path
 
     def add_prompt(self, task_row: dict | None, text: str, **kwargs) -> int:
-        """Store a prompt version and write it to the prompt library folder: both or neither."""
-        prompt_id = self.store.add_prompt(self.id, task_row["id"] if task_row else None, text, **kwargs)
+        """Store a prompt version and write it to the prompt library folder: both or neither. The file is written
+        inside the row's write transaction: a failed file write rolls the row back, a failed commit (a full
+        disk) removes the file."""
+        written: list[Path] = []
+
+        def write(prompt_id: int) -> None:
+            written.append(self.write_prompt_file(prompt_id))
+
         try:
-            self.write_prompt_file(prompt_id)
+            return self.store.add_prompt(
+                self.id, task_row["id"] if task_row else None, text, before_commit=write, **kwargs
+            )
         except OSError as exc:
-            self.store.delete_prompt(prompt_id)
             raise ProjectError(
                 f"Could not write the prompt library file under {self.path / 'prompts'} ({exc}); "
                 "nothing was stored. Free some space or fix the folder, then try again."
             ) from None
-        return prompt_id
+        except BaseException:
+            for path in written:  # the row was not committed: its file goes too
+                path.unlink(missing_ok=True)
+            raise
 
     def write_prompt_file(self, prompt_id: int) -> Path:
         row = self.store.prompt(prompt_id)
@@ -210,16 +221,56 @@ def open_project(path: str | Path | None = None) -> Project:
     if not isinstance(settings.get("name", ""), str) or not isinstance(settings.get("default_model", ""), str):
         raise ProjectError(f"{settings_path}: 'name' and 'default_model' must be strings.")
     history = path / ".gradprompt" / "history.db"
+    if history.parent.exists() and not history.parent.is_dir():
+        raise ProjectError(
+            f"{history.parent} is a file, where the project keeps its history folder. Move it away (it is not "
+            "gradprompt's), then run the command again: the project then starts a new, empty history.",
+            title="History database problem",
+        )
+    if history.is_file() and history.stat().st_size == 0 and not history.with_name("history.db-wal").exists():
+        raise ProjectError(
+            f"{history} is empty (0 bytes): the history it held is gone, or the file was truncated. If you have a "
+            "copy made with `gradprompt history backup`, put it in its place; to start a new, empty history, "
+            "delete the empty file.",
+            title="History database problem",
+        )
     try:
         store = Store(history)
-    except sqlite3.DatabaseError as exc:
-        raise ProjectError(
-            f"{history} is not a readable gradprompt history ({exc}). Nothing was changed. If you have a copy "
-            "made with `gradprompt history backup`, put it in its place; otherwise move the file away and the "
-            "project starts a new, empty history.",
-            title="History database problem",
-        ) from None
-    project_id = store.ensure_project(settings.get("name", path.name), str(path))
+        store.quick_check()
+        project_id = store.ensure_project(settings.get("name", path.name), str(path))
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise ProjectError(history_problem(history, exc), title="History database problem") from None
     project = Project(path=path, settings=settings, store=store, id=project_id)
     _remember(project)
     return project
+
+
+def history_problem(history: Path, exc: BaseException) -> str:
+    """What went wrong opening a history, told apart by cause, each with the way out that keeps the data."""
+    from .store import DamagedHistoryError
+
+    text = str(exc)
+    low = text.lower()
+    if "full" in low or getattr(exc, "errno", None) == errno.ENOSPC:
+        return (
+            f"The disk that holds {history} is full ({text}): the history could not be opened for writing. "
+            "Nothing was changed and nothing is lost. Free some space, then run the command again."
+        )
+    if "readonly" in low or "read-only" in low or "unable to open" in low or isinstance(exc, PermissionError):
+        return (
+            f"{history} cannot be written ({text}): the project folder, or the file, is read-only (or not "
+            "yours). Nothing was changed and nothing is lost. Make the folder and the file writable (a history "
+            "is written to even when reading: it keeps a journal beside it), then run the command again."
+        )
+    if isinstance(exc, DamagedHistoryError) or "malformed" in low or "corrupt" in low:
+        return (
+            f"{history} is damaged ({text}). gradprompt will not write to it. Keep the file, and copy it with "
+            "what it holds: `sqlite3 history.db .recover | sqlite3 recovered.db` (the sqlite3 program, run in "
+            f"{history.parent}) rescues what is readable; put recovered.db in place of history.db. A copy made "
+            "earlier with `gradprompt history backup` can also take its place."
+        )
+    return (
+        f"{history} is not a gradprompt history ({text}). Nothing was changed. If you have a copy made with "
+        "`gradprompt history backup`, put it in its place; if the file is not yours to keep, move it away and the "
+        "project starts a new, empty history."
+    )

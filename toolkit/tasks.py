@@ -120,7 +120,9 @@ def parse_split(text: str) -> tuple[float, float, float]:
     """'0.4,0.2,0.4' -> (0.4, 0.2, 0.4): the train, dev and test fractions of an import."""
     try:
         fractions = tuple(float(x) for x in str(text).split(","))
-        if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        if len(fractions) != 3 or any(not (0 <= f < float("inf")) for f in fractions):
+            raise ValueError
+        if not (0 < sum(fractions) < 1e6):  # shares of a whole (1e308 three times would overflow to inf)
             raise ValueError
     except ValueError:
         raise DatasetError(f"Split {text!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4.") from None
@@ -258,7 +260,7 @@ def _sort_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 def assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
     """Stable seeded split assignment: the same n, fractions and seed always give the same splits."""
-    if len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions) or sum(fractions) <= 0:
+    if len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions) or not 0 < sum(fractions) < 1e6:
         raise DatasetError("Split fractions must be three non-negative numbers (train, dev, test).")
     total = sum(fractions)
     n_test = round(n * fractions[2] / total)
@@ -335,7 +337,21 @@ def build_task(
                     f"{path}: row {rownum}: column {target_col!r}: the answer regex {opts.answer_regex!r} "
                     f"does not match {target[:60]!r}."
                 )
-            answer = (match.group(1) if match.groups() else match.group(0)).strip()
+            answer = match.group(1) if match.groups() else match.group(0)
+            if answer is None:
+                raise DatasetError(
+                    f"{path}: row {rownum}: column {target_col!r}: the answer regex {opts.answer_regex!r} matches "
+                    f"{target[:60]!r} but its group captures nothing there. Make the group required."
+                )
+            answer = answer.strip()
+        for column, value in (((input_col or "input"), text), (target_col, target)):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800" in JSON) cannot be stored as text
+                raise DatasetError(
+                    f"{path}: row {rownum}: column {column!r} is not valid text at character {exc.start + 1} "
+                    f"({value[exc.start]!r}, half of a UTF-16 pair). Fix the file: write the whole character."
+                ) from None
         inputs.append(text)
         targets.append(target)
         answers.append(answer)

@@ -157,6 +157,8 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
         )
         self.refresh_all()
         self.set_interval(1.0, self.poll_live)  # the Live tab follows runs of other processes too
+        self._data_version = None
+        self.set_interval(2.0, self.poll_history)  # every tab shows rows another process (the CLI) adds
 
     def get_system_commands(self, screen):
         """The command palette (ctrl+p): Textual's own commands plus every gradprompt action."""
@@ -200,6 +202,17 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
             yield SystemCommand(title, help_text, callback)
         for tab in ("projects", "tasks", "prompts", "runs", "live", "models", "results"):
             yield SystemCommand(f"Go to {tab.capitalize()}", f"Show the {tab} tab", partial(self.action_tab, tab))
+
+    def poll_history(self) -> None:
+        """Refresh every tab when another connection has committed to the history since the last look (SQLite's
+        data_version: one cheap query, unchanged by this connection's own writes)."""
+        try:
+            version = self.project.store.db.execute("PRAGMA data_version").fetchone()[0]
+        except Exception:  # a project being switched or closed: the next tick looks again
+            return
+        if self._data_version is not None and version != self._data_version:
+            self.refresh_all()
+        self._data_version = version
 
     def refresh_all(self) -> None:
         store, pid = self.project.store, self.project.id

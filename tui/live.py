@@ -8,6 +8,7 @@ import threading
 from textual import work
 from textual.widgets import DataTable, Static
 
+from toolkit.baselines import RUN_METHODS
 from toolkit.errors import ConfigError, GradpromptError
 from toolkit.layout import CHAIN_CAP
 from toolkit.selection import DEFAULT_DEV_SIZE
@@ -26,8 +27,20 @@ class LiveRuns:
         if not tasks:
             self.notify("Import a task first (press i).", severity="warning")
             return
+        from toolkit.models import list_models
+        from toolkit.optimize import DEFAULT_INITIAL_PROMPT
+
+        # the starting prompt: the one selected in the Prompts tab (its task too), else the paper's; editable
+        start, task = DEFAULT_INITIAL_PROMPT, None
+        chosen = self.selected("#prompts-table")
+        if chosen is not None:
+            row = self.project.store.prompt(int(chosen))
+            start = row["text"]
+            task = next((t["name"] for t in tasks if t["id"] == row["task_id"]), None)
         selected = self.selected("#tasks-table")
-        task = next((t["name"] for t in tasks if str(t["id"]) == selected), tasks[0]["name"])
+        task = task or next((t["name"] for t in tasks if str(t["id"]) == selected), tasks[0]["name"])
+        models = [m.id for m in list_models() if m.installed] or [self.project.default_model]
+        model = self.project.default_model if self.project.default_model in models else models[0]
 
         def estimate(values: dict) -> str:
             from toolkit.models import get_model
@@ -67,9 +80,10 @@ class LiveRuns:
             InputDialog(
                 "New optimization run",
                 [
-                    ("task", "Task", task),
-                    ("model", "Model", self.project.default_model),
-                    ("method", "Method", "greater", ["greater", "ape", "opro", "cot", "initial"]),
+                    ("task", "Task", task, [t["name"] for t in tasks]),
+                    ("model", "Model", model, models),
+                    ("initial", "Starting prompt", start),
+                    ("method", "Method", "greater", list(RUN_METHODS)),
                     ("precision", "Precision (torch)", "auto", ["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
                     ("mode", "Mode", "direct", ["direct", "reasoning"]),
                     ("steps", "Steps", "20"),
@@ -95,6 +109,9 @@ class LiveRuns:
         self.action_tab("live")
         self.query_one("#live-status", Static).update("Loading the model...")
         self.stop_event = threading.Event()
+        initial = (values.get("initial") or "").strip()
+        if "initial" in values and not initial:
+            raise ConfigError("The starting prompt is empty: type one, or select one in the Prompts tab.")
         self.run_optimization(
             values["task"].strip(),
             values["model"].strip(),
@@ -102,6 +119,7 @@ class LiveRuns:
             config,
             None,
             values.get("precision") or "auto",
+            initial_prompt=initial or None,
         )
 
     def action_resume_run(self) -> None:
@@ -134,7 +152,14 @@ class LiveRuns:
 
     @work(thread=True, exclusive=True, group="run")
     def run_optimization(
-        self, task: str | None, model_id: str, method: str, config, resume_id: int | None, precision: str = "auto"
+        self,
+        task: str | None,
+        model_id: str,
+        method: str,
+        config,
+        resume_id: int | None,
+        precision: str = "auto",
+        initial_prompt: str | None = None,
     ) -> None:
         """Any method, new or resumed, through the core's one entry point (greater: torch; the rest: llama.cpp)."""
         from toolkit.optimize import is_greater, resume_run, start_run
@@ -153,11 +178,14 @@ class LiveRuns:
                 result = resume_run(self.project, resume_id, on_step=on_step, stop=stop, **loaders)
             else:
                 greater = is_greater(method)
+                from toolkit.optimize import DEFAULT_INITIAL_PROMPT
+
                 result = start_run(
                     self.project,
                     task,
                     method,
                     model_id=model_id,
+                    initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT,
                     greater=config if greater else None,
                     baseline=None if greater else config,
                     precision=precision,

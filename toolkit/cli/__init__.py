@@ -11,6 +11,7 @@ import os
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -23,6 +24,14 @@ from rich.text import Text
 from .. import __version__
 from ..errors import GradpromptError
 
+
+# Integer options and arguments, each with the range it can take (a number out of range is refused by click
+# with the option's name, never passed on to SQLite or torch, whose integers overflow past 2**63 / 2**64).
+ID = click.IntRange(1, 2**63 - 1)  # a stored row's id
+COUNT = click.IntRange(1, 10**9)  # how many: examples, steps, tokens, rows
+SIZE = click.IntRange(0, 10**9)  # how many, where 0 means none or automatic (see the option's help)
+SEED = click.IntRange(0, 2**32 - 1)  # a random seed (what every library it reaches accepts)
+GPU_LAYERS = click.IntRange(-1, 10**6)  # llama.cpp layers on the GPU; -1: all
 
 # Columns a user copies into the next command (ids, task names) never wrap or get cut with an ellipsis.
 HANDLES = ("id", "eval", "evaluation", "#", "step")
@@ -68,6 +77,22 @@ err_console = InvocationConsole(stderr=True, soft_wrap=True)  # paths in errors 
 class GradpromptGroup(click.Group):
     """Turns domain errors into a readable message on stderr and exit code 1."""
 
+    def parse_args(self, ctx, args):
+        # bytes that are not UTF-8 reach Python as lone surrogates ("\udcff"): refused here, by position, before
+        # any command stores them (SQLite and the library files hold UTF-8 text only)
+        for i, arg in enumerate(args, 1):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raw = arg.encode("utf-8", "surrogateescape") if "\udc80" <= arg[exc.start] <= "\udcff" else b""
+                raise click.UsageError(
+                    f"Argument {i} is not valid UTF-8 text (byte {raw[exc.start : exc.start + 1]!r} at character "
+                    f"{exc.start + 1}): {arg.encode('utf-8', 'backslashreplace').decode()[:80]}. Give text in UTF-8 "
+                    "(check the terminal's or the script's encoding).",
+                    ctx,
+                ) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -79,6 +104,13 @@ class GradpromptGroup(click.Group):
             sys.exit(130)
         except (MemoryError, OSError, RuntimeError, sqlite3.Error) as exc:
             message = resource_error(exc)
+            if message is None and isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+                from ..project import history_problem
+
+                obj = ctx.find_object(dict) or {}
+                project = obj.get("project")
+                path = project.history_path if project is not None else "the history database"
+                message = "History database problem: " + history_problem(Path(path), exc)
             if message is None:
                 raise
             err_console.print(message, markup=False, highlight=False)
@@ -183,8 +215,10 @@ def init(path, name, default_model):
     console.print(f"Created project [bold]{project.name}[/] in {project.path}")
 
 
-def _confusion_table(confusion: dict, title: str | None = None) -> RichTable:
-    predicted = sorted({p for row in confusion.values() for p in row})
+def _confusion_table(confusion: dict, title: str | None = None, labels=()) -> RichTable:
+    """Gold labels by predicted ones; every label of the task is a column, also one the model never answered
+    (a column of zeros is what label bias looks like)."""
+    predicted = sorted({p for row in confusion.values() for p in row} | set(labels) | set(confusion))
     table = Table("gold \\ predicted", *predicted, title=title)
     for gold, row in sorted(confusion.items()):
         table.add_row(Text(gold), *[str(row.get(p, 0)) for p in predicted])

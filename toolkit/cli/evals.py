@@ -11,12 +11,12 @@ from rich.text import Text
 from ..calibration import DEFAULT_ROWS
 from ..layout import CHAIN_CAP
 from ..render import _pct, _print_eval, eval_progress
-from . import Table, _clip, _confusion_table, _print_json_list, _project, cli, console
+from . import COUNT, GPU_LAYERS, ID, Table, _clip, _confusion_table, _print_json_list, _project, cli, console
 from .optimize import _load_torch
 
 
 @cli.command("eval")
-@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.argument("prompt_ids", nargs=-1, type=ID, required=True)
 @click.option("--task", help="Task (default: the prompt's own task).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
@@ -30,14 +30,16 @@ from .optimize import _load_torch
 )
 @click.option(
     "--gpu-layers",
-    type=int,
+    type=GPU_LAYERS,
     default=None,
     help="llama.cpp layers offloaded to a GPU (default: all when llama.cpp was built with GPU support, "
     "else 0; -1 means all).",
 )
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
-@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option(
+    "--max-new-tokens", type=COUNT, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens)."
+)
+@click.option("--limit", type=COUNT, help="Only the first N examples of the split.")
 @click.option(
     "--logic-of-thought",
     is_flag=True,
@@ -70,7 +72,7 @@ from .optimize import _load_torch
 )
 @click.option(
     "--calibrate-rows",
-    type=int,
+    type=COUNT,
     default=DEFAULT_ROWS,
     show_default=True,
     help="Training rows the batch calibration is fitted on (the first N of the train split).",
@@ -216,11 +218,11 @@ def eval_cmd(
             f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} (--errors for the misses)[/]"
         )
         if show_confusion and report.confusion:
-            console.print(_confusion_table(report.confusion))
+            console.print(_confusion_table(report.confusion, labels=project.store.task_spec(task_row).labels))
 
 
 @cli.command("compare")
-@click.argument("prompt_ids", nargs=-1, type=int, required=True)
+@click.argument("prompt_ids", nargs=-1, type=ID, required=True)
 @click.option(
     "--runtime",
     "runtimes",
@@ -230,9 +232,11 @@ def eval_cmd(
 )
 @click.option("--task", help="Task (default: the first prompt's task).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
-@click.option("--limit", type=int, help="Only the first N examples of the split.")
+@click.option("--limit", type=COUNT, help="Only the first N examples of the split.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
+@click.option(
+    "--max-new-tokens", type=COUNT, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens)."
+)
 @click.pass_context
 def compare_cmd(ctx, prompt_ids, runtimes, task, split, limit, mode, max_new_tokens):
     """Score prompts across runtimes and quantizations, and show where an improvement does not survive."""
@@ -293,7 +297,7 @@ def evals():
 
 
 @evals.command("list")
-@click.option("--prompt", "prompt_id", type=int, help="Only this prompt's evaluations.")
+@click.option("--prompt", "prompt_id", type=ID, help="Only this prompt's evaluations.")
 @click.option("--task", help="Only this task's evaluations.")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as one JSON array (for scripts).")
 @click.pass_context
@@ -330,9 +334,9 @@ def evals_list(ctx, prompt_id, task, as_json):
 
 
 @evals.command("show")
-@click.argument("evaluation_id", type=int)
+@click.argument("evaluation_id", type=ID)
 @click.option("--errors", is_flag=True, help="Only the examples the prompt got wrong.")
-@click.option("--limit", type=int, help="Show at most N examples.")
+@click.option("--limit", type=COUNT, help="Show at most N examples.")
 @click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object (full texts) for scripts.")
 @click.pass_context
 def evals_show(ctx, evaluation_id, errors, limit, as_json):
@@ -386,7 +390,8 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
     if timings:
         console.print(f"[dim]timings: {timings}[/]", highlight=False)
     if d["kind"] == "label" and d["confusion"]:
-        console.print(_confusion_table(d["confusion"], title="Per-label confusion"))
+        labels = project.store.task_spec(d["task"]).labels
+        console.print(_confusion_table(d["confusion"], title="Per-label confusion", labels=labels))
     title = f"{'Wrong answers' if errors else 'Examples'}: {len(d['examples'])} shown of {d['scored']} scored"
     table = Table("#", "input", "gold", "predicted", "ok", "output", title=title, show_lines=True)
     for r in d["examples"]:
@@ -402,8 +407,8 @@ def evals_show(ctx, evaluation_id, errors, limit, as_json):
 
 
 @evals.command("flipped")
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=ID)
+@click.argument("b", type=ID)
 @click.pass_context
 def evals_flipped(ctx, a, b):
     """Examples scored in both evaluations A and B whose result differs (fixed or broken going from A to B)."""
@@ -411,8 +416,13 @@ def evals_flipped(ctx, a, b):
     project.store.evaluation(a), project.store.evaluation(b)  # clear errors for unknown ids
     rows = project.store.flipped(a, b)
     fixed = sum(1 for r in rows if r["b"]["correct"])
+    from ..selection import mcnemar_two_sided
+
+    p = mcnemar_two_sided(fixed, len(rows) - fixed)
+    verdict = "a significant difference" if p < 0.05 else "no significant difference (treat it as none)"
     console.print(
-        f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, {len(rows) - fixed} broken"
+        f"{len(rows)} example(s) differ between evaluation {a} and {b}: {fixed} fixed, {len(rows) - fixed} broken "
+        f"(exact two-sided McNemar p = {p:.3g}: {verdict})"
     )
     if rows:
         table = Table("", "input", "gold", f"eval {a}", f"eval {b}", show_lines=True)
@@ -428,7 +438,7 @@ def evals_flipped(ctx, a, b):
 
 
 @evals.command("vote")
-@click.argument("evaluation_ids", nargs=-1, type=int, required=True)
+@click.argument("evaluation_ids", nargs=-1, type=ID, required=True)
 @click.pass_context
 def evals_vote(ctx, evaluation_ids):
     """Majority vote of several evaluations' answers (prompt versions or runtimes) against each alone, on the
@@ -455,7 +465,7 @@ def evals_vote(ctx, evaluation_ids):
 
 
 @evals.command("combine")
-@click.argument("evaluation_ids", nargs=-1, type=int, required=True)
+@click.argument("evaluation_ids", nargs=-1, type=ID, required=True)
 @click.option(
     "--instruction",
     default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import click
+from rich.markup import escape
 from rich.text import Text
 
 from . import Table, _print_json_list, cli, console
@@ -48,6 +49,10 @@ def models_list(as_json):
             missing.append(m)
         table.add_row(m.id, m.name, m.quantization or "-", Text(m.source), Text(m.licence), status)
     console.print(table)
+    from ..models import broken_manifests
+
+    for _path, problem in broken_manifests():
+        console.print(f"[yellow]Not listed:[/] {escape(problem)}", highlight=False)
     for m in missing:
         console.print(
             f"{m.id}: "

@@ -8,11 +8,12 @@ import time
 import click
 from rich.markup import escape
 
+from ..baselines import RUN_METHODS
 from ..errors import ConfigError
 from ..layout import CHAIN_CAP
 from ..render import StepPrinter, _pct
 from ..selection import DEFAULT_DEV_SIZE
-from . import _project, cli, console, err_console
+from . import COUNT, SEED, SIZE, _project, cli, console, err_console
 
 
 def _greater_options(f):
@@ -35,11 +36,11 @@ def _greater_options(f):
         ),
         click.option("--schedule", type=click.Choice(["improved", "reference"]), default="improved", show_default=True),
         click.option(
-            "--steps", type=int, default=20, show_default=True, help="Optimization steps (one token position each)."
+            "--steps", type=COUNT, default=20, show_default=True, help="Optimization steps (one token position each)."
         ),
         click.option(
             "--train-size",
-            type=int,
+            type=COUNT,
             default=16,
             show_default=True,
             help="Training examples the prompt is scored on (the training rows beyond them are the pool of "
@@ -47,30 +48,30 @@ def _greater_options(f):
         ),
         click.option(
             "--dev-size",
-            type=int,
+            type=SIZE,
             default=DEFAULT_DEV_SIZE,
             show_default=True,
             help="Dev examples of the paired test that picks the final prompt (all dev rows up to this many).",
         ),
         click.option(
             "--max-new-tokens",
-            type=int,
+            type=COUNT,
             default=CHAIN_CAP,
             show_default=True,
             help="Reasoning chain cap, tokens (reasoning mode).",
         ),
-        click.option("--batch-size", type=int, default=16, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=COUNT, default=16, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option(
             "--dev-every",
-            type=int,
+            type=SIZE,
             default=0,
             show_default=True,
             help="Also score the current prompt on the dev split every N steps (0: only at the end).",
         ),
         click.option(
             "--width",
-            type=int,
+            type=SIZE,
             default=0,
             show_default=True,
             help="Candidates scored in full per step, by gradient rank (0: automatic: 16 in direct mode, 4 "
@@ -79,7 +80,7 @@ def _greater_options(f):
         ),
         click.option(
             "--probe",
-            type=int,
+            type=SIZE,
             default=4,
             show_default=True,
             help="Random extra candidates scored in full per step to measure how well the gradient ranks.",
@@ -157,11 +158,12 @@ def _config(
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
 @click.option(
     "--method",
-    type=click.Choice(["greater", "ape", "opro", "cot", "initial"]),
+    type=click.Choice(list(RUN_METHODS)),
     default="greater",
     show_default=True,
     help="greater: gradients (torch). ape, opro: the model writes instructions (llama.cpp); "
-    "cot: 'Let's think step by step.'; initial: the starting prompt as given.",
+    "cot: 'Let's think step by step.'; initial: the starting prompt as given; kshot: the start with random "
+    "training rows as demonstrations; kshot-dev: the best of random demonstration sets on dev (llama.cpp).",
 )
 @click.option(
     "--budget", type=float, help="Wall-clock seconds for the search (default: none for greater, 120 for ape/opro)."
@@ -201,6 +203,8 @@ def optimize_cmd(
     project = _project(ctx)
     if budget is not None and not (budget > 0 and budget != float("inf")):
         raise ConfigError(f"--budget {budget:g}: give a positive number of seconds (or leave it out).")
+    if initial_prompt is not None and not initial_prompt.strip():
+        raise ConfigError("--initial-prompt is empty: give the prompt to start from, or leave the option out.")
     task_row = project.store.task(project.id, task)
     info = get_model(model_id or project.default_model)
     bcfg = gcfg = None

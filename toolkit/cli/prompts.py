@@ -13,7 +13,7 @@ from ..calibration import row_decision
 from ..layout import demo_lines
 from ..render import _pct
 from ..store import row_tags
-from . import Table, _clip, _print_json_list, _project, cli, console, err_console
+from . import ID, Table, _clip, _print_json_list, _project, cli, console, err_console
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -68,7 +68,7 @@ def prompts_list(ctx, task, search, as_json):
 
 
 @prompts.command("show")
-@click.argument("prompt_id", type=int)
+@click.argument("prompt_id", type=ID)
 @click.pass_context
 def prompts_show(ctx, prompt_id):
     """One prompt, its lineage and its evaluations."""
@@ -108,8 +108,8 @@ def prompts_show(ctx, prompt_id):
 
 
 @prompts.command("diff")
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=ID)
+@click.argument("b", type=ID)
 @click.option("--inline", is_flag=True, help="One inline word diff instead of two token-level columns.")
 @click.pass_context
 def prompts_diff(ctx, a, b, inline):
@@ -153,7 +153,7 @@ def prompts_diff(ctx, a, b, inline):
 
 
 @prompts.command("tag")
-@click.argument("prompt_id", type=int)
+@click.argument("prompt_id", type=ID)
 @click.option("--add", "add", multiple=True, help="Tag to add (repeatable).")
 @click.option("--remove", "remove", multiple=True, help="Tag to remove (repeatable).")
 @click.option("--note", default=None, help="Replace the note ('' clears it).")
@@ -171,7 +171,7 @@ def prompts_tag(ctx, prompt_id, add, remove, note):
 @prompts.command("add")
 @click.argument("task")
 @click.argument("text")
-@click.option("--parent", type=int, help="The prompt this one was edited from.")
+@click.option("--parent", type=ID, help="The prompt this one was edited from.")
 @click.option("--note", default="")
 @click.pass_context
 def prompts_add(ctx, task, text, parent, note):
@@ -183,7 +183,7 @@ def prompts_add(ctx, task, text, parent, note):
 
 
 @cli.command("export")
-@click.argument("prompt_id", type=int)
+@click.argument("prompt_id", type=ID)
 @click.option(
     "--format",
     "fmt",
@@ -238,7 +238,7 @@ def export_cmd(ctx, prompt_id, fmt, model_id, output, force, limit, server):
 
 @cli.group()
 def history():
-    """Where the history database is, and backups."""
+    """Where the history database is, its check, and backups."""
 
 
 @history.command("path")
@@ -246,6 +246,25 @@ def history():
 def history_path(ctx):
     """Print the path of this project's history database."""
     click.echo(str(_project(ctx).history_path))
+
+
+@history.command("check")
+@click.pass_context
+def history_check(ctx):
+    """Check the whole history database for damage (SQLite's integrity check); exit 1 if it finds any."""
+    project = _project(ctx)  # opening it already ran the quick check
+    problems = project.store.integrity_check()
+    if problems == ["ok"]:
+        console.print(f"{project.history_path}: ok (SQLite integrity check).")
+        return
+    from ..errors import ProjectError
+    from ..project import history_problem
+    from ..store import DamagedHistoryError
+
+    raise ProjectError(
+        history_problem(project.history_path, DamagedHistoryError("; ".join(problems[:5]))),
+        title="History database problem",
+    )
 
 
 @history.command("backup")

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..render import StepPrinter, _pct
 from ..bench import ALL_METHODS, DEFAULT_METHODS
 from ..selection import DEFAULT_DEV_SIZE
-from . import Table, _clip, _print_json_list, _project, cli, console
+from . import COUNT, ID, SEED, SIZE, Table, _clip, _print_json_list, _project, cli, console
 from .optimize import BaselinePrinter, _load_torch, _print_run_result, _stopped_hint
 
 
@@ -60,7 +60,7 @@ def runs_list(ctx, as_json):
 
 
 @runs.command("show")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @click.option("--config", "show_config", is_flag=True, help="Also print every setting of the run as JSON.")
 @click.pass_context
 def runs_show(ctx, run_id, show_config):
@@ -157,7 +157,7 @@ def runs_show(ctx, run_id, show_config):
 
 
 @runs.command("resume")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @click.option(
     "--force",
     is_flag=True,
@@ -204,7 +204,8 @@ def runs_resume(ctx, run_id, force):
     help="Repeat; default: " + ", ".join(DEFAULT_METHODS) + ". greater searches the instruction and the label "
     "decision; greater-instruction the instruction alone; greater-random is the ablation: the same search with a "
     "random ranking instead of the gradient; calibration, demonstrations: the start with a label calibration, or "
-    "with the best demonstration sets, no search steps.",
+    "with the best demonstration sets, no search steps; kshot: the start with random training rows as "
+    "demonstrations; kshot-dev: the best of random demonstration sets on dev (DSPy's random search).",
 )
 @click.option(
     "--mode",
@@ -215,20 +216,26 @@ def runs_resume(ctx, run_id, force):
 )
 @click.option("--initial-prompt", default=None, help="Starting prompt of every method (default: the paper's).")
 @click.option(
+    "--reference-prompt",
+    default=None,
+    help="A hand-written prompt (what a user would write) scored as it is: a column 'reference' beside the "
+    "methods, tested against the start like them.",
+)
+@click.option(
     "--width",
-    type=int,
+    type=SIZE,
     default=0,
     show_default=True,
     help="GReaTer candidates scored per step (0: automatic and adaptive; N: fixed, for the ablation).",
 )
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
 @click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
-@click.option("--train-size", type=int, default=16, show_default=True)
-@click.option("--dev-size", type=int, default=DEFAULT_DEV_SIZE, show_default=True)
-@click.option("--test-size", type=int, default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", "resume_id", type=int, help="Continue an interrupted bench.")
-@click.option("--report", "report_id", type=int, help="Only (re)write the report of a bench.")
+@click.option("--train-size", type=COUNT, default=16, show_default=True)
+@click.option("--dev-size", type=SIZE, default=DEFAULT_DEV_SIZE, show_default=True)
+@click.option("--test-size", type=COUNT, default=100, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--resume", "resume_id", type=ID, help="Continue an interrupted bench.")
+@click.option("--report", "report_id", type=ID, help="Only (re)write the report of a bench.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
 @click.pass_context
 def bench_cmd(
@@ -237,6 +244,7 @@ def bench_cmd(
     methods,
     mode,
     initial_prompt,
+    reference_prompt,
     width,
     model_id,
     budget,
@@ -271,18 +279,21 @@ def bench_cmd(
                 seed=seed,
                 mode=mode,
                 initial_prompt=initial_prompt,
+                reference_prompt=reference_prompt,
                 width=width,
             )
         stop = threading.Event()
         try:
             with console.status("Bench...") as status:
-                bench_id, _ = run_bench(
-                    project,
-                    config,
-                    bench_id=resume_id,
-                    progress=lambda text: status.update(f"Bench: {text}"),
-                    stop=stop,
-                )
+                t0 = time.monotonic()
+
+                def progress(text: str) -> None:
+                    if console.is_terminal:
+                        status.update(f"Bench: {text}")
+                    else:  # a log file: a plain line per stage, as it happens
+                        console.print(f"[{time.monotonic() - t0:6.0f} s] bench: {text}", highlight=False, markup=False)
+
+                bench_id, _ = run_bench(project, config, bench_id=resume_id, progress=progress, stop=stop)
         except KeyboardInterrupt:
             stop.set()
             raise
@@ -298,17 +309,17 @@ def bench_cmd(
 
 @cli.command()
 @click.option("--budget", type=float, default=120, show_default=True, help="Seconds of search (0: use --steps).")
-@click.option("--steps", type=int, default=1000, show_default=True, help="At most this many optimization steps.")
-@click.option("--train-size", type=int, default=16, show_default=True)
+@click.option("--steps", type=COUNT, default=1000, show_default=True, help="At most this many optimization steps.")
+@click.option("--train-size", type=COUNT, default=16, show_default=True)
 @click.option(
     "--dev-size",
-    type=int,
+    type=SIZE,
     default=DEFAULT_DEV_SIZE,
     show_default=True,
     help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.",
 )
-@click.option("--test-size", type=int, default=100, show_default=True, help="Test examples scored by llama.cpp.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--test-size", type=COUNT, default=100, show_default=True, help="Test examples scored by llama.cpp.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
 @click.pass_context
 def demo(ctx, budget, steps, train_size, dev_size, test_size, seed, initial_prompt):

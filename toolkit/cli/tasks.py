@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ..errors import GradpromptError
 from ..layout import CHAIN_CAP
-from . import Table, _clip, _print_json_list, _project, cli, console
+from . import COUNT, SEED, Table, _clip, _print_json_list, _project, cli, console
 
 
 @cli.group()
@@ -54,10 +54,10 @@ def _print_task_summary(task) -> None:
 @click.option("--answer-type", type=click.Choice(["label", "number", "text"]), help="Default: detected from the data.")
 @click.option("--extractor", help="Text that asks for the final answer (default: derived from the answer type).")
 @click.option(
-    "--max-labels", type=int, default=20, show_default=True, help="Most distinct answers a label set may have."
+    "--max-labels", type=COUNT, default=20, show_default=True, help="Most distinct answers a label set may have."
 )
 @click.option("--split", default="0.4,0.2,0.4", show_default=True, help="train,dev,test fractions (seeded, stable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split.")
 @click.option("--dev-file", type=click.Path(dir_okay=False), help="Take the dev split from this file.")
 @click.option("--test-file", type=click.Path(dir_okay=False), help="Take the test split from this file.")
 @click.option("--replace", is_flag=True, help="Overwrite a task of the same name (and its runs).")
@@ -155,7 +155,7 @@ def tasks_list(ctx, as_json):
 
 @tasks.command("show")
 @click.argument("task")
-@click.option("--rows", type=int, default=5, show_default=True, help="Examples to show.")
+@click.option("--rows", type=COUNT, default=5, show_default=True, help="Examples to show.")
 @click.pass_context
 def tasks_show(ctx, task, rows):
     """A task's answer spec and first examples."""
@@ -174,9 +174,11 @@ def tasks_show(ctx, task, rows):
 @click.argument("task")
 @click.option("--prompt", "prompt_text", help="Prompt to try (default: the optimizer's starting prompt).")
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
-@click.option("--n", "n", type=int, default=8, show_default=True, help="Training examples to try.")
+@click.option("--n", "n", type=COUNT, default=8, show_default=True, help="Training examples to try.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
-@click.option("--max-new-tokens", type=int, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens).")
+@click.option(
+    "--max-new-tokens", type=COUNT, default=CHAIN_CAP, show_default=True, help="Reasoning chain cap (tokens)."
+)
 @click.pass_context
 def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     """Try the answer format on a few examples with llama.cpp before a long run: the exact text the model

@@ -205,6 +205,35 @@ class FinalChoice:
             per.setdefault(item.answer, []).append(is_correct(pred, item.answer, "label"))
         return 1.0 - sum(sum(v) / len(v) for v in per.values()) / max(1, len(per))
 
+    # ------------------------------------------------------------------ the budget
+
+    def _final_reserve(self, state: dict) -> float:
+        """Seconds of ``time_budget_s`` set aside for the final choice, so that the search and the choice share one
+        budget: the start's answers on the dev rows are computed first (the choice needs them anyway; kept in
+        ``state``) and timed, and the choice's other passes are counted in units of that pass: each compared
+        version on dev (x1.5 with demonstrations, which lengthen every example), the label scores of each base
+        on training and dev rows when calibrating, the demonstration sets on the scoring rows. 0 without a
+        budget or a dev test. An estimate: docs/engine.md gives its error on measured runs."""
+        cfg = self.config
+        if not cfg.time_budget_s or not (cfg.select_on_dev and self.dev and state.get("initial_ids")):
+            return 0.0
+        if "initial_dev" not in state:
+            t0 = time.perf_counter()
+            state["initial_dev"] = [ok for ok, _ in self.predict_items(list(state["initial_ids"]), self.dev)]
+            state["dev_pass_s"] = time.perf_counter() - t0
+        unit = float(state["dev_pass_s"])  # one pass over the dev rows
+        n_dev, n_train = len(self.dev), len(self.train)
+        demos = cfg.demo_keep if self._demonstrating() and self.pool else 0
+        versions = cfg.dev_top + 1.5 * demos
+        if self._calibrating():  # every base's label scores on training and dev rows (the start's too)
+            passes = (versions + 1) * (1 + n_train / n_dev)
+        else:
+            passes = versions
+        if demos:
+            passes += 1.5 * cfg.demo_sets * n_train / n_dev
+        passes += n_train / n_dev  # the adopted version's training score
+        return unit * passes
+
     # ------------------------------------------------------------------ the choice
 
     def _dev_correct(self, v: Variant) -> list[bool]:
@@ -226,7 +255,7 @@ class FinalChoice:
         table, selection, best = [], None, None
         self.demo_stats = {}
         if cfg.select_on_dev and self.dev and initial:
-            init_ok = [ok for ok, _ in self.predict_items(initial, self.dev)]
+            init_ok = state.get("initial_dev") or [ok for ok, _ in self.predict_items(initial, self.dev)]
             if self._demonstrating():
                 cands += self._demo_variants(initial)
             calibrating = self._calibrating()

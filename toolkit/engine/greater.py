@@ -152,10 +152,13 @@ class GreaterEngine(WideSearch, FinalChoice, Scoring, Decoding, Prediction, Forw
     def decode(self, ids) -> str:
         return self.tm.decode(ids)
 
-    def _out_of_time(self, stop, t_start: float) -> bool:
-        """A stop was asked for, or the time budget is spent: no new step starts."""
+    def _out_of_time(self, stop, t_start: float, reserve: float = 0.0) -> bool:
+        """A stop was asked for, or the time budget (less ``reserve``, the final choice's share) is spent: no new
+        step starts."""
         budget = self.config.time_budget_s
-        return (stop is not None and stop.is_set()) or (budget is not None and time.perf_counter() - t_start >= budget)
+        return (stop is not None and stop.is_set()) or (
+            budget is not None and time.perf_counter() - t_start >= budget - reserve
+        )
 
     def token_filter_mask(self):
         """[V] bool: tokens the filter allows as prompt tokens."""

@@ -126,6 +126,18 @@ class WideSearch:
         cfg = self.config
         torch = self.torch
         torch.manual_seed(cfg.seed)
+        if cfg.search in ("calibration", "demonstrations"):  # no instruction steps: the final choice decides
+            return
+        # one budget: the final choice's share is set aside first (its dev pass of the start lands in ``state``,
+        # the caller's too, so that a run with no step still reuses it)
+        t_start = time.perf_counter()
+        reserve = self._final_reserve(state)
+        if state["step"] == 0 and self._out_of_time(None, t_start, reserve):
+            state["done"] = (
+                f"the budget ({cfg.time_budget_s:.0f} s) leaves no time for instruction steps: the final choice alone "
+                f"needs about {reserve:.0f} s"
+            )
+            return
         state = {
             **state,
             "prompt_ids": list(state["prompt_ids"]),
@@ -135,11 +147,9 @@ class WideSearch:
         state.setdefault("width", self._auto_width())
         state.setdefault("sweep_best", [])
         placeholder = self.tm.encode(" _")[-1]
-        t_start = time.perf_counter()
-        if cfg.search in ("calibration", "demonstrations"):  # no instruction steps: the final choice decides
-            return
+        state["final_reserve_s"] = reserve
         while state["step"] < cfg.steps:
-            if state.get("done") or self._out_of_time(stop, t_start):
+            if state.get("done") or self._out_of_time(stop, t_start, reserve):
                 return
             step = state["step"]
             rng = random.Random(f"{cfg.seed}-{step}")
@@ -166,7 +176,7 @@ class WideSearch:
                 dev_accuracy = self.score_prompts([new_prompt], items=self.dev)[0].accuracy
                 timings["dev"] = time.perf_counter() - t0
             if cfg.width == 0 and step == 0 and cfg.time_budget_s and record["search"].get("scored"):
-                state["width"] = self._width_for_budget(record, timings, len(new_prompt))
+                state["width"] = self._width_for_budget(record, timings, len(new_prompt), reserve)
             state.update(prompt_ids=list(new_prompt), step=step + 1)
             if self.balanced:  # what the score counts, beside the plain accuracy users read
                 record["search"]["objective"] = "balanced"
@@ -411,12 +421,13 @@ class WideSearch:
             width = max(base, int(width * 0.75))
         state["width"] = width
 
-    def _width_for_budget(self, record, timings, n_tokens: int) -> int:
-        """Automatic width: about two sweeps of the prompt inside the time budget, from the first step's cost."""
+    def _width_for_budget(self, record, timings, n_tokens: int, reserve: float = 0.0) -> int:
+        """Automatic width: about two sweeps of the prompt inside the time budget (less the final choice's
+        ``reserve``), from the first step's cost."""
         scored = max(1, record["search"]["scored"])
         per_cand = timings.get("scoring", 0.0) / scored
         fixed = sum(v for k, v in timings.items() if k != "scoring")
-        per_step = self.config.time_budget_s / max(1, 2 * n_tokens)
+        per_step = max(0.0, self.config.time_budget_s - reserve) / max(1, 2 * n_tokens)
         if per_cand <= 0:
             return self._auto_width()
         width = int((per_step - fixed) / per_cand) - self.config.probe

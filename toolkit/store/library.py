@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Callable, Any, Iterable
 
 import sqlite_utils
 
@@ -152,30 +152,46 @@ class Library:
         note: str = "",
         calibration: str | None = None,
         demos: str | None = None,
+        before_commit: Callable[[int], object] | None = None,
     ) -> int:
-        return (
-            self.db["prompts"]
-            .insert(
-                _encode(
-                    "prompts",
-                    {
-                        "project_id": project_id,
-                        "task_id": task_id,
-                        "text": text,
-                        "parent_id": parent_id,
-                        "origin": origin,
-                        "run_id": run_id,
-                        "step": step,
-                        "tags": sorted(set(tags)),
-                        "note": note,
-                        "created": _now(),
-                        "calibration": calibration,
-                        "demos": demos,
-                    },
-                )
-            )
-            .last_pk
+        """Store a prompt version; returns its id. ``before_commit(id)`` runs inside the write transaction, after
+        the row is inserted and before it is committed (the library writes its file there): if it raises, or the
+        commit fails, nothing is stored."""
+        if parent_id is not None:
+            self.prompt(parent_id)  # a parent that does not exist is refused (PromptNotFoundError)
+        row = _encode(
+            "prompts",
+            {
+                "project_id": project_id,
+                "task_id": task_id,
+                "text": text,
+                "parent_id": parent_id,
+                "origin": origin,
+                "run_id": run_id,
+                "step": step,
+                "tags": sorted(set(tags)),
+                "note": note,
+                "created": _now(),
+                "calibration": calibration,
+                "demos": demos,
+            },
         )
+        conn = self.db.conn
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cols = ", ".join(f"[{k}]" for k in row)
+            cur = conn.execute(f"insert into prompts ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
+            prompt_id = int(cur.lastrowid or 0)
+            if before_commit is not None:
+                before_commit(prompt_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return prompt_id
 
     def delete_prompt(self, prompt_id: int) -> None:
         """Remove a prompt that nothing refers to yet (undoing a half-finished add)."""
