@@ -32,6 +32,22 @@ pytestmark = pytest.mark.slow
 N = 10
 LABEL_PROMPT = "Classify the sentiment."
 NUMBER_PROMPT = "Add the two numbers."
+# issue 28: text every format must carry literally - backslashes (llama-completion escape-processes its prompt file
+# unless --no-escape), a literal {input} (the fill-in marker), Nunjucks (promptfoo renders prompts and variables),
+# and $ (shell and string.Template)
+HOSTILE_PROMPT = "Say {input} and {{ 7*7 }} literally; is it positive or negative? \\n costs $5."
+HOSTILE_INPUTS = [
+    "A great film\\n with a literal backslash-n, I loved it.",
+    "{{7*7}} reasons to love this movie.",
+    "{input} is what I would call a {% raw %} masterpiece {% endraw %}.",
+    "It cost me $5 {# and #} two hours: awful.",
+    "C:\\path\\to\\boredom, terrible and slow.",
+    "{%- if true -%}Wonderful{%- endif -%} acting throughout.",
+    "Tab\\there and \\\\ double: a dull mess.",
+    "$HOME is where this film should have stayed: bad.",
+    "{{ input }} {input} {{input}}: a delight from start to end.",
+    "Brace yourself: } { }} {{ - the worst film of the year.",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -100,9 +116,18 @@ def evaluated(tmp_path_factory):
         "".join(json.dumps({"input": f"{a} + {2 * a + 1} =", "target": str(3 * a + 1)}) + "\n" for a in range(N))
     )
     project.store.add_task(project.id, read_task_file(sums, name="sums", options=ImportOptions(split=(0, 0, 1))))
+    hostile = tmp / "hostile.jsonl"
+    hostile.write_text(
+        "".join(
+            json.dumps({"input": text, "target": "negative" if i % 2 else "positive"}) + "\n"
+            for i, text in enumerate(HOSTILE_INPUTS)
+        )
+    )
+    project.store.add_task(project.id, read_task_file(hostile, name="hostile", options=ImportOptions(split=(0, 0, 1))))
     tasks = {
         "label": (ensure_demo_task(project), LABEL_PROMPT),
         "number": (project.store.find_task(project.id, "sums"), NUMBER_PROMPT),
+        "hostile": (project.store.find_task(project.id, "hostile"), HOSTILE_PROMPT),
     }
     model = LlamaCppModel(get_model(), n_ctx=2048)
     out = {}
@@ -148,7 +173,7 @@ def native_server(tmp_path_factory, evaluated):
         yield url
 
 
-@pytest.mark.parametrize("kind", ["label", "number"])
+@pytest.mark.parametrize("kind", ["label", "number", "hostile"])
 def test_the_llama_server_request_gives_gradprompts_answers_on_llama_cpps_own_server(
     native_server, evaluated, kind, llama
 ):
@@ -157,16 +182,17 @@ def test_the_llama_server_request_gives_gradprompts_answers_on_llama_cpps_own_se
     target = bundle["llama_server"]
     assert target["endpoint"] == "POST /completion"
     for ex in examples:
-        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"])}
+        marker = bundle["input_marker"]
+        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"], marker)}
         text = _post(native_server + "/completion", request)["content"].strip()
         assert text == results[ex["id"]]["output"], ex["input"]
     # llama-server tokenizes a completion prompt with the model's special tokens added and parsed: as gradprompt
-    text = _fill(bundle["prompt_template"], examples[0]["input"])
+    text = _fill(bundle["prompt_template"], examples[0]["input"], bundle["input_marker"])
     tokens = _post(native_server + "/tokenize", {"content": text, "add_special": True, "parse_special": True})
     assert tokens["tokens"] == llama.encode(text)
 
 
-@pytest.mark.parametrize("kind", ["label", "number"])
+@pytest.mark.parametrize("kind", ["label", "number", "hostile"])
 def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tmp_path):
     binary = _llama_cpp_tool("llama-completion")
     if binary is None:
@@ -177,7 +203,7 @@ def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tm
     assert line[0] == "llama-completion" and line[-1] == "PROMPT_FILE"
     for ex in examples[:5]:  # a process (and a model load) per example
         prompt_file = tmp_path / "prompt.txt"
-        prompt_file.write_text(_fill(bundle["prompt_template"], ex["input"]), encoding="utf-8")
+        prompt_file.write_text(_fill(bundle["prompt_template"], ex["input"], bundle["input_marker"]), encoding="utf-8")
         run = subprocess.run(
             [binary, *line[1:-1], str(prompt_file), "-t", "2"], capture_output=True, text=True, timeout=300
         )
@@ -185,11 +211,12 @@ def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tm
         assert run.stdout.replace("[end of text]", "").strip() == results[ex["id"]]["output"], ex["input"]
 
 
-def _fill(template: str, text: str) -> str:
-    return template.replace("{input}", text)
+def _fill(template: str, text: str, marker: str = "{input}") -> str:
+    assert template.count(marker) == 1  # one place to fill, whatever the prompt holds
+    return template.replace(marker, text)
 
 
-@pytest.mark.parametrize("kind", ["label", "number"])
+@pytest.mark.parametrize("kind", ["label", "number", "hostile"])
 def test_the_llamacpp_requests_give_gradprompts_answers_on_a_real_server(server, evaluated, kind):
     project, pid, examples, results = evaluated[kind]
     bundle = json.loads(export_prompt(project, pid, "llamacpp").read_text())
@@ -198,7 +225,8 @@ def test_the_llamacpp_requests_give_gradprompts_answers_on_a_real_server(server,
     assert target["endpoint"] == "POST /v1/completions"
     answers = set()
     for ex in examples:
-        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"])}
+        marker = bundle["input_marker"]
+        request = {**target["request"], "prompt": _fill(target["request"]["prompt"], ex["input"], marker)}
         text = _post(server + "/v1/completions", request)["choices"][0]["text"].strip()
         assert text == results[ex["id"]]["output"], ex["input"]
         answers.add(text)
@@ -292,15 +320,21 @@ def _promptfoo() -> str | None:
     return os.environ.get("GRADPROMPT_PROMPTFOO") or (str(local) if local.exists() else shutil.which("promptfoo"))
 
 
-@pytest.mark.parametrize("kind", ["label", "number"])
+@pytest.mark.parametrize("kind", ["label", "number", "hostile"])
 def test_the_promptfoo_config_runs_unchanged_and_agrees_with_gradprompt(server, evaluated, kind, tmp_path):
     promptfoo = _promptfoo()
     if promptfoo is None:
         pytest.skip("promptfoo is not installed (packaging/setup.sh --test installs it with npm)")
     project, pid, examples, results = evaluated[kind]
     config = export_prompt(project, pid, "promptfoo", tmp_path / "promptfooconfig.yaml", server=server)
+    llamacpp = json.loads(export_prompt(project, pid, "llamacpp").read_text())
+    bundle_template, marker = llamacpp["prompt_template"], llamacpp["input_marker"]
     cases = yaml.safe_load(config.read_text())["tests"]
-    assert [c["vars"]["input"] for c in cases] == [ex["input"] for ex in examples]  # the evaluated examples
+    assert len(cases) == len(examples)  # the evaluated examples, in order (an input with Nunjucks in it is
+    # carried inside a raw block, which promptfoo renders back to the input itself)
+    var_of = {ex["input"]: c["vars"]["input"] for ex, c in zip(examples, cases)}
+    if kind != "hostile":
+        assert all(v == k for k, v in var_of.items())
     env = {
         **os.environ,
         "PROMPTFOO_DISABLE_TELEMETRY": "1",
@@ -325,7 +359,11 @@ def test_the_promptfoo_config_runs_unchanged_and_agrees_with_gradprompt(server, 
     by_input = {r["vars"]["input"]: r for r in rows}
     assert len(by_input) == N
     for ex in examples:
-        row, mine = by_input[ex["input"]], results[ex["id"]]
+        row, mine = by_input[var_of[ex["input"]]], results[ex["id"]]
+        # what the model was sent: the exact prompt gradprompt scores, the input in its place, nothing rendered
+        sent = row.get("prompt", {}).get("raw")
+        if sent is not None:
+            assert _fill(bundle_template, ex["input"], marker) == sent, ex["input"]
         assert not row.get("error") or row["gradingResult"], row.get("error")
         assert row["response"]["output"].strip() == mine["output"], ex["input"]
         assert bool(row["success"]) == bool(mine["correct"]), (ex["input"], row["gradingResult"]["reason"])

@@ -285,5 +285,9 @@ def test_a_user_manifest_cannot_import_an_arbitrary_module(tmp_path):
 
     path = tmp_path / "evil.toml"
     path.write_text('id = "evil"\n[gguf]\npackage = "antigravity"\nfile = "x.gguf"\n')
+    info = _read_manifest(path, builtin=False)  # listed (it may be a model package not installed yet)...
     with pytest.raises(ConfigError, match="not a package that ships a model"):
+        info.gguf_path()  # ...but never imported
+    path.write_text('id = "evil"\n[gguf]\npackage = "os.path"\nfile = "x.gguf"\n')
+    with pytest.raises(ConfigError, match="not a package name"):
         _read_manifest(path, builtin=False)

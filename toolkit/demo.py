@@ -8,21 +8,24 @@ from rich.markup import escape
 
 from .engine.config import GreaterConfig
 from .layout import CHAIN_CAP
-from .tasks import DEMO_TASK_NAME, ImportOptions, demo_task_files, read_task_file
+from .tasks import DEMO_TASK, SHIPPED_TASKS, ImportOptions, demo_task_files, read_task_file
 
 
-def ensure_demo_task(project) -> dict:
+def ensure_demo_task(project, which: str = "sentiment") -> dict:
+    """A shipped task (``topic``, what the demo runs, or ``sentiment``), imported once into the project."""
     store = project.store
-    existing = store.find_task(project.id, DEMO_TASK_NAME)
+    name = SHIPPED_TASKS[which][0]
+    existing = store.find_task(project.id, name)
     if existing:
         return existing
-    train, test = demo_task_files()
+    train, test = demo_task_files(which)
     # 40 train / 60 dev rows from the 100-row train file (the test file has 100 more): the final prompt is chosen
     # by a paired test on dev, and 60 examples let a gain of ~7 with none lost count as significant (33 could
-    # not tell much from noise). The optimizer needs far fewer training rows than that.
+    # not tell much from noise). 16 of the training rows score candidates; the other 24 are the pool the
+    # demonstrations are drawn from.
     options = ImportOptions(split=(0.4, 0.6, 0.0))
-    store.add_task(project.id, read_task_file(train, name=DEMO_TASK_NAME, options=options, test_file=test))
-    return store.find_task(project.id, DEMO_TASK_NAME)
+    store.add_task(project.id, read_task_file(train, name=name, options=options, test_file=test))
+    return store.find_task(project.id, name)
 
 
 def run_demo(
@@ -38,6 +41,7 @@ def run_demo(
     model_id: str | None = None,
     budget_s: float | None = 120.0,
     initial_prompt: str | None = None,
+    task: str = DEMO_TASK,
 ) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
     from .render import StepPrinter, _print_eval, eval_progress
@@ -51,17 +55,18 @@ def run_demo(
     t_start = time.perf_counter()
     initial_prompt = initial_prompt or DEFAULT_INITIAL_PROMPT
     info = get_model(model_id or project.default_model)
-    task_row = ensure_demo_task(project)
+    task_row = ensure_demo_task(project, task)
+    task_name, _, what = SHIPPED_TASKS[task]
     sizes = next(t["splits"] for t in project.store.list_tasks(project.id) if t["id"] == task_row["id"])
     console.print(f"[bold]gradprompt demo[/] - project {project.name} ({project.path})")
-    console.print(f"Task {DEMO_TASK_NAME}: movie-review sentiment, splits {sizes}; model {info.id} ({info.name})")
+    console.print(f"Task {task_name}: {what}, splits {sizes}; model {info.id} ({info.name})")
     with console.status("Loading the model for torch (the first time converts the GGUF, ~20 s)..."):
         tm = load_torch_model(info, precision="auto", device="auto")
     limit = f"{budget_s:.0f} s" if budget_s else f"{steps} steps"
     pool = max(0, sizes.get("train", 0) - train_size)
     console.print(
-        f"Torch: {tm.precision} on {tm.device}. The whole-prompt search: the instruction for {limit} on "
-        f"{train_size} training examples ({mode} mode), then demonstration sets drawn from the other {pool} "
+        f"Torch: {tm.precision} on {tm.device}. The whole-prompt search, {limit} in all: instruction steps on "
+        f"{train_size} training examples ({mode} mode), demonstration sets drawn from the other {pool} "
         "training rows and a label calibration fitted on the training rows; the result must beat the starting "
         f"prompt significantly on {min(dev_size, sizes.get('dev', 0))} dev examples to replace it."
     )
@@ -174,10 +179,13 @@ def run_demo(
     path = export_prompt(project, result.prompt_id, "text")
     json_path = export_prompt(project, result.prompt_id, "json")
     total = time.perf_counter() - t_start
-    console.print(f"\nOptimized prompt: [bold cyan]{escape(result.prompt)}[/]", highlight=False)
+    parts = (f" [+ {len(result.demos)} demonstrations]" if result.demos else "") + (
+        " [+ label calibration]" if result.calibration else ""
+    )
+    console.print(f"\nOptimized prompt: [bold cyan]{escape(result.prompt)}[/]{escape(parts)}", highlight=False)
     console.print(f"Exported to {path} and {json_path}")
     console.print(f"History: {project.history_path} (run {result.run_id}; `gradprompt runs show {result.run_id}`)")
-    console.print(f"Prompt library: {project.path / 'prompts' / DEMO_TASK_NAME}")
+    console.print(f"Prompt library: {project.path / 'prompts' / task_name}")
     console.print(f"Total time {total:.0f}s.")
     return {
         "run_id": result.run_id,

@@ -90,6 +90,12 @@ class ModelInfo:
         if self.gguf_path_str:
             path = Path(self.gguf_path_str).expanduser()
         elif self.gguf_package:
+            if not self.builtin and self.gguf_package not in MODEL_PACKAGES:  # importing runs the package's code
+                raise ConfigError(
+                    f"Model {self.id!r}: gguf.package {self.gguf_package!r} in {self.manifest_path} is not a package "
+                    f"that ships a model ({', '.join(MODEL_PACKAGES)}); gradprompt imports only those. Name the "
+                    "GGUF file with gguf.path instead."
+                )
             try:
                 module = importlib.import_module(self.gguf_package)
             except ImportError:
@@ -186,11 +192,8 @@ def _check_manifest(data: dict, path: Path, builtin: bool) -> None:
             if value is not None and not isinstance(value, kind):
                 raise ConfigError(f"{path}: '{table}.{key}' must be {_TYPE_NAMES[kind]} (it is {value!r}). {fix}")
     package = (data.get("gguf") or {}).get("package")
-    if package and not builtin and package not in MODEL_PACKAGES:
-        raise ConfigError(
-            f"{path}: gguf.package {package!r} is not a package that ships a model ({', '.join(MODEL_PACKAGES)}). "
-            f"Name the GGUF file with gguf.path instead. {fix}"
-        )
+    if package and not package.isidentifier():  # a top-level name: looking it up never imports a parent
+        raise ConfigError(f"{path}: gguf.package {package!r} is not a package name. {fix}")
 
 
 def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:

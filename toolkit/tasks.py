@@ -506,10 +506,17 @@ def read_task_file(
     return replace(task, options={**task.options, "dev_file": str(dev_file or ""), "test_file": str(test_file or "")})
 
 
-DEMO_TASK_NAME = "demo-sentiment"
+# The tasks shipped in the package (sources and licences: data/README.md): key -> (task name, file stem, what).
+SHIPPED_TASKS = {
+    "topic": ("demo-topic", "demo_topic", "news-headline topic, 4 labels"),
+    "sentiment": ("demo-sentiment", "demo_sentiment", "movie-review sentiment, 2 labels"),
+}
+DEMO_TASK = "topic"  # what `gradprompt demo` runs: a task where the default model's start has a label bias
+DEMO_TASK_NAME = SHIPPED_TASKS[DEMO_TASK][0]
 
 
-def demo_task_files() -> tuple[Path, Path]:
-    """(train file, test file) of the demo task shipped in the package (source and licence: data/README.md)."""
+def demo_task_files(which: str = "sentiment") -> tuple[Path, Path]:
+    """(train file, test file) of a task shipped in the package (``topic`` or ``sentiment``)."""
     data = Path(__file__).parent / "data"
-    return data / "demo_sentiment_train.csv", data / "demo_sentiment_test.csv"
+    stem = SHIPPED_TASKS[which][1]
+    return data / f"{stem}_train.csv", data / f"{stem}_test.csv"

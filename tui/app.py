@@ -240,7 +240,7 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
             if tasks
             else f"Project {self.project.name} has no tasks yet. Press i to import one from a CSV, TSV, JSONL or "
             "JSON file (a column of inputs and one of answers), or run `gradprompt demo` in a terminal for "
-            "the shipped sentiment task and a first optimization. ? lists every key."
+            "a shipped task and a first optimization. ? lists every key."
         )
         self.refresh_prompts()
         self.refresh_runs(names)
