@@ -4,6 +4,7 @@ Each test was run against the code before its fix and failed there (see the clos
 
 import errno
 import sqlite3
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -291,3 +292,35 @@ def test_a_user_manifest_cannot_import_an_arbitrary_module(tmp_path):
     path.write_text('id = "evil"\n[gguf]\npackage = "os.path"\nfile = "x.gguf"\n')
     with pytest.raises(ConfigError, match="not a package name"):
         _read_manifest(path, builtin=False)
+
+
+def test_prompts_show_never_sends_control_characters_to_the_terminal(project):
+    task = _task(project)
+    pid = project.add_prompt(
+        task, "Red \x1b[31malert\x1b[0m and a bell\x07.\nSecond line.", origin="manual", note="[/bold] \x1b]0;title\x07"
+    )
+    out = clean(run(["prompts", "show", str(pid)], project.path), 0)
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31malert" in out and "Second line." in out and "[/bold]" in out
+
+
+def test_a_closed_output_pipe_is_a_message_not_a_silent_failure(tmp_path):
+    """`gradprompt tasks import F | head -1` (here `| true`, which closes the pipe at once): the import is stored,
+    the command says why its output stopped and exits 141 as a pipe-stopped writer does."""
+    import os
+    import subprocess
+    import sys
+
+    from toolkit.project import init_project, open_project
+
+    init_project(tmp_path / "p", name="p").close()
+    src = tmp_path / "t.csv"
+    src.write_text("input,target\n" + "".join(f"q{i},{'ab'[i % 2]}\n" for i in range(20)))
+    exe = Path(sys.executable).parent / "gradprompt"  # the installed command, as a user runs it
+    cmd = f"{exe} --project {tmp_path / 'p'} tasks import {src} | true; echo ${{PIPESTATUS[0]}}"
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert res.stdout.strip().splitlines()[-1] == "141", res.stdout + res.stderr
+    assert "Output stopped" in res.stderr and "Traceback" not in res.stderr
+    proj = open_project(tmp_path / "p")
+    assert proj.store.find_task(proj.id, "t")
+    proj.close()

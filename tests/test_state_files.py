@@ -81,3 +81,23 @@ def test_prompt_library_paths_stay_inside_the_project_and_failed_writes_store_no
     with pytest.raises(ProjectError, match="nothing was stored"):
         project.add_prompt(None, "An orphan prompt.", origin="manual")
     assert len(project.store.list_prompts(project.id)) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate-weights", "remove-tokenizer"])
+def test_a_damaged_converted_torch_copy_is_rebuilt(real_tm, damage):
+    """Issue 28: the converted safetensors copy of a GGUF, once truncated or missing tokenizer.json, used to fail
+    every load until the user deleted the folder; it is converted again instead."""
+    from toolkit.engine.torch_backend import converted_dir, load_torch_model
+    from toolkit.models import get_model
+
+    info = get_model()
+    folder = converted_dir(info, real_tm.sha256)
+    assert (folder / "model.safetensors").is_file()
+    if damage == "truncate-weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: 1 << 20])
+    else:
+        (folder / "tokenizer.json").unlink()
+    tm = load_torch_model(info, precision="fp32", device="cpu")
+    assert tm.tokenizer("positive").input_ids == real_tm.tokenizer("positive").input_ids
+    assert (folder / "model.safetensors").stat().st_size > 1 << 20 and (folder / "tokenizer.json").is_file()

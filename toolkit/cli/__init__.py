@@ -44,6 +44,26 @@ def Table(*headers: str, keep: tuple[str, ...] = HANDLES, **kw) -> RichTable:
     return table
 
 
+PIPE_STOPPED = (
+    "Output stopped: the program reading it closed the pipe (as `| head` does). What the command stored is kept."
+)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`gradprompt ... | head`: the reader has gone. Rich would exit 1 without a word; say why on stderr and
+        exit as a writer the pipe stopped does (141 = 128 + SIGPIPE)."""
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        try:
+            sys.stderr.write(PIPE_STOPPED + "\n")
+        except OSError:
+            pass
+        raise SystemExit(141)
+
+
 class InvocationConsole:
     """A Rich console made afresh for each invocation of the command line (the root group renews it), so
     nothing of one invocation - terminal width, colour, a capture - leaks into the next, and ``COLUMNS`` set for
@@ -51,10 +71,10 @@ class InvocationConsole:
 
     def __init__(self, **kw):
         object.__setattr__(self, "_kw", kw)
-        object.__setattr__(self, "_console", Console(**kw))
+        object.__setattr__(self, "_console", _Console(**kw))
 
     def renew(self) -> None:
-        object.__setattr__(self, "_console", Console(**self._kw))
+        object.__setattr__(self, "_console", _Console(**self._kw))
 
     def __getattr__(self, name):
         return getattr(self._console, name)
@@ -102,6 +122,8 @@ class GradpromptGroup(click.Group):
         except KeyboardInterrupt:
             err_console.print("[yellow]Interrupted.[/]")
             sys.exit(130)
+        except BrokenPipeError:  # a plain write (click.echo) to a pipe whose reader has gone
+            console.on_broken_pipe()
         except (MemoryError, OSError, RuntimeError, sqlite3.Error) as exc:
             message = resource_error(exc)
             if message is None and isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
@@ -225,9 +247,18 @@ def _confusion_table(confusion: dict, title: str | None = None, labels=()) -> Ri
     return table
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]}
+
+
+def visible(text: str) -> str:
+    """User text for the terminal with its control characters written as escapes (``\\x1b``): an escape
+    sequence in a prompt or a note must not recolour, move or clear the user's terminal. Newlines and tabs stay."""
+    return str(text).translate(_CONTROL)
+
+
 def _clip(text: str, n: int) -> Text:
     """User text for a table cell: one line, at most ``n`` characters, never read as Rich markup."""
-    text = " ".join(str(text).split())
+    text = " ".join(visible(text).split())
     return Text(text if len(text) <= n else text[: n - 3] + "...")
 
 

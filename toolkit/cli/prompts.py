@@ -13,7 +13,7 @@ from ..calibration import row_decision
 from ..layout import demo_lines
 from ..render import _pct
 from ..store import row_tags
-from . import ID, Table, _clip, _print_json_list, _project, cli, console, err_console
+from . import ID, Table, visible, _clip, _print_json_list, _project, cli, console, err_console
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -75,7 +75,7 @@ def prompts_show(ctx, prompt_id):
     project = _project(ctx)
     row = project.store.prompt(prompt_id)
     console.print(f"[bold]Prompt {prompt_id}[/] ({row['origin']})")
-    console.print(row["text"], highlight=False, markup=False)
+    console.print(visible(row["text"]), highlight=False, markup=False)
     decision = row_decision(row)
     if decision:
         console.print(f"Label decision: {decision}", highlight=False, markup=False)
@@ -83,15 +83,15 @@ def prompts_show(ctx, prompt_id):
     if demos:
         console.print(f"Demonstrations ({len(demos)}, shown before the input as earlier chat turns):")
         for line in demos:
-            console.print("  " + line, highlight=False, markup=False)
+            console.print("  " + visible(line), highlight=False, markup=False)
     chain = project.store.lineage(prompt_id)
     if len(chain) > 1:
         console.print("Lineage: " + " <- ".join(f"{p['id']} ({p['origin']})" for p in chain))
     tags = row_tags(row)
     if tags:
-        console.print("Tags: " + ", ".join(tags), highlight=False)
+        console.print("Tags: " + visible(", ".join(tags)), highlight=False, markup=False)
     if row["note"]:
-        console.print("Note: " + row["note"], highlight=False)
+        console.print("Note: " + visible(row["note"]), highlight=False, markup=False)
     table = Table("eval", "split", "model", "backend", "mode", "accuracy", "95% CI", "n")
     for e in project.store.evaluations(prompt_id=prompt_id):
         table.add_row(

@@ -111,11 +111,12 @@ def tasks_import(
     project = None if dry_run else _project(ctx)
     if project is not None and not replace:  # refuse before the summary, not after it
         project.store.check_new_task_name(project.id, task.name)
+    if project is not None:  # stored before anything is printed: output cut short (`| head`) loses nothing
+        project.store.add_task(project.id, task, replace=replace)
     _print_task_summary(task)
-    if dry_run:
+    if project is None:
         console.print("[dim]Dry run: nothing stored.[/]")
         return
-    project.store.add_task(project.id, task, replace=replace)
     console.print(f"Stored in project {project.name} ({project.history_path})")
     console.print(
         f"Next: gradprompt tasks check {task.name}   (the answer format on a few examples), then "

@@ -76,6 +76,21 @@ def converted_dir(info: ModelInfo, sha256: str) -> Path:
     return cache_dir() / "torch" / f"{info.id}-{sha256[:16]}"
 
 
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    """What loading a damaged converted copy raises (a truncated safetensors file, a missing or cut tokenizer)."""
+    errors: list[type[BaseException]] = [OSError, ValueError, EOFError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+CACHE_ERRORS = _cache_errors()
+
+
 def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     """Dequantize the GGUF once through transformers and cache it as safetensors + tokenizer files."""
     out = converted_dir(info, sha256)
@@ -219,11 +234,25 @@ def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "au
         kwargs["dtype"] = torch.float32
     else:
         kwargs["dtype"] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def load(folder: Path):
+        return (
+            AutoTokenizer.from_pretrained(str(folder), local_files_only=True),
+            AutoModelForCausalLM.from_pretrained(str(folder), **kwargs),
+        )
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    except OSError as exc:
-        raise ModelFileError(f"Could not load {info.id!r} for torch from {folder}: {exc}") from None
+        tokenizer, model = load(folder)
+    except CACHE_ERRORS as exc:
+        if info.hf_path:  # the user's own folder: never touched
+            raise ModelFileError(f"Could not load {info.id!r} for torch from {folder}: {exc}") from None
+        # gradprompt's own converted copy is damaged (truncated weights, a tokenizer file gone): convert again
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = _convert_gguf(info, gguf_path, sha256)
+        try:
+            tokenizer, model = load(folder)
+        except CACHE_ERRORS as exc:
+            raise ModelFileError(f"Could not load {info.id!r} for torch from {folder}: {exc}") from None
     if precision not in ("8bit", "4bit"):
         model = model.to(device)
     model.eval()
