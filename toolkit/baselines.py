@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
+from . import defaults
 from .errors import ConfigError
 from .evaluate import EvalSettings, predict
 from .layout import ChatLayout
@@ -54,7 +55,7 @@ OPRO_META = (
 @dataclass(frozen=True)
 class BaselineConfig:
     method: str = "ape"
-    budget_s: float = 120.0  # wall-clock seconds for the whole search: proposing, scoring and the dev test
+    budget_s: float = defaults.BUDGET_S  # wall-clock seconds for the whole search: proposing, scoring and the dev test
     max_steps: int = 20
     n_train: int = 16
     n_dev: int = DEFAULT_DEV_SIZE

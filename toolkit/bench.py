@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import defaults
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
-from .selection import DEFAULT_DEV_SIZE, mcnemar_two_sided
+from .selection import mcnemar_two_sided
 
 ALL_METHODS = (
     "initial",
@@ -49,10 +50,10 @@ class BenchConfig:
     tasks: tuple[str, ...]
     methods: tuple[str, ...] = DEFAULT_METHODS
     model_id: str = "smollm2-135m"
-    budget_s: float = 60.0
-    n_train: int = 16
-    n_dev: int = DEFAULT_DEV_SIZE
-    n_test: int = 100
+    budget_s: float = defaults.BENCH_BUDGET_S
+    n_train: int = defaults.TRAIN_SIZE
+    n_dev: int = defaults.DEV_SIZE
+    n_test: int = defaults.TEST_SIZE
     seed: int = 0
     mode: str = "direct"
     initial_prompt: str | None = None  # None: the paper's prompt (toolkit.optimize.DEFAULT_INITIAL_PROMPT)

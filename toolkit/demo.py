@@ -6,6 +6,7 @@ import time
 
 from rich.markup import escape
 
+from . import defaults
 from .engine.config import GreaterConfig
 from .layout import CHAIN_CAP
 from .tasks import DEMO_TASK, SHIPPED_TASKS, ImportOptions, demo_task_files, read_task_file
@@ -33,13 +34,13 @@ def run_demo(
     console,
     *,
     steps: int = 1000,
-    train_size: int = 16,
+    train_size: int = defaults.TRAIN_SIZE,
     dev_size: int = 60,
-    test_size: int = 100,
+    test_size: int = defaults.TEST_SIZE,
     seed: int = 0,
     mode: str = "direct",
     model_id: str | None = None,
-    budget_s: float | None = 120.0,
+    budget_s: float | None = defaults.BUDGET_S,
     initial_prompt: str | None = None,
     task: str = DEMO_TASK,
 ) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from toolkit import defaults
 from toolkit.layout import CHAIN_CAP
 
 from .dialogs import seconds, whole
@@ -22,7 +23,12 @@ def run_config_from_form(values: dict):
         from toolkit.baselines import BaselineConfig
 
         return "baseline", BaselineConfig(
-            method=method, budget_s=budget or 120.0, max_steps=steps, n_train=n_train, n_dev=n_dev, seed=seed
+            method=method,
+            budget_s=budget or defaults.BUDGET_S,
+            max_steps=steps,
+            n_train=n_train,
+            n_dev=n_dev,
+            seed=seed,
         )
     from toolkit.engine.greater import GreaterConfig
 

@@ -10,8 +10,8 @@ from textual.widgets import DataTable, Static
 
 from toolkit.baselines import RUN_METHODS
 from toolkit.errors import ConfigError, GradpromptError
+from toolkit import defaults
 from toolkit.layout import CHAIN_CAP
-from toolkit.selection import DEFAULT_DEV_SIZE
 
 from .dialogs import ErrorDialog, InputDialog
 from .forms import run_config_from_form
@@ -56,11 +56,12 @@ class LiveRuns:
                 )
             inputs = [e["input"] for e in self.project.store.examples(task_row["id"], "train", limit=config.n_train)]
             precision = values.get("precision", "auto").strip()
-            plan = plan_estimate(
+            plan = plan_estimate(  # the estimator `gradprompt optimize --dry-run` prints, with the same inputs
                 get_model(values["model"].strip()),
                 inputs,
                 config,
                 precision="fp32" if precision in ("", "auto") else precision,
+                initial_prompt=(values.get("initial") or "").strip(),
             )
             total = plan.total_seconds if not config.time_budget_s else min(plan.total_seconds, config.time_budget_s)
             return (
@@ -86,10 +87,10 @@ class LiveRuns:
                     ("method", "Method", "greater", list(RUN_METHODS)),
                     ("precision", "Precision (torch)", "auto", ["auto", "fp32", "bf16", "fp16", "8bit", "4bit"]),
                     ("mode", "Mode", "direct", ["direct", "reasoning"]),
-                    ("steps", "Steps", "20"),
+                    ("steps", "Steps", str(defaults.STEPS)),
                     ("budget", "Time budget, seconds (optional)", ""),
-                    ("train", "Training examples", "16"),
-                    ("dev", "Dev examples", str(DEFAULT_DEV_SIZE)),
+                    ("train", "Training examples", str(defaults.TRAIN_SIZE)),
+                    ("dev", "Dev examples", str(defaults.DEV_SIZE)),
                     ("chain_cap", "Reasoning chain cap (tokens)", str(CHAIN_CAP)),
                     ("dev_every", "Dev score every N steps (0: at the end)", "0"),
                     ("seed", "Seed", "0"),

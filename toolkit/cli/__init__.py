@@ -281,4 +281,4 @@ def tui(ctx):
 
 
 # The commands, one module per noun; importing them registers them on ``cli``.
-from . import evals, models, optimize, prompts, runs, tasks  # noqa: E402,F401
+from . import compare, evals, models, optimize, prompts, runs, tasks  # noqa: E402,F401

@@ -8,6 +8,7 @@ import time
 import click
 from rich.markup import escape
 
+from .. import defaults
 from ..baselines import RUN_METHODS
 from ..errors import ConfigError
 from ..layout import CHAIN_CAP
@@ -36,12 +37,16 @@ def _greater_options(f):
         ),
         click.option("--schedule", type=click.Choice(["improved", "reference"]), default="improved", show_default=True),
         click.option(
-            "--steps", type=COUNT, default=20, show_default=True, help="Optimization steps (one token position each)."
+            "--steps",
+            type=COUNT,
+            default=defaults.STEPS,
+            show_default=True,
+            help="Optimization steps (one token position each).",
         ),
         click.option(
             "--train-size",
             type=COUNT,
-            default=16,
+            default=defaults.TRAIN_SIZE,
             show_default=True,
             help="Training examples the prompt is scored on (the training rows beyond them are the pool of "
             "demonstrations).",
@@ -212,7 +217,12 @@ def optimize_cmd(
         from ..baselines import BaselineConfig
 
         bcfg = BaselineConfig(
-            method=method, budget_s=budget or 120.0, max_steps=steps, n_train=train_size, n_dev=dev_size, seed=seed
+            method=method,
+            budget_s=budget or defaults.BUDGET_S,
+            max_steps=steps,
+            n_train=train_size,
+            n_dev=dev_size,
+            seed=seed,
         )
         if dry_run:
             console.print(

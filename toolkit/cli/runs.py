@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
+from .. import defaults
 from ..errors import ConfigError
 from ..render import StepPrinter, _pct
 from ..bench import ALL_METHODS, DEFAULT_METHODS
@@ -229,10 +230,16 @@ def runs_resume(ctx, run_id, force):
     help="GReaTer candidates scored per step (0: automatic and adaptive; N: fixed, for the ablation).",
 )
 @click.option("--model", "model_id", help="Model id (default: the project's default model).")
-@click.option("--budget", type=float, default=60, show_default=True, help="Seconds per method and task.")
-@click.option("--train-size", type=COUNT, default=16, show_default=True)
+@click.option(
+    "--budget",
+    type=float,
+    default=defaults.BENCH_BUDGET_S,
+    show_default=True,
+    help="Seconds per method and task (the whole search, its final dev test included).",
+)
+@click.option("--train-size", type=COUNT, default=defaults.TRAIN_SIZE, show_default=True)
 @click.option("--dev-size", type=SIZE, default=DEFAULT_DEV_SIZE, show_default=True)
-@click.option("--test-size", type=COUNT, default=100, show_default=True)
+@click.option("--test-size", type=COUNT, default=defaults.TEST_SIZE, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", "resume_id", type=ID, help="Continue an interrupted bench.")
 @click.option("--report", "report_id", type=ID, help="Only (re)write the report of a bench.")
@@ -308,9 +315,15 @@ def bench_cmd(
 
 
 @cli.command()
-@click.option("--budget", type=float, default=120, show_default=True, help="Seconds of search (0: use --steps).")
+@click.option(
+    "--budget",
+    type=float,
+    default=defaults.BUDGET_S,
+    show_default=True,
+    help="Seconds of search, the final choice included (0: use --steps).",
+)
 @click.option("--steps", type=COUNT, default=1000, show_default=True, help="At most this many optimization steps.")
-@click.option("--train-size", type=COUNT, default=16, show_default=True)
+@click.option("--train-size", type=COUNT, default=defaults.TRAIN_SIZE, show_default=True)
 @click.option(
     "--dev-size",
     type=SIZE,
@@ -318,7 +331,9 @@ def bench_cmd(
     show_default=True,
     help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.",
 )
-@click.option("--test-size", type=COUNT, default=100, show_default=True, help="Test examples scored by llama.cpp.")
+@click.option(
+    "--test-size", type=COUNT, default=defaults.TEST_SIZE, show_default=True, help="Test examples scored by llama.cpp."
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--initial-prompt", default=None, help="Starting prompt (default: the paper's).")
 @click.option(

@@ -1,0 +1,19 @@
+"""The product's defaults for a run, defined once: the command line, the TUI's forms, the bench and the demo read
+them from here (``tests/test_defaults.py`` checks that each face does).
+
+Why these values: 16 training rows score candidates (the GReaTer paper's size; the rest of the training split is the
+demonstrations' pool); every dev row up to 100 decides the final choice (docs/benchmarks.md, "The final choice":
+power 0.75 for a 15-point gain at 100 rows, 0.23 at 32); 100 test rows give a 95% interval of about +-10 points; a
+baseline with no budget of its own gets 120 s, the demo's budget (docs/benchmarks.md, Bench 9, at 120 s)."""
+
+from __future__ import annotations
+
+from .selection import DEFAULT_DEV_SIZE
+
+STEPS = 20  # `gradprompt optimize`: instruction steps when no --budget is given
+TRAIN_SIZE = 16  # training rows that score candidates
+DEV_SIZE = DEFAULT_DEV_SIZE  # dev rows of the final choice (all of them up to this)
+TEST_SIZE = 100  # test rows the bench and the demo score
+BUDGET_S = 120.0  # seconds: the demo's search and a baseline's when no --budget is given
+BENCH_BUDGET_S = 60.0  # seconds per method and task in `gradprompt bench`
+SEED = 0
