@@ -123,12 +123,12 @@ def test_kshot_takes_random_pool_rows_never_scored_on_themselves(project, llama)
     """kshot: the start with n_shots rows of the demonstrations' pool (train rows beyond n_train), no search;
     the final prompt version carries them and its run says what it is."""
     task = ensure_demo_task(project)
-    cfg = BaselineConfig(method="kshot", n_train=4, n_dev=4, n_shots=3)
+    cfg = BaselineConfig(method="kshot", n_train=4, n_dev=4, n_shots=36)  # the whole pool: 40 rows less 4
     result = optimize_baseline(
         project, task["name"], model=llama, config=cfg, initial_prompt="Say positive or negative."
     )
     assert result.status == "done" and result.steps == 0
-    assert result.prompt == "Say positive or negative." and result.demos and len(result.demos) == 3
+    assert result.prompt == "Say positive or negative." and result.demos and len(result.demos) == 36
     train = project.store.examples(task["id"], "train")
     scored = {ex["input"] for ex in train[:4]}
     pool = {ex["input"] for ex in train[4:]}
