@@ -60,3 +60,25 @@ def test_the_bench_and_baseline_settings_start_from_the_defaults():
         defaults.TEST_SIZE,
     )
     assert BaselineConfig().budget_s == defaults.BUDGET_S
+
+
+def test_a_baseline_compares_on_dev_what_fits_in_half_its_budget():
+    """One budget for a baseline: its final dev test (the start and the best prompts by training score) is set
+    aside from the budget, at the slowest per-example time seen, and compares as many prompts as fit in half of it
+    (at least one), so a short budget on a slow machine still leaves time to propose (OPRO at 120 s with 60 dev
+    rows at 0.5 s an example had no time at all when it compared four)."""
+    from types import SimpleNamespace
+
+    from toolkit.baselines import BaselineConfig, BaselineOptimizer
+    from toolkit.tasks import AnswerSpec
+
+    model = SimpleNamespace(chat_template="", bos_token="", eos_token="")
+    rows = [{"input": f"q{i}", "answer": "a"} for i in range(60)]
+    opt = BaselineOptimizer(
+        model, AnswerSpec(kind="label", labels=("a", "b")), rows, rows, BaselineConfig(method="opro")
+    )
+    slow = {"example_s": 0.5}
+    assert opt._search_budget(slow) == 120 - 30 * 2 and slow["top_keep"] == 1
+    fast = {"example_s": 0.05}
+    assert opt._search_budget(fast) == 120 - 3 * 5 and fast["top_keep"] == 4
+    assert opt._search_budget({}) == 120 and True

@@ -169,9 +169,7 @@ class BaselineOptimizer:
             yield from self._demo_search(state, stop)
             return
         t0 = time.perf_counter() - state["elapsed"]
-        # one budget: the dev test of the top_keep prompts and the start at the end is set aside first
-        reserve = state.get("example_s", 0.0) * len(self.dev) * (cfg.top_keep + 1)
-        budget = cfg.budget_s - reserve
+        budget = self._search_budget(state)
         while state["step"] < cfg.max_steps and time.perf_counter() - t0 < budget:
             if stop is not None and stop.is_set():
                 return
@@ -184,7 +182,15 @@ class BaselineOptimizer:
             for text in cands:  # a started step scores at least one of its proposals (else it proposed in vain)
                 if scored and time.perf_counter() - t0 >= budget:
                     break
+                t_one = time.perf_counter()
+                known_before = text in self._scores
                 scored.append({"text": text, "accuracy": self.train_accuracy(text)})
+                if (
+                    not known_before
+                ):  # the slowest prompt so far sets the price of a dev pass (longer prompts cost more)
+                    per = (time.perf_counter() - t_one) / max(1, len(self.train))
+                    state["example_s"] = max(state.get("example_s", 0.0), per)
+            budget = self._search_budget(state)
             known = {t[1] for t in state["pool"]}
             state["pool"] += [[c["accuracy"], c["text"]] for c in scored if c["text"] not in known]
             best = max(state["pool"], key=lambda t: t[0])
@@ -205,6 +211,17 @@ class BaselineOptimizer:
                 "state": dict(state),
                 "events": [],
             }
+
+    def _search_budget(self, state: dict) -> float:
+        """Seconds the proposals may take: the budget less the final dev test, which compares the start and the
+        best prompts by training score on the dev rows. It compares as many of them as fit in half the budget at
+        the slowest per-example time seen (at least the best one, at most ``top_keep``; kept in ``state`` for
+        :meth:`finish`), so that a short budget still leaves time to propose."""
+        cfg = self.config
+        dev_pass = state.get("example_s", 0.0) * len(self.dev)
+        fit = int(0.5 * cfg.budget_s / dev_pass) - 1 if dev_pass > 0 else cfg.top_keep
+        state["top_keep"] = max(1, min(cfg.top_keep, fit))
+        return cfg.budget_s - dev_pass * (state["top_keep"] + 1)
 
     def _demo_search(self, state: dict, stop: threading.Event | None):
         """kshot-dev: random sets scored on dev until the budget is used; the start (zero-shot) first."""
@@ -275,7 +292,8 @@ class BaselineOptimizer:
             ]
             best = max(table, key=lambda r: ((r["dev_accuracy"] or 0), r["train_accuracy"]))
             return best["prompt"], best["train_accuracy"], best["dev_accuracy"], table, None
-        top = sorted((t for t in state["pool"] if t[1] != initial), key=lambda t: -t[0])[: self.config.top_keep]
+        keep = state.get("top_keep", self.config.top_keep)  # what fitted in the budget (see _search_budget)
+        top = sorted((t for t in state["pool"] if t[1] != initial), key=lambda t: -t[0])[:keep]
         init_ok = self.correct(initial, self.dev)
         vectors = [self.correct(text, self.dev) for _, text in top]
         sel = select_final(init_ok, vectors, train_scores=[-acc for acc, _ in top])
