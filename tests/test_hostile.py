@@ -324,3 +324,52 @@ def test_a_closed_output_pipe_is_a_message_not_a_silent_failure(tmp_path):
     proj = open_project(tmp_path / "p")
     assert proj.store.find_task(proj.id, "t")
     proj.close()
+
+
+@pytest.mark.parametrize(
+    "name, data, says",
+    [
+        ("big.csv", "h" * 140_000 + ",target\nx,y\n", "header row is not readable"),
+        ("int.jsonl", '{"input": "x", "target": ' + "9" * 5000 + "}\n", "not readable as JSON"),
+        ("int.json", '[{"input": "x", "target": ' + "9" * 5000 + "}]", "not readable as JSON"),
+    ],
+)
+def test_files_beyond_the_parsers_limits_are_clean_import_errors(tmp_path, name, data, says):
+    from toolkit.errors import DatasetError
+    from toolkit.tasks import read_task_file
+
+    path = tmp_path / name
+    path.write_text(data)
+    with pytest.raises(DatasetError, match=says):
+        read_task_file(path)
+
+
+def test_deeply_nested_settings_are_a_clean_error(project):
+    from toolkit.project import SETTINGS_FILE
+
+    (project.path / SETTINGS_FILE).write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    out = clean(run(["tasks", "list"], project.path))
+    assert "nested too deeply" in out
+
+
+def test_an_export_path_that_cannot_be_written_is_a_message(project, tmp_path):
+    task = _task(project)
+    pid = project.add_prompt(task, "Is it positive?", origin="manual")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target in (blocker / "out.txt", tmp_path / ("n" * 300 + ".txt")):
+        out = clean(run(["export", str(pid), "-o", str(target)], project.path))
+        assert "Cannot write" in out or "File name too long" in out
+
+
+def test_a_chat_template_file_that_is_not_text_or_does_not_render_is_refused(tmp_path):
+    from toolkit.models import get_model
+
+    gguf = str(get_model().gguf_path())
+    bad = tmp_path / "t.jinja"
+    bad.write_bytes(b"\xff\xfe{{ x }}")
+    res = CliRunner().invoke(cli, ["models", "add", "x1", "--gguf", gguf, "--chat-template-file", str(bad)])
+    assert "not a text file" in clean(res)
+    bad.write_text("{% for m in messages %}")
+    res = CliRunner().invoke(cli, ["models", "add", "x2", "--gguf", gguf, "--chat-template-file", str(bad)])
+    assert "chat template cannot be rendered" in clean(res)

@@ -162,7 +162,10 @@ def export_prompt(
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, output)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        try:  # on a read-only file system the partial file was never made; removing it may fail too
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise ConfigError(f"Cannot write {output} ({exc.strerror or exc}). Give another -o path.") from None
     return output
 

@@ -29,7 +29,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:  # the write's own error is what matters (a read-only file system fails here too)
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _pid_alive(pid: int) -> bool:

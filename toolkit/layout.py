@@ -54,6 +54,24 @@ def _compile(template: str):
     return env.from_string(template)
 
 
+def _render(template: str, **context) -> str:
+    """A chat template rendered in the sandbox; one that does not compile, is refused by the sandbox or raises
+    while rendering is a ModelFileError naming what failed (never a raw Jinja traceback)."""
+    from jinja2 import TemplateError
+
+    from .errors import ModelFileError
+
+    try:
+        return _compile(template).render(**context)
+    except (TemplateError, ArithmeticError, LookupError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise ModelFileError(
+            f"The model's chat template cannot be rendered ({type(exc).__name__}: {exc}). Fix the template in the "
+            "model's manifest (chat_template) or use another model; `gradprompt models show ID` shows where it comes "
+            "from.",
+            title="Chat template problem",
+        ) from None
+
+
 FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
@@ -100,7 +118,8 @@ class ChatLayout:
 
     def split(self, input_text: str) -> tuple[str, str]:
         """(text before the prompt, text after it) for one example's user turn."""
-        rendered = _compile(self.template or FALLBACK_TEMPLATE).render(
+        rendered = _render(
+            self.template or FALLBACK_TEMPLATE,
             messages=self.demo_messages()
             + [{"role": "user", "content": f"{input_text}{INPUT_SEPARATOR}{PLACEHOLDER}"}],
             add_generation_prompt=True,
@@ -108,7 +127,14 @@ class ChatLayout:
             eos_token=self.eos_token,
         )
         if rendered.count(PLACEHOLDER) != 1:
-            raise ValueError("The chat template did not keep the prompt placeholder exactly once.")
+            from .errors import ModelFileError
+
+            raise ModelFileError(
+                "The model's chat template did not keep the user's message whole (the prompt's place appears "
+                f"{rendered.count(PLACEHOLDER)} times, not once). Fix the template in the model's manifest "
+                "(chat_template) or use another model.",
+                title="Chat template problem",
+            )
         before, after = rendered.split(PLACEHOLDER)
         return before, after
 
@@ -120,7 +146,8 @@ class ChatLayout:
     def conversation(self, messages: list[dict]) -> str:
         """Several turns ([{"role", "content"}], ending with a user turn) and the assistant header, as text
         (the second attempt's layout: the first exchange, then the correction instruction)."""
-        return _compile(self.template or FALLBACK_TEMPLATE).render(
+        return _render(
+            self.template or FALLBACK_TEMPLATE,
             messages=self.demo_messages() + list(messages),
             add_generation_prompt=True,
             bos_token=self.bos_token,

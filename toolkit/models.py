@@ -231,6 +231,10 @@ def _read_manifest(path: Path, builtin: bool) -> ModelInfo:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deeply to be a model manifest.") from None
+    except OSError as exc:  # a folder where the file should be, or unreadable
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not a text file (byte {exc.start} is not UTF-8); a model manifest is TOML. "

@@ -213,6 +213,11 @@ def open_project(path: str | Path | None = None) -> Project:
             f"{settings_path}: not valid TOML ({exc}). Fix the file or re-create it with "
             "`gradprompt init` in another folder."
         ) from None
+    except RecursionError:
+        raise ProjectError(
+            f"{settings_path}: nested too deeply to be gradprompt's settings. Fix the file or re-create it with "
+            "`gradprompt init` in another folder."
+        ) from None
     except UnicodeDecodeError as exc:
         raise ProjectError(
             f"{settings_path}: not a text file (byte {exc.start} is not UTF-8). Fix the file or "

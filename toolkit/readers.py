@@ -51,7 +51,11 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
     rows: list[tuple[int, dict]] = []
     if fmt in ("csv", "tsv"):
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
-        columns = [c.strip() for c in (reader.fieldnames or [])]
+        try:
+            header = reader.fieldnames
+        except csv.Error as exc:  # a header field over the csv module's size limit (128 KiB)
+            raise DatasetError(f"{path}: the header row is not readable as {fmt.upper()} ({exc}).") from None
+        columns = [c.strip() for c in (header or [])]
         if not columns or not any(columns):
             raise DatasetError(f"{path}: no header row; the first line must name the columns.")
         reader.fieldnames = columns
@@ -78,6 +82,8 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
                 raise DatasetError(f"{path}: line {i}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
             except RecursionError:
                 raise DatasetError(f"{path}: line {i}: JSON nested too deeply to be an example.") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise DatasetError(f"{path}: line {i}: not readable as JSON ({exc}).") from None
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}: line {i}: expected a JSON object, found {type(obj).__name__}.")
             for key in obj:
@@ -91,6 +97,8 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], list[tuple
             raise DatasetError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}).") from None
         except RecursionError:
             raise DatasetError(f"{path}: JSON nested too deeply to be a list of examples.") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise DatasetError(f"{path}: not readable as JSON ({exc}).") from None
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
             if "examples" in data and isinstance(data["examples"], list):

@@ -126,6 +126,12 @@ class GradpromptGroup(click.Group):
             console.on_broken_pipe()
         except (MemoryError, OSError, RuntimeError, sqlite3.Error) as exc:
             message = resource_error(exc)
+            if message is None and isinstance(exc, OSError) and exc.strerror and exc.filename:
+                # a file the command reads or writes: read-only, a folder where a file should be, a name too long
+                message = (
+                    f"File problem: {exc.strerror}: {exc.filename}. Nothing else was changed; fix the path (or "
+                    "its permissions) and run the command again."
+                )
             if message is None and isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
                 from ..project import history_problem
 

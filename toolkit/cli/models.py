@@ -7,6 +7,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
+from ..errors import ConfigError
 from . import Table, _print_json_list, cli, console
 
 
@@ -100,7 +101,17 @@ def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
 
     from ..models import add_model, gguf_chat_template
 
-    template = Path(chat_template_file).read_text(encoding="utf-8") if chat_template_file else None
+    template = None
+    if chat_template_file:
+        try:
+            template = Path(chat_template_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{chat_template_file}: not a text file (byte {exc.start} is not UTF-8); a chat template is Jinja text."
+            ) from None
+        from ..layout import ChatLayout
+
+        ChatLayout(template).split("hello")  # a template that does not compile or render is refused now
     info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
     console.print(f"Added model [bold]{info.id}[/] ({info.source})")
     if gguf and template is None and not gguf_chat_template(gguf):
