@@ -9,6 +9,7 @@ task.
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -193,7 +194,7 @@ def test_the_llama_server_request_gives_gradprompts_answers_on_llama_cpps_own_se
 
 
 @pytest.mark.parametrize("kind", ["label", "number", "hostile"])
-def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tmp_path):
+def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tmp_path, llama):
     binary = _llama_cpp_tool("llama-completion")
     if binary is None:
         pytest.skip("llama.cpp's llama-completion is not built (packaging/setup.sh --test builds it where cmake works)")
@@ -205,10 +206,17 @@ def test_the_llama_completion_line_gives_gradprompts_answers(evaluated, kind, tm
         prompt_file = tmp_path / "prompt.txt"
         prompt_file.write_text(_fill(bundle["prompt_template"], ex["input"], bundle["input_marker"]), encoding="utf-8")
         run = subprocess.run(
-            [binary, *line[1:-1], str(prompt_file), "-t", "2"], capture_output=True, text=True, timeout=300
+            [binary, *line[1:-1], str(prompt_file), "-t", "2", "--verbose-prompt"],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stdout.replace("[end of text]", "").strip() == results[ex["id"]]["output"], ex["input"]
+        # the text it read is the text gradprompt scores, token for token (a literal \n read as a newline would
+        # give other tokens even where the answer happens to be the same)
+        seen = re.search(r"number of tokens in prompt = (\d+)", run.stdout + run.stderr)
+        assert seen and int(seen.group(1)) == len(llama.encode(prompt_file.read_text(encoding="utf-8"))), ex["input"]
 
 
 def _fill(template: str, text: str, marker: str = "{input}") -> str:

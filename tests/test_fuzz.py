@@ -118,21 +118,42 @@ def test_project_settings_files_open_or_fail_cleanly(tmp_path_factory, data):
     init_project(folder, name="p").close()
     (folder / SETTINGS_FILE).write_bytes(data)
     try:
-        open_project(folder).close()
+        project = open_project(folder)
     except GradpromptError:
-        pass
+        return
+    try:  # opened: what it read is usable settings
+        assert isinstance(project.name, str) and isinstance(project.default_model, str)
+        assert project.store.integrity_check() == ["ok"]
+    finally:
+        project.close()
+
+
+toml_value = st.sampled_from(['"x"', '"a.gguf"', "1", "true", "[1, 2]", "{ a = 1 }", '""', "3.5"])
+manifest_toml = st.builds(
+    lambda id_, name, gguf, hf: (
+        f"id = {id_}\nname = {name}\n" + (f"gguf = {gguf}\n" if gguf else "") + (f"[hf]\npath = {hf}\n" if hf else "")
+    ),
+    st.sampled_from(['"m1"', "1", '"bad id"']),
+    toml_value,
+    st.one_of(st.none(), toml_value),
+    st.one_of(st.none(), toml_value),
+).map(str.encode)
 
 
 @FUZZ
-@given(data=st.binary(max_size=300) | st.text(alphabet=string.printable, max_size=300).map(str.encode))
+@given(data=st.binary(max_size=300) | st.text(alphabet=string.printable, max_size=300).map(str.encode) | manifest_toml)
 def test_model_manifests_load_or_fail_cleanly(tmp_path_factory, data):
     from toolkit.models import _read_manifest
 
     path = _write(tmp_path_factory, ".toml", data)
     try:
-        _read_manifest(path, builtin=False)
+        info = _read_manifest(path, builtin=False)
     except GradpromptError:
-        pass
+        return
+    # loaded: every field has its type, so listing, removing and loading the model cannot fail on it
+    assert isinstance(info.id, str) and isinstance(info.name, str) and isinstance(info.chat_template, str)
+    assert all(isinstance(v, str) for v in (info.gguf_package, info.gguf_file, info.gguf_path_str, info.hf_path))
+    assert isinstance(info.default, bool) and isinstance(info.gguf_assemble, bool)
 
 
 @FUZZ
@@ -150,9 +171,15 @@ def test_history_databases_open_or_fail_cleanly(tmp_path_factory, data, keep_hea
     blob = (good[:100] + data + good[100 + len(data) :]) if keep_header else data
     history.write_bytes(blob)
     try:
-        open_project(folder).close()
+        project = open_project(folder)
     except GradpromptError:
-        pass
+        assert history.read_bytes() == blob  # refused: never written to
+        return
+    try:  # opened: a history that passes SQLite's check and reads
+        assert project.store.integrity_check() == ["ok"]
+        project.store.list_tasks(project.id)
+    finally:
+        project.close()
 
 
 # -- the command line itself: arguments, files and options as a hostile user gives them -------------------------

@@ -384,10 +384,14 @@ def evaluated_examples(store, task_row: dict, prompt_id: int, limit: int | None)
 
 
 def _nunjucks_literal(text: str) -> str:
-    """``text`` as literal text in a promptfoo (Nunjucks) template: braces in a prompt stay braces."""
-    if "{{" not in text and "{%" not in text and "{#" not in text:
+    """``text`` as literal text in a promptfoo (Nunjucks) template or variable: where it holds a Nunjucks
+    delimiter (``{{``, ``{%``, ``{#``, or ``#}``, which Nunjucks refuses outside a comment), every brace is written as
+    an expression that renders it (``{{ "{" }}``, ``{{ "}" }}``), so no tag, comment or expression can start or end
+    (a raw block would not do: Nunjucks nests raw blocks, so an input holding ``{% raw %}`` ends it early). Text
+    without a delimiter is left as it is."""
+    if not any(d in text for d in ("{{", "{%", "{#", "#}")):
         return text
-    return "{% raw %}" + text.replace("{% endraw %}", "{% endraw %}{{ '{% endraw %}' }}{% raw %}") + "{% endraw %}"
+    return re.sub(r"[{}]", lambda m: '{{ "%s" }}' % m.group(0), text)
 
 
 def promptfoo_config(

@@ -109,9 +109,10 @@ def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
             raise ConfigError(
                 f"{chat_template_file}: not a text file (byte {exc.start} is not UTF-8); a chat template is Jinja text."
             ) from None
-        from ..layout import ChatLayout
+        if "{{" in template or "{%" in template:  # (not Jinja at all: add_model says so)
+            from ..layout import ChatLayout
 
-        ChatLayout(template).split("hello")  # a template that does not compile or render is refused now
+            ChatLayout(template).split("hello")  # a template that does not compile or render is refused now
     info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
     console.print(f"Added model [bold]{info.id}[/] ({info.source})")
     if gguf and template is None and not gguf_chat_template(gguf):
