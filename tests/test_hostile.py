@@ -373,3 +373,29 @@ def test_a_chat_template_file_that_is_not_text_or_does_not_render_is_refused(tmp
     bad.write_text("{% for m in messages %}")
     res = CliRunner().invoke(cli, ["models", "add", "x2", "--gguf", gguf, "--chat-template-file", str(bad)])
     assert "chat template cannot be rendered" in clean(res)
+
+
+@pytest.mark.parametrize("damage", ["config", "empty-weights", "cut-weights"])
+def test_models_add_refuses_an_incomplete_hugging_face_folder(tmp_path, monkeypatch, damage):
+    """Issue 28: a folder with truncated JSON or an empty safetensors file was accepted and failed at first load."""
+    import json as _json
+
+    from toolkit.errors import ModelFileError
+    from toolkit.models import add_model
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    header = _json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    whole = len(header).to_bytes(8, "little") + header + b"\0" * 8
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(whole)
+    add_model("ok-model", hf=str(folder))  # the whole folder is taken
+    if damage == "config":
+        (folder / "config.json").write_text('{"model_type": "lla')
+    elif damage == "empty-weights":
+        (folder / "model.safetensors").write_bytes(b"")
+    else:
+        (folder / "model.safetensors").write_bytes(whole[:-4])
+    with pytest.raises(ModelFileError, match="not valid JSON|not a complete safetensors"):
+        add_model("bad-model", hf=str(folder))

@@ -379,6 +379,7 @@ def add_model(
                     f"{folder}: no *.safetensors weights. gradprompt loads safetensors only (a .bin file is a "
                     "pickle, which can run code when loaded). Convert the weights to safetensors first."
                 )
+            check_hf_folder(folder)
             hf_data["path"] = str(folder)
         if hub_id:
             hf_data["hub_id"] = hub_id
@@ -386,6 +387,32 @@ def add_model(
     out = user_manifest_dir() / f"{model_id}.toml"
     atomic_write_text(out, tomli_w.dumps(data))
     return get_model(model_id)
+
+
+def check_hf_folder(folder: Path) -> None:
+    """Raise ModelFileError unless the folder's JSON files parse and each safetensors file has a whole header
+    (8-byte length, then that many bytes of JSON naming tensors whose data lies inside the file): a truncated
+    download or an empty weights file is refused when the model is added, not at its first load."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{path}: not valid JSON ({exc}); the folder looks incomplete.") from None
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        try:
+            with path.open("rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if size < 8 or n <= 0 or 8 + n > size:
+                    raise ValueError(f"header of {n} bytes in a file of {size}")
+                header = json.loads(fh.read(n))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+            if 8 + n + max(ends, default=0) > size:
+                raise ValueError("tensor data past the end of the file")
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ModelFileError(
+                f"{path}: not a complete safetensors file ({exc}); download or convert it again."
+            ) from None
 
 
 def remove_model(model_id: str) -> None:
