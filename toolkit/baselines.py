@@ -79,6 +79,11 @@ class BaselineConfig:
             raise ConfigError(f"The budget is {self.budget_s}: give a positive number of seconds.")
 
     @classmethod
+    def for_run(cls, method: str, *, budget_s: float | None, **settings) -> "BaselineConfig":
+        """The settings of a run started from a face (the CLI, the TUI): the product's budget where none is given."""
+        return cls(method=method, budget_s=budget_s or defaults.BUDGET_S, **settings)
+
+    @classmethod
     def from_dict(cls, data: dict) -> "BaselineConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -108,8 +113,8 @@ class BaselineOptimizer:
         k = min(size or self.config.n_shots, len(self.pool))
         return tuple((ex["input"], ex["answer"]) for ex in rng.sample(self.pool, k))
 
-    def accuracy(self, prompt: str, items: list[dict]) -> float:
-        return sum(self.correct(prompt, items)) / max(1, len(items))
+    def accuracy(self, prompt: str, items: list[dict], demos: tuple = ()) -> float:
+        return sum(self.correct(prompt, items, demos)) / max(1, len(items))
 
     def train_accuracy(self, prompt: str) -> float:
         if prompt not in self._scores:
@@ -182,12 +187,9 @@ class BaselineOptimizer:
             for text in cands:  # a started step scores at least one of its proposals (else it proposed in vain)
                 if scored and time.perf_counter() - t0 >= budget:
                     break
-                t_one = time.perf_counter()
-                known_before = text in self._scores
+                t_one, fresh = time.perf_counter(), text not in self._scores
                 scored.append({"text": text, "accuracy": self.train_accuracy(text)})
-                if (
-                    not known_before
-                ):  # the slowest prompt so far sets the price of a dev pass (longer prompts cost more)
+                if fresh:  # the slowest prompt so far sets the price of a dev pass (longer prompts cost more)
                     per = (time.perf_counter() - t_one) / max(1, len(self.train))
                     state["example_s"] = max(state.get("example_s", 0.0), per)
             budget = self._search_budget(state)
@@ -235,7 +237,7 @@ class BaselineOptimizer:
             demos = () if state["step"] == 0 or not self.pool else self.demo_set(rng, rng.randint(1, cfg.n_shots))
             t_step = time.perf_counter()
             before = max(state["sets"], key=lambda t: t[0]) if state["sets"] else None
-            acc = sum(self.correct(state["initial"], self.dev, demos)) / max(1, len(self.dev))
+            acc = self.accuracy(state["initial"], self.dev, demos)
             state["sets"] = state["sets"] + [[acc, [list(d) for d in demos]]]
             best = max(state["sets"], key=lambda t: t[0])  # the first of equals: fewer demonstrations first
             state["step"] += 1
@@ -261,12 +263,12 @@ class BaselineOptimizer:
         initial = state["initial"]
         if self.config.method == "kshot":
             demos = self.demo_set(random.Random(f"{self.config.seed}-kshot"))
-            dev = sum(self.correct(initial, self.dev, demos)) / len(self.dev) if self.dev else None
+            dev = self.accuracy(initial, self.dev, demos) if self.dev else None
         else:
             sets = state.get("sets") or [[state["pool"][0][0], []]]
             dev, raw = max(sets, key=lambda t: t[0])
             demos = tuple((i, a) for i, a in raw)
-        train = sum(self.correct(initial, self.train, demos)) / max(1, len(self.train))
+        train = self.accuracy(initial, self.train, demos)
         table = [{"prompt": initial, "demos": list(demos), "train_accuracy": train, "dev_accuracy": dev}]
         return demos, train, dev, table
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from toolkit import defaults
 from toolkit.layout import CHAIN_CAP
 
 from .dialogs import seconds, whole
@@ -10,7 +9,7 @@ from .dialogs import seconds, whole
 
 def run_config_from_form(values: dict):
     """The new-run dialog's values -> ("greater", GreaterConfig) or ("baseline", BaselineConfig), with the
-    defaults of `gradprompt optimize` (20 steps, 16 training examples, dev examples up to DEFAULT_DEV_SIZE, chain cap 64, dev at the end)."""
+    defaults of `gradprompt optimize` (toolkit/defaults.py; chain cap 64, dev at the end)."""
     from toolkit.optimize import is_greater
 
     method = (values.get("method") or "greater").strip()
@@ -22,13 +21,8 @@ def run_config_from_form(values: dict):
     if not is_greater(method):
         from toolkit.baselines import BaselineConfig
 
-        return "baseline", BaselineConfig(
-            method=method,
-            budget_s=budget or defaults.BUDGET_S,
-            max_steps=steps,
-            n_train=n_train,
-            n_dev=n_dev,
-            seed=seed,
+        return "baseline", BaselineConfig.for_run(
+            method, budget_s=budget, max_steps=steps, n_train=n_train, n_dev=n_dev, seed=seed
         )
     from toolkit.engine.greater import GreaterConfig
 

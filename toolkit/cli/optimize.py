@@ -13,7 +13,6 @@ from ..baselines import RUN_METHODS
 from ..errors import ConfigError
 from ..layout import CHAIN_CAP
 from ..render import StepPrinter, _pct
-from ..selection import DEFAULT_DEV_SIZE
 from . import COUNT, SEED, SIZE, _project, cli, console, err_console
 
 
@@ -54,7 +53,7 @@ def _greater_options(f):
         click.option(
             "--dev-size",
             type=SIZE,
-            default=DEFAULT_DEV_SIZE,
+            default=defaults.DEV_SIZE,
             show_default=True,
             help="Dev examples of the paired test that picks the final prompt (all dev rows up to this many).",
         ),
@@ -216,13 +215,8 @@ def optimize_cmd(
     if not is_greater(method):
         from ..baselines import BaselineConfig
 
-        bcfg = BaselineConfig(
-            method=method,
-            budget_s=budget or defaults.BUDGET_S,
-            max_steps=steps,
-            n_train=train_size,
-            n_dev=dev_size,
-            seed=seed,
+        bcfg = BaselineConfig.for_run(
+            method, budget_s=budget, max_steps=steps, n_train=train_size, n_dev=dev_size, seed=seed
         )
         if dry_run:
             console.print(

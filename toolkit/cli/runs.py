@@ -14,7 +14,6 @@ from .. import defaults
 from ..errors import ConfigError
 from ..render import StepPrinter, _pct
 from ..bench import ALL_METHODS, DEFAULT_METHODS
-from ..selection import DEFAULT_DEV_SIZE
 from . import COUNT, ID, SEED, SIZE, Table, _clip, _print_json_list, _project, cli, console
 from .optimize import BaselinePrinter, _load_torch, _print_run_result, _stopped_hint
 
@@ -238,7 +237,7 @@ def runs_resume(ctx, run_id, force):
     help="Seconds per method and task (the whole search, its final dev test included).",
 )
 @click.option("--train-size", type=COUNT, default=defaults.TRAIN_SIZE, show_default=True)
-@click.option("--dev-size", type=SIZE, default=DEFAULT_DEV_SIZE, show_default=True)
+@click.option("--dev-size", type=SIZE, default=defaults.DEV_SIZE, show_default=True)
 @click.option("--test-size", type=COUNT, default=defaults.TEST_SIZE, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", "resume_id", type=ID, help="Continue an interrupted bench.")
@@ -327,7 +326,7 @@ def bench_cmd(
 @click.option(
     "--dev-size",
     type=SIZE,
-    default=DEFAULT_DEV_SIZE,
+    default=defaults.DEV_SIZE,
     show_default=True,
     help="Dev examples of the paired test that decides whether the new prompt replaces the starting one.",
 )

@@ -193,10 +193,6 @@ class Library:
             raise
         return prompt_id
 
-    def delete_prompt(self, prompt_id: int) -> None:
-        """Remove a prompt that nothing refers to yet (undoing a half-finished add)."""
-        self.db["prompts"].delete(int(prompt_id))
-
     def prompt(self, prompt_id: int) -> dict:
         try:
             return self.db["prompts"].get(int(prompt_id))
