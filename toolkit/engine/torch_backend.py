@@ -211,7 +211,9 @@ def load_torch_model(info: ModelInfo, precision: str = "auto", device: str = "au
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     if info.hf_path:
-        folder = Path(info.hf_path)
+        folder = Path(info.hf_path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelFileError(f"Model {info.id!r}: the folder {folder} is gone or incomplete.{info.moved_hint()}")
         sha256 = "hf:" + folder.name
     else:
         gguf_path, sha256 = verified_gguf(info)
