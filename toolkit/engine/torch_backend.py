@@ -91,6 +91,20 @@ def _cache_errors() -> tuple[type[BaseException], ...]:
 CACHE_ERRORS = _cache_errors()
 
 
+def _head_dim_from_gguf(config, gguf_path: Path) -> None:
+    """transformers' GGUF reader leaves ``head_dim`` at the config class's default (Qwen 3: 128) where the file
+    says otherwise (``ARCH.attention.key_length``); the weights then do not fit. Take it from the file."""
+    if not hasattr(config, "head_dim"):
+        return
+    import gguf as gguf_py
+
+    fields = gguf_py.GGUFReader(str(gguf_path)).fields
+    arch = fields["general.architecture"].contents() if "general.architecture" in fields else ""
+    field = fields.get(f"{arch}.attention.key_length")
+    if field is not None:
+        config.head_dim = int(field.contents())
+
+
 def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
     """Dequantize the GGUF once through transformers and cache it as safetensors + tokenizer files."""
     out = converted_dir(info, sha256)
@@ -99,7 +113,7 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
             return out
     except (OSError, ValueError):
         pass
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ..files import partial_path, remove_stale_partials
 
@@ -110,8 +124,10 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True
         )
+        config = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
+        _head_dim_from_gguf(config, gguf_path)
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32"
+            str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True, dtype="float32", config=config
         )
     # A GGUF-loaded model refuses save_pretrained (it is marked as quantized); its weights are plain
     # dequantized float tensors, so save the config and the weights ourselves, as save_pretrained would:
