@@ -41,10 +41,41 @@ _PEAK: list[float] = []
 
 
 def _shape(info: ModelInfo) -> dict:
+    if info.hf_path and not (info.gguf_path_str or info.gguf_package):  # a Hugging Face folder alone
+        path = str(info.hf_path)
+        if path not in _SHAPES:
+            _SHAPES[path] = _read_shape_hf(path)
+        return _SHAPES[path]
     path = str(info.gguf_path())
     if path not in _SHAPES:
         _SHAPES[path] = _read_shape(path)
     return _SHAPES[path]
+
+
+def _read_shape_hf(folder: str) -> dict:
+    """The same shape from a Hugging Face folder's config.json (and its tokenizer, for the lengths)."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    config = config.get("text_config", config)
+    d, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    ff = int(config.get("intermediate_size") or 4 * d)
+    heads = int(config.get("num_attention_heads") or 1)
+    kv = int(config.get("num_key_value_heads") or heads)
+    attn = d * d * 2 + 2 * d * (d * kv // max(heads, 1))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return {
+        "encode": lambda text: tok(text, add_special_tokens=False)["input_ids"],
+        "body_params": layers * (attn + 3 * d * ff),
+        "embed_params": int(config["vocab_size"]) * d,
+        "d": d,
+        "layers": layers,
+        "vocab": int(config["vocab_size"]),
+        "template": getattr(tok, "chat_template", "") or "",
+    }
 
 
 def _read_shape(path: str) -> dict:
@@ -63,7 +94,7 @@ def _read_shape(path: str) -> dict:
     attn = d * d * 2 + 2 * d * (d * kv // max(heads, 1))
     body = layers * (attn + 3 * d * ff)
     return {
-        "llm": llm,
+        "encode": lambda text: llm.tokenize(text.encode(), add_bos=False, special=True),
         "body_params": body,
         "embed_params": vocab * d,
         "d": d,
@@ -101,9 +132,8 @@ def estimate(
     peak_gflops: float | None = None,
 ) -> Plan:
     shape = _shape(info)
-    llm = shape["llm"]
     layout = ChatLayout(info.template_for(shape["template"]))
-    enc = lambda text: llm.tokenize(text.encode(), add_bos=False, special=True)  # noqa: E731
+    enc = shape["encode"]
     prompt_len = len(enc(initial_prompt)) if initial_prompt else 16
     lengths = []
     for text in inputs[: config.n_train]:
@@ -162,4 +192,58 @@ def estimate(
         flops_per_step=sum(flops.values()),
         assumed_gflops=peak * efficiency,
         notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- what fits
+
+PLAN_PRECISIONS = ("fp32", "bf16", "8bit", "4bit")  # from the most precise to the smallest
+SAMPLE_INPUT = "A short example input of the kind a task holds, about forty tokens long: " * 2
+
+
+def available_memory_mb(device: str) -> float | None:
+    """Memory free for a run: the GPU's free memory (CUDA), else the system's available memory (Linux
+    ``MemAvailable``; elsewhere the physical memory); None when it cannot be told."""
+    if device == "cuda":
+        try:
+            import torch
+
+            return torch.cuda.mem_get_info()[0] / 2**20
+        except Exception:
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def plans_by_precision(info: ModelInfo, inputs: list[str], config: GreaterConfig, *, device: str, **kw) -> list[Plan]:
+    """The plan at each precision (fp32, bf16, 8-bit, 4-bit) for this model, data and settings."""
+    return [estimate(info, inputs, config, precision=p, device=device, **kw) for p in PLAN_PRECISIONS]
+
+
+def fit_problem(plan: Plan, plans: list[Plan], available_mb: float | None) -> str:
+    """ "" when ``plan`` fits in the memory free now (with a 10% margin), else what is wrong and the precision
+    that would fit (or that none does)."""
+    if available_mb is None or plan.peak_memory_mb <= 0.9 * available_mb:
+        return ""
+    where = "GPU memory free" if plan.device == "cuda" else "memory available"
+    fits = [p for p in plans if p.peak_memory_mb <= 0.9 * available_mb]
+    hint = (
+        f"--precision {fits[0].precision} would need ~{fits[0].peak_memory_mb / 1024:.1f} GB and fits"
+        if fits
+        else "no precision fits: free memory, use a smaller model, or fewer --train-size/--batch-size"
+    )
+    return (
+        f"{plan.precision} on {plan.device} needs ~{plan.peak_memory_mb / 1024:.1f} GB at its peak, and this machine "
+        f"has {available_mb / 1024:.1f} GB of {where}: {hint}."
     )

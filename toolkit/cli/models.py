@@ -81,7 +81,36 @@ def models_info(model_id, do_hash):
         data["gguf_path"], data["sha256_checked"] = str(path), digest
     data.update(info.extra)
     for key, value in data.items():
-        console.print(f"[bold]{key}[/]: {value}")
+        console.print(f"[bold]{key}[/]: {escape(str(value))}")
+    _print_what_fits(info)
+
+
+def _print_what_fits(info) -> None:
+    """The optimizer's peak memory and time per step at each precision on this machine, at the default settings
+    (16 training examples of ~40 tokens; `optimize TASK --dry-run` gives the plan for a real task)."""
+    import importlib.util
+
+    if not info.installed or importlib.util.find_spec("torch") is None:
+        return  # (the edge bundle: no optimizer, nothing to plan)
+    from .. import defaults
+    from ..engine.config import GreaterConfig
+    from ..plan import SAMPLE_INPUT, available_memory_mb, plans_by_precision
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        plans = plans_by_precision(
+            info, [SAMPLE_INPUT] * defaults.TRAIN_SIZE, GreaterConfig(n_train=defaults.TRAIN_SIZE), device=device
+        )
+    except Exception as exc:  # a plan is advice: a model it cannot read is reported, not fatal
+        console.print(f"[yellow]No plan:[/] {escape(str(exc))}", highlight=False)
+        return
+    from .optimize import print_fits
+
+    print_fits(
+        plans, available_memory_mb(device), f"optimizer on this machine, {defaults.TRAIN_SIZE} examples of ~40 tokens"
+    )
 
 
 @models.command("find")

@@ -172,7 +172,14 @@ def _config(
 @click.option(
     "--budget", type=float, help="Wall-clock seconds for the search (default: none for greater, 120 for ape/opro)."
 )
-@click.option("--dry-run", is_flag=True, help="Print the time and memory plan and stop.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the time and memory plan (and what fits at each precision) and stop."
+)
+@click.option(
+    "--ignore-memory",
+    is_flag=True,
+    help="Start even when the plan says the run does not fit in the memory free now.",
+)
 @click.pass_context
 def optimize_cmd(
     ctx,
@@ -198,11 +205,12 @@ def optimize_cmd(
     method,
     budget,
     dry_run,
+    ignore_memory,
 ):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
     from ..models import get_model
     from ..optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
-    from ..plan import estimate
+    from ..plan import available_memory_mb, estimate, fit_problem, plans_by_precision
 
     project = _project(ctx)
     if budget is not None and not (budget > 0 and budget != float("inf")):
@@ -272,8 +280,20 @@ def optimize_cmd(
             f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
             f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})"
         )
+        plans = plans_by_precision(
+            info, inputs, gcfg, device=dev_for_plan, initial_prompt=initial_prompt or DEFAULT_INITIAL_PROMPT
+        )
+        free = available_memory_mb(dev_for_plan)
+        problem = fit_problem(plan, plans, free)
         if dry_run:
+            print_fits(plans, free, "By precision")
+            if problem:
+                console.print(f"[yellow]Does not fit:[/] {escape(problem)}", highlight=False)
             return
+        if problem and not ignore_memory:
+            raise ConfigError(
+                f"Not started: {problem} (--ignore-memory starts it anyway.)", title="The run does not fit"
+            )
         printer = StepPrinter(steps, console, budget_s=budget)
 
     stop = threading.Event()
@@ -297,6 +317,19 @@ def optimize_cmd(
         _stopped_hint(project)
         raise
     _print_run_result(result, "torch" if is_greater(method) else "llama.cpp")
+
+
+def print_fits(plans, free_mb: float | None, heading: str = "by precision") -> None:
+    """Each precision's peak memory and time per step against the memory free now."""
+    where = f"{free_mb / 1024:.1f} GB free now" if free_mb is not None else "free memory unknown"
+    console.print(f"{heading} ({plans[0].device}, {where}):", highlight=False, markup=False)
+    for p in plans:
+        fits = "" if free_mb is None else ("fits" if p.peak_memory_mb <= 0.9 * free_mb else "does not fit")
+        console.print(
+            f"  {p.precision:5} ~{p.peak_memory_mb / 1024:5.1f} GB peak, ~{p.seconds_per_step:.0f} s per step  {fits}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _load_torch(info, precision: str = "auto", device: str = "auto"):
