@@ -32,8 +32,8 @@ def main() -> None:
     args = p.parse_args()
 
     from toolkit.combiner import trained_combine
-    from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
     from toolkit.effects import vote
+    from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.logic import RULES_VERSION
     from toolkit.models import get_model

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from toolkit.calibration import Calibration, calibrated_version, fit
+from toolkit.calibrate import calibrated_version
+from toolkit.calibration import Calibration, fit
 from toolkit.errors import ConfigError
-from toolkit.optimize import CANDIDATE_TAG, Finished, drive
+from toolkit.lifecycle import CANDIDATE_TAG, Finished, drive
 from toolkit.store import Store, migrations
 from toolkit.tasks import read_task_file
 
@@ -64,7 +65,7 @@ def _task(project, tmp_path, n=40):
 
 
 def test_calibration_is_fitted_on_training_rows_only(project, tmp_path, monkeypatch):
-    import toolkit.calibration as calibration_module
+    import toolkit.calibrate as calibration_module
 
     task = _task(project, tmp_path)
     seen = []

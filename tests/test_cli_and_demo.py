@@ -3,11 +3,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import stored_evaluation
 from rich.console import Console
 
 from toolkit.cli import cli
-
-from conftest import stored_evaluation
 
 
 def run(args, project_dir):

@@ -2,8 +2,8 @@
 that reads `interrupted`, whose history passes SQLite's integrity check, and that `runs resume` finishes with the
 same steps and final prompt as a run that was never killed (the default model, fp32 torch on the CPU)."""
 
-import os
 import json
+import os
 import signal
 import subprocess
 import sys

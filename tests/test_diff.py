@@ -60,7 +60,7 @@ def test_diff_shows_the_effect_where_both_prompts_were_evaluated_alike(project, 
 
     from toolkit.cli import cli
     from toolkit.demo import ensure_demo_task
-    from toolkit.evaluate import describe_effect, diff_effect
+    from toolkit.effects import describe_effect, diff_effect
 
     monkeypatch.setenv("COLUMNS", "250")
     store = project.store
@@ -88,8 +88,8 @@ def test_vote_of_evaluations_against_each_alone(project, monkeypatch):
 
     from toolkit.cli import cli
     from toolkit.demo import ensure_demo_task
+    from toolkit.effects import vote
     from toolkit.errors import ConfigError
-    from toolkit.evaluate import vote
 
     monkeypatch.setenv("COLUMNS", "200")
     store = project.store

@@ -250,7 +250,8 @@ def calibrated(evaluated, llama):
     """The label prompt with two label calibrations, each evaluated by gradprompt on 20 test rows: the batch
     calibration fitted on the training rows, and a strong hand-set one that flips answers (so the export is seen
     to carry it). {name: (project, prompt_id, examples, {example_id: result}, uncalibrated predictions)}."""
-    from toolkit.calibration import Calibration, calibrated_version
+    from toolkit.calibrate import calibrated_version
+    from toolkit.calibration import Calibration
 
     project, pid, _, _ = evaluated["label"]
     task = project.store.find_task(project.id, "demo-sentiment")

@@ -14,57 +14,42 @@ def test_import_toolkit_is_light():
     assert out.stdout.strip() == "", f"importing toolkit pulled in: {out.stdout.strip()}"
 
 
-def test_toolkit_never_imports_the_ui():
+def _contract(name_start: str) -> dict:
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return next(c for c in config["contracts"] if c["name"].startswith(name_start))
+
+
+def test_the_layer_contract_names_every_core_module():
+    """The import-linter contract (run by `lint-imports` in .ci/run) lists the core's modules by name: a new module
+    missing from it would be free to import a face, so every toolkit module but the command line must be there."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "toolkit"
-    offenders = [
-        p.name
-        for p in root.rglob("*.py")
-        if any(
-            line.strip().startswith(("import textual", "from textual", "from tui", "import tui"))
-            for line in p.read_text().splitlines()
-        )
-    ]
-    assert offenders == []
+    modules = {f"toolkit.{p.stem}" for p in root.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"toolkit.{p.parent.name}" for p in root.glob("*/__init__.py")}
+    contract = _contract("Faces above the core")
+    assert set(contract["source_modules"]) == modules - {"toolkit.cli"}
+    assert {"toolkit.cli", "tui", "textual"} <= set(contract["forbidden_modules"])
 
 
-def _imports(path):
-    """Every module a file imports (absolute names; relative imports resolved against the toolkit package),
-    at any depth (function-level imports included)."""
-    import ast
-
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = ".".join(path.relative_to(path.parents[len(path.parts) - 1 - path.parts.index("toolkit")]).parts[:-1])
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            yield mod
-            yield from (f"{mod}.{a.name}" for a in node.names)
-
-
-def test_the_core_never_imports_the_cli_or_the_ui():
-    """The import contract (docs/architecture.md): the headless core (every toolkit module but the CLI itself)
-    imports neither the command-line layer (toolkit.cli) nor the terminal UI (tui, textual); rendering the core
-    shares with the CLI lives in toolkit.render."""
+def test_the_import_contracts_hold_and_catch_a_face_import(tmp_path):
+    """`lint-imports` passes on the tree, and fails on a copy whose core imports the command line (the contract
+    bites)."""
+    import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "toolkit"
-    assert any(m == "toolkit.render" for m in _imports(root / "demo.py"))  # the resolver sees relative imports
-    offenders = {}
-    for path in root.rglob("*.py"):
-        if path.name == "cli.py" or "cli" in path.relative_to(root).parts[:-1]:
-            continue
-        bad = sorted(
-            {m for m in _imports(path) if m == "toolkit.cli" or m.startswith(("toolkit.cli.", "tui", "textual"))}
-        )
-        if bad:
-            offenders[str(path.relative_to(root))] = bad
-    assert offenders == {}
+    lint = Path(sys.executable).with_name("lint-imports")
+    root = Path(__file__).resolve().parents[1]
+    ok = subprocess.run([str(lint)], cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root)})
+    assert ok.returncode == 0, ok.stdout[-2000:]
+    copy = tmp_path / "tree"
+    for name in ("toolkit", "tui", "models"):
+        shutil.copytree(root / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", copy)
+    with (copy / "toolkit" / "plan.py").open("a") as fh:
+        fh.write("\nfrom .cli import console  # noqa\n")
+    bad = subprocess.run([str(lint)], cwd=copy, capture_output=True, text=True, env={"PYTHONPATH": str(copy)})
+    assert bad.returncode != 0 and "toolkit.plan -> toolkit.cli" in bad.stdout

@@ -1,7 +1,6 @@
 import sqlite3
 
 import pytest
-
 from sqlite_utils.migrations import Migrations
 
 from toolkit.store import Store, apply_migrations, migrations

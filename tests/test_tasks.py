@@ -1,10 +1,10 @@
 import json
 
 import pytest
+from conftest import SHARED, needs_shared
 
 from toolkit.errors import DatasetError
 from toolkit.tasks import ImportOptions, assign_splits, read_task_file
-from conftest import SHARED, needs_shared
 
 
 def write(path, text, mode="w"):

@@ -3,9 +3,8 @@
 import json
 from pathlib import Path
 
-from textual.widgets import Static
-
 from conftest import stored_evaluation
+from textual.widgets import Static
 
 from tui.app import Backends, DiffScreen, ErrorDialog, TextDialog, create_app
 
@@ -356,9 +355,9 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
 
 
 async def test_models_tab_lists_models_found_on_the_machine_and_enter_adds_one(project, tiny_tm, tmp_path, monkeypatch):
+    from test_discover import ollama_model, tiny_gguf
     from textual.widgets import DataTable
 
-    from test_discover import ollama_model, tiny_gguf
     from toolkit.models import get_model
 
     monkeypatch.setenv("GRADPROMPT_HOME", str(tmp_path / "gp"))

@@ -85,9 +85,8 @@ def test_evaluation_details(snap_compare, filled_project):
 
 
 def test_diff_screen_with_its_effect(snap_compare, filled_project):
+    from toolkit.effects import describe_effect, diff_effect
     from tui.app import DiffScreen
-
-    from toolkit.evaluate import describe_effect, diff_effect
 
     store = filled_project.store
     n = len(store.examples(store.find_task(filled_project.id, "reviews")["id"], "test"))

@@ -23,15 +23,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 from . import defaults
+from .defaults import DEFAULT_INITIAL_PROMPT
 from .errors import ConfigError
 from .evaluate import EvalSettings, predict
 from .layout import ChatLayout
+from .lifecycle import Finished, OptimizeResult, drive, library_versions
 from .selection import DEFAULT_DEV_SIZE
-from .optimize import DEFAULT_INITIAL_PROMPT, OptimizeResult, drive, library_versions
 
 METHODS = ("initial", "cot", "ape", "opro", "kshot", "kshot-dev")
 DEMO_METHODS = ("kshot", "kshot-dev")
@@ -79,12 +80,12 @@ class BaselineConfig:
             raise ConfigError(f"The budget is {self.budget_s}: give a positive number of seconds.")
 
     @classmethod
-    def for_run(cls, method: str, *, budget_s: float | None, **settings) -> "BaselineConfig":
+    def for_run(cls, method: str, *, budget_s: float | None, **settings) -> BaselineConfig:
         """The settings of a run started from a face (the CLI, the TUI): the product's budget where none is given."""
         return cls(method=method, budget_s=budget_s or defaults.BUDGET_S, **settings)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BaselineConfig":
+    def from_dict(cls, data: dict) -> BaselineConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -183,7 +184,7 @@ class BaselineOptimizer:
             t_step = time.perf_counter()
             cands = self.propose(state, rng)
             t_prop = time.perf_counter() - t_step
-            scored = []
+            scored: list = []
             for text in cands:  # a started step scores at least one of its proposals (else it proposed in vain)
                 if scored and time.perf_counter() - t0 >= budget:
                     break
@@ -388,7 +389,7 @@ def optimize_baseline(
 
 
 class BaselineRun:
-    """A baseline optimizer seen through the one protocol :func:`toolkit.optimize.drive` runs."""
+    """A baseline optimizer seen through the one protocol :func:`toolkit.lifecycle.drive` runs."""
 
     def __init__(self, opt: BaselineOptimizer, model):
         self.opt, self.model = opt, model
@@ -403,7 +404,6 @@ class BaselineRun:
         return max(pool, key=lambda t: t[0])[1] if pool else state["initial"]
 
     def conclude(self, state: dict):
-        from .optimize import Finished
 
         opt = self.opt
         if not state["pool"]:  # initial / cot never entered the loop body

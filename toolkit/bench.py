@@ -11,9 +11,9 @@ import json
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import defaults
 from .errors import ConfigError
@@ -56,7 +56,7 @@ class BenchConfig:
     n_test: int = defaults.TEST_SIZE
     seed: int = 0
     mode: str = "direct"
-    initial_prompt: str | None = None  # None: the paper's prompt (toolkit.optimize.DEFAULT_INITIAL_PROMPT)
+    initial_prompt: str | None = None  # None: the paper's prompt (toolkit.defaults.DEFAULT_INITIAL_PROMPT)
     width: int = 0  # GReaTer: candidates scored per step; 0: automatic and adaptive; N: fixed at N (no widening),
     # so that greater and greater-random differ only in how they rank the same pool (the ablation)
     reference_prompt: str | None = None  # a hand-written prompt scored as it is: the column "reference"
@@ -115,10 +115,11 @@ def run_bench(
 ):
     """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells)."""
     from .baselines import BaselineConfig
+    from .defaults import DEFAULT_INITIAL_PROMPT
     from .engine.config import GreaterConfig
     from .llamacpp import LlamaCppModel
     from .models import get_model
-    from .optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
+    from .optimize import is_greater, start_run
 
     store = project.store
     say = progress or (lambda text: None)
@@ -282,7 +283,7 @@ def collect(project, bench_id: int) -> list[BenchCell]:
         ]
         base_id = run["initial_prompt_id"]
         if cell.method == REFERENCE:  # compared with the bench's start, not with itself
-            from .optimize import DEFAULT_INITIAL_PROMPT
+            from .defaults import DEFAULT_INITIAL_PROMPT
 
             start = store.find_prompt(project.id, run["task_id"], cfg.get("initial_prompt") or DEFAULT_INITIAL_PROMPT)
             base_id = start["id"] if start else None

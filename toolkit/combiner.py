@@ -19,13 +19,14 @@ import json
 import os
 import struct
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import ConfigError
-from .files import partial_path
 from .evaluate import EvalReport, EvalSettings, evaluate_prompt, label_scores
+from .files import partial_path
 from .layout import ChatLayout
 
 FORMAT = "gradprompt-combiner/1"

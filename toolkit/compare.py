@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import ConfigError
 from .evaluate import (
@@ -17,9 +17,9 @@ from .evaluate import (
     EvalSettings,
     cache_key,
     evaluate_prompt,
-    template_key,
     prompt_calibration,
     run_evaluation,
+    template_key,
 )
 from .models import get_model
 

@@ -17,3 +17,6 @@ TEST_SIZE = 100  # test rows the bench and the demo score
 BUDGET_S = 120.0  # seconds: the demo's search and a baseline's when no --budget is given
 BENCH_BUDGET_S = 60.0  # seconds per method and task in `gradprompt bench`
 SEED = 0
+
+# The starting prompt when none is given: the GReaTer paper's own (not cut off).
+DEFAULT_INITIAL_PROMPT = "proper logical reasoning and think step by step. Finally give the actual correct answer."

@@ -45,13 +45,14 @@ def run_demo(
     task: str = DEMO_TASK,
 ) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
-    from .render import StepPrinter, _print_eval, eval_progress
+    from .defaults import DEFAULT_INITIAL_PROMPT
     from .engine.torch_backend import load_torch_model
     from .evaluate import EvalSettings, evaluate_prompt
     from .export import export_prompt
     from .llamacpp import LlamaCppModel
     from .models import get_model
-    from .optimize import DEFAULT_INITIAL_PROMPT, optimize
+    from .optimize import optimize
+    from .render import StepPrinter, _print_eval, eval_progress
 
     t_start = time.perf_counter()
     initial_prompt = initial_prompt or DEFAULT_INITIAL_PROMPT
@@ -177,8 +178,9 @@ def run_demo(
             f"change survives other runtimes and quantizations: gradprompt compare "
             f"{result.initial_prompt_id} {result.prompt_id}[/]"
         )
-    path = export_prompt(project, result.prompt_id, "text")
-    json_path = export_prompt(project, result.prompt_id, "json")
+    final_id = result.prompt_id if result.prompt_id is not None else result.initial_prompt_id
+    path = export_prompt(project, final_id, "text")
+    json_path = export_prompt(project, final_id, "json")
     total = time.perf_counter() - t_start
     parts = (f" [+ {len(result.demos)} demonstrations]" if result.demos else "") + (
         " [+ label calibration]" if result.calibration else ""

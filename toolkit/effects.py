@@ -4,7 +4,7 @@ prompts were scored on, and majority votes of several evaluations. Nothing here 
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from .evaluate import add_to_confusion, is_correct, wilson_interval
 from .tasks import normalize_answer

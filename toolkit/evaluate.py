@@ -13,13 +13,13 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from .calibration import Calibration, argmax
 from .errors import ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
-from .tasks import AnswerSpec, normalize_answer, parse_number
+from .tasks import AnswerKind, AnswerSpec, normalize_answer, parse_number
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -195,7 +195,7 @@ def answer_from_text(text: str, kind: str) -> str | None:
     return text
 
 
-def is_correct(predicted: str | None, gold: str, kind: str) -> bool:
+def is_correct(predicted: str | None, gold: str, kind: AnswerKind) -> bool:
     return predicted is not None and normalize_answer(predicted, kind) == normalize_answer(gold, kind)
 
 
@@ -484,7 +484,7 @@ def check_answer_format(model, spec: AnswerSpec, examples: Sequence[dict], promp
 
 def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
     """What a few answers say about the answer format: nothing parsed, one label for everything, none right."""
-    warnings = []
+    warnings: list[str] = []
     n = len(rows)
     if not n:
         return warnings
@@ -506,7 +506,3 @@ def format_warnings(spec: AnswerSpec, rows: Sequence[dict]) -> list[str]:
             "extractor asks for, the model is just weak here: expect a low starting accuracy."
         )
     return warnings
-
-
-# Readers of stored evaluations live in toolkit.effects; importable from here as before.
-from .effects import describe_effect, diff_effect, evaluation_details, vote  # noqa: E402,F401

@@ -262,7 +262,7 @@ def input_marker(text: str) -> str:
     marker, n = "{input}", 1
     while marker in text:
         n += 1
-        marker = "{input_%d}" % n
+        marker = "{input_" + str(n) + "}"
     return marker
 
 
@@ -391,7 +391,7 @@ def _nunjucks_literal(text: str) -> str:
     without a delimiter is left as it is."""
     if not any(d in text for d in ("{{", "{%", "{#", "#}")):
         return text
-    return re.sub(r"[{}]", lambda m: '{{ "%s" }}' % m.group(0), text)
+    return re.sub(r"[{}]", lambda m: f'{{{{ "{m.group(0)}" }}}}', text)
 
 
 def promptfoo_config(

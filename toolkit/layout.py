@@ -106,7 +106,7 @@ class ChatLayout:
     demos: Demos = ()  # (input, answer) pairs shown as earlier turns
     extractor: str = ""  # what each demonstration's answer follows in its assistant turn (the task's extractor)
 
-    def with_demos(self, demos: Demos, extractor: str) -> "ChatLayout":
+    def with_demos(self, demos: Demos, extractor: str) -> ChatLayout:
         return ChatLayout(self.template, self.bos_token, self.eos_token, tuple(demos), extractor)
 
     def demo_messages(self) -> list[dict]:

@@ -8,8 +8,8 @@ and system message are evaluated once per model, not once per example).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .errors import InputTooLongError, ModelFileError
 from .models import ModelInfo, verified_gguf

@@ -19,8 +19,8 @@ An input where no rule applies is left unchanged (:func:`augment` says so by ret
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 RULES_VERSION = "1"  # part of the cache key: new rules, new results
 HEADER = "Logical consequences of the statements above (contraposition, transitivity):"

@@ -15,18 +15,14 @@ import json
 import os
 import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 import tomli_w
 
-from .files import atomic_write_text
 from .errors import ConfigError, ModelFileError, ModelNotFoundError
+from .files import atomic_write_text
 from .paths import cache_dir, user_dir
 
 DEFAULT_MODEL_ID = "smollm2-135m"
@@ -214,7 +210,7 @@ def _check_manifest(data: dict, path: Path, builtin: bool) -> None:
         if key in data and not isinstance(data[key], kind):
             raise ConfigError(f"{path}: '{key}' must be {_TYPE_NAMES[kind]} (it is {data[key]!r}). {fix}")
     for table, fields_ in _TABLE_TYPES.items():
-        for key, kind in fields_.items():
+        for key, kind in fields_.items():  # type: ignore[attr-defined]  # (a dict of dicts)
             value = (data.get(table) or {}).get(key)
             if value is not None and not isinstance(value, kind):
                 raise ConfigError(f"{path}: '{table}.{key}' must be {_TYPE_NAMES[kind]} (it is {value!r}). {fix}")
@@ -517,6 +513,7 @@ def file_sha256(path: str | Path, *, fresh: bool = False) -> str:
 def verified_gguf(info: ModelInfo, *, fresh: bool = False) -> tuple[Path, str]:
     """The GGUF path and its sha256, checked against the manifest (``fresh``: the file is read, not the cache)."""
     path = info.gguf_path()
+    assert path is not None  # (required: a missing file raised)
     digest = file_sha256(path, fresh=fresh)
     if info.gguf_sha256 and digest != info.gguf_sha256:
         raise ModelFileError(

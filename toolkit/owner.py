@@ -70,4 +70,4 @@ def effective_status(row: dict) -> str:
     status = row.get("status")
     if status == "running" and alive(row.get("owner")) is False:
         return INTERRUPTED
-    return status
+    return str(status)

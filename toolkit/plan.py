@@ -87,7 +87,7 @@ def _read_shape(path: str) -> dict:
     llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     meta = llm.metadata
     arch = meta.get("general.architecture", "llama")
-    get = lambda key, default=0: int(meta.get(f"{arch}.{key}", default))  # noqa: E731
+    get = lambda key, default=0: int(meta.get(f"{arch}.{key}") or default)  # noqa: E731
     d, layers, ff = get("embedding_length"), get("block_count"), get("feed_forward_length")
     heads, kv = get("attention.head_count", 1), get("attention.head_count_kv", 0) or get("attention.head_count", 1)
     vocab = llm.n_vocab()

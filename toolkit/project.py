@@ -15,17 +15,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import sys
+import sqlite3
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-import sqlite3
 
 import tomli_w
 
@@ -149,7 +143,7 @@ def recent_projects() -> list[dict]:
     return out
 
 
-def _remember(project: "Project") -> None:
+def _remember(project: Project) -> None:
     import json
 
     items = [i for i in recent_projects() if i["path"] != str(project.path)]

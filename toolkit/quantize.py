@@ -18,8 +18,8 @@ from pathlib import Path
 
 import tomli_w
 
-from .files import partial_path
 from .errors import ConfigError, ModelFileError
+from .files import partial_path
 from .models import ModelInfo, file_sha256, get_model, user_manifest_dir, verified_gguf
 from .paths import cache_dir
 

@@ -18,9 +18,9 @@ candidate later in the order keeps a fair chance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from math import comb
-from typing import Sequence
 
 ALPHA = 0.05
 
@@ -227,7 +227,7 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return cov / (vx * vy) ** 0.5
 
 
-def annotate(table: list[dict], selection: "Selection | None") -> list[dict]:
+def annotate(table: list[dict], selection: Selection | None) -> list[dict]:
     """The final choice's table (one row per candidate, in the candidates' order, then the starting prompt's
     row) with each candidate's paired test: fixed, broken, p-value, its level, its place in the order, passed."""
     if selection is None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 from .evaluate import EvalReport, EvalSettings, answer_after, evaluate_prompt, predict
 from .layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout

@@ -13,9 +13,10 @@ import random
 import re
 import string
 import warnings as _warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from .errors import DatasetError
 from .readers import read_rows  # noqa: F401  (file reading; importable from here as before)
@@ -126,7 +127,7 @@ def parse_split(text: str) -> tuple[float, float, float]:
             raise ValueError
     except ValueError:
         raise DatasetError(f"Split {text!r}: give three fractions for train, dev and test, e.g. 0.4,0.2,0.4.") from None
-    return fractions  # type: ignore[return-value]
+    return fractions
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def detect_answer_kind(answers: Sequence[str], max_labels: int = MAX_LABELS_DEFA
     return "text"
 
 
-def explain_answer_kind(kind: str, answers: Sequence[str], opts: "ImportOptions") -> str:
+def explain_answer_kind(kind: str, answers: Sequence[str], opts: ImportOptions) -> str:
     """Why the answers are scored the way they are, in a sentence (import prints it)."""
     distinct = len(set(answers))
     if opts.answer_kind:
@@ -369,7 +370,7 @@ def build_task(
                 + ", ".join(f"row {r} {a!r}" for r, a in odd[:5])
                 + ". They are kept as their own labels."
             )
-        answers = [_PAREN_LABEL_RE.match(a).group(1) if ok else a for a, ok in zip(answers, paren)]
+        answers = [m.group(1) if ok and (m := _PAREN_LABEL_RE.match(a)) else a for a, ok in zip(answers, paren)]
 
     # Longer than a small model's context (~4 characters a token; 4096 tokens is the default context): say so
     # now. Evaluation skips such an example (counted wrong) instead of stopping.

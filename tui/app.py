@@ -27,7 +27,6 @@ from .live import LiveRuns
 from .messages import Backends, JobFailed, RunFinished, StepArrived, default_backends  # noqa: F401
 from .render import clip, escape_markup, heatmap, highlight_token, keep_cursor, sparkline  # noqa: F401
 
-
 HELP = """[b]Keys[/b]
   0-6      switch tab (Projects, Tasks, Prompts, Runs, Live, Models, Results)
   c / o    create a project / open the selected recent project

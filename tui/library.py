@@ -3,15 +3,13 @@ add, tag, diff and export prompts, flipped examples and evaluation details. A mi
 
 from __future__ import annotations
 
-
 from rich.markup import escape
 from textual import work
 from textual.widgets import Input
 
 from toolkit.calibration import row_decision
-from toolkit.layout import demo_lines
 from toolkit.errors import ConfigError, GradpromptError
-from toolkit.layout import CHAIN_CAP
+from toolkit.layout import CHAIN_CAP, demo_lines
 from toolkit.store import row_tags
 
 from .dialogs import DiffScreen, ErrorDialog, InputDialog, TextDialog, whole
@@ -58,7 +56,7 @@ class LibraryActions:
         self.push_screen(TextDialog(f"Task {task['name']}", "\n".join(lines)))
 
     def action_check_task(self) -> None:
-        from toolkit.optimize import DEFAULT_INITIAL_PROMPT
+        from toolkit.defaults import DEFAULT_INITIAL_PROMPT
 
         task = self.selected_task()
         if task is None:
@@ -128,7 +126,7 @@ class LibraryActions:
         """The selected evaluation: score, settings, confusion and every example's output."""
         from rich.markup import escape
 
-        from toolkit.evaluate import evaluation_details
+        from toolkit.effects import evaluation_details
 
         ev_id = self.selected("#evals-table")
         if ev_id is None:
@@ -362,7 +360,7 @@ class LibraryActions:
             except (GradpromptError, ValueError) as exc:
                 self.push_screen(ErrorDialog("Cannot diff", str(exc)))
                 return
-            from toolkit.evaluate import describe_effect, diff_effect
+            from toolkit.effects import describe_effect, diff_effect
 
             effects = [describe_effect(row) for row in diff_effect(self.project.store, a["id"], b["id"])]
             self.push_screen(DiffScreen(a, b, effects))

@@ -8,9 +8,9 @@ import threading
 from textual import work
 from textual.widgets import DataTable, Static
 
+from toolkit import defaults
 from toolkit.baselines import RUN_METHODS
 from toolkit.errors import ConfigError, GradpromptError
-from toolkit import defaults
 from toolkit.layout import CHAIN_CAP
 
 from .dialogs import ErrorDialog, InputDialog
@@ -27,8 +27,8 @@ class LiveRuns:
         if not tasks:
             self.notify("Import a task first (press i).", severity="warning")
             return
+        from toolkit.defaults import DEFAULT_INITIAL_PROMPT
         from toolkit.models import list_models
-        from toolkit.optimize import DEFAULT_INITIAL_PROMPT
 
         # the starting prompt: the one selected in the Prompts tab (its task too), else the paper's; editable
         start, task = DEFAULT_INITIAL_PROMPT, None
@@ -179,7 +179,7 @@ class LiveRuns:
                 result = resume_run(self.project, resume_id, on_step=on_step, stop=stop, **loaders)
             else:
                 greater = is_greater(method)
-                from toolkit.optimize import DEFAULT_INITIAL_PROMPT
+                from toolkit.defaults import DEFAULT_INITIAL_PROMPT
 
                 result = start_run(
                     self.project,

@@ -7,8 +7,8 @@ the root group. Rendering that the core shares (the demo) lives in :mod:`toolkit
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -16,14 +16,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-
-from ..render import StepPrinter, _pct, _print_eval, eval_progress  # noqa: F401  (shared with the demo)
 from rich.table import Table as RichTable
 from rich.text import Text
 
 from .. import __version__
 from ..errors import GradpromptError
-
+from ..render import StepPrinter, _pct, _print_eval, eval_progress  # noqa: F401  (shared with the demo)
 
 # Integer options and arguments, each with the range it can take (a number out of range is refused by click
 # with the option's name, never passed on to SQLite or torch, whose integers overflow past 2**63 / 2**64).
@@ -171,9 +169,7 @@ def resource_error(exc: BaseException) -> str | None:
 
 
 def _project(ctx):
-    from ..project import open_project
-
-    from ..project import ENV_PROJECT, find_project_dir
+    from ..project import ENV_PROJECT, find_project_dir, open_project
 
     obj = ctx.ensure_object(dict)
     if "project" not in obj:

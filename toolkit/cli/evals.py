@@ -140,7 +140,7 @@ def eval_cmd(
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
         if calibrate is not None:
-            from ..calibration import calibrated_version
+            from ..calibrate import calibrated_version
 
             with console.status(f"Calibrating prompt {pid} on training rows...") as status:
                 prompt_row = calibrated_version(
@@ -271,7 +271,8 @@ def evals_list(ctx, prompt_id, task, as_json):
 @click.pass_context
 def evals_show(ctx, evaluation_id, errors, limit, as_json):
     """One evaluation: its score, settings, per-label confusion and per-example outputs."""
-    from ..evaluate import evaluation_details, wilson_interval
+    from ..effects import evaluation_details
+    from ..evaluate import wilson_interval
 
     project = _project(ctx)
     d = evaluation_details(project.store, evaluation_id, errors_only=errors, limit=limit)
@@ -373,7 +374,7 @@ def evals_flipped(ctx, a, b):
 def evals_vote(ctx, evaluation_ids):
     """Majority vote of several evaluations' answers (prompt versions or runtimes) against each alone, on the
     examples all of them scored - a combiner measured on the same data, from the cache, no model calls."""
-    from ..evaluate import vote
+    from ..effects import vote
 
     project = _project(ctx)
     res = vote(project.store, list(evaluation_ids))

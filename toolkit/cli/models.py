@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import click
 from rich.markup import escape
 from rich.text import Text
 
 from ..errors import ConfigError
 from . import Table, _print_json_list, cli, console
-
 
 # ---------------------------------------------------------------------------------------------- models
 
@@ -92,11 +90,11 @@ def _print_what_fits(info) -> None:
 
     if not info.installed or importlib.util.find_spec("torch") is None:
         return  # (the edge bundle: no optimizer, nothing to plan)
+    import torch
+
     from .. import defaults
     from ..engine.config import GreaterConfig
     from ..plan import SAMPLE_INPUT, available_memory_mb, plans_by_precision
-
-    import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -208,8 +208,9 @@ def optimize_cmd(
     ignore_memory,
 ):
     """Optimize a prompt for TASK (GReaTer by default). Every step is stored; Ctrl-C stops, `runs resume` continues."""
+    from ..defaults import DEFAULT_INITIAL_PROMPT
     from ..models import get_model
-    from ..optimize import DEFAULT_INITIAL_PROMPT, is_greater, start_run
+    from ..optimize import is_greater, start_run
     from ..plan import available_memory_mb, estimate, fit_problem, plans_by_precision
 
     project = _project(ctx)

@@ -13,8 +13,7 @@ from ..calibration import row_decision
 from ..layout import demo_lines
 from ..render import _pct
 from ..store import row_tags
-from . import ID, Table, visible, _clip, _print_json_list, _project, cli, console, err_console
-
+from . import ID, Table, _clip, _print_json_list, _project, cli, console, err_console, visible
 
 # ---------------------------------------------------------------------------------------------- prompts
 
@@ -141,7 +140,7 @@ def prompts_diff(ctx, a, b, inline):
     da, db = row_decision(ra), row_decision(rb)
     if da != db:
         console.print(f"Label decision: {a}: {da or 'none'}; {b}: {db or 'none'}", highlight=False, markup=False)
-    from ..evaluate import describe_effect, diff_effect
+    from ..effects import describe_effect, diff_effect
 
     effects = diff_effect(project.store, a, b)
     if effects:

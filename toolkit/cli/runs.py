@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.text import Text
 
 from .. import defaults
+from ..bench import ALL_METHODS, DEFAULT_METHODS
 from ..errors import ConfigError
 from ..render import StepPrinter, _pct
-from ..bench import ALL_METHODS, DEFAULT_METHODS
 from . import COUNT, ID, SEED, SIZE, Table, _clip, _print_json_list, _project, cli, console
 from .optimize import BaselinePrinter, _load_torch, _print_run_result, _stopped_hint
 

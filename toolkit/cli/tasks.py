@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 from rich.markup import escape
 from rich.text import Text
@@ -184,10 +183,10 @@ def tasks_show(ctx, task, rows):
 def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     """Try the answer format on a few examples with llama.cpp before a long run: the exact text the model
     sees, its answers, and warnings when nothing parses or one label comes back for everything."""
+    from ..defaults import DEFAULT_INITIAL_PROMPT
     from ..evaluate import EvalSettings, check_answer_format
     from ..llamacpp import LlamaCppModel
     from ..models import get_model
-    from ..optimize import DEFAULT_INITIAL_PROMPT
 
     project = _project(ctx)
     row = project.store.task(project.id, task)

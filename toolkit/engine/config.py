@@ -168,7 +168,7 @@ class GreaterConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GreaterConfig":
+    def from_dict(cls, data: dict) -> GreaterConfig:
         names = {f.name for f in fields(cls)}
         # runs stored before the whole-prompt search existed conclude as they would have
         data = {"calibrate": "none", "search": "instruction", **data}
@@ -221,7 +221,9 @@ class RunResult:
 try:  # Python 3.11+: NotRequired from typing; 3.10 has it in typing_extensions
     from typing import NotRequired, TypedDict
 except ImportError:  # pragma: no cover
-    from typing_extensions import NotRequired, TypedDict
+    from typing import NotRequired
+
+    from typing_extensions import TypedDict
 
 
 class SearchInfo(TypedDict, total=False):
@@ -246,7 +248,7 @@ class SearchInfo(TypedDict, total=False):
 
 class StepRecord(TypedDict):
     """One step as every optimizer yields it (GReaTer's schedules and the APE/OPRO/initial/CoT baselines), and as
-    :func:`toolkit.optimize.drive`, the printers, the TUI and the store consume it. The schema lives here; the
+    :func:`toolkit.lifecycle.drive`, the printers, the TUI and the store consume it. The schema lives here; the
     store keeps :data:`STORED_STEP_FIELDS` of it (``state`` is the engine state to resume from)."""
 
     step: int

@@ -3,7 +3,7 @@ extractor and answer scored on the decoding cache (no second forward). A mixin o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import Item
 

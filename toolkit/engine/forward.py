@@ -4,7 +4,6 @@ A mixin of :class:`toolkit.engine.greater.GreaterEngine` (it needs the engine's 
 
 from __future__ import annotations
 
-
 from ..errors import OutOfMemoryError
 
 

@@ -11,7 +11,7 @@ import random
 import re
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import ConfigError
 from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text

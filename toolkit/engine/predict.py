@@ -4,7 +4,7 @@ A mixin of the GReaTer engine; ``GreaterEngine(..., predict_only=True)`` needs n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import Item
 

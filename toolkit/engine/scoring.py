@@ -5,7 +5,7 @@ A mixin of :class:`toolkit.engine.greater.GreaterEngine`."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import Item, Score
 
@@ -222,7 +222,7 @@ class Scoring:
         With equal label counts they are all 1/n and the balanced error is the plain one."""
         return len(set(self.weights)) > 1
 
-    def _score_of(self, rows, items: Sequence[Item]) -> "Score":
+    def _score_of(self, rows, items: Sequence[Item]) -> Score:
         """The Score of one prompt from its (answer loss, prompt NLL, correct) per item, summed in item order
         (every scoring path sums the same way, so fast and naive execution give the same floats). On the
         training items of a balanced objective the error and the answer loss are weighted per gold label."""

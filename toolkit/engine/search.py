@@ -28,7 +28,7 @@ import math
 import random
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from ..selection import spearman
 from .config import StepRecord

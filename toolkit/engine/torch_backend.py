@@ -11,11 +11,10 @@ import io
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 from ..errors import ConfigError, ModelFileError
 from ..models import ModelInfo, offline_env, verified_gguf
@@ -174,9 +173,9 @@ def _convert_gguf(info: ModelInfo, gguf_path: Path, sha256: str) -> Path:
 
 def quiet_transformers() -> None:
     """No progress bars or warnings from transformers/huggingface_hub on the user's terminal."""
-    import transformers
-
     import logging
+
+    import transformers
 
     transformers.utils.logging.set_verbosity_error()
     # bitsandbytes' CPU backend warns that an optional kernels package is missing; it falls back by itself.

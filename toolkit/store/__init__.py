@@ -14,10 +14,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .schema import JSON_COLUMNS, _now, apply_migrations, migrations, row_tags
 from .evaluations import Evaluations
 from .library import Library
 from .runs import Runs
+from .schema import JSON_COLUMNS, _now, apply_migrations, migrations, row_tags
 
 __all__ = ["JSON_COLUMNS", "Store", "apply_migrations", "migrations", "row_tags"]
 

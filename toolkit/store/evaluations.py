@@ -3,13 +3,12 @@ Store."""
 
 from __future__ import annotations
 
-
 import sqlite_utils
 
+from .. import owner
 from ..errors import (
     EvaluationNotFoundError,
 )
-from .. import owner
 from .schema import _decoded_evaluation, _encode, _now
 
 

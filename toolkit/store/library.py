@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import sqlite_utils
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import sqlite_utils
 
+from .. import owner
 from ..errors import (
     ConfigError,
     RunNotFoundError,
 )
-from .. import owner
 from .schema import _decode, _encode, _now
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from ..errors import ConfigError
 from .. import owner
+from ..errors import ConfigError
 
 
 def _now() -> float:
