@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.models import get_model
     from toolkit.project import init_project
-    from toolkit.selection import mcnemar_two_sided
+    from toolkit.stats import mcnemar_two_sided
 
     info = get_model(args.model)
     model = LlamaCppModel(info)

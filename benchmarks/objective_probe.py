@@ -25,7 +25,7 @@ import time
 
 
 def spearman(xs, ys):
-    from toolkit.selection import spearman as sp
+    from toolkit.stats import spearman as sp
 
     v = sp(xs, ys)
     return float("nan") if v is None else v

@@ -33,12 +33,12 @@ def main() -> None:
 
     from toolkit.combiner import trained_combine
     from toolkit.effects import vote
-    from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
+    from toolkit.evaluate import EvalSettings, evaluate_prompt
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.logic import RULES_VERSION
     from toolkit.models import get_model
     from toolkit.project import init_project, open_project
-    from toolkit.selection import mcnemar_two_sided
+    from toolkit.stats import mcnemar_two_sided, wilson_interval
     from toolkit.strategies import combine, second_attempt
     from toolkit.tasks import ImportOptions, read_task_file
 

@@ -2,7 +2,8 @@ import json
 import re
 
 from toolkit.demo import ensure_demo_task
-from toolkit.evaluate import EvalSettings, evaluate_prompt, wilson_interval
+from toolkit.evaluate import EvalSettings, evaluate_prompt
+from toolkit.stats import wilson_interval
 
 
 def test_wilson_interval():

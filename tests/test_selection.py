@@ -2,15 +2,8 @@
 
 import pytest
 
-from toolkit.selection import (
-    DEFAULT_DEV_SIZE,
-    mcnemar_one_sided,
-    mcnemar_two_sided,
-    paired_counts,
-    select_final,
-    simulate_choice,
-    spearman,
-)
+from toolkit.selection import DEFAULT_DEV_SIZE, select_final, simulate_choice
+from toolkit.stats import mcnemar_one_sided, mcnemar_two_sided, paired_counts, spearman
 
 
 def test_mcnemar_exact_values():

@@ -64,7 +64,7 @@ def _evaluate(project, prompt_id, pattern):
         answer = ex["answer"] if ok else {"positive": "negative", "negative": "positive"}[ex["answer"]]
         store.add_result(ev, ex["id"], f"{ev}-{ex['id']}", answer, answer, bool(ok), 0.1)
     k = sum(pattern)
-    from toolkit.evaluate import wilson_interval
+    from toolkit.stats import wilson_interval
 
     lo, hi = wilson_interval(k, len(pattern))
     store.finish_evaluation(ev, n=len(pattern), correct=k, accuracy=k / len(pattern), ci_low=lo, ci_high=hi)

@@ -19,7 +19,7 @@ from . import defaults
 from .errors import ConfigError
 from .evaluate import EvalSettings, evaluate_prompt
 from .layout import CHAIN_CAP
-from .selection import mcnemar_two_sided
+from .stats import mcnemar_two_sided, paired_counts_by_key, sign_test
 
 ALL_METHODS = (
     "initial",
@@ -292,9 +292,7 @@ def collect(project, bench_id: int) -> list[BenchCell]:
         if base is not None:
             a = {r["example_id"]: bool(r["correct"]) for r in store.results(ev["id"])}
             b = {r["example_id"]: bool(r["correct"]) for r in store.results(base["id"])}
-            shared = sorted(set(a) & set(b))
-            cell.wins = sum(1 for k in shared if a[k] and not b[k])
-            cell.losses = sum(1 for k in shared if b[k] and not a[k])
+            cell.wins, cell.losses, _ = paired_counts_by_key(a, b)
             cell.p_value = mcnemar_two_sided(cell.wins, cell.losses)
         cells.append(cell)
     return cells
@@ -365,11 +363,8 @@ def agreement_table(cells: list[BenchCell], tasks: list[str]) -> str:
     def row(name: str, values: list[float]) -> str:
         v = sorted(values)
         q = [v[min(len(v) - 1, int(f * (len(v) - 1) + 0.5))] for f in (0.25, 0.5, 0.75)]
-        pos, neg = sum(1 for x in v if x > 0), sum(1 for x in v if x < 0)
-        return (
-            f"| {name} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | {pos}/{len(v)} | "
-            f"{mcnemar_two_sided(pos, neg):.3f} |"
-        )
+        pos, _, p = sign_test(v)
+        return f"| {name} | {len(v)} | {q[1]:+.2f} | {q[0]:+.2f} to {q[2]:+.2f} | {pos}/{len(v)} | {p:.3f} |"
 
     pooled: list[float] = []
     for t in tasks:

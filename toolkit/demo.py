@@ -153,12 +153,11 @@ def run_demo(
             "--budget."
         )
     else:
-        from .selection import mcnemar_two_sided
+        from .stats import mcnemar_two_sided, paired_counts_by_key
 
         a = {r["example_id"]: bool(r["correct"]) for r in project.store.results(opt.evaluation_id)}
         b = {r["example_id"]: bool(r["correct"]) for r in project.store.results(init.evaluation_id)}
-        wins = sum(1 for k in a if k in b and a[k] and not b[k])
-        losses = sum(1 for k in a if k in b and b[k] and not a[k])
+        wins, losses, _ = paired_counts_by_key(a, b)
         p_value = mcnemar_two_sided(wins, losses)
         verdict = (
             f"significant: exact McNemar p={p_value:.3f} on the same {opt.n} examples"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .evaluate import add_to_confusion, is_correct, wilson_interval
+from .evaluate import add_to_confusion, is_correct
+from .stats import paired_counts_by_key, wilson_interval
 from .tasks import normalize_answer
 
 
@@ -74,8 +75,8 @@ def diff_effect(store, prompt_a: int, prompt_b: int) -> list[dict]:
                 "n": len(both),
                 "accuracy_a": sum(ra[i] for i in both) / len(both),
                 "accuracy_b": sum(rb[i] for i in both) / len(both),
-                "fixed": sum(1 for i in both if rb[i] and not ra[i]),
-                "broken": sum(1 for i in both if ra[i] and not rb[i]),
+                "fixed": paired_counts_by_key(rb, ra)[0],
+                "broken": paired_counts_by_key(rb, ra)[1],
             }
         )
     return out

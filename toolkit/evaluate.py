@@ -19,18 +19,8 @@ from dataclasses import dataclass, field
 from .calibration import Calibration, argmax
 from .errors import ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
+from .stats import wilson_interval
 from .tasks import AnswerKind, AnswerSpec, normalize_answer, parse_number
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

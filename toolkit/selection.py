@@ -20,36 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from math import comb
+
+from .stats import mcnemar_one_sided, paired_counts
 
 ALPHA = 0.05
-
-
-def mcnemar_one_sided(wins: int, losses: int) -> float:
-    """P(X >= wins) for X ~ Binomial(wins + losses, 1/2): the exact one-sided McNemar p-value that a
-    prompt which fixed ``wins`` examples and broke ``losses`` of the other's is no better."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
-
-
-def mcnemar_two_sided(wins: int, losses: int) -> float:
-    """Exact two-sided McNemar p-value (for reports: is there any difference at all)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    return min(1.0, 2 * sum(comb(n, i) for i in range(0, k + 1)) / 2**n)
-
-
-def paired_counts(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
-    """(examples a gets right and b wrong, examples b gets right and a wrong) on the same examples."""
-    if len(a) != len(b):
-        raise ValueError("A paired test needs the same examples for both prompts.")
-    wins = sum(1 for x, y in zip(a, b) if x and not y)
-    losses = sum(1 for x, y in zip(a, b) if y and not x)
-    return wins, losses
 
 
 # Dev examples the final choice uses by default: all dev rows up to this many (see docs/benchmarks.md,
@@ -196,35 +170,6 @@ def select_final(
         order=order,
         passed=passed,
     )
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None with fewer than 3 points or a constant side."""
-    n = len(xs)
-    if n < 3 or n != len(ys):
-        return None
-
-    def ranks(v):
-        order = sorted(range(n), key=lambda i: v[i])
-        r = [0.0] * n
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for t in range(i, j + 1):
-                r[order[t]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    rx, ry = ranks(list(xs)), ranks(list(ys))
-    mx, my = sum(rx) / n, sum(ry) / n
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return cov / (vx * vy) ** 0.5
 
 
 def annotate(table: list[dict], selection: Selection | None) -> list[dict]:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 from .evaluate import EvalReport, EvalSettings, answer_after, evaluate_prompt, predict
 from .layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout
-from .selection import mcnemar_two_sided
+from .stats import mcnemar_two_sided, paired_counts
 
 # SCoRe's own self-correction instruction (its Appendix), worded for an answer rather than a written solution.
 DEFAULT_CORRECTION = (
@@ -50,8 +50,7 @@ def flip_counts(first: Sequence[bool], second: Sequence[bool]) -> dict:
     (broken), wrong -> wrong, and the exact two-sided McNemar p-value of fixed vs broken."""
     if len(first) != len(second):
         raise ValueError("Both attempts must be scored on the same examples.")
-    fixed = sum(1 for a, b in zip(first, second) if not a and b)
-    broken = sum(1 for a, b in zip(first, second) if a and not b)
+    fixed, broken = paired_counts(second, first)
     return {
         "n": len(first),
         "right_right": sum(1 for a, b in zip(first, second) if a and b),

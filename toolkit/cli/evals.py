@@ -272,7 +272,7 @@ def evals_list(ctx, prompt_id, task, as_json):
 def evals_show(ctx, evaluation_id, errors, limit, as_json):
     """One evaluation: its score, settings, per-label confusion and per-example outputs."""
     from ..effects import evaluation_details
-    from ..evaluate import wilson_interval
+    from ..stats import wilson_interval
 
     project = _project(ctx)
     d = evaluation_details(project.store, evaluation_id, errors_only=errors, limit=limit)
@@ -347,7 +347,7 @@ def evals_flipped(ctx, a, b):
     project.store.evaluation(a), project.store.evaluation(b)  # clear errors for unknown ids
     rows = project.store.flipped(a, b)
     fixed = sum(1 for r in rows if r["b"]["correct"])
-    from ..selection import mcnemar_two_sided
+    from ..stats import mcnemar_two_sided
 
     p = mcnemar_two_sided(fixed, len(rows) - fixed)
     verdict = "a significant difference" if p < 0.05 else "no significant difference (treat it as none)"

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from ..selection import spearman
+from ..stats import spearman
 from .config import StepRecord
 
 
