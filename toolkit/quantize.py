@@ -216,7 +216,8 @@ def make_variants(model_id: str, types: list[str]) -> list[ModelInfo]:
             "name": f"{base.name} {qtype}",
             "family": base.family,
             "licence": base.licence,
-            "chat_template": "gguf",
+            # a chat template the base's manifest writes (its GGUF carries none: Gemma) goes with the variant
+            "chat_template": base.template_for("") or "gguf",
             "gguf": {"path": str(dst), "sha256": file_sha256(dst), "quantization": qtype},
             "derived_from": {"model": base.id, "sha256": src_sha, "via": via},
         }
