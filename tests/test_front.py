@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from test_discover import tiny_gguf
 from test_evaluation_loop import FakeRuntime
 
