@@ -32,6 +32,7 @@ SLOW_MODULES = {
     "test_engine",  # the tiny random-weight model through torch: seconds per test
     "test_tui",  # Pilot sessions with the tiny model
     "test_families",  # a tiny model per family, converted and loaded in both runtimes
+    "test_memorization",  # a tiny model trained in the test
 }
 
 

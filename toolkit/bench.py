@@ -456,6 +456,13 @@ def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[P
             f"* **{c.task} / {c.method}** (run {c.run_id}; {c.steps} steps{kept}"
             f"{'; ' + usage if usage else ''}): `{c.prompt}`{c.parts}"
         )
+    from .memorization import warning_for
+
+    for t in tasks:  # a test split the model looks to have memorized makes every number above optimistic
+        row = store.find_task(project.id, t)
+        memorized = warning_for(store, row["id"], "test", cfg["model_id"]) if row else None
+        if memorized:
+            text += ["", f"**{t}:** {memorized}"]
     text += ["", f"Machine: {cfg.get('machine', {})}"]
     md.write_text("\n".join(text) + "\n", encoding="utf-8")
     store.update_bench(bench_id, report=str(md))

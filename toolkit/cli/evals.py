@@ -217,6 +217,11 @@ def eval_cmd(
         console.print(
             f"[dim]Per-example outputs: gradprompt evals show {report.evaluation_id} (--errors for the misses)[/]"
         )
+        from ..memorization import warning_for
+
+        memorized = warning_for(project.store, task_row["id"], split, info.id)
+        if memorized:
+            console.print(f"[yellow]{escape(memorized)}[/]", highlight=False)
         if show_confusion and report.confusion:
             console.print(_confusion_table(report.confusion, labels=project.store.task_spec(task_row).labels))
 

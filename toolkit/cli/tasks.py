@@ -226,4 +226,61 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
         console.print("[green]The answers parse as expected.[/]")
 
 
+@tasks.command("memorization")
+@click.argument("task")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--model", "model_id", help="Model id (default: the project's default model).")
+@click.option("--limit", type=COUNT, help="Only the first N examples of the split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the check as one JSON object (for scripts).")
+@click.pass_context
+def tasks_memorization(ctx, task, split, model_id, limit, as_json):
+    """Does the model already know this split? Each example is cut in half; the model is scored on the true
+    second half against another example's (a control). An example is recalled when its second half is
+    reproduced token by token, well above the control. Stored; `eval` and `bench` warn on a split that looks
+    memorized. A split that passes is not proven unseen (see docs/benchmarks.md)."""
+    import json
+
+    from ..llamacpp import LlamaCppModel
+    from ..memorization import check_task
+    from ..models import get_model
+
+    project = _project(ctx)
+    row = project.store.task(project.id, task)
+    with console.status("llama.cpp: probing continuations...") as status:
+        model = LlamaCppModel(get_model(model_id or project.default_model))
+        check = check_task(
+            project,
+            model,
+            row,
+            split,
+            limit=limit,
+            progress=lambda done, total: status.update(f"llama.cpp: probing continuations, {done}/{total}"),
+        )
+    s = check["summary"]
+    if as_json:
+        click.echo(json.dumps({"id": check["id"], "task": row["name"], "split": split, "model": model.info.id, **s}))
+        return
+    console.print(
+        f"{row['name']} / {split} on {model.info.id}: {s['checked']} of {s['examples']} examples long enough to "
+        f"check; {s['recalled']} recalled ({100 * s['share']:.1f}%); median gap "
+        + (f"{s['median_gap']:+.2f}" if s["median_gap"] is not None else "-")
+        + " nats/token over the control; mean "
+        + (f"{s['mean_matched']:.1f}" if s["mean_matched"] is not None else "-")
+        + " suffix tokens reproduced before the first miss.",
+        markup=False,
+        highlight=False,
+    )
+    if s["flagged"]:
+        console.print(
+            f"[yellow]Looks memorized:[/] accuracy on this split is likely optimistic (check {check['id']}).",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"No sign of memorization (check {check['id']}); this does not prove the model never saw it.",
+            markup=False,
+            highlight=False,
+        )
+
+
 # ---------------------------------------------------------------------------------------------- optimize

@@ -9,7 +9,7 @@ from .. import owner
 from ..errors import (
     EvaluationNotFoundError,
 )
-from .schema import _decoded_evaluation, _encode, _now
+from .schema import _decode, _decoded_evaluation, _encode, _now
 
 
 class Evaluations:
@@ -74,6 +74,22 @@ class Evaluations:
                 f"No evaluation with id {evaluation_id}. `gradprompt evals list` shows the evaluations."
             ) from None
         return _decoded_evaluation(row)
+
+    def add_memorization_check(self, record: dict) -> int:
+        """Store one memorization check (toolkit.memorization); returns its id."""
+        return int(self.db["memorization"].insert(_encode("memorization", {**record, "created": _now()})).last_pk)
+
+    def memorization_checks(self, task_id: int, split: str | None = None, model_id: str | None = None) -> list[dict]:
+        """The memorization checks of a task (one split, one model), newest first."""
+        where, args = ["task_id = ?"], [task_id]
+        if split is not None:
+            where.append("split = ?")
+            args.append(split)
+        if model_id is not None:
+            where.append("model_id = ?")
+            args.append(model_id)
+        rows = self.db["memorization"].rows_where(" and ".join(where), args, order_by="id desc")
+        return [_decode("memorization", r) for r in rows]
 
     def results(self, evaluation_id: int) -> list[dict]:
         return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))

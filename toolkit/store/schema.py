@@ -230,6 +230,32 @@ def m008_prompt_parts(db: sqlite_utils.Database) -> None:
     db["prompts"].add_column("calibration", str)
 
 
+@migrations()
+def m009_memorization(db: sqlite_utils.Database) -> None:
+    # Memorization checks (toolkit.memorization): whether a model reproduces a task split's examples from their
+    # first half. ``summary`` JSON (share recalled, gaps, whether the split looks memorized); ``rows`` JSON, one
+    # entry per example checked.
+    db["memorization"].create(
+        {
+            "id": int,
+            "project_id": int,
+            "task_id": int,
+            "split": str,
+            "model_id": str,
+            "model_sha256": str,
+            "created": float,
+            "n": int,
+            "recalled": int,
+            "flagged": int,
+            "summary": str,
+            "rows": str,
+        },
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("task_id", "tasks", "id")],
+    )
+    db["memorization"].create_index(["task_id", "split"])
+
+
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
     """Apply the pending migrations; returns their names."""
     migration_set = migration_set or migrations
@@ -270,6 +296,7 @@ JSON_COLUMNS: dict[str, dict[str, Any]] = {
     "benches": {"config": {}},
     "steps": {"candidates": None, "timings": None, "state": None, "prompt_ids": None, "search": None},
     "evaluations": {"settings": {}, "timings": {}},
+    "memorization": {"summary": {}, "rows": []},
 }
 
 

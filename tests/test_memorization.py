@@ -1,0 +1,114 @@
+"""The memorization check flags a task whose text the model was made to see, and not a random-string task.
+
+A tiny model (a word-level vocabulary of a few words, 2 layers) is trained in the test on the examples of one task
+until it reproduces them; the check then runs through the same runtime seam llama.cpp's model offers
+(``encode``, ``next_logits``)."""
+
+import json
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from toolkit.memorization import check_task, example_text, probe_examples, summarize, warning_for
+from toolkit.tasks import ImportOptions, read_task_file
+
+WORDS = "river stone lamp quiet orange window seven market cloud velvet ladder honey garden copper whistle".split()
+
+
+@dataclass
+class _Info:
+    id: str = "tiny-trained"
+
+
+VOCAB = ["<pad>", "\n", *WORDS]
+
+
+class TorchRuntime:
+    """A torch causal LM over the word vocabulary, seen through the runtime protocol (no KV cache: it is tiny)."""
+
+    def __init__(self, model):
+        self.model, self.info, self.sha256 = model, _Info(), "tiny-trained"
+
+    def encode(self, text):
+        return [VOCAB.index(w) for w in text.replace("\n", " \n ").split(" ") if w]
+
+    def next_logits(self, tokens):
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.tensor([tokens])).logits[0, -1].float().numpy()
+
+
+def _rows(seed, n=12):
+    rng = random.Random(seed)
+    return [
+        (" ".join(rng.choice(WORDS) for _ in range(14)), " ".join(rng.choice(WORDS) for _ in range(3)))
+        for _ in range(n)
+    ]
+
+
+def _store(project, tmp_path, name, rows):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in rows))
+    task = read_task_file(path, name=name, options=ImportOptions(split=(0, 0, 1)))
+    return project.store.task_by_id(project.store.add_task(project.id, task))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model trained on the texts of ``_rows(0)`` (input, newline, answer) until it knows them by heart."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(VOCAB),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
+    runtime = TorchRuntime(model)
+    seqs = [runtime.encode(example_text({"input": i, "answer": a})) for i, a in _rows(0)]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
+    labels = torch.tensor([s + [-100] * (width - len(s)) for s in seqs])
+    mask = (labels != -100).long()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(300):
+        loss = model(ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.05:  # (greedy recall needs no more)
+            break
+    model.eval()
+    return runtime
+
+
+def test_a_task_the_model_has_seen_is_flagged_and_a_random_one_is_not(trained, project, tmp_path):
+    seen = _store(project, tmp_path, "seen", _rows(0))
+    unseen = _store(project, tmp_path, "unseen", _rows(1))  # the same words, new strings
+    flagged = check_task(project, trained, seen, "test")
+    clean = check_task(project, trained, unseen, "test")
+    assert flagged["summary"]["checked"] == 12 and flagged["summary"]["flagged"]
+    assert flagged["summary"]["recalled"] >= 10 and flagged["summary"]["median_gap"] > 2
+    assert not clean["summary"]["flagged"] and clean["summary"]["recalled"] == 0
+    # stored, and the warning an evaluation of that split prints
+    assert project.store.memorization_checks(seen["id"], "test")[0]["id"] == flagged["id"]
+    said = warning_for(project.store, seen["id"], "test", "tiny-trained")
+    assert said and "looks memorized by tiny-trained" in said and f"{flagged['summary']['recalled']} of 12" in said
+    assert warning_for(project.store, unseen["id"], "test", "tiny-trained") is None
+    assert warning_for(project.store, seen["id"], "test", "another-model") is None
+
+
+def test_short_examples_are_not_checked_and_a_formulaic_text_needs_a_gap(trained):
+    short = [{"id": i, "input": "river", "answer": "stone"} for i in range(5)]  # 3 tokens: nothing to cut
+    assert probe_examples(trained, short) == []
+    assert summarize([], 5)["flagged"] is False
