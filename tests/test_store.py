@@ -20,6 +20,7 @@ def test_migrations_apply_once_in_wal_mode(tmp_path):
         "m006_owner",
         "m007_indexes",
         "m008_prompt_parts",
+        "m009_memorization",
     ]
     s.close()
     s2 = Store(path)
