@@ -116,15 +116,12 @@ def main() -> None:
             }
         )
         t0 = time.perf_counter()
-        comb = combine(
-            project.store, model=model, project_id=project.id, evaluation_ids=[r.evaluation_id for r, _ in reports]
-        )
+        comb = combine(project, model=model, evaluation_ids=[r.evaluation_id for r, _ in reports])
         rows.append(row("combine (model reads the 3)", comb.combined.evaluation_id, 4, time.perf_counter() - t0))
         t0 = time.perf_counter()
         tc = trained_combine(
-            project.store,
+            project,
             model=model,
-            project_id=project.id,
             folder=folder / "combiners",
             evaluation_ids=[r.evaluation_id for r, _ in reports],
             train_size=args.train_size,
@@ -138,9 +135,8 @@ def main() -> None:
         }
         t0 = time.perf_counter()
         sa = second_attempt(
-            project.store,
+            project,
             model=model,
-            project_id=project.id,
             task_row=task_row,
             prompt_row=project.store.prompt(pids[0]),
             limit=args.limit,

@@ -66,9 +66,7 @@ def test_trained_combine_on_the_default_model_stores_reuses_and_counts(project, 
     task, ids = _evaluated(project, llama, n)
     folder = tmp_path / "combiners"
     calls0 = llama.stats["calls"]
-    first = combiner.trained_combine(
-        project.store, model=llama, project_id=project.id, folder=folder, evaluation_ids=ids, train_size=12
-    )
+    first = combiner.trained_combine(project, model=llama, folder=folder, evaluation_ids=ids, train_size=12)
     assert first.trained and first.train_n == 12 and first.train_calls == k * 12  # one call per prompt and example
     assert first.calls == k * n and llama.stats["calls"] - calls0 == k * (12 + n)
     files = list(folder.glob("*.safetensors"))
@@ -87,9 +85,7 @@ def test_trained_combine_on_the_default_model_stores_reuses_and_counts(project, 
 
     # a second run loads the file and answers every example from the cache: no model call at all
     calls1 = llama.stats["calls"]
-    again = combiner.trained_combine(
-        project.store, model=llama, project_id=project.id, folder=folder, evaluation_ids=ids, train_size=12
-    )
+    again = combiner.trained_combine(project, model=llama, folder=folder, evaluation_ids=ids, train_size=12)
     assert not again.trained and again.combined.cached == n and llama.stats["calls"] == calls1
     assert again.combined.correct == first.combined.correct
     assert json.loads(json.dumps(again.to_dict()))["combined"]["n"] == n
@@ -98,10 +94,6 @@ def test_trained_combine_on_the_default_model_stores_reuses_and_counts(project, 
 def test_trained_combine_refuses_what_it_cannot_do(project, llama, tmp_path):
     task, ids = _evaluated(project, llama, 4)
     with pytest.raises(ConfigError, match="at least two"):
-        combiner.trained_combine(
-            project.store, model=llama, project_id=project.id, folder=tmp_path, evaluation_ids=ids[:1]
-        )
+        combiner.trained_combine(project, model=llama, folder=tmp_path, evaluation_ids=ids[:1])
     with pytest.raises(ConfigError, match="too few"):
-        combiner.trained_combine(
-            project.store, model=llama, project_id=project.id, folder=tmp_path, evaluation_ids=ids, train_size=2
-        )
+        combiner.trained_combine(project, model=llama, folder=tmp_path, evaluation_ids=ids, train_size=2)

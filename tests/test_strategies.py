@@ -32,9 +32,7 @@ def test_second_attempt_stores_both_turns_counts_flips_and_reuses_the_cache(proj
     task = ensure_demo_task(project)
     pid = project.store.add_prompt(project.id, task["id"], "Say positive or negative.", origin="manual")
     prompt = project.store.prompt(pid)
-    report = second_attempt(
-        project.store, model=llama, project_id=project.id, task_row=task, prompt_row=prompt, limit=6
-    )
+    report = second_attempt(project, model=llama, task_row=task, prompt_row=prompt, limit=6)
     assert report.first.n == report.second.n == 6 and report.calls_first == report.calls_second == 6
     first = {r["example_id"]: r for r in project.store.example_results(report.first.evaluation_id)}
     second = {r["example_id"]: r for r in project.store.example_results(report.second.evaluation_id)}
@@ -49,15 +47,16 @@ def test_second_attempt_stores_both_turns_counts_flips_and_reuses_the_cache(proj
     assert flips["right_right"] + flips["wrong_to_right"] == report.second.correct
     assert project.store.evaluation(report.second.evaluation_id)["mode"] == "direct+second-attempt"
     corr = project.store.prompt(report.correction_prompt_id)
+    # the correction instruction is a library prompt like any other: a row and its file (both or neither)
+    assert corr["text"] in (project.path / "prompts" / task["name"] / f"{corr['id']:04d}.txt").read_text()
     assert corr["text"] == DEFAULT_CORRECTION and "correction" in json.loads(corr["tags"])
-    again = second_attempt(project.store, model=llama, project_id=project.id, task_row=task, prompt_row=prompt, limit=6)
+    again = second_attempt(project, model=llama, task_row=task, prompt_row=prompt, limit=6)
     assert again.calls_first == again.calls_second == 0 and again.second.cached == 6
     assert again.flips == flips and again.correction_prompt_id == report.correction_prompt_id
     # another correction instruction is another cache entry (and another library prompt)
     other = second_attempt(
-        project.store,
+        project,
         model=llama,
-        project_id=project.id,
         task_row=task,
         prompt_row=prompt,
         limit=2,
@@ -97,7 +96,7 @@ def test_combine_reads_the_candidates_compares_and_reuses_the_cache(project, lla
         ids.append(
             evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), limit=5).evaluation_id
         )
-    report = combine(store, model=llama, project_id=project.id, evaluation_ids=ids)
+    report = combine(project, model=llama, evaluation_ids=ids)
     assert report.n == report.combined.n == 5 and report.calls_combine == 5 and report.calls_candidates == 10
     rows = store.example_results(report.combined.evaluation_id)
     sources = [{r["example_id"]: r for r in store.example_results(i)} for i in ids]
@@ -108,14 +107,14 @@ def test_combine_reads_the_candidates_compares_and_reuses_the_cache(project, lla
     assert report.any_correct == sum(any(x) for x in right) / 5
     assert [c["accuracy"] for c in report.candidates] == [sum(x[k] for x in right) / 5 for k in range(2)]
     assert store.evaluation(report.combined.evaluation_id)["mode"] == "direct+combine"
-    again = combine(store, model=llama, project_id=project.id, evaluation_ids=ids)
+    again = combine(project, model=llama, evaluation_ids=ids)
     assert again.calls_combine == 0 and again.combined.cached == 5 and again.flips_vs_best == report.flips_vs_best
     with pytest.raises(ConfigError, match="at least two"):
-        combine(store, model=llama, project_id=project.id, evaluation_ids=ids[:1])
+        combine(project, model=llama, evaluation_ids=ids[:1])
     pid = store.add_prompt(project.id, task["id"], "Sentiment:", origin="manual")
     other = evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), limit=3).evaluation_id
-    shorter = combine(store, model=llama, project_id=project.id, evaluation_ids=[ids[0], other, ids[1]])
+    shorter = combine(project, model=llama, evaluation_ids=[ids[0], other, ids[1]])
     assert shorter.n == 3 and shorter.calls_candidates == 9  # the first examples all three scored
     dev = evaluate_prompt(store, model=llama, task_row=task, prompt_row=store.prompt(pid), split="dev", limit=3)
     with pytest.raises(ConfigError, match="same task and split"):
-        combine(store, model=llama, project_id=project.id, evaluation_ids=[other, dev.evaluation_id])
+        combine(project, model=llama, evaluation_ids=[other, dev.evaluation_id])

@@ -157,10 +157,9 @@ class TrainedCombineReport:
 
 
 def trained_combine(
-    store,
+    project,
     *,
     model,
-    project_id: int,
     folder: Path,
     evaluation_ids: Sequence[int],
     train_size: int | None = None,
@@ -170,6 +169,7 @@ def trained_combine(
 ) -> TrainedCombineReport:
     """Combine the prompts of several evaluations (one label task and split, direct mode) with a reranker trained
     on the task's training split; evaluated on the evaluations' examples like any evaluation (stored, cached)."""
+    store = project.store
     from .effects import vote
     from .strategies import against_candidates, candidate_results
 

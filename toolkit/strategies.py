@@ -30,13 +30,13 @@ DEFAULT_CORRECTION = (
 )
 
 
-def _library_prompt(store, project_id: int, task_id: int, text: str, *, tag: str, note: str) -> int:
+def _library_prompt(project, task_row: dict, text: str, *, tag: str, note: str) -> int:
     """The id of the library prompt with this text (added, tagged, the first time): a strategy's instruction is a
-    prompt like any other."""
-    row = store.find_prompt(project_id, task_id, text)
+    prompt like any other, a row and a library file (both or neither)."""
+    row = project.store.find_prompt(project.id, task_row["id"], text)
     if row is not None:
         return row["id"]
-    return store.add_prompt(project_id, task_id, text, origin="manual", tags=[tag], note=note)
+    return project.add_prompt(task_row, text, origin="manual", tags=[tag], note=note)
 
 
 def eval_fields(report: EvalReport, *extra: str) -> dict:
@@ -86,10 +86,9 @@ class SecondAttemptReport:
 
 
 def second_attempt(
-    store,
+    project,
     *,
     model,
-    project_id: int,
     task_row: dict,
     prompt_row: dict,
     split: str = "test",
@@ -104,12 +103,13 @@ def second_attempt(
     The first attempt is the plain evaluation (its cache is shared with ``gradprompt eval``); the second is
     stored as an evaluation of mode ``<mode>+second-attempt`` whose per-example output holds both turns, cached
     by the prompt, the correction and the example (and so by the first answer, which they determine)."""
+    store = project.store
     base = settings or EvalSettings()
     plain = EvalSettings(mode=base.mode, max_new_tokens=base.max_new_tokens, answer_tokens=base.answer_tokens)
     spec = store.task_spec(task_row)
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     correction = correction.strip()
-    corr_id = _library_prompt(store, project_id, task_row["id"], correction, tag="correction", note="second-attempt")
+    corr_id = _library_prompt(project, task_row, correction, tag="correction", note="second-attempt")
     t0 = time.perf_counter()
     first = evaluate_prompt(
         store, model=model, task_row=task_row, prompt_row=prompt_row, split=split, settings=plain, limit=limit
@@ -283,10 +283,9 @@ def against_candidates(store, evaluation_id: int | None, evals, results, example
 
 
 def combine(
-    store,
+    project,
     *,
     model,
-    project_id: int,
     evaluation_ids: Sequence[int],
     instruction: str = DEFAULT_COMBINE,
     progress: Callable[[int, int], None] | None = None,
@@ -295,6 +294,7 @@ def combine(
     """Combine the answers of several stored evaluations (different prompts, or runtimes, on one task split)
     with the model itself as the corrector: it reads the input and the candidates and answers. Compared with
     each candidate alone, their majority vote and the any-right ceiling on the same examples."""
+    store = project.store
     from .effects import vote
 
     evals, results, examples, n = candidate_results(store, evaluation_ids)
@@ -303,7 +303,7 @@ def combine(
     spec = store.task_spec(task_row)
     split = evals[0]["split"]
     instruction = instruction.strip()
-    instr_id = _library_prompt(store, project_id, task_row["id"], instruction, tag="combiner", note="combine")
+    instr_id = _library_prompt(project, task_row, instruction, tag="combiner", note="combine")
     layout = ChatLayout(model.chat_template, model.bos_token, model.eos_token)
     settings = EvalSettings(mode="direct", strategy="combine")
 

@@ -130,9 +130,8 @@ class EvaluationActions:
         from toolkit.strategies import second_attempt
 
         report = second_attempt(
-            self.project.store,
+            self.project,
             model=model,
-            project_id=self.project.id,
             task_row=task_row,
             prompt_row=self.project.store.prompt(prompt_id),
             split=split,
@@ -191,9 +190,8 @@ class EvaluationActions:
                 from toolkit.combiner import trained_combine, trained_combine_markdown
 
                 report = trained_combine(
-                    store,
+                    self.project,
                     model=model,
-                    project_id=self.project.id,
                     folder=self.project.path / "combiners",
                     evaluation_ids=ids,
                     progress=progress,
@@ -202,7 +200,7 @@ class EvaluationActions:
             else:
                 from toolkit.strategies import combine, combine_markdown
 
-                report = combine(store, model=model, project_id=self.project.id, evaluation_ids=ids, progress=progress)
+                report = combine(self.project, model=model, evaluation_ids=ids, progress=progress)
                 text = combine_markdown(report, task=task, model=model_id)
         except BaseException as exc:
             self._status("")

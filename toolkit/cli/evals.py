@@ -439,9 +439,8 @@ def evals_combine(ctx, evaluation_ids, instruction, trained, retrain, train_size
             from ..combiner import trained_combine, trained_combine_markdown
 
             report = trained_combine(
-                project.store,
+                project,
                 model=model,
-                project_id=project.id,
                 folder=project.path / "combiners",
                 evaluation_ids=list(evaluation_ids),
                 train_size=train_size,
@@ -451,9 +450,8 @@ def evals_combine(ctx, evaluation_ids, instruction, trained, retrain, train_size
             render, what = trained_combine_markdown, "the reranker's probabilities"
         else:
             report = combine(
-                project.store,
+                project,
                 model=model,
-                project_id=project.id,
                 evaluation_ids=list(evaluation_ids),
                 instruction=instruction or DEFAULT_COMBINE,
                 progress=eval_progress(status, "Combining"),
@@ -474,9 +472,8 @@ def _second_attempt(project, model, info, task_row, prompt_row, split, settings,
 
     with console.status(f"Second attempt on prompt {prompt_row['id']}...") as status:
         report = second_attempt(
-            project.store,
+            project,
             model=model,
-            project_id=project.id,
             task_row=task_row,
             prompt_row=prompt_row,
             split=split,
