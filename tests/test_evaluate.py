@@ -272,7 +272,7 @@ def test_evals_cli_shows_per_example_outputs(project, llama, monkeypatch):
 
 
 def test_answer_shape_checks_follow_the_grammar():
-    from toolkit.evaluate import answer_complete, answer_prefix_ok
+    from toolkit.tasks import answer_complete, answer_prefix_ok
 
     for text in ("", " ", " -", " 1", " 1,2", " 12.", " 12.5", " 12.5."):
         assert answer_prefix_ok(text, "number"), text

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .evaluate import add_to_confusion, is_correct
+from .evaluate import add_to_confusion
 from .stats import paired_counts_by_key, wilson_interval
-from .tasks import normalize_answer
+from .tasks import is_correct, normalize_answer
 
 
 def evaluation_details(store, evaluation_id: int, *, errors_only: bool = False, limit: int | None = None) -> dict:

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from .calibration import Calibration, argmax
 from .errors import ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .stats import wilson_interval
-from .tasks import AnswerKind, AnswerSpec, normalize_answer, parse_number
+from .tasks import AnswerSpec, answer_from_text, is_correct
 
 
 @dataclass(frozen=True)
@@ -150,43 +149,6 @@ def _sequence_logprob(model, tokens: list[int], label: list[int]) -> float:
         m = logits.max()
         total += float(logits[tok] - m - np.log(np.exp(logits - m).sum()))
     return total
-
-
-# The same answer shapes as :func:`answer_grammar`, as text checks, for runtimes without GBNF (torch).
-# A number may end with a full stop ("10."): small models end the sentence there, and without it a grammar
-# that demands digits after "." turns "10." into "10.1010".
-_NUMBER_PREFIX = re.compile(r" (-?([0-9][0-9,]*(\.([0-9]+\.?)?)?)?)?")
-_NUMBER_DONE = re.compile(r" -?[0-9][0-9,]*(\.[0-9]+)?\.?")
-
-
-def answer_prefix_ok(text: str, kind: str) -> bool:
-    """Whether ``text`` can still grow into an answer the grammar accepts (the empty text can)."""
-    if not text:
-        return True
-    if kind == "number":
-        return _NUMBER_PREFIX.fullmatch(text) is not None
-    return text.startswith(" ") and "\n" not in text
-
-
-def answer_complete(text: str, kind: str) -> bool:
-    """Whether the grammar accepts ``text`` as a whole answer (where generation may end)."""
-    if kind == "number":
-        return _NUMBER_DONE.fullmatch(text) is not None
-    return len(text) >= 2 and answer_prefix_ok(text, kind)
-
-
-def answer_from_text(text: str, kind: str) -> str | None:
-    """The predicted answer in a generated answer text (None: no number where one was asked for)."""
-    text = text.strip()
-    if kind == "number":
-        return text.rstrip(".") if parse_number(text) is not None else None
-    if kind == "text":  # the words themselves: quotes and a final full stop are the model's punctuation
-        return text.strip(" .\"'")
-    return text
-
-
-def is_correct(predicted: str | None, gold: str, kind: AnswerKind) -> bool:
-    return predicted is not None and normalize_answer(predicted, kind) == normalize_answer(gold, kind)
 
 
 def answer_grammar(spec: AnswerSpec) -> str:

@@ -49,9 +49,46 @@ class AnswerSpec:
             object.__setattr__(self, "extractor", default_extractor(self.kind, self.labels))
 
     def is_correct(self, predicted: str | None, gold: str) -> bool:
-        if predicted is None:
-            return False
-        return normalize_answer(predicted, self.kind) == normalize_answer(gold, self.kind)
+        return is_correct(predicted, gold, self.kind)
+
+
+def is_correct(predicted: str | None, gold: str, kind: AnswerKind) -> bool:
+    """The one answer rule both runtimes, the optimizer and every report use: the normalized answers are equal
+    (nothing parsed is wrong)."""
+    return predicted is not None and normalize_answer(predicted, kind) == normalize_answer(gold, kind)
+
+
+# The same answer shapes as :func:`toolkit.evaluate.answer_grammar`, as text checks, for runtimes without GBNF (torch).
+# A number may end with a full stop ("10."): small models end the sentence there, and without it a grammar
+# that demands digits after "." turns "10." into "10.1010".
+_NUMBER_PREFIX = re.compile(r" (-?([0-9][0-9,]*(\.([0-9]+\.?)?)?)?)?")
+_NUMBER_DONE = re.compile(r" -?[0-9][0-9,]*(\.[0-9]+)?\.?")
+
+
+def answer_prefix_ok(text: str, kind: str) -> bool:
+    """Whether ``text`` can still grow into an answer the grammar accepts (the empty text can)."""
+    if not text:
+        return True
+    if kind == "number":
+        return _NUMBER_PREFIX.fullmatch(text) is not None
+    return text.startswith(" ") and "\n" not in text
+
+
+def answer_complete(text: str, kind: str) -> bool:
+    """Whether the grammar accepts ``text`` as a whole answer (where generation may end)."""
+    if kind == "number":
+        return _NUMBER_DONE.fullmatch(text) is not None
+    return len(text) >= 2 and answer_prefix_ok(text, kind)
+
+
+def answer_from_text(text: str, kind: str) -> str | None:
+    """The predicted answer in a generated answer text (None: no number where one was asked for)."""
+    text = text.strip()
+    if kind == "number":
+        return text.rstrip(".") if parse_number(text) is not None else None
+    if kind == "text":  # the words themselves: quotes and a final full stop are the model's punctuation
+        return text.strip(" .\"'")
+    return text
 
 
 def default_extractor(kind: AnswerKind, labels: Sequence[str] = ()) -> str:

@@ -162,7 +162,7 @@ class FinalChoice:
         all in one pre-declared order: by part (:attr:`Variant.part`), then the balanced training error of each
         decision (lower first; the uncalibrated version first on a tie)."""
         from ..calibration import CONTENT_FREE, argmax, fit
-        from ..evaluate import is_correct
+        from ..tasks import is_correct
         from .config import Item
 
         labels = self.spec.labels
@@ -198,7 +198,7 @@ class FinalChoice:
 
     def _balanced_error(self, predicted) -> float:
         """Mean error per gold label on the training rows (each label weighs the same)."""
-        from ..evaluate import is_correct
+        from ..tasks import is_correct
 
         per: dict[str, list[bool]] = {}
         for pred, item in zip(predicted, self.train):

@@ -23,7 +23,7 @@ class Prediction:
         one line), at most ``answer_tokens`` tokens, compared after the same normalization. A ``calibration``
         (:class:`toolkit.calibration.Calibration`, label tasks) shifts the label scores before the argmax.
         """
-        from ..evaluate import is_correct
+        from ..tasks import is_correct
 
         if calibration is not None and self.spec.kind == "label":
             scores = self.label_scores_items(prompt, items)
@@ -109,7 +109,7 @@ class Prediction:
         """Greedy answers under the answer grammar's rules (see :func:`toolkit.evaluate.answer_prefix_ok`)."""
         from transformers import LogitsProcessor
 
-        from ..evaluate import answer_complete, answer_from_text, answer_prefix_ok
+        from ..tasks import answer_complete, answer_from_text, answer_prefix_ok
 
         torch = self.torch
         kind = self.spec.kind
