@@ -36,10 +36,22 @@ SLOW_MODULES = {
 }
 
 
+# Tests of the slow modules that stay in the fast lane: a few engine and TUI tests on the tiny model (a second or
+# two each), so that the fast lane still runs the engine and the TUI (docs/architecture.md).
+FAST_IN_SLOW_MODULES = {
+    "test_schedule_never_repeats_a_state_and_stops_with_a_reason",
+    "test_out_of_memory_halves_the_batch_and_says_so",
+    "test_reasoning_mode_generates_chains_and_steps",
+    "test_the_tasks_tab_shows_a_tasks_examples",
+    "test_empty_or_bad_number_fields_are_named_not_python_errors",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures or (module in SLOW_MODULES and item.originalname not in FAST_IN_SLOW_MODULES):
             item.add_marker(pytest.mark.slow)
 
 

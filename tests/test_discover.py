@@ -268,6 +268,7 @@ def test_add_from_each_store_and_refusals(stores):
     assert res.exit_code != 0 and "not both" in res.output
 
 
+@pytest.mark.slow  # the real default model in llama.cpp
 def test_an_ollama_model_runs_in_llama_cpp(home, tmp_path):
     """The default model's GGUF, stored as Ollama stores it, added by reference: the same tokens and logits."""
     import numpy as np
