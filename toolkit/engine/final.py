@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..selection import annotate, select_final
 
-# How much the final choice's counted passes overstate its measured time, at least (Bench 10: 1.5-3.7x)
+# How much the final choice's counted passes overstate its measured time, at least (Bench 10: 1.5-3.7x in 8 runs)
 RESERVE_OVERCOUNT = 1.5
 
 
@@ -219,9 +219,9 @@ class FinalChoice:
         ``RESERVE_OVERCOUNT``. 0 without a budget or a dev test.
 
         The count is pessimistic (the first dev pass includes the warm-up; the calibrated versions reuse their
-        bases' scores): in the six runs of Bench 10 whose budget left no step (docs/benchmarks.md) the final
-        choice took 1.5-3.7 times less than counted (20-56 s against 62-174 s). The divisor is about the smallest
-        of those ratios: with it none of those runs would have overrun by more than a second."""
+        bases' scores): in the eight runs of Bench 10 whose budget left no step (docs/benchmarks.md) the final
+        choice took 1.5-3.7 times less than counted (21-363 s against 62-604 s). The divisor is the smallest of
+        those ratios: with it none of those runs would have overrun by more than a second."""
         cfg = self.config
         if not cfg.time_budget_s or not (cfg.select_on_dev and self.dev and state.get("initial_ids")):
             return 0.0
