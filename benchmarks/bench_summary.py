@@ -114,7 +114,9 @@ def goal(rows: list[dict]) -> dict:
     no_gain = [r for r in rows if r not in with_gain]
     kept = [r for r in no_gain if (r["cells"].get("greater") or {}).get("kept")]
     complete = [r for r in rows if all(m in r["cells"] for m in methods)]
-    averages = {m: 100 * sum(r["cells"][m]["accuracy"] for r in complete) / len(complete) for m in methods} if complete else {}
+    averages = (
+        {m: 100 * sum(r["cells"][m]["accuracy"] for r in complete) / len(complete) for m in methods} if complete else {}
+    )
     return {
         "rows": len(rows),
         "rows_with_a_significant_gain": [f"{r['task']}/{r['model']}" for r in with_gain],
@@ -140,7 +142,9 @@ def main() -> None:
         f"({', '.join(g['rows_with_a_significant_gain'])}); greater significant on "
         f"{len(g['greater_significant_there'])} of them ({', '.join(g['greater_significant_there'])})."
     )
-    print(f"Rows with no gain: {g['rows_without_gain']}; greater kept the start on {g['greater_kept_the_start_there']}.")
+    print(
+        f"Rows with no gain: {g['rows_without_gain']}; greater kept the start on {g['greater_kept_the_start_there']}."
+    )
     avg = sorted(g["averages_over_complete_rows"].items(), key=lambda kv: -kv[1])
     print(f"Averages over the {g['complete_rows']} rows every method ran: " + ", ".join(f"{m} {v:.1f}" for m, v in avg))
     if args.json:
