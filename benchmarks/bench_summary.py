@@ -18,21 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.bench import collect  # noqa: E402
+from toolkit.bench import ALL_METHODS, collect, columns  # noqa: E402
 from toolkit.project import open_project  # noqa: E402
 
-ORDER = [
-    "initial",
-    "reference",
-    "ape",
-    "opro",
-    "kshot",
-    "kshot-dev",
-    "calibration",
-    "demonstrations",
-    "greater",
-    "greater-instruction",
-]
+ORDER = list(columns(ALL_METHODS, "reference"))  # the reports' own column order
 SHORT = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270M"}
 
 
