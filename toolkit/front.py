@@ -222,7 +222,7 @@ def markdown(rows: list[FrontRow], title: str = "") -> str:
             + (" **(worse)**" if r.p_value < 0.05 and (r.broken or 0) > (r.fixed or 0) else "")
         )
         lines.append(
-            f"| {r.prompt_id} | {r.family_model} | {r.quantization} | {r.size_bytes / 1e6:.0f} MB | "
+            f"| {r.prompt_id} | {r.model_id} | {r.quantization} | {r.size_bytes / 1e6:.0f} MB | "
             + (f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else "-")
             + " | "
             + (f"{r.examples_per_s:.1f}" if r.examples_per_s is not None else "cached")

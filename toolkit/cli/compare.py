@@ -145,7 +145,7 @@ def _front(project, prompt_ids, model_ids, quantize, task, split, limit, mode, m
     stem.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     stem.with_suffix(".json").write_text(json.dumps([r.to_dict() for r in rows], indent=1), encoding="utf-8")
     chart = write_chart(rows, stem.with_suffix(".png"))
-    console.print(table, markup=False, highlight=False)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)  # a Markdown table: never wrapped
     console.print(
         f"Report: {stem.with_suffix('.md')}\nChart: {chart or 'not written (no matplotlib in this install)'}\n"
         "Front: no other variant is both no larger and no less accurate. Per-example outputs of a row: "
