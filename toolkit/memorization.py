@@ -23,7 +23,6 @@ examples (fewer than ``2 * min_suffix`` tokens) are not checked. The runtime nee
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,11 +50,6 @@ class Probe:
 
 def example_text(example: dict) -> str:
     return f"{example['input']}\n{example['answer']}"
-
-
-def _log_softmax_at(logits, token: int) -> float:
-    m = float(max(logits))
-    return float(logits[token]) - m - math.log(sum(math.exp(float(x) - m) for x in logits))
 
 
 def _suffix_scores(model, prefix: list[int], suffix: list[int]) -> tuple[list[float], int]:
