@@ -13,7 +13,7 @@ os.environ.pop("GRADPROMPT_PROJECT", None)
 # The fast lane, `pytest -m "not slow"`: every test that loads a real model (the 135M GGUF in llama.cpp, or its
 # weights in torch) or builds a bundle, wheel or subprocess pipeline is marked slow here, by the fixtures it uses
 # and by module, so a new test of that kind is marked without anyone remembering to.
-SLOW_FIXTURES = {"real_tm", "llama"}
+SLOW_FIXTURES = {"real_tm", "llama", "ray_cluster"}
 SLOW_MODULES = {
     "test_bundle",
     "test_wheel",

@@ -112,14 +112,11 @@ def run_bench(
     bench_id: int | None = None,
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    cluster: str | None = None,
 ):
-    """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells)."""
-    from .baselines import BaselineConfig
-    from .defaults import DEFAULT_INITIAL_PROMPT
-    from .engine.config import GreaterConfig
-    from .llamacpp import LlamaCppModel
-    from .models import get_model
-    from .optimize import is_greater, start_run
+    """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells). ``cluster``: a Ray address
+    ("auto", "local", "ray://HOST:PORT" or HOST:PORT) to run each (task, method) cell as a Ray task."""
+    from .optimize import is_greater
 
     store = project.store
     say = progress or (lambda text: None)
@@ -140,94 +137,245 @@ def run_bench(
         store.update_bench(bench_id, status="running")
     for task in config.tasks:
         store.task(project.id, task)  # fail early on a missing task
-    if any(is_greater(m) for m in config.methods):
+    if cluster is None and any(is_greater(m) for m in config.methods):  # on a cluster, the workers need them
         from .errors import require
 
         require("torch", "transformers", what="The bench's greater methods")
-    info = get_model(config.model_id)
-    llama = LlamaCppModel(info)
-    tm = None
     done = {
         (r["config"].get("task"), r["config"].get("bench_method", r["method"]))
         for r in store.bench_runs(bench_id)
         if r["status"] == "done"
     }
-    start_text = config.initial_prompt or DEFAULT_INITIAL_PROMPT
+    todo = []
     for task in config.tasks:
         for method in config.columns:
-            if stop is not None and stop.is_set():
-                store.update_bench(bench_id, status="stopped")
-                return bench_id, collect(project, bench_id)
             if (task, method) in done:
                 continue
             if method == "calibration" and project.store.task(project.id, task)["answer_kind"] != "label":
                 say(f"{task}: calibration skipped (not a label task)")
                 continue
-            say(f"{task}: {method}")
-            initial_prompt = start_text
-            gcfg = bcfg = None
-            if method == REFERENCE:  # the hand-written prompt, scored as it is (a run of "initial")
-                initial_prompt = config.reference_prompt or start_text
-            if is_greater(method):
-                if tm is None:
-                    from .engine.torch_backend import load_torch_model
-
-                    tm = load_torch_model(info)
-                gcfg = GreaterConfig(
-                    mode=config.mode,
-                    steps=10_000,
-                    n_train=config.n_train,
-                    n_dev=config.n_dev,
-                    seed=config.seed,
-                    time_budget_s=config.budget_s,
-                    max_new_tokens=CHAIN_CAP,
-                    rank="random" if method == "greater-random" else "gradient",
-                    search=SEARCH_OF.get(method, "all"),
-                    width=config.width,
-                    width_max=config.width or 64,
-                )
-            else:
-                bcfg = BaselineConfig(
-                    method="initial" if method == REFERENCE else method,
-                    budget_s=config.budget_s,
-                    n_train=config.n_train,
-                    n_dev=config.n_dev,
-                    seed=config.seed,
-                )
-            result = start_run(
-                project,
-                task,
-                "initial" if method == REFERENCE else method,
-                model_id=info.id,
-                greater=gcfg,
-                baseline=bcfg,
-                initial_prompt=initial_prompt,
-                stop=stop,
-                torch_model=tm,
-                llama_model=llama,
-                bench_id=bench_id,
-                method_name=method,
-            )
-            if result.status != "done":
-                continue
-            say(f"{task}: {method}: test")
-            task_row = store.task(project.id, task)
-            # the paired test needs the start's answers on the same rows: scored once per task, then reused
-            start = store.find_prompt(project.id, task_row["id"], start_text)
-            n_test = min(config.n_test, len(store.examples(task_row["id"], "test")))
-            for prompt_id in dict.fromkeys(p for p in (result.prompt_id, start and start["id"]) if p):
-                if _test_evaluation(store, prompt_id, task_row["id"], config.mode, info.id, n_test) is None:
-                    evaluate_prompt(
-                        store,
-                        model=llama,
-                        task_row=task_row,
-                        prompt_row=store.prompt(prompt_id),
-                        split="test",
-                        settings=EvalSettings(mode=config.mode),
-                        limit=config.n_test,
-                    )
+            todo.append((task, method))
+    if cluster is not None:  # each cell a Ray task; only this process writes the history (toolkit.cluster)
+        failed = _run_on_cluster(project, config, bench_id, todo, cluster, say=say, stop=stop)
+        if stop is not None and stop.is_set():
+            store.update_bench(bench_id, status="stopped")
+            return bench_id, collect(project, bench_id)
+        if failed:
+            store.update_bench(bench_id, status="failed")
+            return bench_id, collect(project, bench_id)
+        store.update_bench(bench_id, status="done", finished=time.time())
+        return bench_id, collect(project, bench_id)
+    models = CellModels(config.model_id)
+    for task, method in todo:
+        if stop is not None and stop.is_set():
+            store.update_bench(bench_id, status="stopped")
+            return bench_id, collect(project, bench_id)
+        run_cell(project, config, bench_id, task, method, models, say=say, stop=stop)
     store.update_bench(bench_id, status="done", finished=time.time())
     return bench_id, collect(project, bench_id)
+
+
+class CellModels:
+    """The bench's models, loaded when a cell first needs them and kept for the next cells (one process)."""
+
+    def __init__(self, model_id: str, sha256: str | None = None, n_threads: int | None = None):
+        from .models import get_model, locate_model
+
+        self.info = get_model(model_id) if sha256 is None else locate_model(model_id, sha256)
+        self.n_threads = n_threads
+        self._llama = None
+        self._torch = None
+
+    @property
+    def llama(self):
+        if self._llama is None:
+            from .llamacpp import LlamaCppModel
+
+            self._llama = LlamaCppModel(self.info, n_threads=self.n_threads)
+        return self._llama
+
+    @property
+    def torch(self):
+        if self._torch is None:
+            from .engine.torch_backend import load_torch_model
+
+            self._torch = load_torch_model(self.info)
+        return self._torch
+
+
+def run_cell(
+    project,
+    config: BenchConfig,
+    bench_id: int,
+    task: str,
+    method: str,
+    models: CellModels,
+    *,
+    say: Callable[[str], None] = lambda text: None,
+    stop: threading.Event | None = None,
+):
+    """One (task, method) cell of a bench: the run, then the test evaluations of its prompt and of the start
+    (the paired test needs the start's answers on the same rows; scored once per task, then reused). Returns the
+    run's result."""
+    from .baselines import BaselineConfig
+    from .defaults import DEFAULT_INITIAL_PROMPT
+    from .engine.config import GreaterConfig
+    from .optimize import is_greater, start_run
+
+    store = project.store
+    start_text = config.initial_prompt or DEFAULT_INITIAL_PROMPT
+    say(f"{task}: {method}")
+    initial_prompt = start_text
+    gcfg = bcfg = None
+    if method == REFERENCE:  # the hand-written prompt, scored as it is (a run of "initial")
+        initial_prompt = config.reference_prompt or start_text
+    if is_greater(method):
+        gcfg = GreaterConfig(
+            mode=config.mode,
+            steps=10_000,
+            n_train=config.n_train,
+            n_dev=config.n_dev,
+            seed=config.seed,
+            time_budget_s=config.budget_s,
+            max_new_tokens=CHAIN_CAP,
+            rank="random" if method == "greater-random" else "gradient",
+            search=SEARCH_OF.get(method, "all"),
+            width=config.width,
+            width_max=config.width or 64,
+        )
+    else:
+        bcfg = BaselineConfig(
+            method="initial" if method == REFERENCE else method,
+            budget_s=config.budget_s,
+            n_train=config.n_train,
+            n_dev=config.n_dev,
+            seed=config.seed,
+        )
+    llama = models.llama
+    result = start_run(
+        project,
+        task,
+        "initial" if method == REFERENCE else method,
+        model_id=models.info.id,
+        greater=gcfg,
+        baseline=bcfg,
+        initial_prompt=initial_prompt,
+        stop=stop,
+        torch_model=models.torch if is_greater(method) else None,
+        llama_model=llama,
+        bench_id=bench_id,
+        method_name=method,
+    )
+    if result.status != "done":
+        return result
+    say(f"{task}: {method}: test")
+    task_row = store.task(project.id, task)
+    start = store.find_prompt(project.id, task_row["id"], start_text)
+    n_test = min(config.n_test, len(store.examples(task_row["id"], "test")))
+    for prompt_id in dict.fromkeys(p for p in (result.prompt_id, start and start["id"]) if p):
+        if _test_evaluation(store, prompt_id, task_row["id"], config.mode, models.info.id, n_test) is None:
+            evaluate_prompt(
+                store,
+                model=llama,
+                task_row=task_row,
+                prompt_row=store.prompt(prompt_id),
+                split="test",
+                settings=EvalSettings(mode=config.mode),
+                limit=config.n_test,
+            )
+    return result
+
+
+# A worker process keeps the models it loaded for the next cells it is given (Ray reuses its workers).
+_WORKER_MODELS: dict[tuple[str, str], CellModels] = {}
+
+
+def _cell_on_worker(
+    snapshot: bytes,
+    settings: dict,
+    config: BenchConfig,
+    bench_id: int,
+    task: str,
+    method: str,
+    model_id: str,
+    sha256: str,
+) -> dict:
+    """A Ray task: one cell in a temporary copy of the history; returns the rows it added, the run's status and
+    error (a failed run is stored too, as a local bench stores it), and who ran it."""
+    from .cluster import WorkerProject, assigned_cpus, worker_identity
+
+    who = worker_identity()
+    key = (model_id, sha256)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = CellModels(model_id, sha256, n_threads=assigned_cpus())
+    with WorkerProject(snapshot, settings) as wp:
+        try:
+            result = run_cell(wp.project, config, bench_id, task, method, _WORKER_MODELS[key])
+            status, error = result.status, None
+        except Exception as exc:  # the run is stored failed, with the steps before the error
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        return {"rows": wp.new_rows(), "status": status, "error": error, **who}
+
+
+def _run_on_cluster(
+    project,
+    config: BenchConfig,
+    bench_id: int,
+    todo: list[tuple[str, str]],
+    address: str,
+    *,
+    say: Callable[[str], None],
+    stop: threading.Event | None,
+) -> list[tuple[str, str, str]]:
+    """The bench's cells as Ray tasks; each is stored as it finishes. Returns the failed cells (task, method,
+    error); the others are stored whatever happens to those."""
+    from .cluster import connect, fan_out, history_snapshot, import_rows
+    from .models import get_model, model_file_sha256
+
+    info = get_model(config.model_id)
+    sha = model_file_sha256(info)
+    if not todo:
+        return []
+    ray = connect(address)
+    snapshot = ray.put(history_snapshot(project.store))
+    settings = dict(project.settings)
+    total, finished = len(todo), 0
+    failed: list[tuple[str, str, str]] = []
+    from .cluster import worker_identity
+
+    mine = worker_identity()["version"]
+    say(f"{total} cells sent to the Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
+
+    def on_result(cell: tuple[str, str], out: dict) -> None:
+        nonlocal finished
+        task, method = cell
+        finished += 1
+        if out["version"] != mine:
+            failed.append((task, method, f"worker {out['host']} runs gradprompt {out['version']}, this machine {mine}"))
+            say(f"[{finished}/{total}] {task}: {method}: not stored: {failed[-1][2]}")
+            return
+        import_rows(project, out["rows"])
+        if out["error"]:
+            failed.append((task, method, out["error"]))
+            say(f"[{finished}/{total}] {task}: {method}: failed on {out['host']}: {out['error']}")
+        else:
+            say(f"[{finished}/{total}] {task}: {method}: {out['status']} (on {out['host']})")
+
+    def on_error(cell: tuple[str, str], message: str) -> None:
+        nonlocal finished
+        finished += 1
+        failed.append((cell[0], cell[1], message))
+        say(f"[{finished}/{total}] {cell[0]}: {cell[1]}: failed: {message}")
+
+    fan_out(
+        ray,
+        _cell_on_worker,
+        (((task, method), (snapshot, settings, config, bench_id, task, method, info.id, sha)) for task, method in todo),
+        on_result=on_result,
+        on_error=on_error,
+        stop=stop,
+    )
+    return failed
 
 
 def _test_evaluation(store, prompt_id: int, task_id: int, mode: str, model_id: str | None = None, n: int | None = None):

@@ -52,6 +52,10 @@ class EvaluationNotFoundError(GradpromptError):
     title = "Evaluation not found"
 
 
+class ClusterWorkError(GradpromptError):
+    title = "Work on the cluster failed"
+
+
 class ConfigError(GradpromptError):
     title = "Bad setting"
 

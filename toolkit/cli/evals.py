@@ -11,7 +11,7 @@ from rich.text import Text
 from ..calibration import DEFAULT_ROWS
 from ..layout import CHAIN_CAP
 from ..render import _pct, _print_eval, eval_progress
-from . import COUNT, GPU_LAYERS, ID, Table, _clip, _confusion_table, _print_json_list, _project, cli, console
+from . import COUNT, GPU_LAYERS, ID, SIZE, Table, _clip, _confusion_table, _print_json_list, _project, cli, console
 from .optimize import _load_torch
 
 
@@ -79,6 +79,21 @@ from .optimize import _load_torch
 )
 @click.option("--show-confusion", is_flag=True, help="Print the per-label confusion table.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prompt (JSON Lines) for scripts.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Split the evaluation into shards scored on a Ray cluster (llama.cpp): auto (the cluster this machine "
+    "belongs to), local (a one-machine cluster, to try it), or the head node's HOST:PORT. Answers are stored here "
+    "as each shard finishes. Needs `pip install 'gradprompt[cluster]'` and the model on every worker.",
+)
+@click.option(
+    "--shard-size",
+    type=SIZE,
+    default=0,
+    show_default=True,
+    help="With --ray: examples per shard (0: about four shards per CPU of the cluster).",
+)
 @click.pass_context
 def eval_cmd(
     ctx,
@@ -99,6 +114,8 @@ def eval_cmd(
     calibrate_rows,
     show_confusion,
     as_json,
+    ray_address,
+    shard_size,
 ):
     """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
     repeated or interrupted evaluation only runs what it has not seen."""
@@ -128,6 +145,13 @@ def eval_cmd(
             "--calibrate runs on the llama.cpp backend, on its own (leave out --backend torch, --logic-of-thought "
             "and --second-attempt)."
         )
+    if ray_address is not None and (backend != "llamacpp" or logic_of_thought or second_attempt):
+        raise click.UsageError(
+            "--ray shards plain llama.cpp evaluations (leave out --backend torch, --logic-of-thought and "
+            "--second-attempt, or --ray)."
+        )
+    if shard_size and ray_address is None:
+        raise click.UsageError("--shard-size sets the shards of --ray; add --ray ADDRESS.")
     if backend == "llamacpp":
         from ..llamacpp import LlamaCppModel
 
@@ -176,6 +200,8 @@ def eval_cmd(
                     settings=settings,
                     limit=limit,
                     progress=progress,
+                    cluster=ray_address,
+                    shard_size=shard_size,
                 )
             else:
                 report = evaluate_prompt_torch(

@@ -243,6 +243,14 @@ def runs_resume(ctx, run_id, force):
 @click.option("--resume", "resume_id", type=ID, help="Continue an interrupted bench.")
 @click.option("--report", "report_id", type=ID, help="Only (re)write the report of a bench.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: reports/ in the project).")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run each (task, method) cell as a task on a Ray cluster: auto (the cluster this machine belongs to), "
+    "local (a one-machine cluster, to try it), or the head node's HOST:PORT. Only this process writes the "
+    "history, as each cell finishes. Needs `pip install 'gradprompt[cluster]'` and the model on every worker.",
+)
 @click.pass_context
 def bench_cmd(
     ctx,
@@ -261,6 +269,7 @@ def bench_cmd(
     resume_id,
     report_id,
     out,
+    ray_address,
 ):
     """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
 
@@ -299,7 +308,9 @@ def bench_cmd(
                     else:  # a log file: a plain line per stage, as it happens
                         console.print(f"[{time.monotonic() - t0:6.0f} s] bench: {text}", highlight=False, markup=False)
 
-                bench_id, _ = run_bench(project, config, bench_id=resume_id, progress=progress, stop=stop)
+                bench_id, _ = run_bench(
+                    project, config, bench_id=resume_id, progress=progress, stop=stop, cluster=ray_address
+                )
         except KeyboardInterrupt:
             stop.set()
             raise
@@ -308,6 +319,12 @@ def bench_cmd(
     md, png = write_report(project, bench_id, out)
     console.print(md.read_text(), highlight=False, markup=False)
     console.print(f"Report: {md}\nChart: {png or 'not written (no matplotlib in this install)'}")
+    if project.store.bench(bench_id)["status"] == "failed":
+        raise ConfigError(
+            f"Some cells of bench {bench_id} failed (their errors are above); the others are stored. Fix the cause "
+            f"and run `gradprompt bench --resume {bench_id}` (with --ray as before) to run only what is missing.",
+            title="Bench incomplete",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- demo
