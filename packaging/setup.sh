@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="[all]"  # tui, torch (the optimizer), gpu (bitsandbytes), bench (matplotlib): everything
-[ "${1:-}" = "--test" ] && extras="[all,server,test]"  # server: the tests run the exports against llama.cpp's server
+[ "${1:-}" = "--test" ] && extras="[all,server,cluster,test]"  # server: the tests run the exports against llama.cpp's
+# server; cluster: Ray, for the tests that start a local Ray cluster
 lock="-c packaging/constraints.txt"  # the lock: the same versions on every machine (packaging/lock.sh rewrites it)
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -895,3 +895,37 @@ async def test_every_tab_shows_rows_another_process_adds(project, tiny_tm, tmp_p
         other.add_prompt(task, "Added from the command line.", origin="manual")
         other.close()
         await wait_for(pilot, lambda: app.query_one("#prompts-table").row_count == rows + 1, limit=60)
+
+
+async def test_the_results_tab_shows_the_newest_front_report(project, tiny_tm):
+    """`compare --front` writes reports/front-*.json; the Results tab shows the newest one that reads (issue 30)."""
+    import json
+
+    from textual.widgets import DataTable, Static
+
+    def row(model, quant, size, acc, front, **kw):
+        return {
+            "model_id": model, "family_model": "m", "quantization": quant, "prompt_id": 1, "evaluation_id": 1,
+            "size_bytes": size, "peak_rss_mb": 200.0, "examples_per_s": 9.5, "accuracy": acc, "ci": [acc - 0.1, acc + 0.1],
+            "n": 100, "reference": "m-f16", "fixed": None, "broken": None, "p_value": None, "on_front": front, **kw,
+        }  # fmt: skip
+
+    reports = project.path / "reports"
+    reports.mkdir()
+    (reports / "front-20260101-000000.json").write_text(json.dumps([row("old", "Q8_0", 9e7, 0.5, True)]))
+    newest = [
+        row("m-q4", "Q4_0", 1e8, 0.40, True, fixed=2, broken=12, p_value=0.01),
+        row("m-f16", "F16", 3e8, 0.52, True),
+    ]
+    (reports / "front-20260102-000000.json").write_text(json.dumps(newest))
+    (reports / "front-20260103-000000.json").write_text("{not json")  # a damaged newer one is skipped
+    app = create_app(project, tiny_backends(tiny_tm, []))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        table = app.query_one("#front-table", DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [r[1:3] for r in rows] == [["m-f16", "F16"], ["m-q4", "Q4_0"]]  # most precise first
+        assert rows[0][3:] == ["300 MB", "200 MB", "9.5", "52% (42-62)", "reference", "yes"]
+        assert rows[1][7] == "+2/-12 p=0.01 (worse)"
+        assert "front-20260102-000000.json" in str(app.query_one("#front-title", Static).render())

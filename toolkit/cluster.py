@@ -171,7 +171,7 @@ class WorkerProject:
         conn = self.project.store.db.conn
         conn.row_factory = sqlite3.Row
         try:
-            rows: dict[str, list[dict]] = {
+            rows: dict[str, Any] = {
                 t: [dict(r) for r in conn.execute(f"select * from [{t}] where id > ? order by id", [self.marks[t]])]
                 for t in TABLES
             }

@@ -208,28 +208,68 @@ def paired_tests(store, rows: list[FrontRow]) -> None:
         r.p_value = mcnemar_two_sided(r.fixed, r.broken)
 
 
+def latest_report(project_path: str | Path) -> tuple[Path, list[dict]] | None:
+    """The newest front report of a project (``reports/front-*.json``, what ``compare --front`` writes) and its
+    rows, sorted as the Markdown table sorts them; None when there is none that reads (a damaged or foreign file is
+    skipped, never raised)."""
+    import json
+
+    for path in sorted(Path(project_path, "reports").glob("front-*.json"), reverse=True):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            keys = {"prompt_id", "model_id", "family_model", "quantization", "size_bytes", "accuracy", "ci", "n"}
+            if isinstance(rows, list) and rows and all(isinstance(r, dict) and keys <= set(r) for r in rows):
+                rows.sort(key=lambda r: (r["prompt_id"], r["family_model"], precision_rank(r["quantization"])))
+                return path, rows
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def cells(r: dict) -> list[str]:
+    """One front row as the table's cells: prompt, model, quant, file, peak RSS, examples/s, accuracy (95% CI),
+    the paired test against the most precise variant, whether it is on the front."""
+    if r.get("p_value") is None:
+        test = "reference"
+    else:
+        test = f"+{r.get('fixed')}/-{r.get('broken')} p={r['p_value']:.2f}"
+        if r["p_value"] < 0.05 and (r.get("broken") or 0) > (r.get("fixed") or 0):
+            test += " (worse)"
+    lo, hi = r["ci"]
+    return [
+        str(r["prompt_id"]),
+        str(r["model_id"]),
+        str(r["quantization"]),
+        f"{r['size_bytes'] / 1e6:.0f} MB",
+        f"{r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") is not None else "-",
+        f"{r['examples_per_s']:.1f}" if r.get("examples_per_s") is not None else "cached",
+        f"{100 * r['accuracy']:.0f}% ({100 * lo:.0f}-{100 * hi:.0f})",
+        test,
+        "yes" if r.get("on_front") else "",
+    ]
+
+
+FRONT_COLUMNS = (
+    "prompt",
+    "model",
+    "quant",
+    "file",
+    "peak RSS",
+    "examples/s",
+    "accuracy (95% CI)",
+    "vs most precise",
+    "front",
+)
+
+
 def markdown(rows: list[FrontRow], title: str = "") -> str:
     lines = [title, ""] if title else []
-    lines += [
-        "| prompt | model | quant | file | peak RSS | examples/s | accuracy (95% CI) | vs most precise | front |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines += ["| " + " | ".join(FRONT_COLUMNS) + " |", "|" + "---|" * len(FRONT_COLUMNS)]
     for r in sorted(rows, key=lambda r: (r.prompt_id, r.family_model, precision_rank(r.quantization))):
-        test = (
-            "reference"
-            if r.p_value is None
-            else f"+{r.fixed}/-{r.broken} p={r.p_value:.2f}"
-            + (" **(worse)**" if r.p_value < 0.05 and (r.broken or 0) > (r.fixed or 0) else "")
-        )
-        lines.append(
-            f"| {r.prompt_id} | {r.model_id} | {r.quantization} | {r.size_bytes / 1e6:.0f} MB | "
-            + (f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else "-")
-            + " | "
-            + (f"{r.examples_per_s:.1f}" if r.examples_per_s is not None else "cached")
-            + f" | {100 * r.accuracy:.0f}% ({100 * r.ci[0]:.0f}-{100 * r.ci[1]:.0f}) | {test} | "
-            + ("**yes**" if r.on_front else "")
-            + " |"
-        )
+        row = cells(r.to_dict())
+        row[7] = row[7].replace("(worse)", "**(worse)**")
+        row[8] = "**yes**" if row[8] else ""
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

@@ -136,6 +136,8 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
             with TabPane("Results", id="results"):
                 yield Static("", id="heatmap")
                 yield DataTable(id="evals-table", cursor_type="row")
+                yield Static("", id="front-title")
+                yield DataTable(id="front-table", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -155,6 +157,9 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
         self.query_one("#evals-table", DataTable).add_columns(
             "eval", "prompt", "task", "model", "backend", "quant", "split", "accuracy", "95% CI", "n"
         )
+        from toolkit.front import FRONT_COLUMNS
+
+        self.query_one("#front-table", DataTable).add_columns(*FRONT_COLUMNS)
         self.refresh_all()
         self.set_interval(1.0, self.poll_live)  # the Live tab follows runs of other processes too
         self._data_version = None
@@ -348,6 +353,32 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
                     key=str(e["id"]),
                 )
         self.query_one("#heatmap", Static).update(heatmap(evals))
+        self.refresh_front()
+
+    def refresh_front(self) -> None:
+        """The newest `compare --front` report: size, memory, speed and accuracy per (model, quantization)."""
+        from toolkit.front import cells, latest_report
+
+        found = latest_report(self.project.path)
+        table = self.query_one("#front-table", DataTable)
+        title = self.query_one("#front-title", Static)
+        table.display = found is not None
+        if found is None:
+            title.update(
+                "Which model and quantization to deploy on: run `gradprompt compare PROMPT_ID --front` (its table "
+                "shows here)."
+            )
+            return
+        path, rows = found
+        title.update(
+            escape_markup(
+                f"Model and quantization front ({path.name}): front = no other variant is both no larger and no "
+                "less accurate"
+            )
+        )
+        with keep_cursor(table):
+            for i, r in enumerate(rows):
+                table.add_row(*cells(r), key=str(i))
 
     def refresh_prompts(self, search: str | None = None) -> None:
         store, pid = self.project.store, self.project.id
