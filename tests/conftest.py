@@ -44,6 +44,7 @@ FAST_IN_SLOW_MODULES = {
     "test_reasoning_mode_generates_chains_and_steps",
     "test_the_tasks_tab_shows_a_tasks_examples",
     "test_empty_or_bad_number_fields_are_named_not_python_errors",
+    "test_a_shared_formula_the_model_continues_is_not_memory",  # a fake runtime, no model
 }
 
 

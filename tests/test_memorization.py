@@ -112,3 +112,49 @@ def test_short_examples_are_not_checked_and_a_formulaic_text_needs_a_gap(trained
     short = [{"id": i, "input": "river", "answer": "stone"} for i in range(5)]  # 3 tokens: nothing to cut
     assert probe_examples(trained, short) == []
     assert summarize([], 5)["flagged"] is False
+
+
+class FormulaRuntime:
+    """A runtime that knows one formula (a sequence of distinct tokens, like an option list) and continues it from
+    anywhere: after two consecutive tokens of the formula, the next one has logit 20; otherwise every token is
+    equally likely. What any model does with a split's shared template, without having seen the split."""
+
+    def __init__(self, vocab, formula):
+        self.vocab, self.info, self.sha256 = vocab, _Info("formula-reader"), "formula"
+        self.formula = [vocab.index(w) for w in formula]
+
+    def encode(self, text):
+        return [self.vocab.index(w) for w in text.replace("\n", " \n ").split(" ") if w]
+
+    def next_logits(self, tokens):
+        import numpy as np
+
+        logits = np.zeros(len(self.vocab))
+        pairs = list(zip(self.formula, self.formula[1:]))
+        if len(tokens) >= 2 and (tokens[-2], tokens[-1]) in pairs:
+            logits[self.formula[pairs.index((tokens[-2], tokens[-1])) + 2]] = 20.0
+        return logits
+
+
+def test_a_shared_formula_the_model_continues_is_not_memory(project, tmp_path):
+    """Every example ends with the same formula (an option list, a template), cut at different places: the
+    model continues it, and the control (another example's suffix, from elsewhere in the formula) is far below,
+    so reproduction and gap alone flag the split (what happened with Gemma on reasoning_about_colored_objects);
+    the suffix's 4-grams occur in other examples, so it is formulaic and not counted as memory."""
+    formula = WORDS[:11] + ["\n"] + WORDS[11:13]
+    others = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    runtime = FormulaRuntime(VOCAB + others, formula)
+    rng = random.Random(7)
+    rows = [(" ".join(rng.choice(others) for _ in range(4 + i % 6)) + " " + " ".join(WORDS[:11]), " ".join(WORDS[11:13]))
+            for i in range(12)]  # fmt: skip
+    path = tmp_path / "formula.jsonl"
+    path.write_text("".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in rows))
+    options = ImportOptions(split=(0, 0, 1), answer_kind="text")
+    task = project.store.task_by_id(project.store.add_task(project.id, read_task_file(path, options=options)))
+    check = check_task(project, runtime, task, "test")
+    continued = [p for p in check["rows"] if p["matched"] == p["suffix_tokens"] and p["gap"] >= 1.0]
+    # reproduced well above the control (unless the control was cut at the same place): without the rule, these
+    # would be "recalled" and the split flagged
+    assert len(continued) >= 10 and all(p["shared"] == 1.0 for p in continued)
+    assert check["summary"]["recalled"] == 0 and not check["summary"]["flagged"]
+    assert check["summary"]["formulaic"] == len(continued)

@@ -11,9 +11,12 @@ token by token:
 * **gap**: the true suffix's mean log-probability per token minus that of a **control** - the suffix of another
   example of the same split (a fixed shuffle), scored after the same prefix.
 
-An example is *recalled* when the whole suffix is reproduced and the gap is at least ``min_gap`` nats per token
-(formulaic text every example shares is then not counted). A split *looks memorized* when at least
-``flag_share`` of the examples checked (and at least 3) are recalled.
+An example is *recalled* when the whole suffix is reproduced, the gap is at least ``min_gap`` nats per token, and the
+suffix is the example's own text: a suffix whose token 4-grams mostly (``FORMULAIC_SHARE``) occur in other
+examples of the split is *formulaic* (enumerated options, a shared template) and is never counted, since any model
+that has read the split's format continues it (Gemma-3-270M "recalled" reasoning_about_colored_objects' option
+lists "(D) three (E) four ..." before this rule). A split *looks memorized* when at least ``flag_share`` of the
+examples checked (and at least 3) are recalled.
 
 Limits: a negative result does not prove absence (memory may need another trigger: another cut, the benchmark's
 own formatting, a few-shot header); a model can know a famous text without having seen the test split; short
@@ -31,6 +34,8 @@ MIN_SUFFIX = 8
 MAX_SUFFIX = 24
 MIN_GAP = 1.0  # nats per token
 FLAG_SHARE = 0.05
+FORMULAIC_SHARE = 0.5  # a suffix with at least this share of its 4-grams found in other examples is formulaic
+NGRAM = 4
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Probe:
     logprob: float  # the true suffix's mean log-probability per token
     control: float  # the control suffix's, after the same prefix
     recalled: bool
+    shared: float = 0.0  # the share of the suffix's token 4-grams that occur in other examples of the split
 
     @property
     def gap(self) -> float:
@@ -88,6 +94,10 @@ def probe_examples(
             cut.append((ex, ids[:half], ids[half : half + max_suffix]))
     if len(cut) < 2:
         return []
+    seen_in: dict[tuple, int] = {}  # in how many examples each 4-gram occurs
+    for _, prefix, suffix in cut:
+        for gram in set(_ngrams(prefix + suffix)):
+            seen_in[gram] = seen_in.get(gram, 0) + 1
     order = list(range(len(cut)))
     rng = random.Random(seed)
     while True:  # a shuffle with no example paired with itself
@@ -100,6 +110,9 @@ def probe_examples(
         control_suffix = cut[order[i]][2]
         control, _ = _suffix_scores(model, prefix, control_suffix)
         true_mean, control_mean = sum(logprobs) / len(logprobs), sum(control) / len(control)
+        own = _ngrams(suffix)
+        # a 4-gram of this suffix found in another example occurs in more examples than this one alone
+        shared = sum(seen_in.get(g, 0) > 1 for g in own) / len(own) if own else 1.0
         probes.append(
             Probe(
                 example_id=int(ex.get("id", i)),
@@ -108,12 +121,17 @@ def probe_examples(
                 matched=matched,
                 logprob=true_mean,
                 control=control_mean,
-                recalled=matched == len(suffix) and true_mean - control_mean >= min_gap,
+                recalled=matched == len(suffix) and true_mean - control_mean >= min_gap and shared < FORMULAIC_SHARE,
+                shared=shared,
             )
         )
         if progress:
             progress(i + 1, len(cut))
     return probes
+
+
+def _ngrams(ids: Sequence[int]) -> list[tuple[int, ...]]:
+    return [tuple(ids[i : i + NGRAM]) for i in range(len(ids) - NGRAM + 1)]
 
 
 def summarize(probes: Sequence[Probe], n_examples: int, *, flag_share: float = FLAG_SHARE) -> dict:
@@ -127,12 +145,17 @@ def summarize(probes: Sequence[Probe], n_examples: int, *, flag_share: float = F
         "share": share,
         "median_gap": gaps[len(gaps) // 2] if gaps else None,
         "mean_matched": (sum(p.matched for p in probes) / len(probes)) if probes else None,
+        # reproduced with a gap, but their suffix is the split's shared text, not their own: not counted
+        "formulaic": sum(
+            p.matched == p.suffix_tokens and p.gap >= MIN_GAP and p.shared >= FORMULAIC_SHARE for p in probes
+        ),
         "flagged": bool(probes) and recalled >= 3 and share >= flag_share,
         "thresholds": {
             "min_suffix": MIN_SUFFIX,
             "max_suffix": MAX_SUFFIX,
             "min_gap": MIN_GAP,
             "flag_share": flag_share,
+            "formulaic_share": FORMULAIC_SHARE,
         },
     }
 
