@@ -158,3 +158,26 @@ def test_a_shared_formula_the_model_continues_is_not_memory(project, tmp_path):
     assert len(continued) >= 10 and all(p["shared"] == 1.0 for p in continued)
     assert check["summary"]["recalled"] == 0 and not check["summary"]["flagged"]
     assert check["summary"]["formulaic"] == len(continued)
+
+
+def test_eval_prints_the_warning_for_a_split_that_looks_memorized(project):
+    """The eval command's own output (not only warning_for): a flagged check of (task, split, model) is said."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+    from toolkit.demo import ensure_demo_task
+    from toolkit.models import get_model
+
+    task = ensure_demo_task(project)
+    pid = project.add_prompt(task, "Is this review positive or negative?", origin="user")
+    args = ["--project", str(project.path), "eval", str(pid), "--limit", "2"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "looks memorized" not in first.output
+    summary = {"recalled": 5, "checked": 20, "flagged": True}
+    project.store.add_memorization_check(
+        {"project_id": project.id, "task_id": task["id"], "split": "test", "model_id": get_model().id,
+         "model_sha256": "", "n": 20, "recalled": 5, "flagged": 1, "summary": summary, "rows": []}
+    )  # fmt: skip
+    said = CliRunner().invoke(cli, args)
+    assert said.exit_code == 0 and "looks memorized" in " ".join(said.output.split())
+    assert "5 of 20" in " ".join(said.output.split())
