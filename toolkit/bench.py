@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -113,9 +114,11 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
     cluster: str | None = None,
+    cell_cpus: int = 1,
 ):
     """Run (or resume, with ``bench_id``) a bench. Returns (bench_id, cells). ``cluster``: a Ray address
-    ("auto", "local", "ray://HOST:PORT" or HOST:PORT) to run each (task, method) cell as a Ray task."""
+    ("auto", "local", "ray://HOST:PORT" or HOST:PORT) to run each (task, method) cell as a Ray task with
+    ``cell_cpus`` CPUs (llama.cpp and torch use that many threads there)."""
     from .optimize import is_greater
 
     store = project.store
@@ -156,7 +159,7 @@ def run_bench(
                 continue
             todo.append((task, method))
     if cluster is not None:  # each cell a Ray task; only this process writes the history (toolkit.cluster)
-        failed = _run_on_cluster(project, config, bench_id, todo, cluster, say=say, stop=stop)
+        failed = _run_on_cluster(project, config, bench_id, todo, cluster, say=say, stop=stop, cpus=cell_cpus)
         if stop is not None and stop.is_set():
             store.update_bench(bench_id, status="stopped")
             return bench_id, collect(project, bench_id)
@@ -306,8 +309,11 @@ def _cell_on_worker(
 
     who = worker_identity()
     key = (model_id, sha256)
-    if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = CellModels(model_id, sha256, n_threads=assigned_cpus())
+    threads = assigned_cpus()
+    if "torch" in sys.modules:  # the worker's torch uses the CPUs this cell was given, not the whole machine
+        sys.modules["torch"].set_num_threads(threads)
+    if key not in _WORKER_MODELS or _WORKER_MODELS[key].n_threads != threads:
+        _WORKER_MODELS[key] = CellModels(model_id, sha256, n_threads=threads)
     with WorkerProject(snapshot, settings) as wp:
         try:
             result = run_cell(wp.project, config, bench_id, task, method, _WORKER_MODELS[key])
@@ -326,6 +332,7 @@ def _run_on_cluster(
     *,
     say: Callable[[str], None],
     stop: threading.Event | None,
+    cpus: int = 1,
 ) -> list[tuple[str, str, str]]:
     """The bench's cells as Ray tasks; each is stored as it finishes. Returns the failed cells (task, method,
     error); the others are stored whatever happens to those."""
@@ -374,6 +381,7 @@ def _run_on_cluster(
         on_result=on_result,
         on_error=on_error,
         stop=stop,
+        num_cpus=cpus,
     )
     return failed
 

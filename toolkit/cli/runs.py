@@ -251,6 +251,14 @@ def runs_resume(ctx, run_id, force):
     "local (a one-machine cluster, to try it), or the head node's HOST:PORT. Only this process writes the "
     "history, as each cell finishes. Needs `pip install 'gradprompt[cluster]'` and the model on every worker.",
 )
+@click.option(
+    "--cell-cpus",
+    type=COUNT,
+    default=1,
+    show_default=True,
+    help="With --ray: CPUs per cell (llama.cpp and torch threads). The budget is wall-clock seconds, so a cell "
+    "with fewer CPUs than a local run searches less in the same budget: compare benches run alike.",
+)
 @click.pass_context
 def bench_cmd(
     ctx,
@@ -270,11 +278,14 @@ def bench_cmd(
     report_id,
     out,
     ray_address,
+    cell_cpus,
 ):
     """Compare methods on tasks with an equal budget; final prompts chosen on dev and scored on test (llama.cpp).
 
     Writes a Markdown table and a PNG chart; everything is kept in the history, and --resume continues.
     """
+    if cell_cpus != 1 and ray_address is None:
+        raise click.UsageError("--cell-cpus sets the CPUs of each cell on a Ray cluster; add --ray ADDRESS.")
     if resume_id is None and report_id is None and not (budget > 0 and budget != float("inf")):
         raise ConfigError(f"--budget {budget:g}: give a positive number of seconds per method and task.")
     from ..bench import DEFAULT_METHODS, BenchConfig, run_bench, write_report
@@ -309,7 +320,13 @@ def bench_cmd(
                         console.print(f"[{time.monotonic() - t0:6.0f} s] bench: {text}", highlight=False, markup=False)
 
                 bench_id, _ = run_bench(
-                    project, config, bench_id=resume_id, progress=progress, stop=stop, cluster=ray_address
+                    project,
+                    config,
+                    bench_id=resume_id,
+                    progress=progress,
+                    stop=stop,
+                    cluster=ray_address,
+                    cell_cpus=cell_cpus,
                 )
         except KeyboardInterrupt:
             stop.set()
