@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import defaults
 from .errors import ConfigError
@@ -130,13 +131,10 @@ def run_bench(
         bench_id = store.create_bench(project.id, name, asdict(config) | {"machine": machine()})
     else:
         names = set(BenchConfig.__dataclass_fields__)
-        config = BenchConfig(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in store.bench(bench_id)["config"].items()
-                if k in names
-            }
-        )
+        stored: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in store.bench(bench_id)["config"].items() if k in names
+        }
+        config = BenchConfig(**stored)
         store.update_bench(bench_id, status="running")
     for task in config.tasks:
         store.task(project.id, task)  # fail early on a missing task
@@ -475,8 +473,8 @@ def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str])
                 continue
             text = f"{100 * c.accuracy:.1f} ({100 * c.ci[0]:.0f}-{100 * c.ci[1]:.0f})"
             if m != "initial" and c.p_value is not None:
-                sig = "**" if c.p_value < 0.05 else ""
-                text += f" {sig}+{c.wins}/-{c.losses} p={c.p_value:.2f}{sig}"
+                bold = "**" if c.p_value < 0.05 else ""
+                text += f" {bold}+{c.wins}/-{c.losses} p={c.p_value:.2f}{bold}"
             row.append(text)
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     avg, secs = [], []
@@ -493,8 +491,8 @@ def markdown_table(cells: list[BenchCell], methods: list[str], tasks: list[str])
         if m == "initial" or not cs:
             sig.append("-")
             continue
-        up = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and c.wins > c.losses)
-        down = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and c.wins < c.losses)
+        up = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and (c.wins or 0) > (c.losses or 0))
+        down = sum(1 for c in cs if c.p_value is not None and c.p_value < 0.05 and (c.wins or 0) < (c.losses or 0))
         sig.append(f"{up} better, {down} worse")
     lines.append("| significant vs initial (p < 0.05) | " + " | ".join(sig) + " |")
     kept = []
@@ -563,7 +561,7 @@ def write_chart(cells: list[BenchCell], methods: list[str], tasks: list[str], pa
     return path
 
 
-def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[Path, Path]:
+def write_report(project, bench_id: int, out_dir: Path | None = None) -> tuple[Path, Path | None]:
     store = project.store
     bench = store.bench(bench_id)
     cfg = bench["config"]

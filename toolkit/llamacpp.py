@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import InputTooLongError, ModelFileError
 from .models import ModelInfo, verified_gguf
@@ -27,7 +28,10 @@ def _silence_llama_logs() -> None:
         return None
 
     llama_cpp.llama_log_set(_noop, ctypes.c_void_p(0))
-    _silence_llama_logs._keep = _noop  # keep the callback alive
+    _LOG_CALLBACK.append(_noop)  # keep the callback alive
+
+
+_LOG_CALLBACK: list = []
 
 
 def resolve_gpu_layers(requested: int | None) -> int:
@@ -49,7 +53,7 @@ class LlamaCppModel:
     n_ctx: int = 4096
     n_threads: int | None = None
     n_gpu_layers: int | None = None  # None: all layers on the GPU when this llama.cpp build has GPU offload
-    llm: object = field(init=False, repr=False)
+    llm: Any = field(init=False, repr=False)  # llama_cpp.Llama
     sha256: str = field(init=False)
     stats: dict = field(init=False, default_factory=lambda: {"calls": 0, "evaluated_tokens": 0, "generated_tokens": 0})
     _grammars: dict = field(init=False, default_factory=dict, repr=False)
