@@ -308,3 +308,27 @@ def test_a_sharded_evaluation_stores_the_answers_of_a_local_one(ray_cluster, pro
     assert (sharded.correct, sharded.confusion) == (local.correct, local.confusion)
     assert answers(sharded.evaluation_id) == expected
     assert project.store.evaluation(sharded.evaluation_id)["status"] == "done"
+
+
+def test_a_stop_cancels_the_tasks_still_on_the_cluster(ray_cluster):
+    """A stop (the TUI's, or Ctrl-C: the same path) ends the fan-out at once and cancels what is still queued or
+    running on the cluster; nothing more is delivered."""
+    import threading
+
+    import ray
+
+    from toolkit.cluster import fan_out
+
+    def sleepy(i):
+        time.sleep(0 if i == 0 else 600)
+        return i
+
+    stop, got = threading.Event(), []
+
+    def on_result(key, value):
+        got.append(value)
+        stop.set()
+
+    t0 = time.monotonic()
+    fan_out(ray, sleepy, [(i, (i,)) for i in range(6)], on_result=on_result, on_error=got.append, stop=stop)
+    assert got == [0] and time.monotonic() - t0 < 120  # the 600 s tasks were cancelled, not waited for
