@@ -47,13 +47,14 @@ def main() -> None:
         tasks.append(t)
     rows = []
     for task in tasks:
-        common = ["--project", str(out / "p"), "optimize", task, "--steps", str(args.steps), "--budget", "0"]
+        common = ["--project", str(out / "p"), "optimize", task, "--steps", str(args.steps), "--budget", "3600"]
         common += ["--search", "instruction", "--initial-prompt", "Answer the question.", "--dev-size", "8"]
         dry = subprocess.run([G, *common, "--dry-run"], capture_output=True, text=True, check=True).stdout
         planned = float(re.search(r"~(\d+(?:\.\d+)?) s per step", dry).group(1))
         subprocess.run([G, *common], capture_output=True, text=True, check=True)
         project = open_project(out / "p")
-        run = [r for r in project.store.list_runs(project.id) if r["config"].get("task", task) == task][-1]
+        task_id = project.store.task(project.id, task)["id"]
+        run = project.store.run(max(r["id"] for r in project.store.list_runs(project.id) if r["task_id"] == task_id))
         measured = [sum(s["timings"].values()) for s in project.store.steps(run["id"]) if s.get("timings")]
         project.close()
         med = statistics.median(measured)

@@ -81,3 +81,26 @@ def test_optimize_is_refused_before_loading_when_it_cannot_fit(project, tmp_path
     assert code == 1 and "Not started: fp32 on cpu needs" in out and "--ignore-memory" in out and not loaded
     res = run(["models", "info"])
     assert res[0] == 0 and "optimizer on this machine" in res[1] and "does not fit" in res[1]
+
+
+def test_the_plan_says_its_measured_range_the_same_way_on_every_face(project, tmp_path):
+    """The time per step is the FLOP count scaled by what measured runs took (benchmarks/plan_check.py), with the
+    range those runs fell in; the CLI's dry run prints it (the TUI's new-run form prints the same describe_step())."""
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+    from toolkit.plan import STEP_TIME_SCALE
+
+    task = read_task_file(demo_task_files()[0])
+    inputs = [e.input for e in task.examples]
+    plan = estimate(get_model(), inputs, GreaterConfig(steps=10, n_train=16), peak_gflops=200)
+    assert abs(plan.seconds_per_step - plan.flops_per_step / 200e9 * STEP_TIME_SCALE) < 1e-9  # the scale applies
+    lo, hi = plan.step_range
+    assert lo < plan.seconds_per_step < hi
+    assert plan.describe_step() == f"~{plan.seconds_per_step:.0f} s per step ({lo:.0f}-{hi:.0f} s in measured runs)"
+    f = tmp_path / "yn.csv"
+    f.write_text("goal,target\n" + "".join(f"q{i},{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    assert CliRunner().invoke(cli, ["--project", str(project.path), "tasks", "import", str(f)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["--project", str(project.path), "optimize", "yn", "--dry-run"])
+    out = " ".join(res.output.split())
+    assert re.search(r"~\d+ s per step \(\d+-\d+ s in measured runs\)", out), out

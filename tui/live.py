@@ -65,7 +65,7 @@ class LiveRuns:
             )
             total = plan.total_seconds if not config.time_budget_s else min(plan.total_seconds, config.time_budget_s)
             return (
-                f"Plan: ~{plan.seconds_per_step:.0f} s per step, ~{total / 60:.1f} min in all, "
+                f"Plan: {plan.describe_step()}, ~{total / 60:.1f} min in all, "
                 f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.params_millions:.0f}M parameters, "
                 f"{plan.n_train} examples of ~{plan.mean_tokens:.0f} tokens)"
             )

@@ -278,7 +278,7 @@ def optimize_cmd(
             f"{plan.n_train} training examples of ~{plan.mean_tokens:.0f} tokens, {steps} steps, {mode} mode"
         )
         console.print(
-            f"      ~{plan.seconds_per_step:.0f} s per step, ~{plan.total_seconds / 60:.1f} min in all, "
+            f"      {plan.describe_step()}, ~{plan.total_seconds / 60:.1f} min in all, "
             f"peak memory ~{plan.peak_memory_mb / 1024:.1f} GB ({plan.notes})"
         )
         plans = plans_by_precision(
