@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from ..errors import ConfigError
 from ..layout import REASONING_SEPARATOR, ChatLayout, answer_text
@@ -139,6 +140,7 @@ class GreaterEngine(WideSearch, FinalChoice, Scoring, Decoding, Prediction, Forw
     def after_ids(self) -> list[int]:
         if self._after_ids is None:
             self._split(self.train[0].input)
+        assert self._after_ids is not None  # (set by _split)
         return self._after_ids
 
     def _answer_ids(self, answer: str) -> list[int]:
@@ -373,6 +375,8 @@ class GreaterEngine(WideSearch, FinalChoice, Scoring, Decoding, Prediction, Forw
                 # else: next step appends a placeholder and optimizes it
             key = f"{next_pos}:{','.join(map(str, new_prompt))}"
             state["visited"] = (state["visited"] + [key])[-200:]
+            # a grown prompt has no current score, and a step always has candidates to choose from
+            assert new_score is not None, "a step with neither a current score nor a candidate"
             # Top-k bookkeeping (distinct prompts).
             top = [t for t in state["top"] if t[1] != new_prompt] + [[new_score.value, list(new_prompt)]]
             if current_score is not None and all(t[1] != prompt for t in top):
@@ -406,7 +410,7 @@ class GreaterEngine(WideSearch, FinalChoice, Scoring, Decoding, Prediction, Forw
                 "state": dict(state),
             }
             self.events.clear()
-            yield record
+            yield cast(StepRecord, record)
 
     def finish(self, state: dict) -> RunResult:
         """Pick the final prompt. improved: a paired dev test against the starting prompt (see

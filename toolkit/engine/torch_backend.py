@@ -205,7 +205,7 @@ def prepare_for_gradients(model) -> int:
         module.support_avx512bf16_for_cpu = False
         weight = getattr(module, "weight", None)
         state = getattr(weight, "quant_state", None)
-        if state is not None and getattr(state, "packing_format_for_cpu", False):
+        if weight is not None and state is not None and getattr(state, "packing_format_for_cpu", False):
             from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
             weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
