@@ -17,7 +17,7 @@ import sqlite_utils
 from .evaluations import Evaluations
 from .library import Library
 from .runs import Runs
-from .schema import JSON_COLUMNS, _now, apply_migrations, migrations, row_tags
+from .schema import JSON_COLUMNS, _now, apply_migrations, migrations, new_id, row_tags
 
 __all__ = ["JSON_COLUMNS", "Store", "apply_migrations", "migrations", "row_tags"]
 
@@ -41,7 +41,7 @@ class Store(Library, Runs, Evaluations):
         self._lock = threading.Lock()
         if memory or path is None:
             self.path = None
-            self._memory_db = sqlite_utils.Database(memory=True)
+            self._memory_db: sqlite_utils.Database | None = sqlite_utils.Database(memory=True)
             self._memory_db.execute("PRAGMA foreign_keys = ON")
         else:
             self.path = Path(path)
@@ -90,14 +90,14 @@ class Store(Library, Runs, Evaluations):
         """The project row of the folder at ``path``. A history database lives inside its project's folder and
         holds one project, so when the folder has moved (or was copied) the row keeps its history and its path
         is updated; a second row is never made for the same history."""
-        row = next(self.db["projects"].rows_where("path = ?", [path], limit=1), None)
+        row = next(self.db.table("projects").rows_where("path = ?", [path], limit=1), None)
         if row:
             return row["id"]
-        first = next(self.db["projects"].rows_where(order_by="id", limit=1), None)
+        first = next(self.db.table("projects").rows_where(order_by="id", limit=1), None)
         if first is not None:
-            self.db["projects"].update(first["id"], {"path": path})
+            self.db.table("projects").update(first["id"], {"path": path})
             return first["id"]
-        return self.db["projects"].insert({"name": name, "path": path, "created": _now()}).last_pk
+        return new_id(self.db.table("projects").insert({"name": name, "path": path, "created": _now()}))
 
     def backup(self, dest: str | Path) -> Path:
         """A consistent copy of the database (SQLite's online backup), safe while a run writes."""

@@ -9,22 +9,22 @@ from .. import owner
 from ..errors import (
     EvaluationNotFoundError,
 )
-from .schema import _decode, _decoded_evaluation, _encode, _now
+from .schema import HasDb, _decode, _decoded_evaluation, _encode, _now, new_id
 
 
-class Evaluations:
+class Evaluations(HasDb):
     """Methods of the Store (a mixin: it uses the Store's ``db``)."""
 
     def create_evaluation(self, **fields) -> int:
         fields.setdefault("started", _now())
         fields.setdefault("status", "running")
         fields.setdefault("owner", owner.me())
-        return self.db["evaluations"].insert(_encode("evaluations", fields)).last_pk
+        return new_id(self.db.table("evaluations").insert(_encode("evaluations", fields)))
 
     def finish_evaluation(self, evaluation_id: int, **fields) -> None:
         fields.setdefault("finished", _now())
         fields.setdefault("status", "done")
-        self.db["evaluations"].update(evaluation_id, _encode("evaluations", fields))
+        self.db.table("evaluations").update(evaluation_id, _encode("evaluations", fields))
 
     def add_result(
         self,
@@ -36,7 +36,7 @@ class Evaluations:
         correct: bool,
         seconds: float,
     ) -> None:
-        self.db["results"].insert(
+        self.db.table("results").insert(
             {
                 "evaluation_id": evaluation_id,
                 "example_id": example_id,
@@ -49,7 +49,7 @@ class Evaluations:
         )
 
     def cached_result(self, cache_key: str) -> dict | None:
-        return next(self.db["results"].rows_where("cache_key = ?", [cache_key], limit=1), None)
+        return next(self.db.table("results").rows_where("cache_key = ?", [cache_key], limit=1), None)
 
     def evaluations(
         self, prompt_id: int | None = None, task_id: int | None = None, project_id: int | None = None
@@ -63,12 +63,12 @@ class Evaluations:
         if project_id is not None:
             where.append("prompt_id in (select id from prompts where project_id = ?)")
             args.append(project_id)
-        rows = self.db["evaluations"].rows_where(" and ".join(where) or None, args or None, order_by="id")
+        rows = self.db.table("evaluations").rows_where(" and ".join(where) or None, args or None, order_by="id")
         return [_decoded_evaluation(row) for row in rows]
 
     def evaluation(self, evaluation_id: int) -> dict:
         try:
-            row = self.db["evaluations"].get(int(evaluation_id))
+            row = self.db.table("evaluations").get(int(evaluation_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise EvaluationNotFoundError(
                 f"No evaluation with id {evaluation_id}. `gradprompt evals list` shows the evaluations."
@@ -77,22 +77,23 @@ class Evaluations:
 
     def add_memorization_check(self, record: dict) -> int:
         """Store one memorization check (toolkit.memorization); returns its id."""
-        return int(self.db["memorization"].insert(_encode("memorization", {**record, "created": _now()})).last_pk)
+        return new_id(self.db.table("memorization").insert(_encode("memorization", {**record, "created": _now()})))
 
     def memorization_checks(self, task_id: int, split: str | None = None, model_id: str | None = None) -> list[dict]:
         """The memorization checks of a task (one split, one model), newest first."""
-        where, args = ["task_id = ?"], [task_id]
+        where: list[str] = ["task_id = ?"]
+        args: list[object] = [task_id]
         if split is not None:
             where.append("split = ?")
             args.append(split)
         if model_id is not None:
             where.append("model_id = ?")
             args.append(model_id)
-        rows = self.db["memorization"].rows_where(" and ".join(where), args, order_by="id desc")
+        rows = self.db.table("memorization").rows_where(" and ".join(where), args, order_by="id desc")
         return [_decode("memorization", r) for r in rows]
 
     def results(self, evaluation_id: int) -> list[dict]:
-        return list(self.db["results"].rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
+        return list(self.db.table("results").rows_where("evaluation_id = ?", [evaluation_id], order_by="id"))
 
     def example_results(self, evaluation_id: int) -> list[dict]:
         """An evaluation's per-example results with the example itself (split order): input, answer, output,

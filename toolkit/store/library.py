@@ -14,10 +14,10 @@ from ..errors import (
     TaskNotFoundError,
 )
 from ..tasks import AnswerSpec, TaskData
-from .schema import _check_tag, _encode, _now, _uj, row_tags
+from .schema import HasDb, _check_tag, _encode, _now, _uj, new_id, row_tags
 
 
-class Library:
+class Library(HasDb):
     """Methods of the Store (a mixin: it uses the Store's ``db``)."""
 
     def check_new_task_name(self, project_id: int, name: str) -> None:
@@ -37,9 +37,8 @@ class Library:
         with self.db.atomic():
             if existing:
                 self._delete_task_rows(existing["id"])
-            task_id = (
-                self.db["tasks"]
-                .insert(
+            task_id = new_id(
+                self.db.table("tasks").insert(
                     _encode(
                         "tasks",
                         {
@@ -54,9 +53,8 @@ class Library:
                         },
                     )
                 )
-                .last_pk
             )
-            self.db["examples"].insert_all(
+            self.db.table("examples").insert_all(
                 (
                     {
                         "task_id": task_id,
@@ -74,25 +72,27 @@ class Library:
         return task_id
 
     def _delete_task_rows(self, task_id: int) -> None:
-        ev_ids = [r["id"] for r in self.db["evaluations"].rows_where("task_id = ?", [task_id], select="id")]
+        ev_ids = [r["id"] for r in self.db.table("evaluations").rows_where("task_id = ?", [task_id], select="id")]
         for ev in ev_ids:
-            self.db["results"].delete_where("evaluation_id = ?", [ev])
-        self.db["evaluations"].delete_where("task_id = ?", [task_id])
-        run_ids = [r["id"] for r in self.db["runs"].rows_where("task_id = ?", [task_id], select="id")]
+            self.db.table("results").delete_where("evaluation_id = ?", [ev])
+        self.db.table("evaluations").delete_where("task_id = ?", [task_id])
+        run_ids = [r["id"] for r in self.db.table("runs").rows_where("task_id = ?", [task_id], select="id")]
         for run in run_ids:
-            self.db["steps"].delete_where("run_id = ?", [run])
-        self.db["prompts"].delete_where("task_id = ?", [task_id])
-        self.db["runs"].delete_where("task_id = ?", [task_id])
-        self.db["examples"].delete_where("task_id = ?", [task_id])
-        self.db["tasks"].delete_where("id = ?", [task_id])
+            self.db.table("steps").delete_where("run_id = ?", [run])
+        self.db.table("prompts").delete_where("task_id = ?", [task_id])
+        self.db.table("runs").delete_where("task_id = ?", [task_id])
+        self.db.table("examples").delete_where("task_id = ?", [task_id])
+        self.db.table("tasks").delete_where("id = ?", [task_id])
 
     def find_task(self, project_id: int, name: str) -> dict | None:
-        return next(self.db["tasks"].rows_where("project_id = ? and name = ?", [project_id, name], limit=1), None)
+        return next(self.db.table("tasks").rows_where("project_id = ? and name = ?", [project_id, name], limit=1), None)
 
     def task(self, project_id: int, name_or_id: str | int) -> dict:
         row = None
         if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-            row = next(self.db["tasks"].rows_where("project_id = ? and id = ?", [project_id, int(name_or_id)]), None)
+            row = next(
+                self.db.table("tasks").rows_where("project_id = ? and id = ?", [project_id, int(name_or_id)]), None
+            )
         if row is None:
             row = self.find_task(project_id, str(name_or_id))
         if row is None:
@@ -104,7 +104,7 @@ class Library:
     def task_by_id(self, task_id: int) -> dict:
         """A task row by id, whatever its project (evaluations and prompts point at tasks by id)."""
         try:
-            return self.db["tasks"].get(int(task_id))
+            return self.db.table("tasks").get(int(task_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise TaskNotFoundError(f"No task with id {task_id}.") from None
 
@@ -115,7 +115,7 @@ class Library:
 
     def list_tasks(self, project_id: int) -> list[dict]:
         """The project's tasks by name, each with ``splits`` {split: examples} (two queries, not one per task)."""
-        tasks = list(self.db["tasks"].rows_where("project_id = ?", [project_id], order_by="name"))
+        tasks = list(self.db.table("tasks").rows_where("project_id = ?", [project_id], order_by="name"))
         counts: dict[int, dict[str, int]] = {}
         sql = (
             "select e.task_id, e.split, count(*) as n from examples e join tasks t on t.id = e.task_id "
@@ -128,11 +128,12 @@ class Library:
         return tasks
 
     def examples(self, task_id: int, split: str | None = None, limit: int | None = None) -> list[dict]:
-        where, args = "task_id = ?", [task_id]
+        where = "task_id = ?"
+        args: list[object] = [task_id]
         if split:
             where += " and split = ?"
             args.append(split)
-        return list(self.db["examples"].rows_where(where, args, order_by="idx", limit=limit))
+        return list(self.db.table("examples").rows_where(where, args, order_by="idx", limit=limit))
 
     def delete_task(self, project_id: int, name: str) -> None:
         row = self.task(project_id, name)
@@ -196,7 +197,7 @@ class Library:
 
     def prompt(self, prompt_id: int) -> dict:
         try:
-            return self.db["prompts"].get(int(prompt_id))
+            return self.db.table("prompts").get(int(prompt_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise PromptNotFoundError(
                 f"No prompt with id {prompt_id}. `gradprompt prompts list` shows the prompts."
@@ -234,7 +235,7 @@ class Library:
         fields: dict[str, Any] = {"tags": sorted(current)}
         if note is not None:
             fields["note"] = note.strip()
-        self.db["prompts"].update(row["id"], _encode("prompts", fields))
+        self.db.table("prompts").update(row["id"], _encode("prompts", fields))
         return self.prompt(row["id"])
 
     def list_prompts(self, project_id: int, task_id: int | None = None, search: str | None = None) -> list[dict]:
@@ -273,7 +274,7 @@ class Library:
             else:
                 where += f" and {column} = ?"
                 args.append(value)
-        return next(self.db["prompts"].rows_where(where, args, order_by="id", limit=1), None)
+        return next(self.db.table("prompts").rows_where(where, args, order_by="id", limit=1), None)
 
     def lineage(self, prompt_id: int) -> list[dict]:
         chain, seen = [], set()

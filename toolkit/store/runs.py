@@ -9,10 +9,10 @@ from ..errors import (
     ConfigError,
     RunNotFoundError,
 )
-from .schema import _decode, _encode, _now
+from .schema import HasDb, _decode, _encode, _now, new_id
 
 
-class Runs:
+class Runs(HasDb):
     """Methods of the Store (a mixin: it uses the Store's ``db``)."""
 
     def create_run(
@@ -29,9 +29,8 @@ class Runs:
         initial_prompt_id: int | None,
         bench_id: int | None = None,
     ) -> int:
-        return (
-            self.db["runs"]
-            .insert(
+        return new_id(
+            self.db.table("runs").insert(
                 _encode(
                     "runs",
                     {
@@ -55,15 +54,14 @@ class Runs:
                     },
                 )
             )
-            .last_pk
         )
 
     def update_run(self, run_id: int, **fields) -> None:
-        self.db["runs"].update(run_id, _encode("runs", fields))
+        self.db.table("runs").update(run_id, _encode("runs", fields))
 
     def run(self, run_id: int) -> dict:
         try:
-            row = self.db["runs"].get(int(run_id))
+            row = self.db.table("runs").get(int(run_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise RunNotFoundError(f"No run with id {run_id}. `gradprompt runs list` shows the runs.") from None
         return _decode("runs", row, with_status=True)
@@ -131,9 +129,8 @@ class Runs:
         return rows
 
     def create_bench(self, project_id: int, name: str, config: dict) -> int:
-        return (
-            self.db["benches"]
-            .insert(
+        return new_id(
+            self.db.table("benches").insert(
                 _encode(
                     "benches",
                     {
@@ -146,34 +143,35 @@ class Runs:
                     },
                 )
             )
-            .last_pk
         )
 
     def bench(self, bench_id: int) -> dict:
         try:
-            row = self.db["benches"].get(int(bench_id))
+            row = self.db.table("benches").get(int(bench_id))
         except (sqlite_utils.db.NotFoundError, ValueError):
             raise RunNotFoundError(f"No bench with id {bench_id}. `gradprompt bench --list` shows them.") from None
         return _decode("benches", row, with_status=True)
 
     def list_benches(self, project_id: int) -> list[dict]:
-        rows = list(self.db["benches"].rows_where("project_id = ?", [project_id], order_by="id"))
+        rows = list(self.db.table("benches").rows_where("project_id = ?", [project_id], order_by="id"))
         for row in rows:
             row["status"] = owner.effective_status(row)
         return rows
 
     def update_bench(self, bench_id: int, **fields) -> None:
-        self.db["benches"].update(bench_id, _encode("benches", fields))
+        self.db.table("benches").update(bench_id, _encode("benches", fields))
 
     def bench_runs(self, bench_id: int) -> list[dict]:
-        rows = self.db["runs"].rows_where("bench_id = ?", [bench_id], order_by="id")
+        rows = self.db.table("runs").rows_where("bench_id = ?", [bench_id], order_by="id")
         return [_decode("runs", row, with_status=True) for row in rows]
 
     def add_step(self, run_id: int, record: dict) -> int:
         row = _encode("steps", record)
         row["run_id"] = run_id
         row["created"] = _now()
-        return self.db["steps"].insert(row).last_pk
+        return new_id(self.db.table("steps").insert(row))
 
     def steps(self, run_id: int) -> list[dict]:
-        return [_decode("steps", row) for row in self.db["steps"].rows_where("run_id = ?", [run_id], order_by="step")]
+        return [
+            _decode("steps", row) for row in self.db.table("steps").rows_where("run_id = ?", [run_id], order_by="step")
+        ]

@@ -16,6 +16,22 @@ from .. import owner
 from ..errors import ConfigError
 
 
+class HasDb:
+    """What the store's rooms (Library, Runs, Evaluations) need of the store: its connection (Store.db)."""
+
+    @property
+    def db(self) -> sqlite_utils.Database:  # pragma: no cover - Store defines it
+        raise NotImplementedError
+
+
+def new_id(table: sqlite_utils.db.Table) -> int:
+    """The id of the row ``table`` last inserted."""
+    pk = table.last_pk
+    if pk is None:  # pragma: no cover - every insert here makes a row
+        raise RuntimeError(f"no row inserted into {table.name}")
+    return int(pk)
+
+
 def _now() -> float:
     return time.time()
 
@@ -29,8 +45,8 @@ migrations = Migrations("gradprompt")
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["projects"].create({"id": int, "name": str, "path": str, "created": float}, pk="id")
-    db["tasks"].create(
+    db.table("projects").create({"id": int, "name": str, "path": str, "created": float}, pk="id")
+    db.table("tasks").create(
         {
             "id": int,
             "project_id": int,
@@ -45,8 +61,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("project_id", "projects", "id")],
     )
-    db["tasks"].create_index(["project_id", "name"], unique=True)
-    db["examples"].create(
+    db.table("tasks").create_index(["project_id", "name"], unique=True)
+    db.table("examples").create(
         {
             "id": int,
             "task_id": int,
@@ -60,8 +76,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("task_id", "tasks", "id")],
     )
-    db["examples"].create_index(["task_id", "split", "idx"])
-    db["runs"].create(
+    db.table("examples").create_index(["task_id", "split", "idx"])
+    db.table("runs").create(
         {
             "id": int,
             "project_id": int,
@@ -83,7 +99,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("task_id", "tasks", "id")],
     )
-    db["prompts"].create(
+    db.table("prompts").create(
         {
             "id": int,
             "project_id": int,
@@ -100,7 +116,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("task_id", "tasks", "id"), ("run_id", "runs", "id")],
     )
-    db["steps"].create(
+    db.table("steps").create(
         {
             "id": int,
             "run_id": int,
@@ -121,8 +137,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["steps"].create_index(["run_id", "step"], unique=True)
-    db["evaluations"].create(
+    db.table("steps").create_index(["run_id", "step"], unique=True)
+    db.table("evaluations").create(
         {
             "id": int,
             "prompt_id": int,
@@ -147,7 +163,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("prompt_id", "prompts", "id"), ("task_id", "tasks", "id")],
     )
-    db["results"].create(
+    db.table("results").create(
         {
             "id": int,
             "evaluation_id": int,
@@ -161,18 +177,18 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("evaluation_id", "evaluations", "id"), ("example_id", "examples", "id")],
     )
-    db["results"].create_index(["evaluation_id"])
-    db["results"].create_index(["cache_key"])
+    db.table("results").create_index(["evaluation_id"])
+    db.table("results").create_index(["cache_key"])
 
 
 @migrations()
 def m002_prompt_search(db: sqlite_utils.Database) -> None:
-    db["prompts"].enable_fts(["text", "note", "tags"], create_triggers=True)
+    db.table("prompts").enable_fts(["text", "note", "tags"], create_triggers=True)
 
 
 @migrations()
 def m003_benches(db: sqlite_utils.Database) -> None:
-    db["benches"].create(
+    db.table("benches").create(
         {
             "id": int,
             "project_id": int,
@@ -185,17 +201,17 @@ def m003_benches(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["runs"].add_column("bench_id", int)
+    db.table("runs").add_column("bench_id", int)
 
 
 @migrations()
 def m004_step_dev_accuracy(db: sqlite_utils.Database) -> None:
-    db["steps"].add_column("dev_accuracy", float)
+    db.table("steps").add_column("dev_accuracy", float)
 
 
 @migrations()
 def m005_step_search(db: sqlite_utils.Database) -> None:
-    db["steps"].add_column("search", str)  # JSON: the step's search (pool, width, probe, rank agreement, ...)
+    db.table("steps").add_column("search", str)  # JSON: the step's search (pool, width, probe, rank agreement, ...)
 
 
 @migrations()
@@ -203,7 +219,7 @@ def m006_owner(db: sqlite_utils.Database) -> None:
     # JSON {host, pid, start}: the process that set the row running (see toolkit.owner), to tell a killed run
     # from a live one and to refuse a second resume of a live run.
     for table in ("runs", "evaluations", "benches"):
-        db[table].add_column("owner", str)
+        db.table(table).add_column("owner", str)
 
 
 @migrations()
@@ -217,7 +233,7 @@ def m007_indexes(db: sqlite_utils.Database) -> None:
         ("evaluations", ["task_id"]),
         ("benches", ["project_id"]),
     ):
-        db[table].create_index(columns, if_not_exists=True)
+        db.table(table).create_index(columns, if_not_exists=True)
 
 
 @migrations()
@@ -226,8 +242,8 @@ def m008_prompt_parts(db: sqlite_utils.Database) -> None:
     # demonstrations shown as earlier chat turns (training rows, in order); ``calibration``, JSON
     # (toolkit.calibration.Calibration) or NULL, a label calibration fitted on training rows. Every evaluation
     # and export of the version uses both. Older prompts have neither.
-    db["prompts"].add_column("demos", str)
-    db["prompts"].add_column("calibration", str)
+    db.table("prompts").add_column("demos", str)
+    db.table("prompts").add_column("calibration", str)
 
 
 @migrations()
@@ -235,7 +251,7 @@ def m009_memorization(db: sqlite_utils.Database) -> None:
     # Memorization checks (toolkit.memorization): whether a model reproduces a task split's examples from their
     # first half. ``summary`` JSON (share recalled, gaps, whether the split looks memorized); ``rows`` JSON, one
     # entry per example checked.
-    db["memorization"].create(
+    db.table("memorization").create(
         {
             "id": int,
             "project_id": int,
@@ -253,7 +269,7 @@ def m009_memorization(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("project_id", "projects", "id"), ("task_id", "tasks", "id")],
     )
-    db["memorization"].create_index(["task_id", "split"])
+    db.table("memorization").create_index(["task_id", "split"])
 
 
 def apply_migrations(db: sqlite_utils.Database, migration_set: Migrations | None = None) -> list[str]:
