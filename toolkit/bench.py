@@ -156,23 +156,24 @@ def run_bench(
                 say(f"{task}: calibration skipped (not a label task)")
                 continue
             todo.append((task, method))
+    stopped = False
     if cluster is not None:  # each cell a Ray task; only this process writes the history (toolkit.cluster)
         failed = _run_on_cluster(project, config, bench_id, todo, cluster, say=say, stop=stop, cpus=cell_cpus)
-        if stop is not None and stop.is_set():
-            store.update_bench(bench_id, status="stopped")
-            return bench_id, collect(project, bench_id)
-        if failed:
-            store.update_bench(bench_id, status="failed")
-            return bench_id, collect(project, bench_id)
+        stopped = stop is not None and stop.is_set()
+    else:
+        failed = []
+        models = CellModels(config.model_id)
+        for task, method in todo:
+            if stop is not None and stop.is_set():  # checked before each cell, as before
+                stopped = True
+                break
+            run_cell(project, config, bench_id, task, method, models, say=say, stop=stop)
+    if stopped:
+        store.update_bench(bench_id, status="stopped")
+    elif failed:  # a cluster's failed cells: the others are stored, --resume runs what is missing
+        store.update_bench(bench_id, status="failed")
+    else:
         store.update_bench(bench_id, status="done", finished=time.time())
-        return bench_id, collect(project, bench_id)
-    models = CellModels(config.model_id)
-    for task, method in todo:
-        if stop is not None and stop.is_set():
-            store.update_bench(bench_id, status="stopped")
-            return bench_id, collect(project, bench_id)
-        run_cell(project, config, bench_id, task, method, models, say=say, stop=stop)
-    store.update_bench(bench_id, status="done", finished=time.time())
     return bench_id, collect(project, bench_id)
 
 
@@ -334,11 +335,11 @@ def _run_on_cluster(
 ) -> list[tuple[str, str, str]]:
     """The bench's cells as Ray tasks; each is stored as it finishes. Returns the failed cells (task, method,
     error); the others are stored whatever happens to those."""
-    from .cluster import connect, fan_out, history_snapshot, import_rows
-    from .models import get_model, model_file_sha256
+    from .cluster import connect, fan_out, history_snapshot, import_rows, worker_identity
+    from .models import get_model, verified_gguf
 
     info = get_model(config.model_id)
-    sha = model_file_sha256(info)
+    sha = verified_gguf(info)[1]  # the file's hash, as the history records it
     if not todo:
         return []
     ray = connect(address)
@@ -346,8 +347,6 @@ def _run_on_cluster(
     settings = dict(project.settings)
     total, finished = len(todo), 0
     failed: list[tuple[str, str, str]] = []
-    from .cluster import worker_identity
-
     mine = worker_identity()["version"]
     say(f"{total} cells sent to the Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
 

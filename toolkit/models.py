@@ -322,11 +322,6 @@ def get_model(model_id: str | None = None) -> ModelInfo:
     )
 
 
-def model_file_sha256(info: ModelInfo) -> str:
-    """The sha256 of a model's GGUF file, as its evaluations and runs record it (checked against the manifest)."""
-    return verified_gguf(info)[1]
-
-
 def locate_model(model_id: str, sha256: str) -> ModelInfo:
     """The model whose GGUF file has this sha256, found among this machine's models: ``model_id`` first, then any
     other (the same file may be registered under another name). What a cluster worker does to run work the driver
