@@ -43,6 +43,7 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
 def worker(args) -> dict:
     import torch
 
+    from toolkit.engine.final import _demo_variants
     from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
     from toolkit.engine.torch_backend import load_torch_model
     from toolkit.models import get_model
@@ -83,7 +84,7 @@ def worker(args) -> dict:
     # rows beyond the training examples: the same sets in both executions.
     demo_eng = GreaterEngine(tm, task.spec, items, [], cfg)
     t1 = time.perf_counter()
-    demo_variants = demo_eng._demo_variants(demo_eng.encode_prompt("Decide the sentiment of the review."))
+    demo_variants = _demo_variants(demo_eng.parts, demo_eng.encode_prompt("Decide the sentiment of the review."))
     demo_s = time.perf_counter() - t1
     demo_sets = demo_eng.demo_stats.get("sets", 0)
     phases: dict[str, float] = {}

@@ -110,9 +110,9 @@ def main() -> None:
     items = [Item(e.input, e.answer) for e in examples]
     ids = eng.encode_prompt(prompt)
     t0 = time.perf_counter()
-    eng.predict_items(ids, items)
+    eng.predictor.predict_items(ids, items)
     torch_s = time.perf_counter() - t0
-    chains = eng.chains(ids, items)  # cached by predict_items
+    chains = eng.decoder.chains(ids, items)  # cached by predict_items
     torch_tokens = sum(len(c) for c in chains)
 
     # transformers one example at a time (model.generate per example, the common way to call it).
@@ -125,8 +125,8 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     for item in items:
-        eng1.chains(ids, [item])
-        eng1.predict_items(ids, [item])
+        eng1.decoder.chains(ids, [item])
+        eng1.predictor.predict_items(ids, [item])
     torch1_s = time.perf_counter() - t0
 
     n = len(examples)

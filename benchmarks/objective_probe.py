@@ -64,6 +64,7 @@ def main() -> None:
     import torch
 
     from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.engine.search import deployable, swap
     from toolkit.engine.torch_backend import load_torch_model
     from toolkit.models import get_model
     from toolkit.tasks import ImportOptions, parse_split, read_task_file
@@ -83,10 +84,10 @@ def main() -> None:
     cands = []  # (pos, token, train rows, dev rows)
     start_rows = None
     for pos in positions:
-        pool = eng.deployable(prompt, pos, eng.propose(prompt, pos, random.Random(f"0-{pos}")))
+        pool = deployable(eng.parts, prompt, pos, eng.proposer.propose(prompt, pos, random.Random(f"0-{pos}")))
         toks = sorted(set(pool) | {prompt[pos]})
-        tr = eng.suffix_terms(prompt, pos, toks, items=train)
-        dv = eng.suffix_terms(prompt, pos, toks, items=dev)
+        tr = eng.scorer.suffix_terms(prompt, pos, toks, items=train)
+        dv = eng.scorer.suffix_terms(prompt, pos, toks, items=dev)
         for t, a, b in zip(toks, tr, dv):
             if t == prompt[pos]:
                 start_rows = start_rows or (a, b)
@@ -107,7 +108,7 @@ def main() -> None:
             table[f"{name}@{n}"] = {
                 "spearman_with_dev": spearman(vals, dev_acc),
                 "pick_dev_gain": dev_acc[best] - dev_start,
-                "pick": eng.decode(eng._swap(prompt, cands[best][0], cands[best][1])),
+                "pick": eng.decode(swap(prompt, cands[best][0], cands[best][1])),
                 "better_than_start": len(better),
                 "mean_dev_gain_of_better": (sum(dev_acc[i] for i in better) / len(better) - dev_start)
                 if better

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from toolkit.engine.final import _demo_variants, demo_sets
 from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
 from toolkit.layout import PLACEHOLDER, ChatLayout, demo_lines, demos_from_json, demos_to_json
 from toolkit.tasks import AnswerSpec
@@ -49,13 +50,13 @@ def test_demonstration_sets_come_from_the_pool_never_from_the_scoring_rows(tiny_
     train = _rows(8) + _rows(12, start=100)  # the first 8 score, the other 12 are the pool
     eng = GreaterEngine(tiny_tm, SPEC, train, _rows(4, start=500), GreaterConfig(n_train=8, demo_max=4, demo_sets=6))
     scoring = {(it.input, it.answer) for it in eng.train}
-    sets = eng.demo_sets(random.Random(0))
+    sets = demo_sets(eng.parts, random.Random(0))
     assert len(sets) == 6 and len(set(sets)) == 6
     for demos in sets:
         assert not scoring & set(demos)  # fails if a scoring row is shown as its own demonstration
         assert len(demos) in (2, 4) and {a for _, a in demos} == {"negative", "positive"}  # both labels shown
     # no pool (every training row scores): no demonstration sets at all
-    assert GreaterEngine(tiny_tm, SPEC, _rows(8), [], GreaterConfig(n_train=8)).demo_sets(random.Random(0)) == []
+    assert demo_sets(GreaterEngine(tiny_tm, SPEC, _rows(8), [], GreaterConfig(n_train=8)).parts, random.Random(0)) == []
 
 
 def test_the_shared_prefix_demonstration_scorer_equals_plain_scoring(tiny_tm):
@@ -67,7 +68,7 @@ def test_the_shared_prefix_demonstration_scorer_equals_plain_scoring(tiny_tm):
         cfg = GreaterConfig(n_train=6, demo_max=4, demo_sets=4, demo_keep=4, execution=execution, batch_size=4)
         eng = GreaterEngine(tiny_tm, SPEC, train, [], cfg)
         initial = eng.encode_prompt(PROMPT)
-        picks[execution] = [(v.demos, v.value) for v in eng._demo_variants(initial)]
+        picks[execution] = [(v.demos, v.value) for v in _demo_variants(eng.parts, initial)]
         if execution == "fast":
             assert eng.stats["prefix_tokens_reused"] > 0  # the shared prefix (demonstrations included) was reused
     assert [d for d, _ in picks["fast"]] == [d for d, _ in picks["naive"]]
@@ -78,15 +79,15 @@ def test_the_shared_prefix_demonstration_scorer_equals_plain_scoring(tiny_tm):
 def test_using_demos_restores_the_plain_layout_and_its_scores(tiny_tm):
     eng = GreaterEngine(tiny_tm, SPEC, _rows(6), [], GreaterConfig(n_train=6))
     initial = eng.encode_prompt(PROMPT)
-    plain = eng.score_prompts([initial])[0].value
-    with eng.using_demos(DEMOS):
-        shown = eng.score_prompts([initial])[0].value
-        assert eng._split("x")[:3] == eng._split("y")[:3]
-        assert len(eng._split("x")) > len(
-            GreaterEngine(tiny_tm, SPEC, _rows(6), [], GreaterConfig(n_train=6))._split("x")
+    plain = eng.scorer.score_prompts([initial])[0].value
+    with eng.parts.using_demos(DEMOS):
+        shown = eng.scorer.score_prompts([initial])[0].value
+        assert eng.text.split("x")[:3] == eng.text.split("y")[:3]
+        assert len(eng.text.split("x")) > len(
+            GreaterEngine(tiny_tm, SPEC, _rows(6), [], GreaterConfig(n_train=6)).text.split("x")
         )
     assert shown != plain
-    assert eng.score_prompts([initial])[0].value == plain and eng.layout.demos == ()
+    assert eng.scorer.score_prompts([initial])[0].value == plain and eng.text.layout.demos == ()
 
 
 def test_the_final_choice_can_adopt_the_start_with_demonstrations(tiny_tm, monkeypatch):
@@ -100,10 +101,10 @@ def test_the_final_choice_can_adopt_the_start_with_demonstrations(tiny_tm, monke
         state = eng.initial_state(PROMPT)
 
         def predict(prompt, items, answer_tokens=16, calibration=None, eng=eng):
-            good = bool(eng.layout.demos) and eng.layout.demos[0][1] == "positive"
+            good = bool(eng.text.layout.demos) and eng.text.layout.demos[0][1] == "positive"
             return [(good or it.answer == "negative", None) for it in items]
 
-        monkeypatch.setattr(eng, "predict_items", predict)
+        monkeypatch.setattr(eng.predictor, "predict_items", predict)
         res = eng.finish(state)
         assert res.prompt_ids == state["initial_ids"]
         assert bool(res.demos) == adopted and res.selection["significant"] == adopted
@@ -133,8 +134,10 @@ def test_a_prompt_with_demonstrations_gives_the_same_tokens_in_torch_llamacpp_an
     # llama.cpp: the rendered text up to the answer, tokenized whole
     llama_tokens = llama.encode(prompt_layout(llama, spec, row).render(example, PROMPT) + spec.extractor)
     # torch: the engine's tokens before the prompt, the prompt, the rest
-    eng = GreaterEngine(tiny_tm, spec, [], [], GreaterConfig(), predict_only=True, demos=DEMOS)
-    torch_tokens = eng._split(example) + eng.encode_prompt(PROMPT) + eng.after_ids + eng.extractor_ids
+    from toolkit.engine.parts import build_predictor
+
+    text = build_predictor(tiny_tm, spec, GreaterConfig(), demos=DEMOS).text
+    torch_tokens = text.split(example) + text.encode(PROMPT) + text.after_ids + text.extractor_ids
     # the exported request's text
     template = deployed_request(project, prompt_bundle(project, pid))["template"]
     export_tokens = llama.encode(template.replace("{input}", example))

@@ -6,7 +6,10 @@ import threading
 
 import pytest
 
+from toolkit.engine.final import _calibrating, final_reserve
+from toolkit.engine.forward import Forward
 from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+from toolkit.engine.search import _next_position, _suffix_scores, deployable, swap
 from toolkit.tasks import AnswerSpec
 
 SPEC = AnswerSpec(kind="label", labels=("negative", "positive"))
@@ -33,8 +36,8 @@ def test_onehot_gradient_matches_finite_differences(tiny_tm):
         eng = engine(tm)
         prompt = eng.encode_prompt(PROMPT)
         pos = 2
-        cands = sorted({prompt[pos], *eng.propose(prompt, pos, random.Random(0))})[:6]
-        grad = eng.gradient(prompt, pos, cands, normalize=False)
+        cands = sorted({prompt[pos], *eng.proposer.propose(prompt, pos, random.Random(0))})[:6]
+        grad = eng.proposer.gradient(prompt, pos, cands, normalize=False)
         base = torch.zeros(len(cands), dtype=torch.float64)
         base[cands.index(prompt[pos])] = 1.0
         eps = 1e-3  # LlamaRMSNorm computes in float32, so smaller steps drown in rounding
@@ -43,9 +46,10 @@ def test_onehot_gradient_matches_finite_differences(tiny_tm):
             e = torch.zeros_like(base)
             e[i] = eps
             with torch.no_grad():
-                fd = (eng.onehot_loss(prompt, pos, cands, base + e) - eng.onehot_loss(prompt, pos, cands, base - e)) / (
-                    2 * eps
-                )
+                fd = (
+                    eng.proposer.onehot_loss(prompt, pos, cands, base + e)
+                    - eng.proposer.onehot_loss(prompt, pos, cands, base - e)
+                ) / (2 * eps)
             fds.append(float(fd))
         fds = torch.tensor(fds, dtype=torch.float64)
         assert grad.abs().max() > 1e-3
@@ -61,7 +65,7 @@ def test_proposal_respects_filter_and_previous_token_ban(tiny_tm):
     eng = engine(tiny_tm)
     prompt = eng.encode_prompt(PROMPT)
     for pos in (1, 3):
-        cands = eng.propose(prompt, pos, random.Random(pos))
+        cands = eng.proposer.propose(prompt, pos, random.Random(pos))
         assert prompt[pos] in cands  # the current token always competes
         others = [c for c in cands if c != prompt[pos]]
         assert len(others) >= 1
@@ -73,14 +77,14 @@ def test_proposal_respects_filter_and_previous_token_ban(tiny_tm):
 def test_custom_token_filter_allows_digits(tiny_tm):
     eng = engine(tiny_tm, token_filter=r"^ ?[0-9]+$")
     prompt = eng.encode_prompt(PROMPT)
-    cands = [c for c in eng.propose(prompt, 2, random.Random(0)) if c != prompt[2]]
+    cands = [c for c in eng.proposer.propose(prompt, 2, random.Random(0)) if c != prompt[2]]
     assert cands and all(eng.decode([c]).strip().isdigit() for c in cands)
 
 
 def test_improved_schedule_never_accepts_a_worse_score(tiny_tm):
     eng = engine(tiny_tm, steps=6)
     state = eng.initial_state(PROMPT)
-    previous = eng.score_prompts([state["prompt_ids"]])[0].value
+    previous = eng.scorer.score_prompts([state["prompt_ids"]])[0].value
     records = list(eng.run(state))
     assert len(records) == 6
     for r in records:
@@ -110,9 +114,9 @@ def test_same_seed_same_prompt_and_resume_matches_uninterrupted(tiny_tm):
 def test_reasoning_mode_generates_chains_and_steps(tiny_tm):
     eng = engine(tiny_tm, mode="reasoning", steps=1, max_new_tokens=4, n_train=3)
     prompt = eng.encode_prompt(PROMPT)
-    chains = eng.chains(prompt)
+    chains = eng.decoder.chains(prompt)
     assert len(chains) == 3 and all(len(c) <= 4 for c in chains)
-    assert eng.chains(prompt) is chains  # cached by prompt
+    assert eng.decoder.chains(prompt) is chains  # cached by prompt
     records = list(eng.run(eng.initial_state(PROMPT)))
     assert len(records) == 1 and records[0]["timings"]["gradient"] > 0
 
@@ -168,8 +172,8 @@ def test_bitsandbytes_models_produce_correct_gradients(tiny_tm, tmp_path, precis
         eng = engine(tm)
         prompt = eng.encode_prompt(PROMPT)
         if cands is None:  # the same candidates for both (near-ties in a random model's logits may differ)
-            cands = sorted(set(eng.propose(prompt, 1, random.Random(0))))
-        grads.append(eng.gradient(prompt, 1, cands, normalize=False))
+            cands = sorted(set(eng.proposer.propose(prompt, 1, random.Random(0))))
+        grads.append(eng.proposer.gradient(prompt, 1, cands, normalize=False))
     qg, rg = grads
     assert torch.isfinite(qg).all() and qg.abs().max() > 0
     cos = float(torch.nn.functional.cosine_similarity(qg, rg, dim=0))
@@ -202,17 +206,17 @@ def test_reference_schedule_runs_and_keeps_published_rule(tiny_tm):
 
 def test_out_of_memory_halves_the_batch_and_says_so(tiny_tm, monkeypatch):
     eng = engine(tiny_tm, steps=1, batch_size=8)
-    real = GreaterEngine._forward_selected
+    real = Forward.selected
 
     def limited(self, seqs, *args, **kwargs):
         if len(seqs) > 2:
             raise RuntimeError("CPU out of memory: tried to allocate 1 GB")
         return real(self, seqs, *args, **kwargs)
 
-    monkeypatch.setattr(GreaterEngine, "_forward_selected", limited)
+    monkeypatch.setattr(Forward, "selected", limited)
     records = list(eng.run(eng.initial_state(PROMPT)))
-    assert eng.batch_size <= 2
-    assert any(f"batch size lowered to {eng.batch_size}" in e for e in records[0]["events"])
+    assert eng.forward.batch_size <= 2
+    assert any(f"batch size lowered to {eng.forward.batch_size}" in e for e in records[0]["events"])
     reference = list(engine(tiny_tm, steps=1, batch_size=8).run(engine(tiny_tm).initial_state(PROMPT)))
     monkeypatch.undo()
     assert records[0]["prompt_ids"] == reference[0]["prompt_ids"]
@@ -223,15 +227,15 @@ def test_shared_prefix_cache_is_exact(tiny_tm):
 
     with_cache, without = engine(tiny_tm), engine(tiny_tm, prefix_cache=False)
     prompt = with_cache.encode_prompt(PROMPT)
-    a = with_cache.score_prompts([prompt])[0]
-    b = without.score_prompts([prompt])[0]
+    a = with_cache.scorer.score_prompts([prompt])[0]
+    b = without.scorer.score_prompts([prompt])[0]
     assert with_cache.stats["prefix_tokens_reused"] > 0 and without.stats["prefix_tokens_reused"] == 0
     assert a.accuracy == b.accuracy
     assert a.loss == pytest.approx(b.loss, rel=1e-4) and a.fluency_nll == pytest.approx(b.fluency_nll, rel=1e-4)
-    cands = with_cache.propose(prompt, 2, random.Random(0))
-    assert cands == without.propose(prompt, 2, random.Random(0))
-    ga = with_cache.gradient(prompt, 2, cands, normalize=False)
-    gb = without.gradient(prompt, 2, cands, normalize=False)
+    cands = with_cache.proposer.propose(prompt, 2, random.Random(0))
+    assert cands == without.proposer.propose(prompt, 2, random.Random(0))
+    ga = with_cache.proposer.gradient(prompt, 2, cands, normalize=False)
+    gb = without.proposer.gradient(prompt, 2, cands, normalize=False)
     assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-5)
 
 
@@ -272,13 +276,13 @@ def test_chains_cache_is_keyed_by_the_examples_not_the_list_object(tiny_tm, monk
         calls.append([it.input for it in items])
         return [eng.tm.encode(it.input)[:3] for it in items]
 
-    monkeypatch.setattr(eng, "_generate_chains", fake_generate)
+    monkeypatch.setattr(eng.decoder, "generate_chains", fake_generate)
     prompt = eng.encode_prompt(PROMPT)
     items = [Item(f"example number {i}", "positive") for i in range(6)]
-    got = [eng.chains(prompt, [item])[0] for item in items]  # temporary lists: CPython reuses their ids
+    got = [eng.decoder.chains(prompt, [item])[0] for item in items]  # temporary lists: CPython reuses their ids
     assert got == [eng.tm.encode(it.input)[:3] for it in items]
     assert len(calls) == 6
-    assert eng.chains(prompt, [items[2]])[0] == got[2] and len(calls) == 6  # same examples: a real cache hit
+    assert eng.decoder.chains(prompt, [items[2]])[0] == got[2] and len(calls) == 6  # same examples: a real cache hit
 
 
 def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
@@ -291,7 +295,7 @@ def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
     assert [r["dev_accuracy"] is not None for r in b] == [False, True, False, True]
     fresh = engine(tiny_tm)
     for r in b[1::2]:
-        assert r["dev_accuracy"] == fresh.score_prompts([r["prompt_ids"]], items=fresh.dev)[0].accuracy
+        assert r["dev_accuracy"] == fresh.scorer.score_prompts([r["prompt_ids"]], items=fresh.dev)[0].accuracy
         assert "dev" in r["timings"]
 
 
@@ -301,12 +305,12 @@ def test_extractor_from_the_decoding_cache_equals_a_full_forward(real_tm):
     eng = GreaterEngine(
         real_tm, SPEC, TRAIN, [], GreaterConfig(mode="reasoning", max_new_tokens=10, n_train=6, batch_size=8)
     )
-    eng.stop_ids |= {real_tm.encode(".")[-1], real_tm.encode(",")[-1]}  # so rows stop at different steps
+    eng.text.stop_ids |= {real_tm.encode(".")[-1], real_tm.encode(",")[-1]}  # so rows stop at different steps
     prompts = [eng.encode_prompt(PROMPT), eng.encode_prompt("Think step by step, then answer.")]
     pairs = [(p, item) for p in prompts for item in TRAIN[:4]]
-    chains = eng._generate_pairs(pairs)
-    terms = eng._item_terms([(p, item, ch) for (p, item), ch in zip(pairs, chains)])
-    chains_kv, terms_kv = eng._chains_and_terms(pairs)
+    chains = eng.decoder.generate_pairs(pairs)
+    terms = eng.scorer.item_terms([(p, item, ch) for (p, item), ch in zip(pairs, chains)])
+    chains_kv, terms_kv = eng.decoder.chains_and_terms(pairs)
     assert len({len(c) for c in chains}) > 1  # the masked-gap path is exercised
     assert chains_kv == chains
     for (loss, nll, correct), (loss_kv, nll_kv, correct_kv) in zip(terms, terms_kv):
@@ -336,9 +340,9 @@ def test_half_precision_gradients_follow_fp32_and_runs_complete(tiny_tm, dtype):
     )
     full, low = engine(tiny_tm, steps=2), engine(htm, steps=2)
     prompt = full.encode_prompt(PROMPT)
-    cands = sorted(set(full.propose(prompt, 1, random.Random(0))))
-    g32 = full.gradient(prompt, 1, cands, normalize=False)
-    g16 = low.gradient(prompt, 1, cands, normalize=False)
+    cands = sorted(set(full.proposer.propose(prompt, 1, random.Random(0))))
+    g32 = full.proposer.gradient(prompt, 1, cands, normalize=False)
+    g16 = low.proposer.gradient(prompt, 1, cands, normalize=False)
     assert g16.dtype == torch.float32 and torch.isfinite(g16).all()
     assert float(torch.nn.functional.cosine_similarity(g16.double(), g32.double(), dim=0)) > 0.95
     records = list(low.run(low.initial_state(PROMPT)))
@@ -353,12 +357,12 @@ def test_scoring_fresh_prompts_on_the_decoding_cache_matches_the_full_forward(re
     full = GreaterEngine(real_tm, SPEC, TRAIN, TRAIN[2:6], GreaterConfig(extractor_kv=False, **kw))
     prompts = [kv.encode_prompt(PROMPT), kv.encode_prompt("Answer with one word.")]
     for items in (None, kv.dev):
-        a = kv.score_prompts(prompts, items=items)
-        b = full.score_prompts(prompts, items=items)
+        a = kv.scorer.score_prompts(prompts, items=items)
+        b = full.scorer.score_prompts(prompts, items=items)
         for x, y in zip(a, b):
             assert x.accuracy == y.accuracy
             assert x.value == pytest.approx(y.value, abs=1e-4)
-    assert kv.chains(prompts[1], kv.dev) == full.chains(prompts[1], full.dev)  # cached by the one pass
+    assert kv.decoder.chains(prompts[1], kv.dev) == full.decoder.chains(prompts[1], full.dev)  # cached by the one pass
 
 
 def test_reasoning_label_prediction_on_the_decoding_cache_matches_the_full_forward(real_tm, monkeypatch):
@@ -393,14 +397,14 @@ def test_reasoning_label_prediction_on_the_decoding_cache_matches_the_full_forwa
         GreaterConfig(mode="reasoning", max_new_tokens=10, steps=1, batch_size=4, extractor_kv=False),
     )
     prompt = kv.encode_prompt("Think briefly, then answer.")
-    expected, expected_chains = full.predict_items(prompt, items), full.chains(prompt, items)
+    expected, expected_chains = full.predictor.predict_items(prompt, items), full.decoder.chains(prompt, items)
 
     def no_generate(*args, **kwargs):
         raise AssertionError("generate called: the decoding-cache path was not used")
 
     monkeypatch.setattr(real_tm.model, "generate", no_generate)
-    assert kv.predict_items(prompt, items) == expected
-    assert kv.chains(prompt, items) == expected_chains  # cached by predict_items, and the same chains
+    assert kv.predictor.predict_items(prompt, items) == expected
+    assert kv.decoder.chains(prompt, items) == expected_chains  # cached by predict_items, and the same chains
 
 
 # ---------------------------------------------------------------------------------------------- the wide search
@@ -420,13 +424,13 @@ def test_suffix_scoring_equals_full_sequence_scoring(tiny_tm, spec, items, where
     if where == "grown":
         prompt = prompt + [eng.tm.encode(" _")[-1]]
     pos = {"first": 0, "middle": 2, "last": len(prompt) - 1, "grown": len(prompt) - 1}[where]
-    cands = sorted(set(eng.propose(prompt, pos, random.Random(0))))[:7]
-    assert len(cands) > eng.batch_size  # several suffix groups and example chunks
-    fast = eng.suffix_terms(prompt, pos, cands)
+    cands = sorted(set(eng.proposer.propose(prompt, pos, random.Random(0))))[:7]
+    assert len(cands) > eng.forward.batch_size  # several suffix groups and example chunks
+    fast = eng.scorer.suffix_terms(prompt, pos, cands)
     for c, rows in zip(cands, fast):
         p = list(prompt)
         p[pos] = c
-        full = eng._item_terms([(p, item, []) for item in items])
+        full = eng.scorer.item_terms([(p, item, []) for item in items])
         for (l1, n1, c1), (l2, n2, c2) in zip(rows, full):
             assert c1 == c2
             assert float(l1) == pytest.approx(float(l2), abs=1e-4)
@@ -468,22 +472,22 @@ def test_wide_search_scores_width_plus_probe_and_stores_rank_agreement(tiny_tm):
 def test_every_scored_candidate_round_trips_through_its_text(tiny_tm):
     eng = engine(tiny_tm, steps=4, width=8, pool=24, token_filter=r"^.+$")  # any token: many do not round-trip
     prompt = eng.encode_prompt(PROMPT)
-    proposed = eng.propose(prompt, 1, random.Random(1))
-    kept = eng.deployable(prompt, 1, proposed)
+    proposed = eng.proposer.propose(prompt, 1, random.Random(1))
+    kept = deployable(eng.parts, prompt, 1, proposed)
     assert len(kept) < len(proposed)  # the filter does drop some with this token filter
     item = eng.train[0]
-    before, after = eng.layout.split(item.input)
+    before, after = eng.text.layout.split(item.input)
 
     def in_place(p):  # the whole rendered text tokenizes to the engine's sequence: what a server would see
-        return eng.tm.encode(before + eng.decode(p) + after) == eng._split(item.input) + p + eng.after_ids
+        return eng.tm.encode(before + eng.decode(p) + after) == eng.text.split(item.input) + p + eng.text.after_ids
 
     for c in kept:
         p = list(prompt)
         p[1] = c
         assert eng.encode_prompt(eng.decode(p)) == p and in_place(p)
     # at the first position, a token that starts with a space merges with the blank line before the prompt
-    first = eng.deployable(prompt, 0, eng.propose(prompt, 0, random.Random(1)))
-    dropped = [t for t in eng.propose(prompt, 0, random.Random(1)) if t not in first]
+    first = deployable(eng.parts, prompt, 0, eng.proposer.propose(prompt, 0, random.Random(1)))
+    dropped = [t for t in eng.proposer.propose(prompt, 0, random.Random(1)) if t not in first]
     assert any(eng.decode([t]).startswith(" ") for t in dropped)
     assert not any(eng.decode([t]).startswith((" ", "\n")) for t in first if t != prompt[0])
     for r in eng.run(eng.initial_state(PROMPT)):
@@ -529,12 +533,12 @@ def test_a_prompt_ending_in_a_full_stop_can_grow_a_second_sentence(tiny_tm):
         assert "." in eng.decode([prompt[-1]])
         ids = ",".join(map(str, prompt))
         state = {"visited": [f"{p}:{ids}" for p in range(n)], "sweep_best": []}
-        eng._next_position(state, {"search": {}}, prompt, n - 1)
+        _next_position(eng.parts, state, {"search": {}}, prompt, n - 1)
         assert state["pos"] == (n if past else 0)
         longest = prompt + [prompt[0]]  # at the cap: no growth
         ids = ",".join(map(str, longest))
         state = {"visited": [f"{p}:{ids}" for p in range(n + 1)], "sweep_best": []}
-        eng._next_position(state, {"search": {}}, longest, n)
+        _next_position(eng.parts, state, {"search": {}}, longest, n)
         assert state["pos"] != n + 1
     # In a run, every growth step adds at the end and the cap holds.
     eng = engine(tiny_tm, steps=30, width=2, probe=0, pool=6, max_prompt_tokens=n + 1)
@@ -549,14 +553,14 @@ def test_one_more_right_answer_outweighs_any_fluency_or_loss(tiny_tm):
     eng = engine(tiny_tm, n_train=6)
     n = 6
     for k in range(n):
-        worse = eng._score_value(k / n, nll=0.0, loss=0.0, n=n)
-        better = eng._score_value((k + 1) / n, nll=1e6, loss=1e6, n=n)
+        worse = eng.scorer.score_value(k / n, nll=0.0, loss=0.0, n=n)
+        better = eng.scorer.score_value((k + 1) / n, nll=1e6, loss=1e6, n=n)
         assert better < worse
     # Among equal accuracies, fluency and loss decide.
-    assert eng._score_value(0.5, 2.0, 1.0, n) < eng._score_value(0.5, 4.0, 1.0, n)
-    assert eng._score_value(0.5, 2.0, 1.0, n) < eng._score_value(0.5, 2.0, 3.0, n)
+    assert eng.scorer.score_value(0.5, 2.0, 1.0, n) < eng.scorer.score_value(0.5, 4.0, 1.0, n)
+    assert eng.scorer.score_value(0.5, 2.0, 1.0, n) < eng.scorer.score_value(0.5, 2.0, 3.0, n)
     ref = engine(tiny_tm, schedule="reference")  # the published score lets fluency outweigh an answer
-    assert ref._score_value(4 / 6, 20.0, 0.0, 6) > ref._score_value(3 / 6, 0.0, 0.0, 6)
+    assert ref.scorer.score_value(4 / 6, 20.0, 0.0, 6) > ref.scorer.score_value(3 / 6, 0.0, 0.0, 6)
 
 
 UNEVEN = [  # 4 positive, 2 negative: a prompt answering "positive" to all gets 4/6 plainly but 1/2 balanced
@@ -571,25 +575,31 @@ def uneven_engine(tm, **kw):
 
 def test_balanced_objective_weighs_every_label_the_same(tiny_tm):
     eng = uneven_engine(tiny_tm)
-    assert eng.balanced and eng.weights == pytest.approx([1 / 8] * 4 + [1 / 4] * 2) and sum(eng.weights) == 1
-    assert eng.granularity == pytest.approx(1 / 8)  # 1 / (2 labels x lcm(4, 2))
+    assert (
+        eng.scorer.balanced
+        and eng.scorer.weights == pytest.approx([1 / 8] * 4 + [1 / 4] * 2)
+        and sum(eng.scorer.weights) == 1
+    )
+    assert eng.scorer.granularity == pytest.approx(1 / 8)  # 1 / (2 labels x lcm(4, 2))
     majority = [(0.1, 1.0, i < 4) for i in range(6)]  # right on every "positive", wrong on both "negative"
     mixed = [(0.1, 1.0, i in (0, 1, 2, 4)) for i in range(6)]  # the same 4/6, one of each label wrong
-    a, b = eng._score_of(majority, eng.train), eng._score_of(mixed, eng.train)
+    a, b = eng.scorer.score_of(majority, eng.train), eng.scorer.score_of(mixed, eng.train)
     assert a.accuracy == b.accuracy == pytest.approx(4 / 6)
     assert a.objective_accuracy == pytest.approx(0.5) and b.objective_accuracy == pytest.approx(0.625)
     assert b.value < a.value  # the prompt that answers both labels wins at equal plain accuracy
     # One more balanced unit outweighs any fluency or loss (the tie-break stays below the granularity).
     for k in range(8):
-        worse = eng._score_value(k / 8, nll=0.0, loss=0.0, n=6, granularity=eng.granularity)
-        better = eng._score_value((k + 1) / 8, nll=1e6, loss=1e6, n=6, granularity=eng.granularity)
+        worse = eng.scorer.score_value(k / 8, nll=0.0, loss=0.0, n=6, granularity=eng.scorer.granularity)
+        better = eng.scorer.score_value((k + 1) / 8, nll=1e6, loss=1e6, n=6, granularity=eng.scorer.granularity)
         assert better < worse
     # Off on request, on balanced data, and for tasks without labels: the plain error rate.
     plain = uneven_engine(tiny_tm, objective="accuracy")
-    assert not plain.balanced and plain._score_of(majority, plain.train).objective_accuracy == pytest.approx(4 / 6)
-    assert not engine(tiny_tm).balanced
+    assert not plain.scorer.balanced and plain.scorer.score_of(
+        majority, plain.train
+    ).objective_accuracy == pytest.approx(4 / 6)
+    assert not engine(tiny_tm).scorer.balanced
     ref = uneven_engine(tiny_tm, schedule="reference")
-    assert not ref.balanced
+    assert not ref.scorer.balanced
     with pytest.raises(Exception, match="objective"):
         GreaterConfig(objective="f1")
 
@@ -600,21 +610,21 @@ def test_racing_and_every_scoring_path_agree_under_the_balanced_objective(tiny_t
     eng = uneven_engine(tiny_tm, race_chunk=2)
     base = eng.encode_prompt(PROMPT)
     pos = 1
-    toks = sorted({base[pos], *eng.propose(base, pos, random.Random(0))})[:8]
-    prompts = [eng._swap(base, pos, t) for t in toks]
+    toks = sorted({base[pos], *eng.proposer.propose(base, pos, random.Random(0))})[:8]
+    prompts = [swap(base, pos, t) for t in toks]
     plain = GreaterEngine(tiny_tm, SPEC, UNEVEN, [], GreaterConfig(**{**eng.config.to_dict(), "race": False}))
-    full = plain.score_prompts(prompts)
+    full = plain.scorer.score_prompts(prompts)
     # a bound some candidates reach within the first examples (the "positive" ones, weighing 1/8 each)
     bound = 0.3
-    raced = eng.race_prompts(prompts, bound)
+    raced = eng.scorer.race_prompts(prompts, bound)
     assert any(r.raced for r in raced)
     for r, f in zip(raced, full):
         if r.raced:
             assert bound <= r.value <= f.value + 1e-12
         else:
             assert r.value == f.value and r.objective_accuracy == f.objective_accuracy
-    fast = uneven_engine(tiny_tm)._suffix_scores(base, pos, toks)
-    naive = uneven_engine(tiny_tm, execution="naive")._suffix_scores(base, pos, toks)
+    fast = _suffix_scores(uneven_engine(tiny_tm).parts, base, pos, toks)
+    naive = _suffix_scores(uneven_engine(tiny_tm, execution="naive").parts, base, pos, toks)
     for t, f in zip(toks, full):
         assert fast[t].objective_accuracy == naive[t].objective_accuracy == f.objective_accuracy
         assert fast[t].value == pytest.approx(f.value, abs=1e-6) and naive[t].value == pytest.approx(f.value, abs=1e-6)
@@ -627,7 +637,7 @@ def test_random_ranking_ablation_uses_no_gradient(tiny_tm, monkeypatch):
     def no_gradient(*a, **k):
         raise AssertionError("the ablation must not compute the gradient")
 
-    monkeypatch.setattr(eng, "gradient", no_gradient)
+    monkeypatch.setattr(eng.proposer, "gradient", no_gradient)
     records = list(eng.run(eng.initial_state(PROMPT)))
     assert len(records) == 2 and all(r["search"]["agreement"] is None for r in records)
     assert all(c["grad"] is None for r in records for c in r["candidates"])
@@ -652,7 +662,7 @@ def test_final_choice_keeps_the_initial_prompt_unless_significantly_better(tiny_
         k = answers[tuple(prompt)]
         return [(i < k, None) for i in range(len(items))]
 
-    monkeypatch.setattr(eng, "predict_items", fake_predict)
+    monkeypatch.setattr(eng.predictor, "predict_items", fake_predict)
     answers.update(
         {tuple(initial): 8, tuple(others[0]): 10, tuple(others[1]): 9, tuple(others[2]): 8, tuple(others[3]): 20}
     )
@@ -689,8 +699,10 @@ def test_the_final_choice_adopts_a_calibrated_start_where_the_start_has_a_label_
     for calibrate, adopted in (("batch", True), ("none", False)):
         cfg = GreaterConfig(steps=1, n_train=12, n_dev=40, topk=8, topq=3, intersect=2, dev_top=2, calibrate=calibrate)
         eng = GreaterEngine(tiny_tm, SPEC, train, dev, cfg)
-        monkeypatch.setattr(eng, "label_scores_items", lambda p, items: seen.append(items) or scores(p, items))
-        monkeypatch.setattr(eng, "predict_items", plain)
+        monkeypatch.setattr(
+            eng.predictor, "label_scores_items", lambda p, items: seen.append(items) or scores(p, items)
+        )
+        monkeypatch.setattr(eng.predictor, "predict_items", plain)
         state = eng.initial_state(PROMPT)
         initial = state["initial_ids"]
         state["top"] = [[0.1, eng.encode_prompt("Say it.")], [0.2, eng.encode_prompt("Guess.")]]
@@ -718,7 +730,7 @@ def test_search_calibration_runs_no_steps_and_search_instruction_adds_no_calibra
     res = eng.finish(state)
     assert [bool(r.get("calibration")) for r in res.top if not r.get("initial")] == [True]  # the calibrated start
     cfg = GreaterConfig(steps=1, n_train=6, n_dev=6, topk=8, topq=3, intersect=2, search="instruction")
-    assert not GreaterEngine(tiny_tm, SPEC, TRAIN, TRAIN[:6], cfg)._calibrating()
+    assert not _calibrating(GreaterEngine(tiny_tm, SPEC, TRAIN, TRAIN[:6], cfg).parts)
     with pytest.raises(ConfigError, match="needs a calibration"):
         GreaterConfig(search="calibration", calibrate="none")
     with pytest.raises(ConfigError, match="label tasks"):
@@ -737,10 +749,10 @@ def test_suffix_scoring_with_fixed_chains_equals_full_sequences(tiny_tm):
     )
     prompt = eng.encode_prompt(PROMPT)
     chains = [eng.tm.encode(f" step {i} of {'the ' * i}chain")[: 1 + i] for i in range(6)]  # different lengths
-    cands = sorted(set(eng.propose(prompt, 2, random.Random(0))))[:5]
-    fast = eng.suffix_terms(prompt, 2, cands, chains=chains)
+    cands = sorted(set(eng.proposer.propose(prompt, 2, random.Random(0))))[:5]
+    fast = eng.scorer.suffix_terms(prompt, 2, cands, chains=chains)
     for c, rows in zip(cands, fast):
-        full = eng._item_terms([(eng._swap(prompt, 2, c), item, ch) for item, ch in zip(TRAIN, chains)])
+        full = eng.scorer.item_terms([(swap(prompt, 2, c), item, ch) for item, ch in zip(TRAIN, chains)])
         for (l1, n1, c1), (l2, n2, c2) in zip(rows, full):
             assert c1 == c2
             assert float(l1) == pytest.approx(float(l2), abs=1e-4) and float(n1) == pytest.approx(float(n2), abs=1e-4)
@@ -757,17 +769,20 @@ def test_reasoning_prerank_gives_fresh_chains_to_a_few(tiny_tm):
         assert {c["token"] for c in full} == {c["token"] for c in best_pre}
 
 
-def test_a_predict_only_engine_needs_no_training_examples_and_refuses_to_search(tiny_tm):
+def test_the_evaluation_predictor_needs_no_training_examples_and_a_search_does(tiny_tm):
+    """The torch evaluation builds the predictor alone (no search parts, no rows); a search without training
+    rows is refused. Both give the same answers as the search's own predictor."""
+    from toolkit.engine.parts import build_predictor
     from toolkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no training examples"):
         GreaterEngine(tiny_tm, SPEC, [], [], GreaterConfig(mode="direct"))
-    engine = GreaterEngine(tiny_tm, SPEC, [], [], GreaterConfig(mode="direct"), predict_only=True)
-    ids = engine.encode_prompt("Is it positive?")
-    preds = engine.predict_items(ids, [Item("a fine film", "positive"), Item("a dull film", "negative")])
+    predictor = build_predictor(tiny_tm, SPEC, GreaterConfig(mode="direct"))
+    ids = predictor.text.encode("Is it positive?")
+    items = [Item("a fine film", "positive"), Item("a dull film", "negative")]
+    preds = predictor.predict_items(ids, items)
     assert len(preds) == 2 and all(p in SPEC.labels for _, p in preds)
-    with pytest.raises(ConfigError, match="predict only"):
-        engine.run({"prompt_ids": ids})
+    assert preds == engine(tiny_tm, mode="direct").predictor.predict_items(ids, items)
 
 
 def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
@@ -781,7 +796,7 @@ def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
         steps=50, n_train=6, n_dev=8, topk=8, topq=3, intersect=2, time_budget_s=4.0, calibrate="none", demo_max=0
     )
     eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, cfg)
-    real_predict = eng.predict_items
+    real_predict = eng.predictor.predict_items
     calls = []
 
     def slow_predict(prompt, items, *a, **kw):  # a dev pass of 1 s: the choice needs ~dev_top + 1 of them
@@ -790,7 +805,7 @@ def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
             _time.sleep(1.0)
         return real_predict(prompt, items, *a, **kw)
 
-    monkeypatch.setattr(eng, "predict_items", slow_predict)
+    monkeypatch.setattr(eng.predictor, "predict_items", slow_predict)
     state = eng.initial_state(PROMPT)
     records = list(eng.run(state))
     assert records == []  # 4 dev passes (dev_top) + the training score > 4 s - 1 s spent: no step starts
@@ -801,14 +816,14 @@ def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
     from toolkit.engine.final import RESERVE_OVERCOUNT
 
     expected = state["dev_pass_s"] * (4 + 6 / 8) / RESERVE_OVERCOUNT
-    assert eng._final_reserve(state) == pytest.approx(expected) and state["dev_pass_s"] >= 1
+    assert final_reserve(eng.parts, state) == pytest.approx(expected) and state["dev_pass_s"] >= 1
     n = len(calls)
     res = eng.finish(state)
     assert res.prompt_ids == state["initial_ids"]
     assert calls[n:].count(8) == 0  # the start's dev answers are reused, no candidate left to compare
 
     eng = GreaterEngine(tiny_tm, SPEC, TRAIN, dev, GreaterConfig(**{**cfg.to_dict(), "time_budget_s": 60.0}))
-    monkeypatch.setattr(eng, "predict_items", lambda p, items, *a, **kw: real_predict(p, items, *a, **kw))
+    monkeypatch.setattr(eng.predictor, "predict_items", lambda p, items, *a, **kw: real_predict(p, items, *a, **kw))
     state = eng.initial_state(PROMPT)
     first = next(iter(eng.run(state)))  # a budget with room: steps run, the reserve is in the state
     assert first["state"]["final_reserve_s"] > 0 and "initial_dev" in first["state"]

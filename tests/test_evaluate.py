@@ -207,8 +207,8 @@ def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
     )
     ids = engine.encode_prompt(prompt["text"])
     items = [Item(e["input"], e["answer"]) for e in examples]
-    expected = engine.predict_items(ids, items)
-    chains = engine.chains(ids, items)
+    expected = engine.predictor.predict_items(ids, items)
+    chains = engine.decoder.chains(ids, items)
     by_input = {r["input"]: r for r in rows}
     for ex, (ok, pred), chain in zip(examples, expected, chains):
         r = by_input[ex["input"]]
@@ -298,7 +298,7 @@ def test_torch_numbers_and_text_follow_the_answer_grammar(project, tiny_tm, tmp_
         [],
         GreaterConfig(mode="direct", steps=1),
     )
-    preds = num.predict_items(num.encode_prompt("Add."), items, answer_tokens=6)
+    preds = num.predictor.predict_items(num.encode_prompt("Add."), items, answer_tokens=6)
     assert all(p is not None and re.fullmatch(r"-?[0-9][0-9,]*(\.[0-9]*)?", p) for _, p in preds), preds
     text = GreaterEngine(
         tiny_tm,
@@ -307,7 +307,7 @@ def test_torch_numbers_and_text_follow_the_answer_grammar(project, tiny_tm, tmp_
         [],
         GreaterConfig(mode="direct", steps=1),
     )
-    preds = text.predict_items(text.encode_prompt("Add."), items, answer_tokens=6)
+    preds = text.predictor.predict_items(text.encode_prompt("Add."), items, answer_tokens=6)
     assert all(p and "\n" not in p for _, p in preds), preds
 
 
@@ -362,12 +362,12 @@ def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
     ]
     items = [Item(r, labels[i % 3]) for i, r in enumerate(reviews)]
     eng = GreaterEngine(real_tm, spec, items, [], GreaterConfig(mode="direct", steps=1, batch_size=4))
-    assert eng.label_first is None
+    assert eng.text.label_first is None
     prompt = eng.encode_prompt("Rate it.")
-    preds = eng.predict_items(prompt, items)
+    preds = eng.predictor.predict_items(prompt, items)
     expected = []
     for item in items:
-        head = eng._split(item.input) + prompt + eng.after_ids + eng.extractor_ids
+        head = eng.text.split(item.input) + prompt + eng.text.after_ids + eng.text.extractor_ids
         scores = []
         for lab in labels:
             ids = real_tm.encode(" " + lab)

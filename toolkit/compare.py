@@ -72,7 +72,8 @@ def evaluate_prompt_torch(
     Examples run in batches; each batch's results are stored (and cached per example) as soon as it is done,
     so an interrupted evaluation continues from the last finished batch.
     """
-    from .engine.greater import GreaterConfig, GreaterEngine, Item
+    from .engine.config import GreaterConfig, Item
+    from .engine.parts import build_predictor
 
     settings = settings or EvalSettings()
     spec = store.task_spec(task_row)
@@ -81,7 +82,8 @@ def evaluate_prompt_torch(
     config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
     from .layout import demos_from_json
 
-    engine = GreaterEngine(tm, spec, [], [], config, predict_only=True, demos=demos_from_json(prompt_row.get("demos")))
+    predictor = build_predictor(tm, spec, config, demos=demos_from_json(prompt_row.get("demos")))
+    device = predictor.forward.device
     ev_id = store.create_evaluation(
         prompt_id=prompt_row["id"],
         task_id=task_row["id"],
@@ -94,25 +96,28 @@ def evaluate_prompt_torch(
         settings={
             **json.loads(settings.key()),
             "limit": limit,
-            "device": str(engine.device),
+            "device": str(device),
             **({"calibration": calibration.to_dict()} if calibration else {}),
         },
         n=len(examples),
     )
     # CPU and GPU arithmetic differ; another chat template than the weights' own gives other answers
-    model_key = f"{tm.sha256}:torch:{tm.precision}:{engine.device.type}" + template_key(tm)
+    model_key = f"{tm.sha256}:torch:{tm.precision}:{device.type}" + template_key(tm)
     keyed = [
         (ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration, prompt_row.get("demos")))
         for ex in examples
     ]
-    prompt_ids = engine.encode_prompt(prompt_row["text"])
+    prompt_ids = predictor.text.encode(prompt_row["text"])
 
     def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
         items = [Item(ex["input"], ex["answer"]) for ex in batch]
-        preds = engine.predict_items(prompt_ids, items, answer_tokens=settings.answer_tokens, calibration=calibration)
-        chains = engine.chains(prompt_ids, items)  # cached by predict_items
+        preds = predictor.predict_items(
+            prompt_ids, items, answer_tokens=settings.answer_tokens, calibration=calibration
+        )
+        chains = predictor.decoder.chains(prompt_ids, items)  # cached by predict_items
         return [
-            ((engine.decode(chain).strip() + " " + str(pred)).strip(), pred) for chain, (_, pred) in zip(chains, preds)
+            ((predictor.text.decode(chain).strip() + " " + str(pred)).strip(), pred)
+            for chain, (_, pred) in zip(chains, preds)
         ]
 
     return run_evaluation(

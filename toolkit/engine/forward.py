@@ -1,21 +1,50 @@
-"""Forward passes of the GReaTer engine: batched, left-padded forwards that return logits only at the positions
-asked for, a shared-prefix KV cache, chunking with out-of-memory halving, and greedy decoding with the KV cache.
-A mixin of :class:`toolkit.engine.greater.GreaterEngine` (it needs the engine's model, config and stats)."""
+"""Forward passes of the GReaTer engine: batched, right-padded forwards that return logits only at the positions
+asked for, a shared-prefix KV cache, chunking with out-of-memory halving, and greedy decoding.
+
+:class:`Forward` owns the model and its counters (tokens computed, prefix tokens reused, out-of-memory events);
+it knows nothing of prompts or tasks."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import OutOfMemoryError
+from .config import GreaterConfig
 
 
-class ForwardPasses:
-    """Batching, padding, prefix KV and greedy decoding (a mixin: needs ``model``, ``base``, ``head``, ``config``,
-    ``stats``, ``device``, ``batch_size`` of the engine)."""
+class Forward:
+    """The model's forward passes, batched by ``batch_size`` (halved on out-of-memory)."""
 
     MIN_PREFIX = 8  # shorter shared heads are not worth a cache
 
-    def _forward_selected(
-        self, seqs: list[list[int]], positions: list[list[int]], onehot=None, slots=None, cand_ids=None
-    ):
+    def __init__(self, model, config: GreaterConfig):
+        import torch
+
+        from .torch_backend import prepare_for_gradients
+
+        self.torch = torch
+        self.model = model
+        self.config = config
+        prepare_for_gradients(model)  # bitsandbytes 4-bit on CPU: keep the differentiable matmul
+        self.device = next(model.parameters()).device
+        self.embed = model.get_input_embeddings()
+        self.base = getattr(model, model.base_model_prefix)
+        self.head = model.get_output_embeddings()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.naive = config.execution == "naive"
+        self.batch_size = 1 if self.naive else config.batch_size
+        self._kv_prefix: dict[tuple, Any] = {}  # a transformers Cache
+        self.stats = {
+            "grad_tokens": 0,
+            "grad_sequences": 0,
+            "forward_tokens": 0,
+            "prefix_tokens_reused": 0,
+            "raced_out": 0,
+            "race_examples_skipped": 0,
+        }
+        self.events: list[str] = []  # what the next step record reports (out of memory, ...)
+
+    def selected(self, seqs: list[list[int]], positions: list[list[int]], onehot=None, slots=None, cand_ids=None):
         """Run the model on right-padded ``seqs`` and return logits only at ``positions``.
 
         seqs: B lists of token ids; positions: B lists of indices whose next-token logits are wanted.
@@ -106,7 +135,7 @@ class ForwardPasses:
         cache.batch_repeat_interleave(batch)
         return cache
 
-    def _map_chunks(self, n: int, fn) -> list:
+    def map_chunks(self, n: int, fn) -> list:
         """Call ``fn(indices)`` over ``range(n)`` in chunks of the batch size; returns the results in order.
 
         On out-of-memory the batch size is halved (and the change reported in ``events``) and the failed chunk
@@ -134,7 +163,7 @@ class ForwardPasses:
             start += len(idx)
         return results
 
-    def _logits_of(self, hidden):
+    def logits_of(self, hidden):
         """Logits (float32, soft-capped where the model does) from hidden states [..., D]."""
         torch = self.torch
         out = self.head(hidden)
@@ -144,17 +173,12 @@ class ForwardPasses:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
 
-    def _pad_id(self) -> int:
-        pad_id = self.tm.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = next(iter(self.stop_ids)) if self.stop_ids else 0
-        return pad_id
-
-    def _greedy(self, seqs: list[list[int]], max_new: int, make_processor=None) -> list[list[int]]:
+    def greedy(
+        self, seqs: list[list[int]], max_new: int, pad_id: int, stop_ids: set[int], make_processor=None
+    ) -> list[list[int]]:
         """Greedy continuations of ``seqs`` (one left-padded batch), each cut at its first stop token.
         ``make_processor(L)``, if given, returns a logits processor for prompts padded to length L."""
         torch = self.torch
-        pad_id = self._pad_id()
         L = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
@@ -173,14 +197,14 @@ class ForwardPasses:
                 max_new_tokens=max_new,
                 do_sample=False,
                 pad_token_id=pad_id,
-                eos_token_id=sorted(self.stop_ids) or None,
+                eos_token_id=sorted(stop_ids) or None,
                 **extra,
             )
         res = []
         for row in gen[:, L:].tolist():
             out = []
             for t in row:
-                if t in self.stop_ids:
+                if t in stop_ids:
                     break
                 out.append(t)
             res.append(out)

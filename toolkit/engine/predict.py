@@ -1,16 +1,30 @@
 """Evaluation-time prediction with torch: the answer each prompt gives (labels by first token or whole-label
 log-probability; numbers and text by grammar-held greedy generation), as the llama.cpp evaluator judges it.
-A mixin of the GReaTer engine; ``GreaterEngine(..., predict_only=True)`` needs no training examples."""
+
+:class:`Predictor` needs no training rows: the torch evaluation (``compare``) builds it alone
+(:func:`toolkit.engine.parts.build_predictor`), the search's final choice through its parts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import Item
+from ..tasks import AnswerSpec
+from .config import GreaterConfig, Item
+from .decode import Decoder
+from .forward import Forward
+from .text import PromptText
 
 
-class Prediction:
-    """Answers for evaluation (a mixin of the engine)."""
+class Predictor:
+    """Answers for evaluation."""
+
+    def __init__(self, forward: Forward, text: PromptText, decoder: Decoder, spec: AnswerSpec, config: GreaterConfig):
+        self.torch = forward.torch
+        self.forward = forward
+        self.text = text
+        self.decoder = decoder
+        self.spec = spec
+        self.config = config
 
     def predict_items(
         self, prompt: Sequence[int], items: Sequence[Item], answer_tokens: int = 16, calibration=None
@@ -30,18 +44,18 @@ class Prediction:
             preds = [self.spec.labels[calibration.choose(row)] for row in scores]
             return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
 
-        key = self._chain_key(prompt, items)
+        key = self.decoder.chain_key(prompt, items)
         if (
             self.config.mode == "reasoning"
             and self.config.extractor_kv
-            and not self.naive
+            and not self.forward.naive
             and self.spec.kind == "label"
-            and self.label_first is not None
-            and key not in self._chains
+            and self.text.label_first is not None
+            and not self.decoder.cached(key)
         ):
             # Chain, extractor and label in one pass over the decoding cache (no second forward).
-            chains, _, preds = self._chains_terms_labels([(prompt, item) for item in items])
-            self._chains[key] = chains
+            chains, _, preds = self.decoder.chains_terms_labels([(prompt, item) for item in items])
+            self.decoder.remember(key, chains)
             return [(is_correct(pred, item.answer, "label"), pred) for item, pred in zip(items, preds)]
         heads = self._heads(prompt, items)
         if self.spec.kind == "label":
@@ -52,9 +66,9 @@ class Prediction:
 
     def _heads(self, prompt: Sequence[int], items: Sequence[Item]) -> list[list[int]]:
         """Each item's tokens up to the answer (its chain first in reasoning mode)."""
-        chains = self.chains(prompt, items)
+        chains = self.decoder.chains(prompt, items)
         return [
-            self._split(item.input) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
+            self.text.split(item.input) + list(prompt) + self.text.after_ids + list(chain) + self.text.extractor_ids
             for item, chain in zip(items, chains)
         ]
 
@@ -72,19 +86,19 @@ class Prediction:
 
     def _label_scores(self, heads: list[list[int]]) -> list[list[float]]:
         torch = self.torch
-        labels, label_ids = self.spec.labels, self.label_ids
-        if self.label_first is not None:  # one row of logits per example
+        labels, label_ids, label_first = self.spec.labels, self.text.label_ids, self.text.label_first
+        if label_first is not None:  # one row of logits per example
             jobs = [(h, [len(h) - 1]) for h in heads]
         else:  # every label after every example: sum of its tokens' log-probabilities
             jobs = [(h + ids, list(range(len(h) - 1, len(h) - 1 + len(ids)))) for h in heads for ids in label_ids]
 
         def run(idx):
             with torch.no_grad():
-                return self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+                return self.forward.selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
 
-        logits = [lg for chunk in self._map_chunks(len(jobs), run) for lg in chunk]
-        if self.label_first is not None:
-            return [[float(x) for x in lg[0, self.label_first]] for lg in logits]
+        logits = [lg for chunk in self.forward.map_chunks(len(jobs), run) for lg in chunk]
+        if label_first is not None:
+            return [[float(x) for x in lg[0, label_first]] for lg in logits]
         out = []
         for e in range(len(heads)):
             scores = []
@@ -95,16 +109,6 @@ class Prediction:
             out.append(scores)
         return out
 
-    def _token_texts(self) -> list[str]:
-        """Each token id's text ('' for special tokens), computed once per tokenizer."""
-        tok = self.tm.tokenizer
-        texts = getattr(tok, "_gradprompt_token_texts", None)
-        if texts is None:
-            special = set(getattr(tok, "all_special_ids", None) or [])
-            texts = ["" if i in special else tok.decode([i]) for i in range(len(tok))]
-            tok._gradprompt_token_texts = texts
-        return texts
-
     def _generate_answers(self, heads: list[list[int]], max_tokens: int) -> list[str | None]:
         """Greedy answers under the answer grammar's rules (see :func:`toolkit.evaluate.answer_prefix_ok`)."""
         from transformers import LogitsProcessor
@@ -113,8 +117,9 @@ class Prediction:
 
         torch = self.torch
         kind = self.spec.kind
-        texts = self._token_texts()
-        stop = sorted(self.stop_ids)
+        texts = self.text.token_texts()
+        stop_ids = self.text.stop_ids
+        stop = sorted(stop_ids)
         if kind == "number":  # few candidates: each checked against the grammar as the answer grows
             chars = set(" -0123456789,.")
             pool = [i for i, t in enumerate(texts) if t and set(t) <= chars]
@@ -128,8 +133,6 @@ class Prediction:
             def allowed(text: str) -> list[int]:
                 return list(pool if text else first)
 
-        engine = self
-
         class AnswerShape(LogitsProcessor):
             def __init__(self, start: int):
                 self.start = start
@@ -137,7 +140,7 @@ class Prediction:
             def __call__(self, input_ids, scores):
                 for b in range(scores.shape[0]):
                     gen = input_ids[b, self.start :].tolist()
-                    if any(t in engine.stop_ids for t in gen):
+                    if any(t in stop_ids for t in gen):
                         continue  # finished; generate pads it
                     text = "".join(texts[t] for t in gen)
                     ok = allowed(text)
@@ -151,12 +154,11 @@ class Prediction:
         out: list[str | None] = []
 
         def run(idx):
-            gens = self._greedy([heads[i] for i in idx], max_tokens, make_processor=AnswerShape)
-            return [answer_from_text(self.decode(toks), kind) for toks in gens]
+            gens = self.forward.greedy(
+                [heads[i] for i in idx], max_tokens, self.text.pad_id, stop_ids, make_processor=AnswerShape
+            )
+            return [answer_from_text(self.text.decode(toks), kind) for toks in gens]
 
-        for chunk in self._map_chunks(len(heads), run):
+        for chunk in self.forward.map_chunks(len(heads), run):
             out.extend(chunk)
         return out
-
-    def _label_fast(self) -> bool:
-        return self.spec.kind == "label" and self.label_first is not None and self.config.schedule == "improved"

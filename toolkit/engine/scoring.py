@@ -1,56 +1,57 @@
-"""Scoring of prompts on training examples: the per-example terms (answer loss, prompt NLL, correct), the exact
-suffix-KV scorer of single swaps, the (label-balanced) training score, racing against a bound, and caching.
-A mixin of :class:`toolkit.engine.greater.GreaterEngine`."""
+"""Scoring of prompts on training examples: the exact suffix-KV scorer of single swaps, the (label-balanced)
+training score, racing against a bound, and caching.
+
+:class:`Scorer` owns the training rows' weights and the cache of training scores by prompt; the per-example
+terms come from :class:`toolkit.engine.terms.Terms`, the chains from :class:`toolkit.engine.decode.Decoder`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from .config import Item, Score
+from ..tasks import AnswerSpec
+from .config import GreaterConfig, Item, Score
+from .decode import Decoder
+from .forward import Forward
+from .terms import Terms
+from .text import PromptText
 
 
-class Scoring:
-    """Per-example terms and training scores (a mixin of the engine)."""
+class Scorer:
+    """Training scores of prompts (lower is better), cached by prompt."""
 
-    def _sequence(self, item: Item, prompt: Sequence[int], chain: Sequence[int]):
-        """Return (ids, prompt_start, answer_start, answer_ids) for one example."""
-        before = self._split(item.input)
-        head = list(before) + list(prompt) + self.after_ids + list(chain) + self.extractor_ids
-        ans = self._answer_ids(item.answer)
-        return head + ans, len(before), len(head), ans
+    def __init__(
+        self,
+        forward: Forward,
+        text: PromptText,
+        terms: Terms,
+        decoder: Decoder,
+        spec: AnswerSpec,
+        config: GreaterConfig,
+        train: list[Item],
+    ):
+        self.torch = forward.torch
+        self.forward = forward
+        self.text = text
+        self.terms = terms
+        self.decoder = decoder
+        self.spec = spec
+        self.config = config
+        self.train = train
+        self.naive = forward.naive
+        self._scores: dict[tuple, Score] = {}
+        self.weights, self.granularity = self.example_weights(train)
 
-    def _prompt_positions(self, p_start: int, n_prompt: int) -> list[int]:
-        # logits at position i predict token i+1; prompt token 0 is predicted from p_start - 1
-        return list(range(p_start - 1, p_start + n_prompt - 1))
-
-    def _terms(self, logits, prompt_ids: Sequence[int], item: Item, ans: list[int]):
-        """(answer loss, prompt NLL, correct) from logits [n_prompt + n_answer_rows, V]."""
-        torch = self.torch
-        F = torch.nn.functional
-        n_prompt = len(prompt_ids)
-        p_logits = logits[:n_prompt]
-        target = torch.tensor(list(prompt_ids), device=logits.device)
-        nll = F.cross_entropy(p_logits, target) if n_prompt else logits.new_zeros(())
-        loss, correct = self._answer_terms(logits[n_prompt:], item, ans)
-        return loss, nll, correct
-
-    def _answer_terms(self, a_logits, item: Item, ans: list[int]):
-        """(answer loss, correct) from the answer rows' logits [n_answer_rows, V]."""
-        torch = self.torch
-        F = torch.nn.functional
-        T = self.config.ce_temperature
-        if self._label_fast():
-            # Score the answer among the labels (first tokens are distinct).
-            lab = a_logits[0, self.label_first]  # [K]
-            gold = self.spec.labels.index(item.answer) if item.answer in self.spec.labels else -1
-            loss = F.cross_entropy((lab / T).unsqueeze(0), torch.tensor([gold], device=a_logits.device))
-            correct = bool(int(lab.argmax()) == gold)
-        else:
-            gold_ids = torch.tensor(ans, device=a_logits.device)
-            loss = F.cross_entropy(a_logits / T, gold_ids)
-            correct = bool((a_logits.argmax(-1) == gold_ids).all())
-        return loss, correct
+    @contextlib.contextmanager
+    def fresh_cache(self) -> Iterator[None]:
+        """An empty score cache (another layout scores differently); the old one is restored afterwards."""
+        saved, self._scores = self._scores, {}
+        try:
+            yield
+        finally:
+            self._scores = saved
 
     def suffix_terms(
         self,
@@ -83,50 +84,52 @@ class Scoring:
         prompt = list(prompt)
         n_p = len(prompt)
         if chains is None:
-            chains = self.chains(prompt, items) if self.config.mode == "reasoning" else [[] for _ in items]
-        tails = [prompt[pos + 1 :] + self.after_ids + list(ch) + self.extractor_ids for ch in chains]
-        label_fast = self._label_fast()
-        pad_id = self._pad_id()
-        dev = self.device
+            chains = self.decoder.chains(prompt, items) if self.config.mode == "reasoning" else [[] for _ in items]
+        tails = [prompt[pos + 1 :] + self.text.after_ids + list(ch) + self.text.extractor_ids for ch in chains]
+        label_fast = self.terms.label_fast
+        pad_id = self.text.pad_id
+        dev = self.forward.device
         C = len(cands)
         cand_t = torch.tensor(list(cands), device=dev)
-        out: list[list[tuple]] = [[None] * len(items) for _ in range(C)]
+        out: list[list[Any]] = [[None] * len(items) for _ in range(C)]
 
         def run(idx):
-            prefixes = [self._split(items[j].input) + prompt[:pos] for j in idx]
-            starts = [len(self._split(items[j].input)) for j in idx]
+            prefixes = [self.text.split(items[j].input) + prompt[:pos] for j in idx]
+            starts = [len(self.text.split(items[j].input)) for j in idx]
             B, L = len(idx), max(len(x) for x in prefixes)
             ids = torch.full((B, L), pad_id, dtype=torch.long, device=dev)
             mask = torch.zeros((B, L), dtype=torch.long, device=dev)
             for b, x in enumerate(prefixes):
                 ids[b, L - len(x) :] = torch.tensor(x, device=dev)
                 mask[b, L - len(x) :] = 1
-            cache = DynamicCache(config=self.model.config)
+            cache = DynamicCache(config=self.forward.model.config)
             with torch.no_grad():
-                hidden = self.base(
+                hidden = self.forward.base(
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                     past_key_values=cache,
                     use_cache=True,
                 ).last_hidden_state
-                self.stats["forward_tokens"] += int(mask.sum())
+                self.forward.stats["forward_tokens"] += int(mask.sum())
                 fixed_nll, slot_lsm = [], []
                 for b in range(B):
                     off = L - len(prefixes[b])
-                    rows = [off + r for r in self._prompt_positions(starts[b], n_p)[:pos]]
+                    rows = [off + r for r in self.terms.prompt_positions(starts[b], n_p)[:pos]]
                     if rows:
-                        lg = self._logits_of(hidden[b, rows])
+                        lg = self.forward.logits_of(hidden[b, rows])
                         fixed_nll.append(F.cross_entropy(lg, torch.tensor(prompt[:pos], device=dev), reduction="sum"))
                     else:
                         fixed_nll.append(hidden.new_zeros((), dtype=torch.float32))
-                    slot_lsm.append(torch.log_softmax(self._logits_of(hidden[b, L - 1]), dim=-1))  # predicts the slot
+                    slot_lsm.append(
+                        torch.log_softmax(self.forward.logits_of(hidden[b, L - 1]), dim=-1)
+                    )  # predicts the slot
                 lengths = mask.sum(-1)
-                answers = [self._answer_ids(items[j].answer) for j in idx]
+                answers = [self.text.answer_ids(items[j].answer) for j in idx]
                 n_ans_rows = [1 if label_fast else len(a) for a in answers]
                 bodies = [tails[j] + ([] if label_fast else answers[b]) for b, j in enumerate(idx)]
                 W = 1 + max(len(x) for x in bodies)
-                group = max(1, (4 * max(1, self.batch_size)) // B)  # rows per suffix pass ~ 4 x batch size
+                group = max(1, (4 * max(1, self.forward.batch_size)) // B)  # rows per suffix pass ~ 4 x batch size
                 for g0 in range(0, C, group):
                     gc = list(range(g0, min(C, g0 + group)))
                     G = len(gc)
@@ -143,14 +146,14 @@ class Scoring:
                             block[r, : 1 + len(body)] = 1
                     full_mask = torch.cat([mask.repeat_interleave(G, dim=0), block], dim=1)
                     position_ids = lengths.repeat_interleave(G).unsqueeze(1) + torch.arange(W, device=dev).unsqueeze(0)
-                    hs = self.base(
+                    hs = self.forward.base(
                         input_ids=feed,
                         attention_mask=full_mask,
                         position_ids=position_ids,
                         past_key_values=rows_cache,
                         use_cache=True,
                     ).last_hidden_state  # [B*G, W, D]
-                    self.stats["forward_tokens"] += int(block.sum())
+                    self.forward.stats["forward_tokens"] += int(block.sum())
                     n_rest = n_p - pos - 1  # prompt tokens after the slot, predicted at suffix rows 0..n_rest-1
                     a_rows = [len(tails[j]) for j in idx]  # row a_rows[b] predicts example b's first answer token
                     # One head matmul for every row needed in this pass (the [V, D] head is read once, not per row).
@@ -162,7 +165,9 @@ class Scoring:
                             rows_r += [r] * (n_rest + n_ans_rows[b])
                             rows_c += list(range(n_rest)) + list(range(a_rows[b], a_rows[b] + n_ans_rows[b]))
                             spans.append(start)
-                    logits = self._logits_of(hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)])
+                    logits = self.forward.logits_of(
+                        hs[torch.tensor(rows_r, device=dev), torch.tensor(rows_c, device=dev)]
+                    )
                     if n_rest:
                         rest_t = torch.tensor(prompt[pos + 1 :], device=dev)
                     for b, j in enumerate(idx):
@@ -172,31 +177,31 @@ class Scoring:
                             if n_rest:
                                 nll = nll + F.cross_entropy(logits[start : start + n_rest], rest_t, reduction="sum")
                             a_logits = logits[start + n_rest : start + n_rest + n_ans_rows[b]]
-                            loss, correct = self._answer_terms(a_logits, items[j], answers[b])
+                            loss, correct = self.terms.answer(a_logits, items[j], answers[b])
                             out[c][j] = (loss, nll / n_p, correct)
             return None
 
-        self._map_chunks(len(items), run)
+        self.forward.map_chunks(len(items), run)
         return out
 
-    def _item_terms(self, triples: Sequence[tuple[Sequence[int], Item, list[int]]]):
+    def item_terms(self, triples: Sequence[tuple[Sequence[int], Item, list[int]]]):
         """[(loss, nll, correct)] per (prompt, item, chain): the scoring forward, batched across prompts."""
         torch = self.torch
         jobs = []
         for prompt, item, chain in triples:
-            seq, p_start, a_start, ans = self._sequence(item, prompt, chain)
-            n_ans_rows = 1 if self._label_fast() else len(ans)
-            pos = self._prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
+            seq, p_start, a_start, ans = self.terms.sequence(item, prompt, chain)
+            n_ans_rows = self.terms.answer_rows(ans)
+            pos = self.terms.prompt_positions(p_start, len(prompt)) + list(range(a_start - 1, a_start - 1 + n_ans_rows))
             jobs.append((seq, pos, ans))
 
         def run(idx):
             with torch.no_grad():
-                logits = self._forward_selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
-            return [self._terms(lg, triples[i][0], triples[i][1], jobs[i][2]) for lg, i in zip(logits, idx)]
+                logits = self.forward.selected([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+            return [self.terms.of(lg, triples[i][0], triples[i][1], jobs[i][2]) for lg, i in zip(logits, idx)]
 
-        return [t for chunk in self._map_chunks(len(jobs), run) for t in chunk]
+        return [t for chunk in self.forward.map_chunks(len(jobs), run) for t in chunk]
 
-    def _example_weights(self, items: Sequence[Item]) -> tuple[list[float], float]:
+    def example_weights(self, items: Sequence[Item]) -> tuple[list[float], float]:
         """Each training example's share of the training error (the shares sum to 1) and the smallest non-zero
         difference two error values can have (the tie-break of the score stays below it).
 
@@ -222,7 +227,7 @@ class Scoring:
         With equal label counts they are all 1/n and the balanced error is the plain one."""
         return len(set(self.weights)) > 1
 
-    def _score_of(self, rows, items: Sequence[Item]) -> Score:
+    def score_of(self, rows, items: Sequence[Item]) -> Score:
         """The Score of one prompt from its (answer loss, prompt NLL, correct) per item, summed in item order
         (every scoring path sums the same way, so fast and naive execution give the same floats). On the
         training items of a balanced objective the error and the answer loss are weighted per gold label."""
@@ -244,7 +249,7 @@ class Scoring:
         nll /= n
         granularity = self.granularity if weighted else 1.0 / n
         return Score(
-            value=self._score_value(1 - err, nll, loss, n, granularity=granularity),
+            value=self.score_value(1 - err, nll, loss, n, granularity=granularity),
             accuracy=correct / n,
             loss=loss,
             fluency_nll=nll,
@@ -252,7 +257,7 @@ class Scoring:
             objective_accuracy=1 - err,
         )
 
-    def _score_value(self, accuracy: float, nll: float, loss: float, n: int, granularity: float | None = None) -> float:
+    def score_value(self, accuracy: float, nll: float, loss: float, n: int, granularity: float | None = None) -> float:
         """The training score (lower is better).
 
         reference: error rate + score_fluency_weight * prompt NLL + loss_weight * answer CE, so ~2 nats of
@@ -282,7 +287,7 @@ class Scoring:
         n = len(self.train)
         chunk = max(1, self.config.race_chunk)
         keys = list(dict.fromkeys(tuple(p) for p in prompts))
-        acc = {
+        acc: dict[tuple, dict[str, Any]] = {
             k: {"terms": [], "loss": 0.0, "nll": 0.0, "err": 0.0, "correct": 0, "chains": []}
             for k in keys
             if k not in self._scores
@@ -295,10 +300,10 @@ class Scoring:
             items = self.train[seen : seen + chunk]
             pairs = [(k, item) for k in alive for item in items]
             if self.config.mode == "reasoning" and self.config.extractor_kv:
-                chains, terms = self._chains_and_terms(pairs)
+                chains, terms = self.decoder.chains_and_terms(pairs)
             else:
-                chains = self._generate_pairs(pairs)
-                terms = self._item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
+                chains = self.decoder.generate_pairs(pairs)
+                terms = self.item_terms([(k, item, ch) for (k, item), ch in zip(pairs, chains)])
             weighted = self.balanced
             for (k, _), ch, t in zip(pairs, chains, terms):
                 a = acc[k]
@@ -321,8 +326,8 @@ class Scoring:
                 g = self.granularity if weighted else 1.0 / n
                 lower = a["err"] + (x if self.config.schedule == "reference" else x / (1 + x) * g)
                 if lower >= bound:
-                    self.stats["raced_out"] += 1
-                    self.stats["race_examples_skipped"] += n - seen
+                    self.forward.stats["raced_out"] += 1
+                    self.forward.stats["race_examples_skipped"] += n - seen
                     partial[k] = Score(
                         value=lower,
                         accuracy=a["correct"] / seen,
@@ -336,9 +341,9 @@ class Scoring:
             alive = still
         for k in alive:
             a = acc[k]
-            self._scores[k] = self._score_of(a["terms"], self.train)
+            self._scores[k] = self.score_of(a["terms"], self.train)
             if self.config.mode == "reasoning":
-                self._chains[(k, 0)] = a["chains"]
+                self.decoder.remember(self.decoder.chain_key(k, self.train), a["chains"])
         return [partial.get(tuple(p)) or self._scores[tuple(p)] for p in prompts]
 
     def score_prompts(self, prompts: Sequence[Sequence[int]], items: Sequence[Item] | None = None) -> list[Score]:
@@ -356,23 +361,23 @@ class Scoring:
                 if self.config.mode == "reasoning"
                 and self.config.extractor_kv
                 and not self.naive
-                and self._chain_key(p, items) not in self._chains
+                and not self.decoder.cached(self.decoder.chain_key(p, items))
             ]
             by_prompt: dict[tuple, list] = {}
             if fresh:
-                chains, fresh_terms = self._chains_and_terms([(p, item) for p in fresh for item in items])
+                chains, fresh_terms = self.decoder.chains_and_terms([(p, item) for p in fresh for item in items])
                 for fi, p in enumerate(fresh):
-                    self._chains[self._chain_key(p, items)] = chains[fi * n : (fi + 1) * n]
+                    self.decoder.remember(self.decoder.chain_key(p, items), chains[fi * n : (fi + 1) * n])
                     by_prompt[p] = fresh_terms[fi * n : (fi + 1) * n]
             rest = [p for p in todo if p not in by_prompt]
             if rest:
-                triples = [(p, item, chain) for p in rest for item, chain in zip(items, self.chains(p, items))]
-                rest_terms = self._item_terms(triples)
+                triples = [(p, item, chain) for p in rest for item, chain in zip(items, self.decoder.chains(p, items))]
+                rest_terms = self.item_terms(triples)
                 for ri, p in enumerate(rest):
                     by_prompt[p] = rest_terms[ri * n : (ri + 1) * n]
             terms = [t for p in todo for t in by_prompt[p]]
             for pi, p in enumerate(todo):
-                results[p] = self._score_of(terms[pi * n : (pi + 1) * n], items)  # summed as racing does
+                results[p] = self.score_of(terms[pi * n : (pi + 1) * n], items)  # summed as racing does
                 if cacheable:
                     self._scores[p] = results[p]
         return [self._scores[tuple(p)] if cacheable else results[tuple(p)] for p in prompts]
