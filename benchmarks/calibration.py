@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     from scan_tasks import read_named_task, task_files
 
     from toolkit.calibrate import calibrated_version
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.models import get_model
     from toolkit.project import init_project

@@ -33,7 +33,8 @@ def main() -> None:
 
     from toolkit.combiner import trained_combine
     from toolkit.effects import vote
-    from toolkit.evaluate import EvalSettings, evaluate_prompt
+    from toolkit.evaluate import EvalSettings
+    from toolkit.evaluation import evaluate_prompt
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.logic import RULES_VERSION
     from toolkit.models import get_model

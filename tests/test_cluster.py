@@ -287,7 +287,7 @@ def test_a_killed_driver_loses_only_cells_in_flight_and_a_rerun_stores_each_cell
 
 def test_a_sharded_evaluation_stores_the_answers_of_a_local_one(ray_cluster, project, llama):
     from toolkit.demo import ensure_demo_task
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
 
     task = ensure_demo_task(project)
     row = project.store.prompt(project.add_prompt(task, "Is this review positive or negative?", origin="user"))

@@ -46,7 +46,7 @@ def test_a_file_that_is_not_a_combiner_is_a_clear_error(tmp_path):
 
 def _evaluated(project, llama, n):
     from toolkit.demo import ensure_demo_task
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
 
     task = ensure_demo_task(project)
     ids = []

@@ -114,7 +114,8 @@ def test_the_final_choice_can_adopt_the_start_with_demonstrations(tiny_tm, monke
 
 
 def test_a_prompt_with_demonstrations_gives_the_same_tokens_in_torch_llamacpp_and_the_export(project, llama, tiny_tm):
-    from toolkit.evaluate import evaluate_prompt, prompt_layout
+    from toolkit.evaluate import prompt_layout
+    from toolkit.evaluation import evaluate_prompt
     from toolkit.export import deployed_request, prompt_bundle
 
     path = project.path / "reviews.csv"

@@ -2,7 +2,8 @@ import json
 import re
 
 from toolkit.demo import ensure_demo_task
-from toolkit.evaluate import EvalSettings, evaluate_prompt
+from toolkit.evaluate import EvalSettings
+from toolkit.evaluation import evaluate_prompt
 from toolkit.stats import wilson_interval
 
 
@@ -168,30 +169,34 @@ def test_gpu_offload_is_automatic_when_llama_cpp_has_it(llama, monkeypatch):
 def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
     import threading
 
-    from toolkit.compare import evaluate_prompt_torch
     from toolkit.engine.greater import GreaterConfig, GreaterEngine, Item
+    from toolkit.evaluation import TorchRuntime
 
     task = ensure_demo_task(project)
     prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
     settings = EvalSettings(mode="reasoning", max_new_tokens=4)
     stop = threading.Event()
     seen = []
-    first = evaluate_prompt_torch(
+    first = evaluate_prompt(
         project.store,
-        tm=tiny_tm,
+        model=TorchRuntime(tiny_tm, batch_size=2),
         task_row=task,
         prompt_row=prompt,
         limit=6,
         settings=settings,
-        batch_size=2,
         stop=stop,
         progress=lambda done, total: (seen.append((done, total)), done == 2 and stop.set()),
     )
     assert seen == [(1, 6), (2, 6)]
     ev = project.store.evaluation(first.evaluation_id)
     assert ev["status"] == "stopped" and first.model_calls == 2 and len(project.store.results(ev["id"])) == 2
-    second = evaluate_prompt_torch(
-        project.store, tm=tiny_tm, task_row=task, prompt_row=prompt, limit=6, settings=settings, batch_size=2
+    second = evaluate_prompt(
+        project.store,
+        model=TorchRuntime(tiny_tm, batch_size=2),
+        task_row=task,
+        prompt_row=prompt,
+        limit=6,
+        settings=settings,
     )
     assert second.cached == 2 and second.model_calls == 4 and second.n == 6
     rows = project.store.example_results(second.evaluation_id)
@@ -313,7 +318,6 @@ def test_torch_numbers_and_text_follow_the_answer_grammar(project, tiny_tm, tmp_
 
 def test_torch_and_llamacpp_agree_on_numbers_and_multi_token_labels(project, llama, real_tm, tmp_path):
     """Same weights (Q4_1 and its dequantized copy), same rules: the two runtimes mostly agree."""
-    from toolkit.compare import evaluate_prompt_torch
 
     sums = _store_task(
         project, tmp_path, "sums2", [(f"What is {a} plus {a + 3}?", str(2 * a + 3)) for a in range(1, 7)]
@@ -332,7 +336,7 @@ def test_torch_and_llamacpp_agree_on_numbers_and_multi_token_labels(project, lla
     for task, text in ((sums, "Answer with a number."), (mc, "Answer with the option letter.")):
         prompt = project.store.prompt(project.add_prompt(task, text, origin="manual"))
         ll = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt)
-        tt = evaluate_prompt_torch(project.store, tm=real_tm, task_row=task, prompt_row=prompt)
+        tt = evaluate_prompt(project.store, model=real_tm, task_row=task, prompt_row=prompt)
         a = {r["example_id"]: r["predicted"] for r in project.store.results(ll.evaluation_id)}
         b = {r["example_id"]: r["predicted"] for r in project.store.results(tt.evaluation_id)}
         assert len(a) == len(b) == 6
@@ -503,7 +507,7 @@ def test_tasks_check_shows_what_the_model_sees_and_its_answers(project, monkeypa
 def test_ctrl_c_or_an_error_marks_the_evaluation_and_keeps_its_examples(project, llama, tiny_tm):
     import pytest
 
-    from toolkit.compare import evaluate_prompt_torch
+    from toolkit.evaluation import TorchRuntime
 
     task = ensure_demo_task(project)
     prompt = project.store.prompt(project.add_prompt(task, "Positive or negative?", origin="manual"))
@@ -529,13 +533,12 @@ def test_ctrl_c_or_an_error_marks_the_evaluation_and_keeps_its_examples(project,
     again = evaluate_prompt(project.store, model=llama, task_row=task, prompt_row=prompt, limit=5)
     assert again.cached == 2 and again.model_calls == 3
     with pytest.raises(RuntimeError):
-        evaluate_prompt_torch(
+        evaluate_prompt(
             project.store,
-            tm=tiny_tm,
+            model=TorchRuntime(tiny_tm, batch_size=2),
             task_row=task,
             prompt_row=prompt,
             limit=4,
-            batch_size=2,
             progress=interrupt_at(3, RuntimeError("disk full")),
         )
     assert project.store.evaluations(prompt_id=prompt["id"])[-1]["status"] == "failed"

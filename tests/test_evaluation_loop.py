@@ -10,8 +10,9 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
-from toolkit.evaluate import evaluate_prompt
+from toolkit.evaluation import evaluate_prompt
 from toolkit.stats import wilson_interval
 from toolkit.tasks import ImportOptions, read_task_file
 
@@ -106,3 +107,76 @@ def test_a_stored_calibration_decides_the_label(project, tmp_path):
     report = evaluate_prompt(project.store, model=FakeRuntime(), task_row=task, prompt_row=project.store.prompt(cid))
     predicted = {r["predicted"] for r in project.store.results(report.evaluation_id)}
     assert predicted == {"yes"} and report.correct == 6
+
+
+class RuleRuntime:
+    """A third implementation of the runtime protocol (neither llama.cpp nor torch): answers "yes" when the input
+    says "good", in batches of 3; records how it was called."""
+
+    backend = "rule"
+    batch_size = 3
+
+    def __init__(self, key: str = "rule-v1"):
+        self.model = None
+        self.key = key
+        self.batches: list[int] = []
+
+    def identity(self) -> dict:
+        return {"model_id": "rule", "model_sha256": self.key, "quantization": "none"}
+
+    def row_settings(self) -> dict:
+        return {"rule": "good means yes"}
+
+    def model_key(self) -> str:
+        return self.key
+
+    def answers(self, spec, prompt_row, settings, calibration):
+        def answer(batch):
+            self.batches.append(len(batch))
+            return [(ex["input"], "yes" if "good" in ex["input"] else "no") for ex in batch]
+
+        return answer
+
+
+def test_any_runtime_goes_through_the_one_evaluation_service(project, tmp_path):
+    """The service owns the row, the cache key and the loop; a runtime only answers, says what it is and what
+    keys its answers. Two runtimes with different keys do not share answers; the strategies stay on llama.cpp."""
+    from toolkit.errors import ConfigError
+    from toolkit.evaluate import EvalSettings
+    from toolkit.evaluation import Runtime, as_runtime
+
+    task = _task(project, tmp_path)
+    prompt = project.store.prompt(project.add_prompt(task, "Is it good?", origin="manual"))
+    runtime = RuleRuntime()
+    assert isinstance(runtime, Runtime) and as_runtime(runtime) is runtime
+    report = evaluate_prompt(project.store, model=runtime, task_row=task, prompt_row=prompt)
+    assert runtime.batches == [3, 3, 3, 1] and report.correct == 8 and report.model_calls == 10
+    ev = project.store.evaluation(report.evaluation_id)
+    assert (ev["backend"], ev["model_id"], ev["model_sha256"], ev["quantization"]) == (
+        "rule",
+        "rule",
+        "rule-v1",
+        "none",
+    )
+    assert ev["settings"]["rule"] == "good means yes" and ev["settings"]["limit"] is None
+    again = evaluate_prompt(project.store, model=RuleRuntime(), task_row=task, prompt_row=prompt)
+    assert again.cached == 10 and again.model_calls == 0  # the same key: the cache answers
+    other = evaluate_prompt(project.store, model=RuleRuntime("rule-v2"), task_row=task, prompt_row=prompt)
+    assert other.cached == 0 and other.model_calls == 10  # another key: its own answers
+    with pytest.raises(ConfigError, match="llama.cpp backend"):
+        evaluate_prompt(
+            project.store,
+            model=RuleRuntime(),
+            task_row=task,
+            prompt_row=prompt,
+            settings=EvalSettings(strategy="logic-of-thought"),
+        )
+
+
+def test_a_loaded_model_is_wrapped_in_its_runtime(tiny_tm):
+    from toolkit.evaluation import LlamaCppRuntime, TorchRuntime, as_runtime
+
+    torch_rt = as_runtime(tiny_tm)
+    assert isinstance(torch_rt, TorchRuntime) and torch_rt.backend == "torch" and torch_rt.batch_size == 16
+    assert torch_rt.model_key() == "tiny:torch:fp32:cpu"
+    assert isinstance(as_runtime(FakeRuntime()), LlamaCppRuntime)  # anything with llama.cpp's interface

@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from toolkit.demo import ensure_demo_task
-from toolkit.evaluate import EvalSettings, answer_after, evaluate_prompt
+from toolkit.evaluate import EvalSettings, answer_after
+from toolkit.evaluation import evaluate_prompt
 from toolkit.export import export_prompt
 from toolkit.layout import ChatLayout
 from toolkit.models import get_model

@@ -106,10 +106,9 @@ def convert(folder, out, model_type):
 
 @pytest.mark.parametrize("model_type", sorted(BUILD))
 def test_family_round_trip(model_type, tokenizer, project, tmp_path, monkeypatch):
-    from toolkit.compare import evaluate_prompt_torch
     from toolkit.engine.greater import GreaterConfig
     from toolkit.engine.torch_backend import load_torch_model
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
     from toolkit.llamacpp import LlamaCppModel
     from toolkit.models import get_model
     from toolkit.optimize import optimize
@@ -150,10 +149,7 @@ def test_family_round_trip(model_type, tokenizer, project, tmp_path, monkeypatch
         ("torch hf", load_torch_model(hf_info, precision="fp32", device="cpu")),
         ("torch gguf", load_torch_model(gguf_info, precision="fp32", device="cpu")),
     ):
-        if name == "llama.cpp":
-            rep = evaluate_prompt(project.store, model=runtime, task_row=task, prompt_row=prompt)
-        else:
-            rep = evaluate_prompt_torch(project.store, tm=runtime, task_row=task, prompt_row=prompt)
+        rep = evaluate_prompt(project.store, model=runtime, task_row=task, prompt_row=prompt)  # one service for all
         reports[name] = rep
         answers[name] = [r["predicted"] for r in project.store.results(rep.evaluation_id)]
     assert len(answers["llama.cpp"]) == 4

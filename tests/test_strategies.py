@@ -85,7 +85,7 @@ def test_second_attempt_from_the_command_line(project, llama):
 def test_combine_reads_the_candidates_compares_and_reuses_the_cache(project, llama):
     from toolkit.demo import ensure_demo_task
     from toolkit.errors import ConfigError
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
     from toolkit.strategies import combine
 
     task = ensure_demo_task(project)

@@ -491,7 +491,7 @@ async def test_the_combine_action_trains_a_reranker_and_shows_its_report(project
     """Issue 16's combine in the TUI: `b` on the Results tab, the trained form; the evaluation lands in the
     Results tab, the safetensors file in the project, and the report opens."""
     from toolkit.demo import ensure_demo_task
-    from toolkit.evaluate import evaluate_prompt
+    from toolkit.evaluation import evaluate_prompt
 
     task = ensure_demo_task(project)
     ids = []

@@ -19,7 +19,8 @@ from typing import Any
 
 from . import defaults
 from .errors import ConfigError
-from .evaluate import EvalSettings, evaluate_prompt
+from .evaluate import EvalSettings
+from .evaluation import evaluate_prompt, load_model
 from .layout import CHAIN_CAP
 from .stats import mcnemar_two_sided, paired_counts_by_key, sign_test
 
@@ -191,17 +192,13 @@ class CellModels:
     @property
     def llama(self):
         if self._llama is None:
-            from .llamacpp import LlamaCppModel
-
-            self._llama = LlamaCppModel(self.info, n_threads=self.n_threads)
+            self._llama = load_model("llamacpp", self.info, n_threads=self.n_threads)
         return self._llama
 
     @property
     def torch(self):
         if self._torch is None:
-            from .engine.torch_backend import load_torch_model
-
-            self._torch = load_torch_model(self.info)
+            self._torch = load_model("torch", self.info)
         return self._torch
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .evaluate import EvalReport, EvalSettings, evaluate_prompt, label_scores
+from .evaluate import EvalReport, EvalSettings, label_scores
+from .evaluation import evaluate_prompt
 from .files import partial_path
 from .layout import ChatLayout
 

@@ -1,27 +1,18 @@
 """The quantization gap: score prompts across runtimes and quantizations in one call.
 
 A runtime is ``llamacpp:MODEL`` (the model's GGUF through llama.cpp) or ``torch:MODEL:PRECISION``
-(fp32, bf16, fp16, 8bit, 4bit). Every cell is an evaluation stored in the history (and cached per example).
+(fp32, bf16, fp16, 8bit, 4bit). Every cell is an evaluation by the one evaluation service
+(:func:`toolkit.evaluation.evaluate_prompt`), stored in the history and cached per example.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .evaluate import (
-    EvalReport,
-    EvalSettings,
-    cache_key,
-    evaluate_prompt,
-    prompt_calibration,
-    run_evaluation,
-    template_key,
-)
-from .models import get_model
+from .evaluate import EvalSettings
+from .evaluation import evaluate_prompt, load_model
 
 
 @dataclass
@@ -54,85 +45,6 @@ def parse_runtime(spec: str) -> tuple[str, str, str]:
     raise ConfigError(f"Runtime {spec!r}: use llamacpp:MODEL or torch:MODEL:PRECISION (fp32, bf16, fp16, 8bit, 4bit).")
 
 
-def evaluate_prompt_torch(
-    store,
-    *,
-    tm,
-    task_row: dict,
-    prompt_row: dict,
-    split: str = "test",
-    settings: EvalSettings | None = None,
-    limit: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    stop: threading.Event | None = None,
-    batch_size: int = 16,
-) -> EvalReport:
-    """Score a prompt with a loaded torch model (same layout and label rule as llama.cpp and the optimizer).
-
-    Examples run in batches; each batch's results are stored (and cached per example) as soon as it is done,
-    so an interrupted evaluation continues from the last finished batch.
-    """
-    from .engine.config import GreaterConfig, Item
-    from .engine.parts import build_predictor
-
-    settings = settings or EvalSettings()
-    spec = store.task_spec(task_row)
-    calibration = prompt_calibration(prompt_row, spec)
-    examples = store.examples(task_row["id"], split, limit=limit)
-    config = GreaterConfig(mode=settings.mode, max_new_tokens=settings.max_new_tokens, steps=1, batch_size=batch_size)
-    from .layout import demos_from_json
-
-    predictor = build_predictor(tm, spec, config, demos=demos_from_json(prompt_row.get("demos")))
-    device = predictor.forward.device
-    ev_id = store.create_evaluation(
-        prompt_id=prompt_row["id"],
-        task_id=task_row["id"],
-        split=split,
-        model_id=tm.info.id,
-        model_sha256=tm.sha256,
-        backend="torch",
-        quantization=tm.precision,
-        mode=settings.mode,
-        settings={
-            **json.loads(settings.key()),
-            "limit": limit,
-            "device": str(device),
-            **({"calibration": calibration.to_dict()} if calibration else {}),
-        },
-        n=len(examples),
-    )
-    # CPU and GPU arithmetic differ; another chat template than the weights' own gives other answers
-    model_key = f"{tm.sha256}:torch:{tm.precision}:{device.type}" + template_key(tm)
-    keyed = [
-        (ex, cache_key(prompt_row["text"], model_key, settings, spec, ex, calibration, prompt_row.get("demos")))
-        for ex in examples
-    ]
-    prompt_ids = predictor.text.encode(prompt_row["text"])
-
-    def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
-        items = [Item(ex["input"], ex["answer"]) for ex in batch]
-        preds = predictor.predict_items(
-            prompt_ids, items, answer_tokens=settings.answer_tokens, calibration=calibration
-        )
-        chains = predictor.decoder.chains(prompt_ids, items)  # cached by predict_items
-        return [
-            ((predictor.text.decode(chain).strip() + " " + str(pred)).strip(), pred)
-            for chain, (_, pred) in zip(chains, preds)
-        ]
-
-    return run_evaluation(
-        store,
-        ev_id,
-        prompt_text=prompt_row["text"],
-        spec=spec,
-        keyed=keyed,
-        predict_batch=predict_batch,
-        batch_size=config.batch_size,
-        progress=progress,
-        stop=stop,
-    )
-
-
 def compare_prompts(
     project,
     prompt_ids: list[int],
@@ -162,7 +74,7 @@ def compare_prompts(
         if own:
             if progress:
                 progress(f"loading {rt}")
-            loaded[rt] = (load or load_runtime)(kind, model_id, precision)
+            loaded[rt] = load(kind, model_id, precision) if load else load_model(kind, model_id, precision=precision)
         for p in prompts:
             if progress:
                 progress(f"{rt}: prompt {p['id']}")
@@ -171,44 +83,21 @@ def compare_prompts(
                 if progress:
                     progress(f"{rt}: prompt {pid}, {done}/{total} examples")
 
-            if kind == "llamacpp":
-                rep = evaluate_prompt(
-                    store,
-                    model=loaded[rt],
-                    task_row=task_row,
-                    prompt_row=p,
-                    split=split,
-                    settings=settings,
-                    limit=limit,
-                    progress=each,
-                )
-            else:
-                rep = evaluate_prompt_torch(
-                    store,
-                    tm=loaded[rt],
-                    task_row=task_row,
-                    prompt_row=p,
-                    split=split,
-                    settings=settings,
-                    limit=limit,
-                    progress=each,
-                )
+            rep = evaluate_prompt(
+                store,
+                model=loaded[rt],
+                task_row=task_row,
+                prompt_row=p,
+                split=split,
+                settings=settings,
+                limit=limit,
+                progress=each,
+            )
             result.cells[(p["id"], rt)] = rep
         if own:
             del loaded[rt]
             _free_memory()
     return result
-
-
-def load_runtime(kind: str, model_id: str, precision: str):
-    """The model for one runtime: llama.cpp's GGUF, or torch at ``precision``."""
-    if kind == "llamacpp":
-        from .llamacpp import LlamaCppModel
-
-        return LlamaCppModel(get_model(model_id))
-    from .engine.torch_backend import load_torch_model
-
-    return load_torch_model(get_model(model_id), precision=precision)
 
 
 def _free_memory() -> None:

@@ -46,10 +46,9 @@ def run_demo(
 ) -> dict:
     """Run the whole path and print what it measured. Returns the numbers (also stored in the history)."""
     from .defaults import DEFAULT_INITIAL_PROMPT
-    from .engine.torch_backend import load_torch_model
-    from .evaluate import EvalSettings, evaluate_prompt
+    from .evaluate import EvalSettings
+    from .evaluation import evaluate_prompt, load_model
     from .export import export_prompt
-    from .llamacpp import LlamaCppModel
     from .models import get_model
     from .optimize import optimize
     from .render import StepPrinter, _print_eval, eval_progress
@@ -63,7 +62,7 @@ def run_demo(
     console.print(f"[bold]gradprompt demo[/] - project {project.name} ({project.path})")
     console.print(f"Task {task_name}: {what}, splits {sizes}; model {info.id} ({info.name})")
     with console.status("Loading the model for torch (the first time converts the GGUF, ~20 s)..."):
-        tm = load_torch_model(info, precision="auto", device="auto")
+        tm = load_model("torch", info)
     limit = f"{budget_s:.0f} s" if budget_s else f"{steps} steps"
     pool = max(0, sizes.get("train", 0) - train_size)
     console.print(
@@ -118,7 +117,7 @@ def run_demo(
         f"\nOptimized in {result.seconds:.0f}s. Scoring {what} on {test_size} held-out test examples "
         "with llama.cpp (the GGUF you would deploy)..."
     )
-    model = LlamaCppModel(info)
+    model = load_model("llamacpp", info)
     settings = EvalSettings(mode=mode, max_new_tokens=CHAIN_CAP)
     reports = {}
     kept = result.prompt_id == result.initial_prompt_id

@@ -1,7 +1,10 @@
-"""Scoring prompts on a task split with llama.cpp, stored in the history and cached per example.
+"""What every evaluation shares, and llama.cpp's answer rules.
 
-Labels: greedy decoding restricted to the task's labels (see :func:`choose_label`; the optimizer's rule).
-Numbers and free text: greedy generation under a llama.cpp GBNF grammar (a number; one line of text).
+* The settings and the report, the cache key of an example's answer, and the loop that stores each answer as it
+  is done and continues a stopped evaluation (:func:`run_evaluation`). The service that runs a prompt version
+  on a split with a runtime is :func:`toolkit.evaluation.evaluate_prompt`.
+* llama.cpp's answers: labels by greedy decoding restricted to the task's labels (see :func:`choose_label`; the
+  optimizer's rule); numbers and free text by greedy generation under a GBNF grammar (a number; one line).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .calibration import Calibration, argmax
-from .errors import ClusterWorkError, ConfigError, InputTooLongError
 from .layout import CHAIN_CAP, REASONING_SEPARATOR, ChatLayout, answer_text
 from .stats import wilson_interval
 from .tasks import AnswerSpec, answer_from_text, is_correct
@@ -302,208 +304,6 @@ def run_evaluation(
     return EvalReport(
         evaluation_id, prompt_text, done, correct, accuracy, (lo, hi), confusion, seconds, cached, calls, skipped
     )
-
-
-def evaluate_prompt(
-    store,
-    *,
-    model,
-    task_row: dict,
-    prompt_row: dict,
-    split: str = "test",
-    settings: EvalSettings | None = None,
-    limit: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    stop: threading.Event | None = None,
-    predictor: Callable[[dict], tuple[str, str | None]] | None = None,
-    key_extra: Callable[[dict], str] | None = None,
-    cluster: str | None = None,
-    shard_size: int = 0,
-) -> EvalReport:
-    """Score one stored prompt on a task split with a loaded :class:`~toolkit.llamacpp.LlamaCppModel`.
-
-    Per-example results are cached by (prompt, model file, settings, example): a repeated or interrupted
-    evaluation only runs the examples it has not seen. A strategy (:mod:`toolkit.strategies`) passes its own
-    ``predictor`` (example -> (output, predicted)) and, when its answers depend on more than the example (the
-    candidates it combines), ``key_extra`` (example -> text added to the cache key).
-
-    ``cluster``: a Ray address; the examples not in the cache are split into shards of ``shard_size`` (0: about
-    four per worker CPU) scored by Ray tasks on the workers' own copy of the model file, and stored here as each
-    shard finishes (toolkit.cluster).
-    """
-    settings = settings or EvalSettings()
-    if cluster is not None and (predictor is not None or settings.strategy != "plain"):
-        raise ConfigError(
-            "--ray shards plain evaluations; the strategies around a prompt (--second-attempt, --logic-of-thought, "
-            "combine) run on this machine. Leave out --ray for them."
-        )
-    spec = store.task_spec(task_row)
-    calibration = prompt_calibration(prompt_row, spec)
-    if (calibration is not None or prompt_row.get("demos")) and (predictor is not None or settings.strategy != "plain"):
-        raise ConfigError(
-            f"Prompt {prompt_row['id']} has a label calibration or demonstrations; the strategies around a prompt "
-            "do not apply those yet. Use the plain instruction (its parent) for a strategy."
-        )
-    layout = prompt_layout(model, spec, prompt_row)
-    examples = store.examples(task_row["id"], split, limit=limit)
-    ev_id = store.create_evaluation(
-        prompt_id=prompt_row["id"],
-        task_id=task_row["id"],
-        split=split,
-        model_id=model.info.id,
-        model_sha256=model.sha256,
-        backend="llamacpp",
-        quantization=model.info.quantization or "gguf",
-        mode=settings.label,
-        n=len(examples),
-        settings={
-            **json.loads(settings.key()),
-            "limit": limit,
-            "gpu_layers": getattr(model, "n_gpu_layers", 0),
-            **({"calibration": calibration.to_dict()} if calibration else {}),
-        },
-    )
-    # GPU-offloaded layers compute slightly differently from the CPU: their results are cached apart; so are the
-    # answers under a chat template other than the GGUF's own (two models can share one GGUF)
-    model_key = model.sha256 + (":gpu" if getattr(model, "n_gpu_layers", 0) else "") + template_key(model)
-    keyed = [
-        (
-            ex,
-            cache_key(
-                prompt_row["text"] + (key_extra(ex) if key_extra else ""),
-                model_key,
-                settings,
-                spec,
-                ex,
-                calibration,
-                prompt_row.get("demos"),
-            ),
-        )
-        for ex in examples
-    ]
-
-    if predictor is None and settings.strategy == "logic-of-thought":
-        from .logic import augment
-
-        def predictor(ex: dict) -> tuple[str, str | None]:  # the rules' derived statements appended to the input
-            return predict(model, layout, spec, prompt_row["text"], augment(ex["input"])[0], settings)
-
-    def predict_one(ex: dict) -> tuple[str, str | None]:
-        try:
-            if predictor is not None:
-                return predictor(ex)
-            return predict(model, layout, spec, prompt_row["text"], ex["input"], settings, calibration)
-        except InputTooLongError as exc:  # this example only: the rest of the evaluation goes on
-            return SKIPPED + str(exc), None
-
-    def predict_batch(batch: list[dict]) -> list[tuple[str, str | None]]:
-        return [predict_one(ex) for ex in batch]
-
-    execute = None
-    if cluster is not None:
-        execute, shard_size = _sharded(cluster, model, spec, prompt_row, settings, shard_size, len(keyed), stop)
-    return run_evaluation(
-        store,
-        ev_id,
-        prompt_text=prompt_row["text"],
-        spec=spec,
-        keyed=keyed,
-        predict_batch=predict_batch,
-        batch_size=1 if execute is None else max(1, shard_size),
-        progress=progress,
-        stop=stop,
-        execute=execute,
-    )
-
-
-def _sharded(
-    address: str, model, spec: AnswerSpec, prompt_row: dict, settings: EvalSettings, shard_size: int, n: int, stop
-):
-    """(``execute`` for :func:`run_evaluation`, the shard size): each shard a Ray task (:func:`_shard_on_worker`);
-    a shard that fails is reported, the others are stored, and the evaluation then ends with an error that says
-    how to finish it. Shard size 0: about four shards per CPU of the cluster (progress as they finish, little idle
-    time at the end)."""
-    from .cluster import connect, fan_out, worker_identity
-
-    ray = connect(address)
-    prompt = {k: prompt_row.get(k) for k in ("id", "text", "demos", "calibration")}
-    gpu_layers = getattr(model, "n_gpu_layers", 0)
-    mine = (worker_identity()["version"], template_key(model))
-
-    def execute(parts: list[list[dict]], deliver: Callable[[int, list, float], None]) -> None:
-        failed: list[str] = []
-
-        def on_result(i: int, out: dict) -> None:
-            if (out["version"], out["template"]) != mine:
-                failed.append(
-                    f"shard {i + 1} on {out['host']}: gradprompt {out['version']} or its chat template "
-                    "differs from this machine's"
-                )
-                return
-            deliver(i, [tuple(o) for o in out["outputs"]], out["seconds"] / max(1, len(out["outputs"])))
-
-        fan_out(
-            ray,
-            _shard_on_worker,
-            (
-                (i, (model.info.id, model.sha256, gpu_layers, spec, prompt, settings, part))
-                for i, part in enumerate(parts)
-            ),
-            on_result=on_result,
-            on_error=lambda i, message: failed.append(f"shard {i + 1}: {message}"),
-            stop=stop,
-        )
-        if failed:
-            raise ClusterWorkError(
-                f"{len(failed)} of {len(parts)} shards failed ({'; '.join(failed[:3])}). The other shards' answers are "
-                "stored: run the same command again to score only what is missing."
-            )
-
-    if shard_size <= 0:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        shard_size = max(1, -(-n // (4 * cpus)))
-    return execute, shard_size
-
-
-# A worker process keeps the llama.cpp models it loaded for the next shards (Ray reuses its workers).
-_WORKER_LLAMA: dict[tuple[str, str, int], object] = {}
-
-
-def _shard_on_worker(
-    model_id: str,
-    sha256: str,
-    gpu_layers: int,
-    spec: AnswerSpec,
-    prompt_row: dict,
-    settings: EvalSettings,
-    examples: list[dict],
-) -> dict:
-    """A Ray task: predict ``examples`` with the worker's own copy of the model file (found by its sha256)."""
-    from .cluster import assigned_cpus, worker_identity
-    from .llamacpp import LlamaCppModel
-    from .models import locate_model
-
-    key = (model_id, sha256, gpu_layers)
-    if key not in _WORKER_LLAMA:
-        _WORKER_LLAMA[key] = LlamaCppModel(
-            locate_model(model_id, sha256), n_threads=assigned_cpus(), n_gpu_layers=gpu_layers
-        )
-    model = _WORKER_LLAMA[key]
-    layout = prompt_layout(model, spec, prompt_row)
-    calibration = prompt_calibration(prompt_row, spec)
-    t0 = time.perf_counter()
-    outputs = []
-    for ex in examples:
-        try:
-            outputs.append(predict(model, layout, spec, prompt_row["text"], ex["input"], settings, calibration))
-        except InputTooLongError as exc:
-            outputs.append((SKIPPED + str(exc), None))
-    return {
-        "outputs": outputs,
-        "seconds": time.perf_counter() - t0,
-        "template": template_key(model),
-        **worker_identity(),
-    }
 
 
 def prompt_layout(model, spec: AnswerSpec, prompt_row: dict | None = None) -> ChatLayout:

@@ -192,15 +192,15 @@ def deployed_request(project, bundle: dict, model_id: str | None = None) -> dict
     gradprompt.
     """
     from .evaluate import answer_grammar
+    from .evaluation import load_model
     from .layout import ChatLayout, answer_text
-    from .llamacpp import LlamaCppModel
     from .models import get_model
     from .tasks import AnswerSpec
 
     if not bundle["answer"]:
         raise ConfigError(f"Prompt {bundle['prompt_id']} belongs to no task: a request needs the task's answer format.")
     info = get_model(model_id or project.default_model)
-    model = LlamaCppModel(info, n_ctx=512)
+    model = load_model("llamacpp", info, n_ctx=512)
     try:
         spec = AnswerSpec(
             kind=bundle["answer"]["kind"],

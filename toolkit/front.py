@@ -139,7 +139,7 @@ def measure_front(
 ) -> list[FrontRow]:
     """Score every prompt on every model's GGUF with llama.cpp, one model loaded at a time, and measure it."""
     from .compare import _free_memory
-    from .evaluate import evaluate_prompt
+    from .evaluation import evaluate_prompt, load_model
     from .models import get_model
 
     store = project.store
@@ -156,9 +156,7 @@ def measure_front(
         with _RssSampler() as rss:
             model: object
             if load is None:
-                from .llamacpp import LlamaCppModel
-
-                model = LlamaCppModel(info)
+                model = load_model("llamacpp", info)
             else:
                 model = load(info.id)
             for p in prompts:

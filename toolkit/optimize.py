@@ -12,6 +12,7 @@ from collections.abc import Callable
 from .defaults import DEFAULT_INITIAL_PROMPT
 from .engine.config import GreaterConfig, Item
 from .errors import ConfigError
+from .evaluation import load_model
 from .lifecycle import Finished, OptimizeResult, drive, library_versions
 from .models import get_model
 
@@ -22,11 +23,10 @@ def _items(store, task_id: int, split: str) -> list[Item]:
 
 def _engine(project, task_row, model_id, config: GreaterConfig, precision: str, device: str, tm=None):
     from .engine.greater import GreaterEngine
-    from .engine.torch_backend import load_torch_model
 
     store = project.store
     if tm is None:
-        tm = load_torch_model(get_model(model_id), precision=precision, device=device)
+        tm = load_model("torch", model_id, precision=precision, device=device)
     spec = store.task_spec(task_row)
     train, dev = _items(store, task_row["id"], "train"), _items(store, task_row["id"], "dev")
     if not train:
@@ -151,15 +151,11 @@ def is_greater(method: str) -> bool:
 
 
 def _default_load_torch(info, precision: str = "auto", device: str = "auto"):
-    from .engine.torch_backend import load_torch_model
-
-    return load_torch_model(info, precision=precision, device=device)
+    return load_model("torch", info, precision=precision, device=device)
 
 
 def _default_load_llama(info):
-    from .llamacpp import LlamaCppModel
-
-    return LlamaCppModel(info)
+    return load_model("llamacpp", info)
 
 
 def start_run(

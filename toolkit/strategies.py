@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from .evaluate import EvalReport, EvalSettings, answer_after, evaluate_prompt, predict
+from .evaluate import EvalReport, EvalSettings, answer_after, predict
+from .evaluation import evaluate_prompt
 from .layout import INPUT_SEPARATOR, REASONING_SEPARATOR, ChatLayout
 from .stats import mcnemar_two_sided, paired_counts
 

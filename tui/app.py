@@ -469,7 +469,10 @@ class GradpromptApp(LibraryActions, EvaluationActions, LiveRuns, App):
 
     @on(TabbedContent.TabActivated, "#tabs")
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if not isinstance(self.focused, DataTable) or self.focused.id != self.MAIN_TABLES.get(event.pane.id, "")[1:]:
+        if (
+            not isinstance(self.focused, DataTable)
+            or self.focused.id != self.MAIN_TABLES.get(event.pane.id or "", "")[1:]
+        ):
             self.focus_table(event.pane.id)
 
     def action_search(self) -> None:

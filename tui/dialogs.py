@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from rich.markup import escape
 from textual import on
@@ -15,7 +16,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from toolkit.errors import ConfigError, GradpromptError
 
 
-def whole(values: dict, key: str, label: str, default: int | None = None, minimum: int | None = None) -> int | None:
+def whole(values: dict, key: str, label: str, default: int | None = None, minimum: int | None = None) -> int:
     """A whole number from a form field, or a ConfigError that names the field (an empty field: ``default``)."""
     text = str(values.get(key, "")).strip()
     if not text:
@@ -114,7 +115,7 @@ class InputDialog(ModalScreen[dict | None]):
                 yield Button("Cancel", id="cancel")
 
     def values(self) -> dict:
-        return {name: str(self.query_one(f"#field-{name}").value) for name, *_ in self.fields}
+        return {name: str(cast("Input | Select", self.query_one(f"#field-{name}")).value) for name, *_ in self.fields}
 
     @on(Input.Changed)
     @on(Select.Changed)

@@ -11,10 +11,11 @@ from toolkit.errors import ConfigError
 from toolkit.layout import CHAIN_CAP
 
 from .dialogs import InputDialog, whole
+from .host import AppHost
 from .render import escape_markup
 
 
-class EvaluationActions:
+class EvaluationActions(AppHost):
     """Actions of the App (a mixin: it uses the App's project, store, widgets and workers)."""
 
     def action_evaluate(self) -> None:
@@ -77,7 +78,8 @@ class EvaluationActions:
 
     @work(thread=True, group="eval", exclusive=True)
     def evaluate(self, prompt_id: int, values: dict) -> None:
-        from toolkit.evaluate import EvalSettings, evaluate_prompt
+        from toolkit.evaluate import EvalSettings
+        from toolkit.evaluation import evaluate_prompt
 
         store = self.project.store
         strategy = (values.get("strategy") or "plain").strip()
@@ -189,14 +191,14 @@ class EvaluationActions:
             if values["form"] == "trained reranker":
                 from toolkit.combiner import trained_combine, trained_combine_markdown
 
-                report = trained_combine(
+                trained = trained_combine(
                     self.project,
                     model=model,
                     folder=self.project.path / "combiners",
                     evaluation_ids=ids,
                     progress=progress,
                 )
-                text = trained_combine_markdown(report, task=task, model=model_id)
+                text = trained_combine_markdown(trained, task=task, model=model_id)
             else:
                 from toolkit.strategies import combine, combine_markdown
 

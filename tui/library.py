@@ -14,10 +14,11 @@ from toolkit.store import row_tags
 
 from .dialogs import DiffScreen, ErrorDialog, InputDialog, TextDialog, whole
 from .forms import IMPORT_FIELDS, read_task_file_from_form
+from .host import AppHost
 from .render import clip, escape_markup
 
 
-class LibraryActions:
+class LibraryActions(AppHost):
     """Actions of the App (a mixin: it uses the App's project, store, widgets and workers)."""
 
     def action_show_task(self) -> None:

@@ -15,11 +15,12 @@ from toolkit.layout import CHAIN_CAP
 
 from .dialogs import ErrorDialog, InputDialog
 from .forms import run_config_from_form
+from .host import AppHost
 from .messages import RunFinished, StepArrived
 from .render import highlight_token, sparkline
 
 
-class LiveRuns:
+class LiveRuns(AppHost):
     """Actions of the App (a mixin: it uses the App's project, store, widgets and workers)."""
 
     def action_new_run(self) -> None:
@@ -166,18 +167,23 @@ class LiveRuns:
         from toolkit.optimize import is_greater, resume_run, start_run
 
         stop = self.stop_event
-        loaders = {
-            "load_torch": lambda info, precision, device: self.backends.load_torch_model(info.id, precision),
-            "load_llama": lambda info: self.backends.load_llama_model(info.id),
-        }  # its own (not the eval's)
+
+        def load_torch(info, precision, device):  # the run's own models (not the evaluations')
+            return self.backends.load_torch_model(info.id, precision)
+
+        def load_llama(info):
+            return self.backends.load_llama_model(info.id)
 
         def on_step(record: dict) -> None:
             self.post_message(StepArrived(resume_id, record))
 
         try:
             if resume_id is not None:
-                result = resume_run(self.project, resume_id, on_step=on_step, stop=stop, **loaders)
+                result = resume_run(
+                    self.project, resume_id, on_step=on_step, stop=stop, load_torch=load_torch, load_llama=load_llama
+                )
             else:
+                assert task is not None  # a new run is started from a form that names its task
                 greater = is_greater(method)
                 from toolkit.defaults import DEFAULT_INITIAL_PROMPT
 
@@ -192,7 +198,8 @@ class LiveRuns:
                     precision=precision,
                     on_step=on_step,
                     stop=stop,
-                    **loaders,
+                    load_torch=load_torch,
+                    load_llama=load_llama,
                 )
         except BaseException as exc:
             self.report(exc)

@@ -9,10 +9,9 @@ from textual.message import Message
 
 
 def _load_llama(model_id: str):
-    from toolkit.llamacpp import LlamaCppModel
-    from toolkit.models import get_model
+    from toolkit.evaluation import load_model
 
-    return LlamaCppModel(get_model(model_id))
+    return load_model("llamacpp", model_id)
 
 
 @dataclass
@@ -26,10 +25,9 @@ class Backends:
 
 def default_backends() -> Backends:
     def load(model_id: str, precision: str = "auto"):
-        from toolkit.engine.torch_backend import load_torch_model
-        from toolkit.models import get_model
+        from toolkit.evaluation import load_model
 
-        return load_torch_model(get_model(model_id), precision=precision)
+        return load_model("torch", model_id, precision=precision)
 
     return Backends(load_torch_model=load)
 

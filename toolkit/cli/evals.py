@@ -12,7 +12,6 @@ from ..calibration import DEFAULT_ROWS
 from ..layout import CHAIN_CAP
 from ..render import _pct, _print_eval, eval_progress
 from . import COUNT, GPU_LAYERS, ID, SIZE, Table, _clip, _confusion_table, _print_json_list, _project, cli, console
-from .optimize import _load_torch
 
 
 @cli.command("eval")
@@ -119,7 +118,8 @@ def eval_cmd(
 ):
     """Score prompts on a task split (llama.cpp on the CPU by default). Results are cached per example, so a
     repeated or interrupted evaluation only runs what it has not seen."""
-    from ..evaluate import EvalSettings, evaluate_prompt
+    from ..evaluate import EvalSettings
+    from ..evaluation import evaluate_prompt, load_model
     from ..models import get_model
 
     project = _project(ctx)
@@ -152,14 +152,11 @@ def eval_cmd(
         )
     if shard_size and ray_address is None:
         raise click.UsageError("--shard-size sets the shards of --ray; add --ray ADDRESS.")
-    if backend == "llamacpp":
-        from ..llamacpp import LlamaCppModel
-
-        model = LlamaCppModel(info, n_gpu_layers=gpu_layers)
+    if backend == "torch":
+        with console.status("Loading the model for torch..."):  # (minutes on a loaded machine)
+            model = load_model("torch", info, precision=precision)
     else:
-        from ..compare import evaluate_prompt_torch
-
-        tm = _load_torch(info, precision)
+        model = load_model("llamacpp", info, gpu_layers=gpu_layers)
     for pid in prompt_ids:
         prompt_row = project.store.prompt(pid)
         task_row = project.store.task(project.id, task or prompt_row["task_id"])
@@ -190,30 +187,18 @@ def eval_cmd(
             continue
         with console.status(f"Evaluating prompt {pid}...") as status:
             progress = eval_progress(status, f"Evaluating prompt {pid}")
-            if backend == "llamacpp":
-                report = evaluate_prompt(
-                    project.store,
-                    model=model,
-                    task_row=task_row,
-                    prompt_row=prompt_row,
-                    split=split,
-                    settings=settings,
-                    limit=limit,
-                    progress=progress,
-                    cluster=ray_address,
-                    shard_size=shard_size,
-                )
-            else:
-                report = evaluate_prompt_torch(
-                    project.store,
-                    tm=tm,
-                    task_row=task_row,
-                    prompt_row=prompt_row,
-                    split=split,
-                    settings=settings,
-                    limit=limit,
-                    progress=progress,
-                )
+            report = evaluate_prompt(
+                project.store,
+                model=model,
+                task_row=task_row,
+                prompt_row=prompt_row,
+                split=split,
+                settings=settings,
+                limit=limit,
+                progress=progress,
+                cluster=ray_address,
+                shard_size=shard_size,
+            )
         if as_json:
             click.echo(
                 json.dumps(
@@ -453,13 +438,13 @@ def evals_combine(ctx, evaluation_ids, instruction, trained, retrain, train_size
     the label from the prompts' label scores (one call per prompt and input, as a vote). Either is compared with
     each candidate alone, their majority vote and the any-right ceiling on the same examples, with a paired test
     against the best candidate."""
-    from ..llamacpp import LlamaCppModel
+    from ..evaluation import load_model
     from ..models import get_model
     from ..strategies import DEFAULT_COMBINE, combine, combine_markdown
 
     project = _project(ctx)
     info = get_model(model_id or project.default_model)
-    model = LlamaCppModel(info)
+    model = load_model("llamacpp", info)
     with console.status("Combining...") as status:
         if trained:
             from ..combiner import trained_combine, trained_combine_markdown

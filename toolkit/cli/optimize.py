@@ -335,10 +335,10 @@ def print_fits(plans, free_mb: float | None, heading: str = "by precision") -> N
 
 def _load_torch(info, precision: str = "auto", device: str = "auto"):
     """Load a model for torch with a spinner (the load can take minutes on a loaded machine)."""
-    from ..engine.torch_backend import load_torch_model
+    from ..evaluation import load_model
 
     with console.status("Loading the model for torch..."):
-        return load_torch_model(info, precision=precision, device=device)
+        return load_model("torch", info, precision=precision, device=device)
 
 
 def _stopped_hint(project) -> None:

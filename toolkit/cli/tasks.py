@@ -185,8 +185,7 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     sees, its answers, and warnings when nothing parses or one label comes back for everything."""
     from ..defaults import DEFAULT_INITIAL_PROMPT
     from ..evaluate import EvalSettings, check_answer_format
-    from ..llamacpp import LlamaCppModel
-    from ..models import get_model
+    from ..evaluation import load_model
 
     project = _project(ctx)
     row = project.store.task(project.id, task)
@@ -195,7 +194,7 @@ def tasks_check(ctx, task, prompt_text, model_id, n, mode, max_new_tokens):
     if not examples:
         raise GradpromptError(f"Task {row['name']!r} has no training examples to try.")
     with console.status(f"llama.cpp: trying {len(examples)} examples..."):
-        model = LlamaCppModel(get_model(model_id or project.default_model))
+        model = load_model("llamacpp", model_id or project.default_model)
         res = check_answer_format(
             model,
             spec,
@@ -240,14 +239,13 @@ def tasks_memorization(ctx, task, split, model_id, limit, as_json):
     memorized. A split that passes is not proven unseen (see docs/benchmarks.md)."""
     import json
 
-    from ..llamacpp import LlamaCppModel
+    from ..evaluation import load_model
     from ..memorization import check_task
-    from ..models import get_model
 
     project = _project(ctx)
     row = project.store.task(project.id, task)
     with console.status("llama.cpp: probing continuations...") as status:
-        model = LlamaCppModel(get_model(model_id or project.default_model))
+        model = load_model("llamacpp", model_id or project.default_model)
         check = check_task(
             project,
             model,
