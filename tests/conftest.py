@@ -45,6 +45,7 @@ FAST_IN_SLOW_MODULES = {
     "test_the_tasks_tab_shows_a_tasks_examples",
     "test_empty_or_bad_number_fields_are_named_not_python_errors",
     "test_a_shared_formula_the_model_continues_is_not_memory",  # a fake runtime, no model
+    "test_stop_and_resume_a_run_of_the_real_optimizer",
 }
 
 

@@ -1,4 +1,5 @@
-"""Short real runs on the default model (SmolLM2-135M, fp32, CPU) in each mode, through the history."""
+"""Runs of the real optimizer through the history: short runs on the default model (SmolLM2-135M, fp32, CPU) in
+each mode, and a stop and resume on the tiny model."""
 
 import threading
 
@@ -32,12 +33,14 @@ def test_short_real_run_is_stored(project, real_tm, mode):
     assert project.store.prompt(result.prompt_id)["text"] == result.prompt
 
 
-def test_stop_and_resume_a_real_run(project, real_tm):
+def test_stop_and_resume_a_run_of_the_real_optimizer(project, tiny_tm):
+    """The GReaTer engine itself (not a fake optimizer) stopped after a step and resumed to its end; the tiny
+    random-weight model is enough for the lifecycle (the real model's runs are above)."""
     task = ensure_demo_task(project)
     cfg = GreaterConfig(steps=3, n_train=3, n_dev=3, topk=20, topq=3)
     stop = threading.Event()
-    first = optimize(project, task["name"], config=cfg, torch_model=real_tm, on_step=lambda r: stop.set(), stop=stop)
+    first = optimize(project, task["name"], config=cfg, torch_model=tiny_tm, on_step=lambda r: stop.set(), stop=stop)
     assert first.status == "stopped" and project.store.run(first.run_id)["status"] == "stopped"
-    done = resume(project, first.run_id, torch_model=real_tm)
+    done = resume(project, first.run_id, torch_model=tiny_tm)
     assert done.status == "done" and done.run_id == first.run_id
     assert [s["step"] for s in project.store.steps(first.run_id)] == [0, 1, 2]
