@@ -332,3 +332,20 @@ def test_a_stop_cancels_the_tasks_still_on_the_cluster(ray_cluster):
     t0 = time.monotonic()
     fan_out(ray, sleepy, [(i, (i,)) for i in range(6)], on_result=on_result, on_error=got.append, stop=stop)
     assert got == [0] and time.monotonic() - t0 < 120  # the 600 s tasks were cancelled, not waited for
+
+
+def test_a_worker_with_another_version_or_chat_template_is_not_stored():
+    """Bench cells and evaluation shards are stored only from workers that run the same gradprompt and render
+    the same chat template for the model (one check for both)."""
+    import dataclasses
+
+    from toolkit.cluster import mismatch, worker_identity
+    from toolkit.models import get_model
+
+    info = get_model()
+    mine = worker_identity(info)
+    assert mismatch(worker_identity(info), mine) is None
+    assert "gradprompt 0.0.0, this machine" in (mismatch({**mine, "version": "0.0.0"}, mine) or "")
+    other = dataclasses.replace(info, chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert "chat template" in (mismatch(worker_identity(other), mine) or "")
+    assert worker_identity(other)["template"] != mine["template"] == ""  # the default model renders its file's

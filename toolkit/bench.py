@@ -303,13 +303,13 @@ def _cell_on_worker(
     error (a failed run is stored too, as a local bench stores it), and who ran it."""
     from .cluster import WorkerProject, assigned_cpus, worker_identity
 
-    who = worker_identity()
     key = (model_id, sha256)
     threads = assigned_cpus()
     if "torch" in sys.modules:  # the worker's torch uses the CPUs this cell was given, not the whole machine
         sys.modules["torch"].set_num_threads(threads)
     if key not in _WORKER_MODELS or _WORKER_MODELS[key].n_threads != threads:
         _WORKER_MODELS[key] = CellModels(model_id, sha256, n_threads=threads)
+    who = worker_identity(_WORKER_MODELS[key].info)
     with WorkerProject(snapshot, settings) as wp:
         try:
             result = run_cell(wp.project, config, bench_id, task, method, _WORKER_MODELS[key])
@@ -332,7 +332,7 @@ def _run_on_cluster(
 ) -> list[tuple[str, str, str]]:
     """The bench's cells as Ray tasks; each is stored as it finishes. Returns the failed cells (task, method,
     error); the others are stored whatever happens to those."""
-    from .cluster import connect, fan_out, history_snapshot, import_rows, worker_identity
+    from .cluster import connect, fan_out, history_snapshot, import_rows, mismatch, worker_identity
     from .models import get_model, verified_gguf
 
     info = get_model(config.model_id)
@@ -344,16 +344,17 @@ def _run_on_cluster(
     settings = dict(project.settings)
     total, finished = len(todo), 0
     failed: list[tuple[str, str, str]] = []
-    mine = worker_identity()["version"]
+    mine = worker_identity(info)
     say(f"{total} cells sent to the Ray cluster ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
 
     def on_result(cell: tuple[str, str], out: dict) -> None:
         nonlocal finished
         task, method = cell
         finished += 1
-        if out["version"] != mine:
-            failed.append((task, method, f"worker {out['host']} runs gradprompt {out['version']}, this machine {mine}"))
-            say(f"[{finished}/{total}] {task}: {method}: not stored: {failed[-1][2]}")
+        why = mismatch(out, mine)
+        if why is not None:
+            failed.append((task, method, why))
+            say(f"[{finished}/{total}] {task}: {method}: not stored: {why}")
             return
         import_rows(project, out["rows"])
         if out["error"]:

@@ -15,6 +15,7 @@ given ``--ray``. The pattern, for a bench cell (toolkit.bench) or an evaluation 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -119,14 +120,32 @@ def assigned_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_identity() -> dict:
+def worker_identity(info=None) -> dict:
+    """Who ran a piece of work: the host, the process, gradprompt's version and, for a model's manifest ``info``,
+    which chat template it renders ('' for the one the model file carries, which the file's hash pins; else a
+    hash of the manifest's). A worker's result is stored only when these match the driver's (:func:`mismatch`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         v = version("gradprompt")
     except PackageNotFoundError:
         v = "unknown"
-    return {"host": platform.node(), "pid": os.getpid(), "version": v}
+    out = {"host": platform.node(), "pid": os.getpid(), "version": v}
+    if info is not None:
+        template = info.chat_template or ""
+        out["template"] = "" if template == "gguf" else hashlib.sha256(template.encode()).hexdigest()[:16]
+    return out
+
+
+def mismatch(out: dict, mine: dict) -> str | None:
+    """Why a worker's result (with its :func:`worker_identity`) cannot be stored beside this machine's work
+    (``mine``): another gradprompt version, or another chat template for the model; None when it matches."""
+    why = []
+    if out.get("version") != mine["version"]:
+        why.append(f"gradprompt {out.get('version')}, this machine {mine['version']}")
+    if "template" in mine and out.get("template") != mine["template"]:
+        why.append("another chat template in its manifest of the model")
+    return f"worker {out.get('host', '?')} has " + "; ".join(why) if why else None
 
 
 def history_snapshot(store) -> bytes:

@@ -312,22 +312,20 @@ def _sharded(
     a shard that fails is reported, the others are stored, and the evaluation then ends with an error that says
     how to finish it. Shard size 0: about four shards per CPU of the cluster (progress as they finish, little idle
     time at the end)."""
-    from .cluster import connect, fan_out, worker_identity
+    from .cluster import connect, fan_out, mismatch, worker_identity
 
     ray = connect(address)
     prompt = {k: prompt_row.get(k) for k in ("id", "text", "demos", "calibration")}
     gpu_layers = getattr(model, "n_gpu_layers", 0)
-    mine = (worker_identity()["version"], template_key(model))
+    mine = worker_identity(model.info)
 
     def execute(parts: list[list[dict]], deliver: Callable[[int, list, float], None]) -> None:
         failed: list[str] = []
 
         def on_result(i: int, out: dict) -> None:
-            if (out["version"], out["template"]) != mine:
-                failed.append(
-                    f"shard {i + 1} on {out['host']}: gradprompt {out['version']} or its chat template "
-                    "differs from this machine's"
-                )
+            why = mismatch(out, mine)
+            if why is not None:
+                failed.append(f"shard {i + 1}: {why}")
                 return
             deliver(i, [tuple(o) for o in out["outputs"]], out["seconds"] / max(1, len(out["outputs"])))
 
@@ -355,7 +353,7 @@ def _sharded(
 
 
 # A worker process keeps the llama.cpp models it loaded for the next shards (Ray reuses its workers).
-_WORKER_LLAMA: dict[tuple[str, str, int], object] = {}
+_WORKER_LLAMA: dict[tuple[str, str, int], Any] = {}
 
 
 def _shard_on_worker(
@@ -390,6 +388,5 @@ def _shard_on_worker(
     return {
         "outputs": outputs,
         "seconds": time.perf_counter() - t0,
-        "template": template_key(model),
-        **worker_identity(),
+        **worker_identity(model.info),
     }
