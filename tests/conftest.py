@@ -10,50 +10,33 @@ os.environ["GRADPROMPT_HOME"] = _HOME
 os.environ.pop("GRADPROMPT_PROJECT", None)
 
 
-# The fast lane, `pytest -m "not slow"`: every test that loads a real model (the 135M GGUF in llama.cpp, or its
-# weights in torch) or builds a bundle, wheel or subprocess pipeline is marked slow here, by the fixtures it uses
-# and by module, so a new test of that kind is marked without anyone remembering to.
+# The fast lane, `pytest -m "not slow"`: every test that needs no real model and takes under a second or so.
+# Chosen per test:
+# * a test that loads a real model (the 135M GGUF in llama.cpp or its weights in torch, or a Ray cluster) is slow
+#   by the fixtures it uses, so a new test of that kind is marked without anyone remembering to;
+# * a module whose every test builds a bundle, a wheel, a subprocess pipeline or a converted model is slow whole;
+# * anything else that takes seconds (a several-step search or a Pilot session of many screens on the tiny model,
+#   the real model reached through the CLI) carries ``@pytest.mark.slow`` with its reason, at the test.
+# So the engine on the tiny model, the TUI through Pilot, every snapshot test and every pure test run in the fast
+# lane (docs/architecture.md).
 SLOW_FIXTURES = {"real_tm", "llama", "ray_cluster"}
 SLOW_MODULES = {
     "test_bundle",
     "test_wheel",
     "test_edge",
     "test_crash",
-    "test_optimize_real",
     "test_quantize",
     "test_runtimes",
     "test_offline",
-    "test_logic",
-    "test_evaluate",
-    "test_export",  # exports read the GGUF (token ids for the requests)
     "test_export_tools",  # a llama.cpp server, promptfoo, llm
-    "test_baselines",
-    "test_tui_snapshots",
-    "test_engine",  # the tiny random-weight model through torch: seconds per test
-    "test_tui",  # Pilot sessions with the tiny model
     "test_families",  # a tiny model per family, converted and loaded in both runtimes
-    "test_memorization",  # a tiny model trained in the test
-}
-
-
-# Tests of the slow modules that stay in the fast lane: a few engine and TUI tests on the tiny model (a second or
-# two each), so that the fast lane still runs the engine and the TUI (docs/architecture.md).
-FAST_IN_SLOW_MODULES = {
-    "test_schedule_never_repeats_a_state_and_stops_with_a_reason",
-    "test_out_of_memory_halves_the_batch_and_says_so",
-    "test_reasoning_mode_generates_chains_and_steps",
-    "test_the_tasks_tab_shows_a_tasks_examples",
-    "test_empty_or_bad_number_fields_are_named_not_python_errors",
-    "test_a_shared_formula_the_model_continues_is_not_memory",  # a fake runtime, no model
-    "test_stop_and_resume_a_run_of_the_real_optimizer",
 }
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if SLOW_FIXTURES & fixtures or (module in SLOW_MODULES and item.originalname not in FAST_IN_SLOW_MODULES):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
 
 

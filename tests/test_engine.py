@@ -81,6 +81,7 @@ def test_custom_token_filter_allows_digits(tiny_tm):
     assert cands and all(eng.decode([c]).strip().isdigit() for c in cands)
 
 
+@pytest.mark.slow  # a multi-step search
 def test_improved_schedule_never_accepts_a_worse_score(tiny_tm):
     eng = engine(tiny_tm, steps=6)
     state = eng.initial_state(PROMPT)
@@ -93,6 +94,7 @@ def test_improved_schedule_never_accepts_a_worse_score(tiny_tm):
     assert all(len(r["candidates"]) >= 1 for r in records)
 
 
+@pytest.mark.slow  # three searches
 def test_same_seed_same_prompt_and_resume_matches_uninterrupted(tiny_tm):
     full = list(engine(tiny_tm, steps=5).run(engine(tiny_tm).initial_state(PROMPT)))
     again = list(engine(tiny_tm, steps=5).run(engine(tiny_tm).initial_state(PROMPT)))
@@ -122,6 +124,7 @@ def test_reasoning_mode_generates_chains_and_steps(tiny_tm):
 
 
 @pytest.mark.parametrize("precision", ["8bit", "4bit"])
+@pytest.mark.slow  # bitsandbytes models built in the test
 def test_bitsandbytes_models_produce_correct_gradients(tiny_tm, tmp_path, precision):
     """The gradient through a bitsandbytes model equals the fp32 gradient with the same (dequantized) weights.
 
@@ -181,6 +184,7 @@ def test_bitsandbytes_models_produce_correct_gradients(tiny_tm, tmp_path, precis
 
 
 @pytest.mark.parametrize("mode", ["direct", "reasoning"])
+@pytest.mark.slow  # the naive execution is slow by design
 def test_naive_and_fast_execution_choose_the_same_tokens(tiny_tm, mode):
     kw = {"steps": 3, "mode": mode, "max_new_tokens": 4, "n_train": 4}
     fast = list(engine(tiny_tm, **kw).run(engine(tiny_tm, **kw).initial_state(PROMPT)))
@@ -240,6 +244,7 @@ def test_shared_prefix_cache_is_exact(tiny_tm):
 
 
 @pytest.mark.parametrize("mode", ["direct", "reasoning"])
+@pytest.mark.slow  # searches with and without racing
 def test_candidate_racing_is_exact_and_skips_work(tiny_tm, mode):
     """Racing drops hopeless candidates early; the chosen prompts and scores are those of a full scoring."""
     # Direct mode scores single swaps on the cached prefix instead (all at once, nothing to race): test the
@@ -285,6 +290,7 @@ def test_chains_cache_is_keyed_by_the_examples_not_the_list_object(tiny_tm, monk
     assert eng.decoder.chains(prompt, [items[2]])[0] == got[2] and len(calls) == 6  # same examples: a real cache hit
 
 
+@pytest.mark.slow  # three 4-step searches
 def test_dev_scores_every_n_steps_are_reported_and_never_steer(tiny_tm):
     plain = engine(tiny_tm, steps=4)
     with_dev = engine(tiny_tm, steps=4, dev_every=2)
@@ -320,6 +326,7 @@ def test_extractor_from_the_decoding_cache_equals_a_full_forward(real_tm):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.slow  # runs in three precisions
 def test_half_precision_gradients_follow_fp32_and_runs_complete(tiny_tm, dtype):
     """bf16/fp16 (what `--precision bf16/fp16` loads): the gradient points where the fp32 one does and a
     short run completes with finite scores."""
@@ -437,6 +444,7 @@ def test_suffix_scoring_equals_full_sequence_scoring(tiny_tm, spec, items, where
             assert float(n1) == pytest.approx(float(n2), abs=1e-4)
 
 
+@pytest.mark.slow  # two searches
 def test_suffix_scoring_and_plain_scoring_choose_the_same(tiny_tm):
     kw = {"steps": 5, "width": 6, "probe": 2}
     fast, plain = engine(tiny_tm, **kw), engine(tiny_tm, suffix_kv=False, race=False, **kw)
@@ -511,6 +519,7 @@ def test_schedule_never_repeats_a_state_and_stops_with_a_reason(tiny_tm):
     assert all(not r["accepted"] or r["train_score"] < r["search"]["bound"] for r in records)
 
 
+@pytest.mark.slow  # a multi-step search
 def test_rejected_growth_is_not_stored_as_a_change(tiny_tm):
     eng = engine(tiny_tm, steps=40, width=2, probe=0, pool=6, max_prompt_tokens=12)
     records = list(eng.run(eng.initial_state("Decide now")))  # no full stop: the sweep ends with a growth step
@@ -522,6 +531,7 @@ def test_rejected_growth_is_not_stored_as_a_change(tiny_tm):
             assert r["prompt_after"] == r["prompt_before"] and r["chosen_token"] == ""
 
 
+@pytest.mark.slow  # a multi-step search
 def test_a_prompt_ending_in_a_full_stop_can_grow_a_second_sentence(tiny_tm):
     """After the last position of a prompt ending in "." the improved schedule tries one more token (the
     reference wraps to the start instead), so a start like "Answer the question." is not held at its length;
@@ -785,6 +795,7 @@ def test_the_evaluation_predictor_needs_no_training_examples_and_a_search_does(t
     assert preds == engine(tiny_tm, mode="direct").predictor.predict_items(ids, items)
 
 
+@pytest.mark.slow  # waits out a time budget
 def test_the_final_choice_is_inside_the_one_budget(tiny_tm, monkeypatch):
     """--budget covers the search and the final choice: the start's dev pass is timed before the first step and
     the choice's passes, counted in that unit, are set aside. Where they need more than the budget no

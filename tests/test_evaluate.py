@@ -1,6 +1,8 @@
 import json
 import re
 
+import pytest
+
 from toolkit.demo import ensure_demo_task
 from toolkit.evaluate import EvalSettings
 from toolkit.evaluation import evaluate_prompt
@@ -133,6 +135,7 @@ def test_interrupted_evaluation_continues_where_it_stopped(project, llama):
     assert second.cached == 3 and second.model_calls == 5 and second.n == 8
 
 
+@pytest.mark.slow  # the real default model through the CLI
 def test_eval_cli_both_backends(project):
     from click.testing import CliRunner
 
@@ -166,6 +169,7 @@ def test_gpu_offload_is_automatic_when_llama_cpp_has_it(llama, monkeypatch):
     assert resolve_gpu_layers(None) == 0
 
 
+@pytest.mark.slow  # torch evaluations on the tiny model, three times
 def test_torch_eval_stores_each_batch_and_resumes(project, tiny_tm):
     import threading
 
@@ -384,6 +388,7 @@ def test_torch_labels_sharing_a_first_token_are_scored_whole(real_tm):
     assert [ok for ok, _ in preds] == [e == item.answer for e, item in zip(expected, items)]
 
 
+@pytest.mark.slow  # torch evaluations on the tiny model, twice
 def test_compare_cli_prints_the_matrix_with_evaluation_ids(project, monkeypatch):
     from click.testing import CliRunner
 

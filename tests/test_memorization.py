@@ -92,6 +92,7 @@ def trained():
     return runtime
 
 
+@pytest.mark.slow  # trains a tiny model
 def test_a_task_the_model_has_seen_is_flagged_and_a_random_one_is_not(trained, project, tmp_path):
     seen = _store(project, tmp_path, "seen", _rows(0))
     unseen = _store(project, tmp_path, "unseen", _rows(1))  # the same words, new strings

@@ -87,6 +87,7 @@ def test_a_chat_template_written_in_the_manifest_is_used_by_both_runtimes(llama,
     assert "<|im_start|>" in llama.chat_template  # "gguf": the file's own template
 
 
+@pytest.mark.slow  # writes a GGUF file
 def test_adding_a_gguf_without_a_chat_template_warns_and_takes_one(tmp_path):
     import gguf as gguf_py
     from click.testing import CliRunner

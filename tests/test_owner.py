@@ -110,6 +110,7 @@ def test_finished_runs_are_never_claimed(tmp_path):
         store.claim_run(run_id, force=True)
 
 
+@pytest.mark.slow  # two processes race for a claim
 def test_two_claims_at_once_one_wins(tmp_path, sleeper):
     """Two processes resuming the same interrupted run: exactly one claim succeeds."""
     path = tmp_path / "h.db"

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import stored_evaluation
 from textual.widgets import Static
 
@@ -59,6 +60,7 @@ async def wait_for(pilot, condition, limit=600):
     raise AssertionError("condition not met in time")
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_import_task_and_broken_file(project, tiny_tm, tmp_path):
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -78,6 +80,7 @@ async def test_import_task_and_broken_file(project, tiny_tm, tmp_path):
     assert [t["name"] for t in project.store.list_tasks(project.id)] == ["reviews"]
 
 
+@pytest.mark.slow  # a run stopped and resumed on the tiny model
 async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
     from toolkit.tasks import read_task_file
 
@@ -113,6 +116,7 @@ async def test_run_watch_stop_resume(project, tiny_tm, tmp_path):
         assert "score" in str(app.query_one("#live-plot").render())
 
 
+@pytest.mark.slow  # a run on the tiny model
 async def test_a_live_step_refreshes_only_the_runs_and_the_live_tab(project, tiny_tm, tmp_path):
     """Issue 11: every live step used to refresh every tab and re-query the whole store."""
     from toolkit.tasks import read_task_file
@@ -145,6 +149,7 @@ async def test_a_live_step_refreshes_only_the_runs_and_the_live_tab(project, tin
         assert app.query_one("#runs-table").get_row_at(0)[3] == "stopped"
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_diff_and_export(project, tiny_tm, tmp_path):
     from toolkit.tasks import read_task_file
 
@@ -187,6 +192,7 @@ async def test_diff_and_export(project, tiny_tm, tmp_path):
     assert list(project.exports_dir.glob("reviews-prompt-*.json"))
 
 
+@pytest.mark.slow  # the real default model
 async def test_real_default_model_through_the_ui(project, tmp_path):
     """End to end with the real SmolLM2 backend and a tiny budget."""
     from toolkit.tasks import read_task_file
@@ -202,6 +208,7 @@ async def test_real_default_model_through_the_ui(project, tmp_path):
     assert run["status"] == "done" and run["n_steps"] == 1 and run["model_id"] == "smollm2-135m"
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_create_and_switch_project_and_results(project, tiny_tm, tmp_path):
     from toolkit.store import Store  # noqa: F401  (the UI itself never touches the store's SQL)
 
@@ -218,6 +225,7 @@ async def test_create_and_switch_project_and_results(project, tiny_tm, tmp_path)
         assert "No evaluations yet" in str(app.query_one("#heatmap").render())
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
     from toolkit.tasks import read_task_file
 
@@ -244,6 +252,7 @@ async def test_results_heatmap_and_flipped_examples(project, tiny_tm, tmp_path):
         assert "2 examples flipped" in app.screen.text and "fixed" in app.screen.text and "broken" in app.screen.text
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_import_with_column_mapping_and_prompt_details(project, tiny_tm, tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text("".join(f'{{"q": "question {i}", "sol": "work #### {i % 3}"}}\n' for i in range(12)))
@@ -279,6 +288,7 @@ async def test_import_with_column_mapping_and_prompt_details(project, tiny_tm, t
         assert "lineage: 2 (edit) <- 1 (manual)" in app.screen.text
 
 
+@pytest.mark.slow  # every palette action
 async def test_command_palette_runs_gradprompt_actions(project, tiny_tm, tmp_path):
     from textual.command import CommandList, CommandPalette
 
@@ -303,6 +313,7 @@ async def test_command_palette_runs_gradprompt_actions(project, tiny_tm, tmp_pat
         await wait_for(pilot, lambda: app.query_one("#tabs").active == "models", limit=50)
 
 
+@pytest.mark.slow  # writes and reads GGUF files
 async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tmp_path, monkeypatch):
     from textual.widgets import DataTable
 
@@ -354,6 +365,7 @@ async def test_models_tab_shows_files_and_adds_a_local_gguf(project, tiny_tm, tm
         await wait_for(pilot, lambda: any("no chat template" in n.message for n in app._notifications), limit=50)
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_models_tab_lists_models_found_on_the_machine_and_enter_adds_one(project, tiny_tm, tmp_path, monkeypatch):
     from test_discover import ollama_model, tiny_gguf
     from textual.widgets import DataTable
@@ -556,6 +568,7 @@ async def test_compare_the_selected_prompt_across_runtimes(project, tiny_tm, lla
         assert "llamacpp:MODEL or torch:MODEL:PRECISION" in app.screen.text
 
 
+@pytest.mark.slow  # every tab
 async def test_an_empty_project_says_what_to_do_and_tabs_follow_the_keys(project, tiny_tm, tmp_path):
     app = create_app(project, tiny_backends(tiny_tm, []))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -592,6 +605,7 @@ async def test_empty_or_bad_number_fields_are_named_not_python_errors(project, t
         assert "Steps: 'ten' is not a whole number" in text and "invalid literal" not in text
 
 
+@pytest.mark.slow  # a run in another process
 async def test_the_live_tab_follows_a_run_of_another_process_whole(project, tiny_tm, tmp_path):
     """A run started elsewhere (here: written straight into the history, as a CLI process would) shows in the
     Live tab with all its steps, new steps arrive as they are stored, and its end is reported."""
@@ -642,6 +656,7 @@ async def test_the_live_tab_follows_a_run_of_another_process_whole(project, tiny
         await wait_for(pilot, lambda: "done after 3 steps" in str(app.query_one("#live-status").render()), limit=50)
 
 
+@pytest.mark.slow  # every tab and dialog
 async def test_keys_stay_with_the_tables_after_dialogs_escape_and_tab_switches(project, tiny_tm, tmp_path):
     """Closing a dialog, leaving the search box with escape and switching tabs all give the keys back to the tab's
     table, so the footer's keys act (a focused input would take them as text)."""
@@ -678,6 +693,7 @@ async def test_keys_stay_with_the_tables_after_dialogs_escape_and_tab_switches(p
         assert app.query_one("#prompt-search", Input).value == "second"
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_the_selected_row_survives_a_refresh(project, tiny_tm, tmp_path):
     from toolkit.tasks import read_task_file
 
@@ -703,6 +719,7 @@ async def test_the_selected_row_survives_a_refresh(project, tiny_tm, tmp_path):
     assert [p.name for p in exported] == [f"reviews-prompt-{ids[1]}.json"]
 
 
+@pytest.mark.slow  # every tab through the palette
 async def test_the_palette_goes_to_a_tab_for_real_and_keeps_the_header(project, tiny_tm, tmp_path):
     from textual.command import CommandList
 
@@ -727,6 +744,7 @@ async def test_the_palette_goes_to_a_tab_for_real_and_keeps_the_header(project, 
         assert app.sub_title == f"project {project.name}"
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_the_import_dialog_takes_dev_and_test_files_and_every_option(project, tiny_tm, tmp_path):
     """A task with its own dev and test files (FOLIO-style), an answer type, a template: all from the TUI."""
     from textual.widgets import Select
@@ -771,6 +789,7 @@ async def test_the_import_dialog_takes_dev_and_test_files_and_every_option(proje
     assert first.startswith("p20") and "\nConclusion: c20" in first  # the template's \n is a line break
 
 
+@pytest.mark.slow  # a Pilot session of several screens
 async def test_the_import_dialog_names_a_bad_format_without_cli_flags(project, tiny_tm, tmp_path):
     path = tmp_path / "reviews.data"
     path.write_text("input,target\na,b\n")
@@ -833,6 +852,7 @@ async def test_a_baseline_run_from_the_new_run_dialog(project, tiny_tm, llama, t
         await wait_for(pilot, lambda: "done" in str(app.query_one("#live-status").render()), limit=100)
 
 
+@pytest.mark.slow  # every form at two terminal sizes
 async def test_form_labels_are_never_cut(project, tiny_tm, tmp_path):
     from textual.widgets import Label
 
@@ -881,6 +901,7 @@ async def test_a_new_run_starts_from_the_prompt_selected_in_the_library(project,
         assert run["config"]["initial_prompt"] == "Say positive or negative." and run["initial_prompt_id"] == pid
 
 
+@pytest.mark.slow  # another process writes the history
 async def test_every_tab_shows_rows_another_process_adds(project, tiny_tm, tmp_path):
     """A prompt added by the CLI (another connection) while the TUI is open appears in the Prompts tab."""
     from toolkit.project import open_project
