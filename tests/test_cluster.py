@@ -18,6 +18,7 @@ from toolkit.lifecycle import drive
 from toolkit.tasks import read_task_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import stored_evaluation  # noqa: E402
 from test_lifecycle import FakeOptimizer  # noqa: E402
 
 # -------------------------------------------------------------------------------------------- the merge (no Ray)
@@ -48,21 +49,7 @@ def _a_run_on_a_worker(wp: WorkerProject, task_name: str, start: int, tag: str) 
     )
     drive(project, task, run_id, FakeOptimizer(), {"step": 0, "prompt": "Answer."}, start, None, None)
     examples = store.examples(task["id"], "test")
-    ev = store.create_evaluation(
-        prompt_id=start,
-        task_id=task["id"],
-        split="test",
-        model_id="fake",
-        model_sha256="x",
-        backend="llamacpp",
-        quantization="q",
-        mode="direct",
-        n=len(examples),
-        settings={"mode": "direct"},
-    )
-    for ex in examples:
-        store.add_result(ev, ex["id"], f"k{ex['id']}", "yes", "yes", ex["answer"] == "yes", 0.1)
-    store.finish_evaluation(ev, n=len(examples), correct=1, accuracy=0.5, ci_low=0.1, ci_high=0.9)
+    stored_evaluation(store, start, task, examples, [ex["answer"] == "yes" for ex in examples])
     store.update_prompt_meta(start, add_tags=[tag])
     return wp.new_rows()
 

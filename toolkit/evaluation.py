@@ -99,7 +99,8 @@ class LlamaCppRuntime:
             def one(ex: dict) -> tuple[str, str | None]:
                 return predict(model, layout, spec, prompt, ex["input"], settings, calibration)
 
-        return lambda batch: [skipping(one)(ex) for ex in batch]
+        guarded = skipping(one)
+        return lambda batch: [guarded(ex) for ex in batch]
 
 
 class TorchRuntime:
