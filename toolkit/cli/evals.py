@@ -12,6 +12,7 @@ from ..calibration import DEFAULT_ROWS
 from ..layout import CHAIN_CAP
 from ..render import _pct, _print_eval, eval_progress
 from . import COUNT, GPU_LAYERS, ID, SIZE, Table, _clip, _confusion_table, _print_json_list, _project, cli, console
+from .optimize import _load_torch
 
 
 @cli.command("eval")
@@ -153,8 +154,7 @@ def eval_cmd(
     if shard_size and ray_address is None:
         raise click.UsageError("--shard-size sets the shards of --ray; add --ray ADDRESS.")
     if backend == "torch":
-        with console.status("Loading the model for torch..."):  # (minutes on a loaded machine)
-            model = load_model("torch", info, precision=precision)
+        model = _load_torch(info, precision)  # with a spinner: minutes on a loaded machine
     else:
         model = load_model("llamacpp", info, gpu_layers=gpu_layers)
     for pid in prompt_ids:
